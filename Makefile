@@ -1,0 +1,35 @@
+# rnnmt: `make run` runs the pipeline on the bundled sample, `make test` runs the tests.
+# Both create the virtual environment (.venv) and install what they need on first use.
+
+VENV   ?= .venv
+PYTHON ?= python3
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: install run test test-fast bench-preprocess clean
+
+install: $(STAMP)
+
+# torch first and pinned: a local CPU build of 2.13.0 exists; an unpinned torch pulls CUDA packages.
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e '.[dev,bench]'
+	touch $(STAMP)
+
+run: install
+	$(PY) -m jobs.preprocess conf/preprocess.yaml overwrite=true
+	$(PY) -m jobs.preprocess conf/preprocess/sample_wikipedia.yaml overwrite=true
+
+test: install
+	$(PY) -m pytest
+
+test-fast: install
+	$(PY) -m pytest -m "not slow"
+
+bench-preprocess: install
+	$(PY) bench/preprocess.py
+
+clean:
+	rm -rf outputs mlartifacts mlflow.db .pytest_cache

@@ -1,0 +1,68 @@
+"""Job configuration: YAML files from ``conf/`` merged with ``key=value`` overrides (OmegaConf).
+
+Order, later wins: ``conf/common.yaml``, ``conf/<job>.yaml``, the CONFIG file given on the command
+line (a preset such as ``conf/preprocess/tatoeba.yaml``), then the overrides. Keys that the job's
+YAML does not define are rejected, so a typo fails instead of being ignored.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigKeyError
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+CONF_DIR = PROJECT_DIR / "conf"
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot be used."""
+
+
+def load_config(job: str, argv: Sequence[str] | None = None) -> DictConfig:
+    """The resolved config of ``job`` from ``argv`` (``[CONFIG.yaml] [key=value ...]``)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    presets = [a for a in argv if "=" not in a]
+    overrides = [a for a in argv if "=" in a]
+    if len(presets) > 1:
+        raise ConfigError(f"expected at most one config file, got {presets}")
+    cfg = OmegaConf.merge(OmegaConf.load(CONF_DIR / "common.yaml"), OmegaConf.load(CONF_DIR / f"{job}.yaml"))
+    OmegaConf.set_struct(cfg, True)
+    layers = []
+    for preset in presets:
+        path = Path(preset)
+        if not path.is_file():
+            raise ConfigError(f"config file {preset} does not exist")
+        layers.append(OmegaConf.load(path))
+    try:
+        layers.append(OmegaConf.from_dotlist(overrides))
+        cfg = OmegaConf.merge(cfg, *layers)
+        OmegaConf.resolve(cfg)
+    except ConfigKeyError as err:
+        raise ConfigError(f"unknown config key: {err.msg if hasattr(err, 'msg') else err}") from None
+    return cfg
+
+
+def to_dict(cfg: DictConfig) -> dict[str, Any]:
+    """The config as plain Python containers."""
+    return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+
+
+def to_yaml(cfg: DictConfig) -> str:
+    return OmegaConf.to_yaml(cfg, resolve=True)
+
+
+def flatten(cfg: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``, for MLflow params."""
+    flat: dict[str, Any] = {}
+    for key, value in cfg.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat

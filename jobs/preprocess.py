@@ -1,0 +1,73 @@
+"""Preprocess raw corpora into vocabularies and Parquet shards.
+
+    python -m jobs.preprocess [CONFIG.yaml] [key=value ...]
+
+e.g. ``python -m jobs.preprocess conf/preprocess/tatoeba.yaml filter.max_len=40 output_dir=out/tatoeba``.
+Prints the resolved config, a summary, and last one line of JSON with the output's figures.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from jobs.config import ConfigError, load_config, to_dict, to_yaml
+from jobs.spark_session import JavaNotFoundError, spark_session
+from jobs.tracking import mlflow_run
+from pipelines.manifest import MANIFEST_NAME
+from pipelines.output import OutputExistsError
+from pipelines.preprocess import preprocess
+from pipelines.readers import InputError
+
+
+def summary(manifest: dict[str, Any], output_dir: Path) -> dict[str, Any]:
+    """The figures a user or script wants from a preprocessing run."""
+    counts = manifest["counts"]
+    return {"output_dir": str(output_dir), "read": counts["read"], "kept": counts["kept"],
+            "dropped": {k: v for k, v in counts["dropped"].items() if v},
+            "splits": {k: v["examples"] for k, v in manifest["splits"].items()},
+            "vocab": {k: v["size"] for k, v in manifest["vocab"].items()},
+            "coverage": {k: v["coverage"] for k, v in manifest["vocab"].items()},
+            "seconds": manifest["seconds"]}
+
+
+def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """Run the job; returns the manifest."""
+    cfg = load_config("preprocess", argv)
+    print(to_yaml(cfg), flush=True)
+    config = to_dict(cfg)
+    output_dir = Path(config["output_dir"]).resolve()
+    started = time.perf_counter()
+    with mlflow_run(config["mlflow"], config["run_name"], params=config) as mlflow:
+        mlflow.log_text(to_yaml(cfg), "config.yaml")
+        with spark_session(config["spark"], app_name="rnnmt-preprocess") as spark:
+            manifest = preprocess(spark, config, output_dir)
+        counts = manifest["counts"]
+        metrics = {"read": counts["read"], "kept": counts["kept"], "seconds": time.perf_counter() - started}
+        metrics.update({f"dropped.{k}": v for k, v in counts["dropped"].items()})
+        metrics.update({f"{split}.examples": v["examples"] for split, v in manifest["splits"].items()})
+        for side, entry in manifest["vocab"].items():
+            metrics[f"vocab.{side}.size"] = entry["size"]
+            if entry["coverage"] is not None:
+                metrics[f"vocab.{side}.coverage"] = entry["coverage"]
+        mlflow.log_metrics(metrics)
+        mlflow.log_artifact(str(output_dir / MANIFEST_NAME))
+        mlflow.log_artifacts(str(output_dir / "vocab"), "vocab")
+        mlflow.set_tag("output_dir", str(output_dir))
+    print(json.dumps(summary(manifest, output_dir)))
+    return manifest
+
+
+def main() -> None:
+    try:
+        run()
+    except (ConfigError, InputError, OutputExistsError, JavaNotFoundError) as err:
+        sys.exit(f"error: {err}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,64 @@
+"""MLflow for jobs: tracking URI, experiment and a run that always ends with a final status."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+from jobs.config import PROJECT_DIR, flatten
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+# MLflow's limit on a param value's length.
+_MAX_PARAM = 6000
+
+
+def tracking_uri(cfg: Mapping[str, Any]) -> str:
+    """Config, then ``MLFLOW_TRACKING_URI``, then a SQLite file in the project directory (absolute)."""
+    return cfg.get("tracking_uri") or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{PROJECT_DIR / 'mlflow.db'}"
+
+
+def artifact_location(cfg: Mapping[str, Any]) -> str:
+    return cfg.get("artifact_location") or (PROJECT_DIR / "mlartifacts").as_uri()
+
+
+class _NoRun:
+    """Stands in for MLflow when tracking is disabled."""
+
+    info = None
+
+    def __getattr__(self, name: str) -> Any:
+        return lambda *args, **kwargs: None
+
+
+@contextmanager
+def mlflow_run(cfg: Mapping[str, Any], run_name: str, params: Mapping[str, Any] | None = None) -> Iterator[Any]:
+    """Start a run in the configured experiment and log ``params`` (flattened). Yields the
+    ``mlflow`` module, or a no-op stand-in when ``cfg.enabled`` is false. The run ends FINISHED,
+    FAILED on an error, KILLED on Ctrl-C."""
+    if not cfg.get("enabled", True):
+        yield _NoRun()
+        return
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri(cfg))
+    experiment = mlflow.get_experiment_by_name(cfg["experiment"])
+    experiment_id = (experiment.experiment_id if experiment else
+                     mlflow.create_experiment(cfg["experiment"], artifact_location=artifact_location(cfg)))
+    with mlflow.start_run(experiment_id=experiment_id, run_name=run_name) as run:
+        if params:
+            mlflow.log_params({k: _param(v) for k, v in flatten(dict(params)).items()})
+        try:
+            yield mlflow
+        except KeyboardInterrupt:
+            mlflow.end_run(status="KILLED")
+            raise
+        print(f"mlflow: run {run.info.run_id} in experiment {cfg['experiment']!r} at {tracking_uri(cfg)}")
+
+
+def _param(value: Any) -> str:
+    text = value if isinstance(value, str) else json.dumps(value)
+    return text if len(text) <= _MAX_PARAM else text[: _MAX_PARAM - 3] + "..."

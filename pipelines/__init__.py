@@ -1,0 +1,1 @@
+"""PySpark preprocessing: raw corpora -> normalized tokens -> vocabularies -> id shards."""

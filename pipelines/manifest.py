@@ -1,0 +1,41 @@
+"""``manifest.json``: what a preprocessing output holds, how it was made and what was dropped."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+MANIFEST_NAME = "manifest.json"
+FORMAT_VERSION = 1
+
+
+class ManifestError(ValueError):
+    """A data directory without a usable manifest."""
+
+
+def write_manifest(directory: Path, manifest: dict[str, Any]) -> Path:
+    """Write the manifest (last, so its presence marks a complete output)."""
+    counts = manifest["counts"]
+    if counts["read"] != counts["kept"] + sum(counts["dropped"].values()):
+        raise ValueError(f"counts do not add up: {counts}")
+    path = directory / MANIFEST_NAME
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(manifest, indent=2, ensure_ascii=False, sort_keys=False) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def load_manifest(data_dir: Path, kind: str | None = None) -> dict[str, Any]:
+    """Read and check the manifest of a preprocessing output; ``kind`` is ``parallel`` or ``monolingual``."""
+    path = Path(data_dir) / MANIFEST_NAME
+    if not path.is_file():
+        raise ManifestError(f"{data_dir} has no {MANIFEST_NAME}: not a (complete) preprocessing output; "
+                            "run `python -m jobs.preprocess` first")
+    manifest = json.loads(path.read_text(encoding="utf-8"))
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise ManifestError(f"{path}: format_version {manifest.get('format_version')!r}, expected {FORMAT_VERSION}")
+    if kind is not None and manifest.get("kind") != kind:
+        raise ManifestError(f"{path}: holds {manifest.get('kind')} data, {kind} data expected")
+    return manifest

@@ -1,0 +1,193 @@
+"""Text normalization and tokenization rules, in one place, with two renderings.
+
+``spark_tokens`` builds a Spark SQL expression (JVM only, no Python UDF) and ``tokenize`` is its
+pure-Python twin, used to translate new text. Both apply the same steps in the same order:
+
+1. Unicode normalization (NFKC by default; ICU in the JVM, ``unicodedata`` in Python).
+2. One character table: control characters and odd spaces (U+00A0, U+202F, U+2009, ...) become a
+   space; zero-width characters, soft hyphens and private-use characters are removed; curly
+   apostrophes become ``'`` and curly double quotes ``"``.
+3. Optional lowercasing.
+4. URLs become ``[URL]``, then numbers become ``[NUM]``.
+5. Punctuation is split into tokens (``[URL]`` and ``[NUM]`` stay whole); apostrophes at a word's
+   edge are tokens, an apostrophe inside a word stays with the left part (``l' homme``, French
+   style) or the right part (``don 't``).
+6. Split on spaces.
+
+Some steps are skipped where they cannot change the text (no ``://`` or ``www.`` for URLs, ASCII
+without control characters or backticks for the character table): the same guards in both
+renderings, for speed only.
+
+The regular expressions avoid ``\\w``, ``\\s``, ``\\d``, ``\\b`` and case-insensitive matching,
+which mean different things in Java and Python; character classes are explicit code-point ranges.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from pipelines.vocab import NUM, URL
+
+if TYPE_CHECKING:
+    from pyspark.sql import Column, DataFrame
+
+UNICODE_FORMS = ("NFKC", "NFC", "none")
+APOSTROPHE_STYLES = ("left", "right")
+# Languages whose apostrophe marks an elision of the word on its left (l'homme, dell'anno).
+ELISION_LANGUAGES = frozenset({"fr", "it", "ca", "oc", "ga"})
+
+Ranges = tuple[tuple[int, int], ...]
+
+_CONTROL: Ranges = ((0x00, 0x1F), (0x7F, 0x9F))
+_SPACES: Ranges = (
+    (0x00A0, 0x00A0), (0x1680, 0x1680), (0x2000, 0x200A), (0x2028, 0x2029),
+    (0x202F, 0x202F), (0x205F, 0x205F), (0x3000, 0x3000),
+)
+_REMOVED: Ranges = (
+    (0x00AD, 0x00AD), (0x200B, 0x200F), (0x202A, 0x202E), (0x2060, 0x2064),
+    (0x2066, 0x206F), (0xFEFF, 0xFEFF),
+)
+_APOSTROPHES = "\u2018\u2019\u201b\u02bc\u0060\u00b4\u2032\uff07"
+_DOUBLE_QUOTES = "\u201c\u201d\u201e\u201f"
+# ASCII characters the table changes: control characters and the backtick.
+_ASCII_IN_TABLE = "[\\x00-\\x1f\\x7f`]"
+_URL_HINTS = ("://", "www.", "WWW.")
+
+# Characters split off as tokens of their own (the apostrophe is handled separately).
+_PUNCT: Ranges = (
+    (0x21, 0x26), (0x28, 0x2F), (0x3A, 0x40), (0x5B, 0x5F), (0x7B, 0x7E),
+    (0xA1, 0xA9), (0xAB, 0xAC), (0xAE, 0xB1), (0xB6, 0xB8), (0xBB, 0xBB), (0xBF, 0xBF),
+    (0xD7, 0xD7), (0xF7, 0xF7),
+    (0x2010, 0x2017), (0x201A, 0x201A), (0x201C, 0x2027), (0x2030, 0x2031), (0x2033, 0x205E),
+    (0x20A0, 0x20CF), (0x2190, 0x23FF), (0x2500, 0x27BF), (0x2E00, 0x2E7F), (0x3001, 0x303F),
+    (0x1F000, 0x1FAFF),
+)
+
+
+@dataclass(frozen=True)
+class NormalizeOptions:
+    """How one side of a corpus is normalized."""
+
+    unicode_form: str = "NFKC"
+    lowercase: bool = True
+    apostrophe: str = "right"
+
+    def __post_init__(self) -> None:
+        if self.unicode_form not in UNICODE_FORMS:
+            raise ValueError(f"normalize.unicode must be one of {UNICODE_FORMS}, got {self.unicode_form!r}")
+        if self.apostrophe not in APOSTROPHE_STYLES:
+            raise ValueError(f"apostrophe style must be one of {APOSTROPHE_STYLES}, got {self.apostrophe!r}")
+
+    @classmethod
+    def for_language(cls, lang: str, unicode_form: str = "NFKC", lowercase: bool = True,
+                     apostrophe: str = "auto") -> "NormalizeOptions":
+        """Options for ``lang``; ``apostrophe='auto'`` picks the elision style for French and kin."""
+        if apostrophe == "auto":
+            apostrophe = "left" if lang.lower().split("-")[0] in ELISION_LANGUAGES else "right"
+        return cls(unicode_form=unicode_form, lowercase=lowercase, apostrophe=apostrophe)
+
+
+def _char_table() -> dict[int, str]:
+    table: dict[int, str] = {}
+    for lo, hi in _CONTROL + _SPACES:
+        table.update({c: " " for c in range(lo, hi + 1)})
+    for lo, hi in _REMOVED:
+        table.update({c: "" for c in range(lo, hi + 1)})
+    table.update({ord(c): "'" for c in _APOSTROPHES})
+    table.update({ord(c): '"' for c in _DOUBLE_QUOTES})
+    return table
+
+
+_TABLE = _char_table()
+
+
+def _char_class(ranges: Ranges, java: bool, extra: str = "", negate: bool = False) -> str:
+    def esc(c: int) -> str:
+        return f"\\x{{{c:x}}}" if java else f"\\U{c:08x}"
+
+    body = "".join(esc(lo) if lo == hi else f"{esc(lo)}-{esc(hi)}" for lo, hi in ranges)
+    return f"[{'^' if negate else ''}{extra}{body}]"
+
+
+@dataclass(frozen=True)
+class _Patterns:
+    url: str
+    num: str
+    punct: str
+
+
+def _patterns(java: bool) -> _Patterns:
+    url_end = r"[^ \"<>.,;:!?'()\[\]{}]"
+    url = r"(?:(?:[hH][tT][tT][pP][sS]?|[fF][tT][pP])://|www\.|WWW\.)[^ \"<>]*" + url_end
+    num = r"[0-9]+(?:[.,][0-9]+)*"
+    punct = _char_class(_PUNCT, java)
+    word_char = _char_class(_PUNCT, java, extra=" ", negate=True)  # not a space, not punctuation
+    # Each apostrophe alternative starts by matching or peeking at "'", so the (costly) lookbehinds
+    # run only at apostrophes: this halves the cost of the pass on ordinary text.
+    edge_apostrophes = f"'+(?!{word_char})|(?=')(?<!{word_char})'+"
+    inner_apostrophe = "(?=')(?<=[^ '])'(?=[^ '])"
+    placeholder = r"\[(?:NUM|URL)\]"
+    # The leading lookahead lets ordinary characters fail after one class test.
+    return _Patterns(url=url, num=num, punct=f"(?={punct[:-1]}'])(?:({placeholder}|{punct}|{edge_apostrophes})"
+                                            f"|({inner_apostrophe}))")
+
+
+_PY = _patterns(java=False)
+_PY_URL = re.compile(_PY.url)
+_PY_NUM = re.compile(_PY.num)
+_PY_PUNCT = re.compile(_PY.punct)
+_PY_ASCII_IN_TABLE = re.compile(_ASCII_IN_TABLE)
+# Group 1 (punctuation, edge apostrophes) is padded with spaces; group 2 (an apostrophe inside a
+# word) goes with the word on its left or right. An unmatched group is replaced by "".
+_REPLACEMENT = {"left": ("\\g<2> \\g<1> ", "$2 $1 "), "right": (" \\g<1> \\g<2>", " $1 $2")}
+
+
+def tokenize(text: str, options: NormalizeOptions) -> list[str]:
+    """Normalize ``text`` and split it into tokens (pure Python; same result as ``spark_tokens``)."""
+    if options.unicode_form != "none":
+        text = unicodedata.normalize(options.unicode_form, text)
+    if not text.isascii() or _PY_ASCII_IN_TABLE.search(text):
+        text = text.translate(_TABLE)
+    if options.lowercase:
+        text = text.lower()
+    if any(hint in text for hint in _URL_HINTS):
+        text = _PY_URL.sub(f" {URL} ", text)
+    text = _PY_NUM.sub(f" {NUM} ", text)
+    text = _PY_PUNCT.sub(_REPLACEMENT[options.apostrophe][0], text)
+    return [t for t in text.split(" ") if t]
+
+
+def spark_tokens(df: "DataFrame", text_column: str, output_column: str, options: NormalizeOptions,
+                 where: "Column | None" = None) -> "DataFrame":
+    """Add ``output_column``: the ``array<string>`` tokens of ``text_column`` (rows where ``where``
+    is false get null). Same result as ``tokenize``, computed in the JVM."""
+    from pyspark.sql import functions as F
+
+    java = _patterns(java=True)
+    text = F.col(text_column)
+    if options.unicode_form != "none":
+        # reflect() counts as non-deterministic, so Spark would evaluate it once per reference:
+        # it gets a projection of its own and later steps refer to its result.
+        text = F.call_function("reflect", F.lit("com.ibm.icu.text.Normalizer"), F.lit("compose"), text,
+                               F.lit(options.unicode_form == "NFKC"))
+    wanted = F.col(text_column).isNotNull() & (F.lit(True) if where is None else where)
+    df = df.withColumn(output_column, F.when(wanted, text))
+    text = F.col(output_column)
+    # translate(): characters of `source` past the end of `target` are deleted.
+    kept = {c: r for c, r in _TABLE.items() if r}
+    deleted = [c for c, r in _TABLE.items() if not r]
+    source = "".join(chr(c) for c in list(kept) + deleted)
+    needs_table = (F.length(text) != F.octet_length(text)) | text.rlike(_ASCII_IN_TABLE)
+    text = F.when(needs_table, F.translate(text, source, "".join(kept.values()))).otherwise(text)
+    if options.lowercase:
+        text = F.lower(text)
+    has_url_hint = F.lit(False)
+    for hint in _URL_HINTS:
+        has_url_hint = has_url_hint | (F.instr(text, hint) > 0)
+    text = F.when(has_url_hint, F.regexp_replace(text, java.url, f" {URL} ")).otherwise(text)
+    text = F.regexp_replace(text, java.num, f" {NUM} ")
+    text = F.regexp_replace(text, java.punct, _REPLACEMENT[options.apostrophe][1])
+    return df.withColumn(output_column, F.array_remove(F.split(text, " "), ""))

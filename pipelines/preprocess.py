@@ -1,0 +1,253 @@
+"""The preprocessing pipeline: raw corpora -> vocabularies, sharded Parquet and a manifest.
+
+Layout of the output directory (see docs/data-format.md):
+``vocab/<side>.tsv``, ``train|valid|test/part-NNNNN.parquet`` and ``manifest.json``.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import pyarrow
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from pipelines import filters
+from pipelines.encode import encode_columns
+from pipelines.manifest import FORMAT_VERSION, write_manifest
+from pipelines.normalize import NormalizeOptions, spark_tokens
+from pipelines.output import atomic_directory, write_shards
+from pipelines.readers import SPLITS, read_inputs, resolve_inputs
+from pipelines.split import assign_split, example_hash, shard_of
+from pipelines.vocab import UNK_ID, Vocab, count_tokens, select_vocab, top_tokens
+
+KINDS = ("parallel", "monolingual")
+
+
+@dataclass(frozen=True)
+class Side:
+    """One side of the data: its vocabulary name, its columns and how its text is normalized."""
+
+    name: str
+    ids_column: str
+    text_column: str
+    lang: str
+    options: NormalizeOptions
+
+    @property
+    def raw(self) -> str:
+        return "tgt_raw" if self.name == "tgt" else "src_raw"
+
+    @property
+    def tokens(self) -> str:
+        return f"{self.name}_tokens"
+
+    @property
+    def length_column(self) -> str:
+        return f"{self.ids_column}_len"
+
+
+def sides_for(cfg: Mapping[str, Any]) -> list[Side]:
+    """The sides of a corpus: ``words`` for monolingual data, ``src`` and ``tgt`` for pairs."""
+    data, norm = cfg["data"], cfg["normalize"]
+    if data["kind"] not in KINDS:
+        raise ValueError(f"data.kind must be one of {KINDS}, got {data['kind']!r}")
+
+    def options(lang: str) -> NormalizeOptions:
+        return NormalizeOptions.for_language(lang, norm["unicode"], bool(norm["lowercase"]), norm["apostrophe"])
+
+    if data["kind"] == "monolingual":
+        return [Side("words", "ids", "text", data["src_lang"], options(data["src_lang"]))]
+    return [Side("src", "src", "src_text", data["src_lang"], options(data["src_lang"])),
+            Side("tgt", "tgt", "tgt_text", data["tgt_lang"], options(data["tgt_lang"]))]
+
+
+def _spread(df: DataFrame, partitions: int) -> DataFrame:
+    """Repartition to ``partitions``, or (0) up to the default parallelism when inputs are few files."""
+    if partitions > 0:
+        return df.repartition(partitions)
+    parallelism = df.sparkSession.sparkContext.defaultParallelism
+    return df.repartition(parallelism) if df.rdd.getNumPartitions() < parallelism else df
+
+
+def _tokenize(records: DataFrame, sides: Sequence[Side], flt: Mapping[str, Any]) -> DataFrame:
+    """Add token columns and complete the drop reason of every record."""
+    raw = [s.raw for s in sides]
+    reason = F.coalesce(F.col("reason"), F.when(filters.too_long_line(raw, flt["max_chars"]), filters.LINE_TOO_LONG))
+    records = records.withColumn("reason", reason)
+    for side in sides:
+        records = spark_tokens(records, side.raw, side.tokens, side.options, where=F.col("reason").isNull())
+    lengths = filters.length_reason([s.tokens for s in sides], flt["min_len"], flt["max_len"], flt["max_ratio"])
+    return records.withColumn("reason", F.coalesce(F.col("reason"), lengths))
+
+
+def _build_vocabs(train: DataFrame, sides: Sequence[Side], cfg: Mapping[str, Any]) -> dict[str, Vocab]:
+    groups = [list(sides)] if cfg["shared"] else [[s] for s in sides]
+    vocabs = {}
+    for group in groups:
+        counts = count_tokens(train, [s.tokens for s in group])
+        ranked, total = top_tokens(counts, cfg["max_size"], cfg["min_count"])
+        vocab = select_vocab(ranked, cfg["max_size"], cfg["min_count"], total)
+        vocabs.update({s.name: vocab for s in group})
+    return vocabs
+
+
+def _split_stats(spark: SparkSession, directory: Path, files: Mapping[str, list[str]],
+                 sides: Sequence[Side]) -> dict[str, dict[str, Any]]:
+    """Examples, tokens and [UNK] tokens per split and side, read back from the written shards."""
+    stats = {}
+    for split in SPLITS:
+        entry: dict[str, Any] = {"examples": 0, "files": files[split],
+                                 "tokens": {s.name: 0 for s in sides}, "unk": {s.name: 0 for s in sides}}
+        if files[split]:
+            shards = spark.read.parquet(*[str(directory / f) for f in files[split]])
+            aggs = [F.count(F.lit(1)).alias("examples")]
+            for s in sides:
+                aggs += [F.sum(s.length_column).alias(f"tokens_{s.name}"),
+                         F.sum(F.size(F.filter(s.ids_column, lambda i: i == UNK_ID))).alias(f"unk_{s.name}")]
+            row = shards.agg(*aggs).first()
+            entry["examples"] = row["examples"]
+            for s in sides:
+                entry["tokens"][s.name] = int(row[f"tokens_{s.name}"])
+                entry["unk"][s.name] = int(row[f"unk_{s.name}"])
+        entry["coverage"] = {s.name: _coverage(entry["tokens"][s.name], entry["unk"][s.name]) for s in sides}
+        stats[split] = entry
+    return stats
+
+
+def _coverage(tokens: int, unk: int) -> float | None:
+    return round(1 - unk / tokens, 6) if tokens else None
+
+
+def _versions(spark: SparkSession) -> dict[str, str]:
+    def version(dist: str) -> str:
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            return "unknown"
+
+    return {"rnnmt": version("rnnmt"), "python": platform.python_version(), "spark": spark.version,
+            "pyarrow": pyarrow.__version__, "java": spark.sparkContext._jvm.System.getProperty("java.version")}
+
+
+def preprocess(spark: SparkSession, cfg: Mapping[str, Any], output_dir: Path,
+               log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Run the pipeline described by the resolved config ``cfg`` and publish it at ``output_dir``.
+
+    Returns the manifest. Nothing appears at ``output_dir`` unless the whole run succeeds.
+    """
+    started = time.perf_counter()
+    kind, flt, out = cfg["data"]["kind"], cfg["filter"], cfg["output"]
+    sides = sides_for(cfg)
+    specs = resolve_inputs(cfg["data"]["inputs"], kind)
+    shards = int(out["shards"])
+    if shards < 1:
+        raise ValueError("output.shards must be at least 1")
+    token_cols, raw_cols = [s.tokens for s in sides], [s.raw for s in sides]
+
+    with atomic_directory(Path(output_dir), overwrite=bool(cfg["overwrite"])) as tmp:
+        log(f"reading {sum(len(s.files) + len(s.tgt_files) for s in specs)} file(s)")
+        inputs = [entry for spec in specs for entry in spec.describe()]
+        records = _tokenize(_spread(read_inputs(spark, specs), int(cfg["spark"]["partitions"])), sides, flt)
+        records = records.persist()
+        cached = [records]
+        try:
+            by_reason = records.groupBy("reason", "note").count().collect()
+            read = sum(r["count"] for r in by_reason)
+            dropped = {r: 0 for r in _reasons(kind, specs, bool(flt["dedup"]))}
+            notes: dict[str, int] = {}
+            for r in by_reason:
+                if r["reason"] is not None:
+                    dropped[r["reason"]] = dropped.get(r["reason"], 0) + r["count"]
+                if r["note"] is not None:
+                    notes[r["note"]] = notes.get(r["note"], 0) + r["count"]
+            kept_before_dedup = read - sum(dropped.values())
+            log(f"read {read} records, {kept_before_dedup} usable; dropped {_nonzero(dropped)}")
+
+            examples = records.where(F.col("reason").isNull()).select(*token_cols, *raw_cols, "fixed_split")
+            if flt["dedup"]:
+                examples = filters.deduplicate(examples, token_cols, raw_cols)
+            hashed = F.col("hash")
+            examples = (examples.withColumn("hash", example_hash(token_cols, int(cfg["seed"])))
+                        .withColumn("split", assign_split(hashed, cfg["split"]["valid"], cfg["split"]["test"],
+                                                          F.col("fixed_split")))
+                        .withColumn("shard", shard_of(hashed, shards)))
+            if flt["dedup"]:
+                examples = examples.persist()
+                cached.append(examples)
+
+            vocabs = _build_vocabs(examples.where(F.col("split") == "train"), sides, cfg["vocab"])
+            log("vocabulary sizes: " + ", ".join(f"{s.name} {len(vocabs[s.name])}" for s in sides))
+
+            columns = ["split", "shard", "hash", *token_cols]
+            columns += [F.size(s.tokens).alias(s.length_column) for s in sides]
+            renames = {s.tokens: s.ids_column for s in sides}
+            if out["keep_text"]:
+                columns += [F.col(s.raw).alias(s.text_column) for s in sides]
+            encoded = encode_columns(examples.select(*columns), {s.tokens: vocabs[s.name] for s in sides}, renames)
+            sort_columns = ["hash", *[s.ids_column for s in sides]]
+            sort_columns += [s.text_column for s in sides] if out["keep_text"] else []
+            log(f"encoding and writing {shards} shards per split")
+            files = write_shards(encoded, tmp, shards, sort_columns)
+        finally:
+            for frame in cached:
+                frame.unpersist()
+
+        log("reading the shards back for their statistics")
+        splits = _split_stats(spark, tmp, files, sides)
+        kept = sum(splits[s]["examples"] for s in SPLITS)
+        if flt["dedup"]:
+            dropped[filters.DUPLICATE] = kept_before_dedup - kept
+        (tmp / "vocab").mkdir()
+        vocab_entries = {}
+        for side in sides:
+            path = f"vocab/{side.name}.tsv"
+            vocabs[side.name].save(tmp / path)
+            vocab_entries[side.name] = {"file": path, "size": len(vocabs[side.name]),
+                                        "fingerprint": vocabs[side.name].fingerprint(),
+                                        "coverage": splits["train"]["coverage"][side.name]}
+        manifest = {
+            "format_version": FORMAT_VERSION,
+            "kind": kind,
+            "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "inputs": inputs,
+            "counts": {"read": read, "kept": kept, "dropped": dropped, "notes": notes},
+            "sides": {s.name: {"lang": s.lang, "ids_column": s.ids_column, "length_column": s.length_column,
+                               "text_column": s.text_column if out["keep_text"] else None,
+                               "normalize": vars(s.options)} for s in sides},
+            "vocab": vocab_entries,
+            "shared_vocab": bool(cfg["vocab"]["shared"]),
+            "splits": splits,
+            "shards": shards,
+            "config": dict(cfg),
+            "versions": _versions(spark),
+            "seconds": round(time.perf_counter() - started, 2),
+        }
+        write_manifest(tmp, manifest)
+    log(f"wrote {kept} examples to {output_dir} "
+        f"(train {splits['train']['examples']}, valid {splits['valid']['examples']}, test {splits['test']['examples']})")
+    return manifest
+
+
+def _reasons(kind: str, specs: Sequence[Any], dedup: bool) -> list[str]:
+    """Every drop reason that applies to this run, so the manifest lists zeros too."""
+    from pipelines import readers
+
+    reasons = [readers.INVALID_UTF8]
+    if any(s.format == "tsv" for s in specs):
+        reasons.append(readers.MISSING_COLUMN)
+    reasons += [filters.LINE_TOO_LONG, filters.EMPTY, filters.TOO_SHORT, filters.TOO_LONG]
+    if kind == "parallel":
+        reasons.append(filters.LENGTH_RATIO)
+    return reasons + ([filters.DUPLICATE] if dedup else [])
+
+
+def _nonzero(counts: Mapping[str, int]) -> dict[str, int]:
+    return {k: v for k, v in counts.items() if v}

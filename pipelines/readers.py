@@ -1,0 +1,183 @@
+"""Reading raw corpora into one row per input record.
+
+Every line read becomes exactly one row, so ``read`` counts are exact: rows that cannot be used
+carry a drop ``reason`` instead of disappearing. Output columns: ``src_raw`` (and ``tgt_raw`` for
+parallel data), ``fixed_split`` (the split an input is pinned to, or null), ``reason`` and ``note``.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+FORMATS = ("text", "tsv", "aligned")
+SPLITS = ("train", "valid", "test")
+_INPUT_KEYS = {"text": {"path", "split"},
+               "tsv": {"path", "split", "src_column", "tgt_column"},
+               "aligned": {"src", "tgt", "split"}}
+
+# Drop reasons a reader can give.
+INVALID_UTF8 = "invalid_utf8"
+MISSING_COLUMN = "missing_column"
+# Note for TSV lines with more columns than used (kept; the extra columns are ignored).
+EXTRA_COLUMNS = "extra_columns_ignored"
+
+
+class InputError(ValueError):
+    """An input that cannot be read as configured."""
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """One configured input, its files resolved (sorted) on the driver."""
+
+    format: str
+    files: tuple[str, ...]
+    tgt_files: tuple[str, ...] = ()
+    split: str | None = None
+    src_column: int = 0
+    tgt_column: int = 1
+
+    def describe(self) -> list[dict[str, Any]]:
+        """Path, size and SHA-256 of every file, for the manifest."""
+        return [_describe_file(p, self.format, self.split) for p in self.files + self.tgt_files]
+
+
+def _describe_file(path: str, fmt: str, split: str | None) -> dict[str, Any]:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return {"path": path, "format": fmt, "split": split, "bytes": os.path.getsize(path),
+            "sha256": digest.hexdigest()}
+
+
+def _expand(pattern: str, where: str) -> tuple[str, ...]:
+    path = os.path.abspath(os.path.expanduser(pattern))
+    files = sorted(p for p in glob.glob(path) if os.path.isfile(p))
+    if not files:
+        raise InputError(f"{where}: no file matches {pattern!r} (looked for {path})")
+    return tuple(files)
+
+
+def resolve_inputs(inputs: Sequence[Mapping[str, Any]], kind: str) -> list[InputSpec]:
+    """Check the ``data.inputs`` entries and expand their paths and globs to absolute file lists."""
+    if not inputs:
+        raise InputError("data.inputs is empty: give at least one input")
+    specs = []
+    for n, entry in enumerate(inputs):
+        where = f"data.inputs[{n}]"
+        entry = dict(entry)
+        fmt = entry.pop("format", "aligned" if "src" in entry else ("text" if kind == "monolingual" else "tsv"))
+        if fmt not in FORMATS:
+            raise InputError(f"{where}: format must be one of {FORMATS}, got {fmt!r}")
+        unknown = set(entry) - _INPUT_KEYS[fmt]
+        if unknown:
+            raise InputError(f"{where}: unknown keys {sorted(unknown)} for format {fmt!r} "
+                             f"(allowed: {sorted(_INPUT_KEYS[fmt])})")
+        if (fmt == "text") != (kind == "monolingual"):
+            raise InputError(f"{where}: format {fmt!r} does not fit data.kind={kind!r}")
+        split = entry.get("split")
+        if split is not None and split not in SPLITS:
+            raise InputError(f"{where}: split must be one of {SPLITS} or null, got {split!r}")
+        if fmt == "aligned":
+            for key in ("src", "tgt"):
+                if key not in entry:
+                    raise InputError(f"{where}: aligned input needs both 'src' and 'tgt'")
+            src, tgt = _expand(entry["src"], where), _expand(entry["tgt"], where)
+            if len(src) != len(tgt):
+                raise InputError(f"{where}: {entry['src']!r} matches {len(src)} files but "
+                                 f"{entry['tgt']!r} matches {len(tgt)}")
+            specs.append(InputSpec(fmt, src, tgt, split))
+        else:
+            if "path" not in entry:
+                raise InputError(f"{where}: {fmt} input needs 'path'")
+            src_col, tgt_col = int(entry.get("src_column", 0)), int(entry.get("tgt_column", 1))
+            if min(src_col, tgt_col) < 0 or src_col == tgt_col:
+                raise InputError(f"{where}: src_column and tgt_column must be different and >= 0")
+            specs.append(InputSpec(fmt, _expand(entry["path"], where), split=split,
+                                   src_column=src_col, tgt_column=tgt_col))
+    return specs
+
+
+def _invalid(text: Column) -> Column:
+    """Undecodable bytes, or U+FFFD, the mark a decoder leaves for them."""
+    return ~F.call_function("is_valid_utf8", text) | (F.instr(text, "\ufffd") > 0)
+
+
+def _strip_cr(text: Column) -> Column:
+    return F.regexp_replace(text, "\r$", "")
+
+
+def _read_lines(spark: SparkSession, files: Sequence[str]) -> DataFrame:
+    return spark.read.option("lineSep", "\n").text(list(files))
+
+
+def _read_text(spark: SparkSession, spec: InputSpec) -> DataFrame:
+    value = F.col("value")
+    return _read_lines(spark, spec.files).select(
+        _strip_cr(value).alias("src_raw"),
+        F.when(_invalid(value), F.lit(INVALID_UTF8)).alias("reason"),
+        F.lit(None).cast("string").alias("note"))
+
+
+def _read_tsv(spark: SparkSession, spec: InputSpec) -> DataFrame:
+    value = F.col("value")
+    fields = F.split(_strip_cr(value), "\t", -1)
+    needed = max(spec.src_column, spec.tgt_column) + 1
+    return _read_lines(spark, spec.files).select(
+        F.when(F.size(fields) >= needed, fields[spec.src_column]).alias("src_raw"),
+        F.when(F.size(fields) >= needed, fields[spec.tgt_column]).alias("tgt_raw"),
+        F.when(_invalid(value), F.lit(INVALID_UTF8))
+         .when(F.size(fields) < needed, F.lit(MISSING_COLUMN)).alias("reason"),
+        F.when(F.size(fields) > 2, F.lit(EXTRA_COLUMNS)).alias("note"))
+
+
+def _numbered_lines(spark: SparkSession, path: str) -> DataFrame:
+    """``(line_no, line)`` of one file, read whole so line numbers come from the JVM."""
+    lines = F.split(F.col("value"), "\n", -1)
+    # A final newline ends the last line; it does not start an empty one.
+    lines = F.when(F.element_at(lines, -1) == "", F.slice(lines, F.lit(1), F.size(lines) - 1)).otherwise(lines)
+    return spark.read.text(path, wholetext=True).select(F.posexplode(lines).alias("line_no", "line"))
+
+
+def _read_aligned(spark: SparkSession, spec: InputSpec) -> DataFrame:
+    parts = []
+    for src_file, tgt_file in zip(spec.files, spec.tgt_files):
+        src, tgt = _numbered_lines(spark, src_file), _numbered_lines(spark, tgt_file)
+        n_src, n_tgt = src.count(), tgt.count()
+        if n_src != n_tgt:
+            raise InputError(f"line-aligned files differ in length: {src_file} has {n_src} lines, "
+                             f"{tgt_file} has {n_tgt}")
+        joined = src.alias("s").join(tgt.alias("t"), "line_no")
+        s, t = F.col("s.line"), F.col("t.line")
+        parts.append(joined.select(
+            _strip_cr(s).alias("src_raw"), _strip_cr(t).alias("tgt_raw"),
+            F.when(_invalid(s) | _invalid(t), F.lit(INVALID_UTF8)).alias("reason"),
+            F.lit(None).cast("string").alias("note")))
+    return _union(parts)
+
+
+def _union(frames: Sequence[DataFrame]) -> DataFrame:
+    result = frames[0]
+    for frame in frames[1:]:
+        result = result.unionByName(frame)
+    return result
+
+
+_READERS = {"text": _read_text, "tsv": _read_tsv, "aligned": _read_aligned}
+
+
+def read_inputs(spark: SparkSession, specs: Sequence[InputSpec]) -> DataFrame:
+    """All inputs as one DataFrame of raw records (see the module docstring for its columns)."""
+    frames = [_READERS[spec.format](spark, spec).withColumn("fixed_split", F.lit(spec.split).cast("string"))
+              for spec in specs]
+    return _union(frames)

@@ -1,0 +1,127 @@
+"""Vocabulary: special tokens with fixed ids, selection rules and the on-disk format.
+
+Shared by the preprocessing pipeline (which builds vocabularies) and by the jobs that read them.
+Ids: the special tokens first, then words by descending count, ties broken by the token (code-point
+order, which equals the UTF-8 byte order Spark sorts by), so the same counts give the same ids.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame
+
+PAD, UNK, NUM, URL, GO, EOS = "[PAD]", "[UNK]", "[NUM]", "[URL]", "<go>", "<eos>"
+SPECIALS: tuple[str, ...] = (PAD, UNK, NUM, URL, GO, EOS)
+PAD_ID, UNK_ID, NUM_ID, URL_ID, GO_ID, EOS_ID = range(len(SPECIALS))
+# Specials that can occur in normalized text and so are counted like words.
+COUNTED_SPECIALS = (NUM, URL)
+
+
+@dataclass(frozen=True)
+class Vocab:
+    """An id <-> token table with the training-set count of every entry."""
+
+    tokens: tuple[str, ...]
+    counts: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        if self.tokens[: len(SPECIALS)] != SPECIALS:
+            raise ValueError(f"a vocabulary must start with the special tokens {SPECIALS}")
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    @property
+    def index(self) -> dict[str, int]:
+        return {t: i for i, t in enumerate(self.tokens)}
+
+    def encode(self, tokens: Iterable[str]) -> list[int]:
+        index = self.index
+        return [index.get(t, UNK_ID) for t in tokens]
+
+    def decode(self, ids: Iterable[int]) -> list[str]:
+        return [self.tokens[i] for i in ids]
+
+    def fingerprint(self) -> str:
+        """SHA-256 of the token list: two vocabularies with the same ids have the same fingerprint."""
+        return hashlib.sha256("\n".join(self.tokens).encode("utf-8")).hexdigest()
+
+    def save(self, path: Path) -> None:
+        """Write ``id<TAB>token<TAB>count`` lines with a header."""
+        lines = ["id\ttoken\tcount"] + [f"{i}\t{t}\t{c}" for i, (t, c) in enumerate(zip(self.tokens, self.counts))]
+        path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+    @classmethod
+    def load(cls, path: Path) -> "Vocab":
+        tokens, counts = [], []
+        with open(path, encoding="utf-8") as f:
+            if f.readline().rstrip("\n") != "id\ttoken\tcount":
+                raise ValueError(f"{path}: not a vocabulary file (header 'id<TAB>token<TAB>count' expected)")
+            for expected, line in enumerate(f):
+                i, token, count = line.rstrip("\n").split("\t")
+                if int(i) != expected:
+                    raise ValueError(f"{path}: id {i} on line {expected + 2}, expected {expected}")
+                tokens.append(token)
+                counts.append(int(count))
+        return cls(tuple(tokens), tuple(counts))
+
+
+def select_vocab(ranked: Sequence[tuple[str, int]], max_size: int, min_count: int, total: int) -> Vocab:
+    """Build a vocabulary from ``(token, count)`` pairs already ordered by count desc, token asc.
+
+    ``max_size`` counts the special tokens; words below ``min_count`` are left out. ``[NUM]`` and
+    ``[URL]`` take their counts from ``ranked`` and never use a word slot. ``total`` is the number of
+    tokens counted; what the vocabulary does not cover is the count of ``[UNK]``.
+    """
+    if max_size < len(SPECIALS):
+        raise ValueError(f"vocab.max_size must be at least {len(SPECIALS)} (the special tokens)")
+    special_counts = {t: 0 for t in SPECIALS}
+    words: list[tuple[str, int]] = []
+    for token, count in ranked:
+        if token in special_counts:
+            special_counts[token] = count
+        elif count >= min_count and len(words) < max_size - len(SPECIALS):
+            words.append((token, count))
+    special_counts[UNK] = total - sum(special_counts.values()) - sum(c for _, c in words)
+    if special_counts[UNK] < 0:
+        raise ValueError(f"total={total} is smaller than the counts of the selected tokens")
+    tokens = SPECIALS + tuple(t for t, _ in words)
+    counts = tuple(special_counts[t] for t in SPECIALS) + tuple(c for _, c in words)
+    return Vocab(tokens, counts)
+
+
+def rank_tokens(counts: Iterable[tuple[str, int]]) -> list[tuple[str, int]]:
+    """Order ``(token, count)`` pairs as vocabularies rank them: count descending, then token."""
+    return sorted(counts, key=lambda tc: (-tc[1], tc[0]))
+
+
+def count_tokens(df: "DataFrame", columns: Sequence[str]) -> "DataFrame":
+    """Spark: ``(token, count)`` over the ``array<string>`` columns of ``df``."""
+    from pyspark.sql import functions as F
+
+    exploded = None
+    for column in columns:
+        part = df.select(F.explode(column).alias("token"))
+        exploded = part if exploded is None else exploded.unionAll(part)
+    return exploded.groupBy("token").count()
+
+
+def top_tokens(counts: "DataFrame", max_size: int, min_count: int) -> tuple[list[tuple[str, int]], int]:
+    """Spark: the ranked candidates for a vocabulary of ``max_size`` and the total token count."""
+    from pyspark.sql import functions as F
+
+    counts = counts.persist()
+    try:
+        wanted = (F.col("count") >= min_count) | F.col("token").isin(*COUNTED_SPECIALS)
+        ranked = (counts.where(wanted).orderBy(F.desc("count"), F.asc("token"))
+                  .limit(max_size - len(SPECIALS) + len(COUNTED_SPECIALS)).collect())
+        total = counts.agg(F.sum("count")).first()[0] or 0
+    finally:
+        counts.unpersist()
+    return [(r["token"], r["count"]) for r in ranked], int(total)

@@ -1,0 +1,1 @@
+"""PyTorch models, losses and decoding (no Spark, Ray or MLflow here)."""

@@ -1,0 +1,34 @@
+"""Shared fixtures: one local SparkSession for the whole session, and paths to the toy corpora."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+DATA = Path(__file__).parent / "data"
+PROJECT = Path(__file__).resolve().parent.parent
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+
+@pytest.fixture(scope="session")
+def spark():
+    """A local[2] SparkSession, configured as the jobs configure theirs."""
+    from jobs.spark_session import spark_session
+
+    settings = {"master": "local[2]", "partitions": 4, "driver_memory": "2g", "ui": False,
+                "log_level": "ERROR", "conf": {}}
+    with spark_session(settings, app_name="rnnmt-tests") as session:
+        yield session
+
+
+@pytest.fixture(scope="session")
+def toy_pairs() -> Path:
+    return DATA / "toy-en-fr.tsv"
+
+
+@pytest.fixture(scope="session")
+def toy_text() -> Path:
+    return DATA / "toy-wiki-en.txt"

@@ -1,0 +1,175 @@
+"""The preprocessing pipeline end to end: counts, hostile input, determinism, atomic output."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from jobs.config import load_config, to_dict
+from pipelines.manifest import ManifestError, load_manifest
+from pipelines.output import OutputExistsError
+from pipelines.preprocess import preprocess
+from pipelines.readers import InputError
+from pipelines.vocab import SPECIALS, Vocab
+
+
+def config(inputs, *overrides, kind="parallel"):
+    cfg = to_dict(load_config("preprocess", [f"data.kind={kind}", "output.shards=3", *overrides]))
+    cfg["data"]["inputs"] = inputs
+    return cfg
+
+
+def run(spark, tmp_path, inputs, *overrides, name="out", kind="parallel"):
+    out = tmp_path / name
+    manifest = preprocess(spark, config(inputs, *overrides, kind=kind), out, log=lambda m: None)
+    return out, manifest
+
+
+def read_split(out: Path, split: str):
+    return [row for f in sorted((out / split).glob("*.parquet")) for row in pq.read_table(f).to_pylist()]
+
+
+def test_toy_pairs(spark, tmp_path, toy_pairs):
+    out, m = run(spark, tmp_path, [{"path": str(toy_pairs), "format": "tsv"}])
+    assert json.loads((out / "manifest.json").read_text()) == m == load_manifest(out, "parallel")
+    counts = m["counts"]
+    assert counts["read"] == len(toy_pairs.read_text(encoding="utf-8").splitlines())
+    assert counts["read"] == counts["kept"] + sum(counts["dropped"].values())
+    assert sum(s["examples"] for s in m["splits"].values()) == counts["kept"]
+    src, tgt = Vocab.load(out / "vocab/src.tsv"), Vocab.load(out / "vocab/tgt.tsv")
+    assert src.tokens[:6] == SPECIALS and m["vocab"]["src"]["size"] == len(src)
+    assert m["vocab"]["tgt"]["fingerprint"] == tgt.fingerprint()
+    rows = read_split(out, "train")
+    assert len(rows) == m["splits"]["train"]["examples"]
+    assert all(r["src_len"] == len(r["src"]) > 0 and r["tgt_len"] == len(r["tgt"]) > 0 for r in rows)
+    # training tokens are all in the vocabulary (min_count 1); ids decode to the normalized text
+    assert m["splits"]["train"]["unk"] == {"src": 0, "tgt": 0}
+    from pipelines.normalize import NormalizeOptions, tokenize
+    r = rows[0]
+    assert tgt.decode(r["tgt"]) == tokenize(r["tgt_text"], NormalizeOptions.for_language("fr"))
+    assert {p.name for p in (out / "train").iterdir()} <= {f"part-0000{i}.parquet" for i in range(3)}
+    assert not list(tmp_path.glob(".*tmp*"))
+
+
+def _same_output(a: Path, b: Path) -> None:
+    for side in ("src", "tgt"):
+        assert (a / f"vocab/{side}.tsv").read_bytes() == (b / f"vocab/{side}.tsv").read_bytes()
+    for split in ("train", "valid", "test"):
+        names = sorted(p.name for p in (a / split).glob("*.parquet"))
+        assert names == sorted(p.name for p in (b / split).glob("*.parquet"))
+        for name in names:
+            assert pq.read_table(a / split / name).equals(pq.read_table(b / split / name)), (split, name)
+
+
+def test_same_output_whatever_the_partitioning(spark, tmp_path, toy_pairs):
+    inputs = [{"path": str(toy_pairs), "format": "tsv"}]
+    previous = spark.conf.get("spark.sql.shuffle.partitions")
+    try:
+        spark.conf.set("spark.sql.shuffle.partitions", "1")
+        one, m1 = run(spark, tmp_path, inputs, "spark.partitions=1", "vocab.min_count=2", name="one")
+        spark.conf.set("spark.sql.shuffle.partitions", "7")
+        many, m2 = run(spark, tmp_path, inputs, "spark.partitions=5", "vocab.min_count=2", name="many")
+    finally:
+        spark.conf.set("spark.sql.shuffle.partitions", previous)
+    _same_output(one, many)
+    assert m1["counts"] == m2["counts"] and m1["splits"] == m2["splits"]
+
+
+def hostile_tsv(path: Path) -> dict:
+    """A TSV of bad records; returns the expected drop counts."""
+    lines = [
+        b"Hello there.\tBonjour.",                      # kept
+        b"Bad \xff\xfe bytes.\tMauvais octets.",          # invalid_utf8
+        b"",                                              # missing_column (an empty line has no tab)
+        b"no tab on this line",                           # missing_column
+        b"Extra columns.\tColonnes en plus.\tCC-BY x",    # kept, extra column ignored
+        b"a " * 500_000 + b"\tb",                         # line_too_long (1 MB)
+        b"Ctrl\x07 char\x1b here.\tContr\x00ole ici.",    # kept: control characters become spaces
+        b"\tVide.",                                       # empty
+        b"Yes.\tOui , bien s\xc3\xbbr , tout \xc3\xa0 fait .",   # length_ratio
+        b" ".join([b"w"] * 60) + b"\t" + b" ".join([b"m"] * 60),  # too_long
+        b"HELLO THERE.\tBonjour.",                        # duplicate (same tokens after lowercasing)
+        b"Windows line.\tLigne Windows.\r",               # kept, CR stripped
+        b"Replacement \xef\xbf\xbd char.\tCaract\xc3\xa8re.",  # invalid_utf8 (U+FFFD)
+    ]
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    return {"invalid_utf8": 2, "missing_column": 2, "line_too_long": 1, "empty": 1, "length_ratio": 1,
+            "too_long": 1, "duplicate": 1, "too_short": 0}
+
+
+def test_hostile_input_is_kept_or_counted(spark, tmp_path):
+    expected = hostile_tsv(tmp_path / "hostile.tsv")
+    out, m = run(spark, tmp_path, [{"path": str(tmp_path / "hostile.tsv"), "format": "tsv"}],
+                 "split.valid=0.0", "split.test=0.0")
+    counts = m["counts"]
+    assert counts["read"] == 13
+    assert counts["dropped"] == expected
+    assert counts["kept"] == 4 and counts["notes"] == {"extra_columns_ignored": 1}
+    texts = sorted((r["src_text"], r["tgt_text"]) for r in read_split(out, "train"))
+    assert ("Windows line.", "Ligne Windows.") in texts
+    assert ("Ctrl\x07 char\x1b here.", "Contr\x00ole ici.") in texts
+
+
+def test_aligned_files_of_different_lengths_stop_the_job(spark, tmp_path):
+    (tmp_path / "a.en").write_text("one\ntwo\nthree\n")
+    with gzip.open(tmp_path / "a.fr.gz", "wt") as f:
+        f.write("un\ndeux\n")
+    with pytest.raises(InputError) as err:
+        run(spark, tmp_path, [{"src": str(tmp_path / "a.en"), "tgt": str(tmp_path / "a.fr.gz")}])
+    assert "a.en has 3 lines" in str(err.value) and "a.fr.gz has 2" in str(err.value)
+    assert not (tmp_path / "out").exists()
+    assert not list(tmp_path.glob(".out*")), "a failed run left a temporary directory behind"
+
+
+def test_aligned_inputs_with_pinned_splits(spark, tmp_path):
+    """Multi30k's layout: official splits; a training pair equal to a test pair is dropped."""
+    def write(name, lines):
+        with gzip.open(tmp_path / name, "wt", encoding="utf-8") as f:
+            f.write("\n".join(lines) + "\n")
+    write("train.en.gz", ["A dog runs.", "Two cats sleep.", "A man sings.", "A very long sentence " * 20])
+    write("train.fr.gz", ["Un chien court.", "Deux chats dorment.", "Un homme chante.", "Une phrase " * 20])
+    write("test.en.gz", ["A man sings.", "A very long test sentence " * 20])
+    write("test.fr.gz", ["Un homme chante.", "Une phrase de test " * 20])
+    inputs = [{"src": str(tmp_path / "train.en.gz"), "tgt": str(tmp_path / "train.fr.gz"), "split": "train"},
+              {"src": str(tmp_path / "test.en.gz"), "tgt": str(tmp_path / "test.fr.gz"), "split": "test"}]
+    out, m = run(spark, tmp_path, inputs)
+    assert m["splits"]["train"]["examples"] == 2 and m["splits"]["valid"]["examples"] == 0
+    assert m["counts"]["dropped"]["duplicate"] == 1 and m["counts"]["dropped"]["too_long"] == 1
+    test_rows = read_split(out, "test")
+    assert sorted(r["src_text"] for r in test_rows) == sorted(["A man sings.", "A very long test sentence " * 20])
+
+
+def test_monolingual(spark, tmp_path, toy_text):
+    out, m = run(spark, tmp_path, [{"path": str(toy_text), "format": "text"}], "vocab.max_size=100",
+                 "filter.max_len=1000", "filter.dedup=false", kind="monolingual")
+    assert m["kind"] == "monolingual" and list(m["vocab"]) == ["words"]
+    assert len(Vocab.load(out / "vocab/words.tsv")) == 100
+    rows = read_split(out, "train")
+    assert set(rows[0]) == {"hash", "ids", "ids_len", "text"}
+    assert 0.5 < m["splits"]["train"]["coverage"]["words"] < 1.0
+    with pytest.raises(ManifestError, match="parallel data expected"):
+        load_manifest(out, "parallel")
+
+
+def test_existing_output_is_kept_unless_overwrite(spark, tmp_path, toy_pairs):
+    inputs = [{"path": str(toy_pairs), "format": "tsv"}]
+    out, first = run(spark, tmp_path, inputs)
+    with pytest.raises(OutputExistsError):
+        run(spark, tmp_path, inputs)
+    assert load_manifest(out) == first
+    out, second = run(spark, tmp_path, inputs, "overwrite=true", "vocab.max_size=50")
+    assert second["vocab"]["src"]["size"] == 50 and not list(tmp_path.glob(".out*"))
+
+
+def test_bad_inputs_are_named(spark, tmp_path):
+    with pytest.raises(InputError, match="no file matches"):
+        run(spark, tmp_path, [{"path": str(tmp_path / "missing*.tsv"), "format": "tsv"}])
+    with pytest.raises(InputError, match="unknown keys"):
+        run(spark, tmp_path, [{"path": "x", "format": "tsv", "colum": 1}])
+    with pytest.raises(InputError, match="does not fit"):
+        run(spark, tmp_path, [{"path": "x", "format": "text"}])
+    assert not (tmp_path / "out").exists()

@@ -1,0 +1,61 @@
+"""Vocabulary: fixed special ids, deterministic ranking, limits, file round trip, Spark counting."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+
+from pipelines.normalize import NormalizeOptions, spark_tokens, tokenize
+from pipelines.vocab import (NUM, SPECIALS, UNK, UNK_ID, Vocab, count_tokens, rank_tokens, select_vocab,
+                             top_tokens)
+
+
+def test_special_ids_are_fixed():
+    assert SPECIALS == ("[PAD]", "[UNK]", "[NUM]", "[URL]", "<go>", "<eos>")
+    vocab = select_vocab([("a", 3)], max_size=10, min_count=1, total=3)
+    assert vocab.tokens[:6] == SPECIALS and vocab.index["a"] == 6
+
+
+def test_ties_are_broken_by_token():
+    ranked = rank_tokens([("b", 2), ("a", 2), ("c", 5), ("\u00e9", 2), ("Z", 2)])
+    assert ranked == [("c", 5), ("Z", 2), ("a", 2), ("b", 2), ("\u00e9", 2)]
+    assert select_vocab(ranked, 50, 1, 13).tokens[6:] == ("c", "Z", "a", "b", "\u00e9")
+
+
+def test_max_size_counts_specials_and_min_count_filters():
+    ranked = rank_tokens([("a", 5), ("b", 4), ("c", 3), ("d", 1), (NUM, 7)])
+    vocab = select_vocab(ranked, max_size=8, min_count=2, total=20)
+    assert vocab.tokens == SPECIALS + ("a", "b")
+    assert vocab.counts[SPECIALS.index(NUM)] == 7
+    assert vocab.counts[UNK_ID] == 20 - 7 - 5 - 4  # c and d are not covered
+    with pytest.raises(ValueError):
+        select_vocab(ranked, max_size=3, min_count=1, total=20)
+
+
+def test_encode_decode_and_file_round_trip(tmp_path):
+    vocab = select_vocab(rank_tokens([("chat", 2), ("le", 3)]), 10, 1, 5)
+    assert vocab.encode(["le", "chien", "chat"]) == [6, UNK_ID, 7]
+    assert vocab.decode([6, 1, 7]) == ["le", UNK, "chat"]
+    vocab.save(tmp_path / "v.tsv")
+    loaded = Vocab.load(tmp_path / "v.tsv")
+    assert loaded == vocab and loaded.fingerprint() == vocab.fingerprint()
+    assert (tmp_path / "v.tsv").read_text().splitlines()[:2] == ["id\ttoken\tcount", "0\t[PAD]\t0"]
+
+
+def test_load_rejects_other_files(tmp_path):
+    (tmp_path / "bad.tsv").write_text("token\tcount\n")
+    with pytest.raises(ValueError, match="not a vocabulary"):
+        Vocab.load(tmp_path / "bad.tsv")
+
+
+def test_spark_counting_matches_python(spark, toy_text):
+    lines = toy_text.read_text(encoding="utf-8").splitlines()
+    options = NormalizeOptions()
+    expected = Counter(t for line in lines for t in tokenize(line, options))
+    df = spark_tokens(spark.createDataFrame([(l,) for l in lines], "text string"), "text", "tokens", options)
+    counts = count_tokens(df, ["tokens"])
+    ranked, total = top_tokens(counts, max_size=200, min_count=2)
+    assert total == sum(expected.values())
+    python_ranked = [(t, c) for t, c in rank_tokens(expected.items()) if c >= 2 or t == NUM][: 200 - 6 + 2]
+    assert ranked == python_ranked

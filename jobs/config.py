@@ -2,7 +2,8 @@
 
 Order, later wins: ``conf/common.yaml``, ``conf/<job>.yaml``, the CONFIG file given on the command
 line (a preset such as ``conf/preprocess/tatoeba.yaml``), then the overrides. Keys that the job's
-YAML does not define are rejected, so a typo fails instead of being ignored.
+YAML does not define are rejected, so a typo fails instead of being ignored; a mapping that is empty
+by default (such as ``spark.conf``) takes any key.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ def load_config(job: str, argv: Sequence[str] | None = None) -> DictConfig:
         raise ConfigError(f"expected at most one config file, got {presets}")
     cfg = OmegaConf.merge(OmegaConf.load(CONF_DIR / "common.yaml"), OmegaConf.load(CONF_DIR / f"{job}.yaml"))
     OmegaConf.set_struct(cfg, True)
+    _open_empty_mappings(cfg)
     layers = []
     for preset in presets:
         path = Path(preset)
@@ -45,6 +47,16 @@ def load_config(job: str, argv: Sequence[str] | None = None) -> DictConfig:
     except ConfigKeyError as err:
         raise ConfigError(f"unknown config key: {err.msg if hasattr(err, 'msg') else err}") from None
     return cfg
+
+
+def _open_empty_mappings(node: DictConfig) -> None:
+    for key in node:
+        child = node._get_node(key)
+        if isinstance(child, DictConfig):
+            if len(child) == 0:
+                OmegaConf.set_struct(child, False)
+            else:
+                _open_empty_mappings(child)
 
 
 def to_dict(cfg: DictConfig) -> dict[str, Any]:

@@ -13,6 +13,8 @@ from typing import Any
 
 from pyspark.sql import SparkSession
 
+from jobs.config import flatten
+
 MIN_JAVA = 17
 
 
@@ -62,7 +64,8 @@ def spark_session(cfg: Mapping[str, Any], app_name: str = "rnnmt") -> Iterator[S
         builder = builder.config("spark.driver.host", "127.0.0.1").config("spark.driver.bindAddress", "127.0.0.1")
     if int(cfg["partitions"]) > 0:
         builder = builder.config("spark.sql.shuffle.partitions", str(cfg["partitions"]))
-    for key, value in (cfg.get("conf") or {}).items():
+    # `spark.conf.spark.executor.cores=2` on the command line arrives nested: flatten it back.
+    for key, value in flatten(dict(cfg.get("conf") or {})).items():
         builder = builder.config(key, str(value))
     spark = builder.getOrCreate()
     if int(cfg["partitions"]) <= 0:

@@ -22,10 +22,10 @@ def too_long_line(raw_columns: Sequence[str], max_chars: int) -> Column:
     return F.greatest(*[F.length(c) for c in raw_columns], F.lit(0)) > max_chars
 
 
-def length_reason(token_columns: Sequence[str], min_len: int, max_len: int, max_ratio: float) -> Column:
-    """The drop reason for token lengths, or null. Inputs pinned to valid/test skip the max-length
+def length_reason(length_columns: Sequence[str], min_len: int, max_len: int, max_ratio: float) -> Column:
+    """The drop reason for token counts, or null. Inputs pinned to valid/test skip the max-length
     and ratio rules, so a published test set stays whole."""
-    lengths = [F.size(c) for c in token_columns]
+    lengths = [F.col(c) for c in length_columns]
     shortest, longest = (F.least(*lengths), F.greatest(*lengths)) if len(lengths) > 1 else (lengths[0], lengths[0])
     pinned = F.coalesce(F.col("fixed_split").isin(*HELD_OUT), F.lit(False))
     reason = F.when(shortest == 0, F.lit(EMPTY)).when(shortest < min_len, F.lit(TOO_SHORT))
@@ -35,19 +35,20 @@ def length_reason(token_columns: Sequence[str], min_len: int, max_len: int, max_
     return reason
 
 
-def deduplicate(df: DataFrame, key_columns: Sequence[str], raw_columns: Sequence[str]) -> DataFrame:
-    """Keep one example per distinct token content.
+def deduplicate(df: DataFrame, key_columns: Sequence[str], other_columns: Sequence[str]) -> DataFrame:
+    """Keep one example per distinct normalized text (``key_columns``).
 
     Examples pinned to valid/test are kept as they are, and other examples equal to one of them are
     dropped, so nothing held out leaks into training. Among the rest, an example pinned to train wins
-    over a hash-split one; ties are broken by the raw text, so the result is deterministic.
+    over a hash-split one; ties are broken by ``other_columns`` (the raw text), so the result is
+    deterministic.
     """
     held_out = F.coalesce(F.col("fixed_split").isin(*HELD_OUT), F.lit(False))
     pinned = df.where(held_out)
     free = df.where(~held_out)
     priority = F.when(F.col("fixed_split") == "train", 0).otherwise(1)
-    best = F.min(F.struct(priority.alias("priority"), *[F.col(c) for c in raw_columns], F.col("fixed_split")))
+    best = F.min(F.struct(priority.alias("priority"), *[F.col(c) for c in other_columns], F.col("fixed_split")))
     unique = (free.groupBy(*key_columns).agg(best.alias("best"))
-              .select(*key_columns, *[F.col(f"best.{c}").alias(c) for c in raw_columns + ["fixed_split"]]))
+              .select(*key_columns, *[F.col(f"best.{c}").alias(c) for c in [*other_columns, "fixed_split"]]))
     unique = unique.join(pinned.select(*key_columns).distinct(), list(key_columns), "left_anti")
     return pinned.select(*unique.columns).unionByName(unique)

@@ -1,7 +1,8 @@
 """Text normalization and tokenization rules, in one place, with two renderings.
 
-``spark_tokens`` builds a Spark SQL expression (JVM only, no Python UDF) and ``tokenize`` is its
-pure-Python twin, used to translate new text. Both apply the same steps in the same order:
+``spark_normalize`` builds Spark SQL expressions (JVM only, no Python UDF) and ``tokenize`` /
+``normalize`` are its pure-Python twin, used to translate new text. Both apply the same steps in
+the same order:
 
 1. Unicode normalization (NFKC by default; ICU in the JVM, ``unicodedata`` in Python).
 2. One character table: control characters and odd spaces (U+00A0, U+202F, U+2009, ...) become a
@@ -12,7 +13,7 @@ pure-Python twin, used to translate new text. Both apply the same steps in the s
 5. Punctuation is split into tokens (``[URL]`` and ``[NUM]`` stay whole); apostrophes at a word's
    edge are tokens, an apostrophe inside a word stays with the left part (``l' homme``, French
    style) or the right part (``don 't``).
-6. Split on spaces.
+6. Split on spaces (Spark keeps the normalized text: the tokens joined by single spaces).
 
 Some steps are skipped where they cannot change the text (no ``://`` or ``www.`` for URLs, ASCII
 without control characters or backticks for the character table): the same guards in both
@@ -104,12 +105,25 @@ def _char_table() -> dict[int, str]:
 _TABLE = _char_table()
 
 
-def _char_class(ranges: Ranges, java: bool, extra: str = "", negate: bool = False) -> str:
-    def esc(c: int) -> str:
-        return f"\\x{{{c:x}}}" if java else f"\\U{c:08x}"
+def _escape(c: int, java: bool) -> str:
+    return f"\\x{{{c:x}}}" if java else f"\\U{c:08x}"
 
-    body = "".join(esc(lo) if lo == hi else f"{esc(lo)}-{esc(hi)}" for lo, hi in ranges)
+
+def _char_class(ranges: Ranges, java: bool, extra: str = "", negate: bool = False) -> str:
+    body = "".join(_escape(lo, java) if lo == hi else f"{_escape(lo, java)}-{_escape(hi, java)}" for lo, hi in ranges)
     return f"[{'^' if negate else ''}{extra}{body}]"
+
+
+def _fast_class(ranges: Ranges, java: bool, extra: str = "") -> str:
+    """The same set as ``_char_class`` in a form Java tests quickly: the characters below U+0100 as
+    single characters (Java compiles them to one bitmap) and the other ranges behind a one-range
+    guard. A plain class is a chain of one test per range, paid by every letter."""
+    low = "".join(_escape(c, java) for lo, hi in ranges for c in range(lo, min(hi, 0xFF) + 1))
+    high = tuple((max(lo, 0x100), hi) for lo, hi in ranges if hi > 0xFF)
+    if not high:
+        return f"[{extra}{low}]"
+    guard = _char_class(((high[0][0], high[-1][1]),), java)
+    return f"(?:[{extra}{low}]|(?={guard}){_char_class(high, java)})"
 
 
 @dataclass(frozen=True)
@@ -123,15 +137,16 @@ def _patterns(java: bool) -> _Patterns:
     url_end = r"[^ \"<>.,;:!?'()\[\]{}]"
     url = r"(?:(?:[hH][tT][tT][pP][sS]?|[fF][tT][pP])://|www\.|WWW\.)[^ \"<>]*" + url_end
     num = r"[0-9]+(?:[.,][0-9]+)*"
-    punct = _char_class(_PUNCT, java)
+    punct = _fast_class(_PUNCT, java)
     word_char = _char_class(_PUNCT, java, extra=" ", negate=True)  # not a space, not punctuation
     # Each apostrophe alternative starts by matching or peeking at "'", so the (costly) lookbehinds
     # run only at apostrophes: this halves the cost of the pass on ordinary text.
     edge_apostrophes = f"'+(?!{word_char})|(?=')(?<!{word_char})'+"
     inner_apostrophe = "(?=')(?<=[^ '])'(?=[^ '])"
     placeholder = r"\[(?:NUM|URL)\]"
-    # The leading lookahead lets ordinary characters fail after one class test.
-    return _Patterns(url=url, num=num, punct=f"(?={punct[:-1]}'])(?:({placeholder}|{punct}|{edge_apostrophes})"
+    # The leading lookahead lets ordinary characters fail after two quick tests.
+    start = _fast_class(_PUNCT, java, extra="'")
+    return _Patterns(url=url, num=num, punct=f"(?={start})(?:({placeholder}|{punct}|{edge_apostrophes})"
                                             f"|({inner_apostrophe}))")
 
 
@@ -146,7 +161,7 @@ _REPLACEMENT = {"left": ("\\g<2> \\g<1> ", "$2 $1 "), "right": (" \\g<1> \\g<2>"
 
 
 def tokenize(text: str, options: NormalizeOptions) -> list[str]:
-    """Normalize ``text`` and split it into tokens (pure Python; same result as ``spark_tokens``)."""
+    """Normalize ``text`` and split it into tokens (pure Python; same rules as ``spark_normalize``)."""
     if options.unicode_form != "none":
         text = unicodedata.normalize(options.unicode_form, text)
     if not text.isascii() or _PY_ASCII_IN_TABLE.search(text):
@@ -160,10 +175,15 @@ def tokenize(text: str, options: NormalizeOptions) -> list[str]:
     return [t for t in text.split(" ") if t]
 
 
-def spark_tokens(df: "DataFrame", text_column: str, output_column: str, options: NormalizeOptions,
-                 where: "Column | None" = None) -> "DataFrame":
-    """Add ``output_column``: the ``array<string>`` tokens of ``text_column`` (rows where ``where``
-    is false get null). Same result as ``tokenize``, computed in the JVM."""
+def normalize(text: str, options: NormalizeOptions) -> str:
+    """The normalized text: its tokens joined by single spaces."""
+    return " ".join(tokenize(text, options))
+
+
+def spark_normalize(df: "DataFrame", text_column: str, output_column: str, options: NormalizeOptions,
+                    where: "Column | None" = None) -> "DataFrame":
+    """Add ``output_column``: the normalized text of ``text_column``, tokens joined by single
+    spaces, as ``normalize`` gives it (rows where ``where`` is false get null). JVM only."""
     from pyspark.sql import functions as F
 
     java = _patterns(java=True)
@@ -186,8 +206,17 @@ def spark_tokens(df: "DataFrame", text_column: str, output_column: str, options:
         text = F.lower(text)
     has_url_hint = F.lit(False)
     for hint in _URL_HINTS:
-        has_url_hint = has_url_hint | (F.instr(text, hint) > 0)
+        if not (options.lowercase and hint != hint.lower()):
+            has_url_hint = has_url_hint | (F.instr(text, hint) > 0)
     text = F.when(has_url_hint, F.regexp_replace(text, java.url, f" {URL} ")).otherwise(text)
     text = F.regexp_replace(text, java.num, f" {NUM} ")
     text = F.regexp_replace(text, java.punct, _REPLACEMENT[options.apostrophe][1])
-    return df.withColumn(output_column, F.array_remove(F.split(text, " "), ""))
+    return df.withColumn(output_column, F.regexp_replace(F.trim(text), "  +", " "))
+
+
+def spark_token_count(normalized: "Column") -> "Column":
+    """Number of tokens in a normalized text (spaces + 1, or 0 for the empty text)."""
+    from pyspark.sql import functions as F
+
+    spaces = F.octet_length(normalized) - F.octet_length(F.replace(normalized, F.lit(" "), F.lit("")))
+    return F.when(normalized == "", F.lit(0)).otherwise(spaces + 1)

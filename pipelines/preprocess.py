@@ -22,7 +22,7 @@ from pyspark.sql import functions as F
 from pipelines import filters
 from pipelines.encode import encode_columns
 from pipelines.manifest import FORMAT_VERSION, write_manifest
-from pipelines.normalize import NormalizeOptions, spark_tokens
+from pipelines.normalize import NormalizeOptions, spark_normalize, spark_token_count
 from pipelines.output import atomic_directory, write_shards
 from pipelines.readers import SPLITS, read_inputs, resolve_inputs
 from pipelines.split import assign_split, example_hash, shard_of
@@ -46,8 +46,9 @@ class Side:
         return "tgt_raw" if self.name == "tgt" else "src_raw"
 
     @property
-    def tokens(self) -> str:
-        return f"{self.name}_tokens"
+    def norm(self) -> str:
+        """The normalized text: tokens joined by single spaces."""
+        return f"{self.name}_norm"
 
     @property
     def length_column(self) -> str:
@@ -77,14 +78,16 @@ def _spread(df: DataFrame, partitions: int) -> DataFrame:
     return df.repartition(parallelism) if df.rdd.getNumPartitions() < parallelism else df
 
 
-def _tokenize(records: DataFrame, sides: Sequence[Side], flt: Mapping[str, Any]) -> DataFrame:
-    """Add token columns and complete the drop reason of every record."""
+def _normalize(records: DataFrame, sides: Sequence[Side], flt: Mapping[str, Any]) -> DataFrame:
+    """Add the normalized text and token count of each side and complete every record's drop reason."""
     raw = [s.raw for s in sides]
     reason = F.coalesce(F.col("reason"), F.when(filters.too_long_line(raw, flt["max_chars"]), filters.LINE_TOO_LONG))
     records = records.withColumn("reason", reason)
     for side in sides:
-        records = spark_tokens(records, side.raw, side.tokens, side.options, where=F.col("reason").isNull())
-    lengths = filters.length_reason([s.tokens for s in sides], flt["min_len"], flt["max_len"], flt["max_ratio"])
+        records = spark_normalize(records, side.raw, side.norm, side.options, where=F.col("reason").isNull())
+        records = records.withColumn(side.length_column, spark_token_count(F.col(side.norm)))
+    lengths = filters.length_reason([s.length_column for s in sides], flt["min_len"], flt["max_len"],
+                                    flt["max_ratio"])
     return records.withColumn("reason", F.coalesce(F.col("reason"), lengths))
 
 
@@ -92,7 +95,7 @@ def _build_vocabs(train: DataFrame, sides: Sequence[Side], cfg: Mapping[str, Any
     groups = [list(sides)] if cfg["shared"] else [[s] for s in sides]
     vocabs = {}
     for group in groups:
-        counts = count_tokens(train, [s.tokens for s in group])
+        counts = count_tokens(train, [s.norm for s in group])
         ranked, total = top_tokens(counts, cfg["max_size"], cfg["min_count"])
         vocab = select_vocab(ranked, cfg["max_size"], cfg["min_count"], total)
         vocabs.update({s.name: vocab for s in group})
@@ -150,13 +153,19 @@ def preprocess(spark: SparkSession, cfg: Mapping[str, Any], output_dir: Path,
     shards = int(out["shards"])
     if shards < 1:
         raise ValueError("output.shards must be at least 1")
-    token_cols, raw_cols = [s.tokens for s in sides], [s.raw for s in sides]
+    if flt["min_len"] < 1:
+        raise ValueError("filter.min_len must be at least 1: an example needs a token")
+    norm_cols, raw_cols = [s.norm for s in sides], [s.raw for s in sides]
+    length_cols = [s.length_column for s in sides]
 
     with atomic_directory(Path(output_dir), overwrite=bool(cfg["overwrite"])) as tmp:
         log(f"reading {sum(len(s.files) + len(s.tgt_files) for s in specs)} file(s)")
         inputs = [entry for spec in specs for entry in spec.describe()]
-        records = _tokenize(_spread(read_inputs(spark, specs), int(cfg["spark"]["partitions"])), sides, flt)
-        records = records.persist()
+        records = _normalize(_spread(read_inputs(spark, specs), int(cfg["spark"]["partitions"])), sides, flt)
+        # Cache what later steps read: the raw text only where it is kept or breaks dedup ties.
+        keep_raw = bool(out["keep_text"] or flt["dedup"])
+        records = records.select("reason", "note", "fixed_split", *norm_cols, *length_cols,
+                                  *(raw_cols if keep_raw else [])).persist()
         cached = [records]
         try:
             by_reason = records.groupBy("reason", "note").count().collect()
@@ -171,11 +180,12 @@ def preprocess(spark: SparkSession, cfg: Mapping[str, Any], output_dir: Path,
             kept_before_dedup = read - sum(dropped.values())
             log(f"read {read} records, {kept_before_dedup} usable; dropped {_nonzero(dropped)}")
 
-            examples = records.where(F.col("reason").isNull()).select(*token_cols, *raw_cols, "fixed_split")
+            examples = records.where(F.col("reason").isNull()).select(*norm_cols, *length_cols, "fixed_split",
+                                                                        *(raw_cols if keep_raw else []))
             if flt["dedup"]:
-                examples = filters.deduplicate(examples, token_cols, raw_cols)
+                examples = filters.deduplicate(examples, norm_cols, length_cols + raw_cols)
             hashed = F.col("hash")
-            examples = (examples.withColumn("hash", example_hash(token_cols, int(cfg["seed"])))
+            examples = (examples.withColumn("hash", example_hash(norm_cols, int(cfg["seed"])))
                         .withColumn("split", assign_split(hashed, cfg["split"]["valid"], cfg["split"]["test"],
                                                           F.col("fixed_split")))
                         .withColumn("shard", shard_of(hashed, shards)))
@@ -186,12 +196,11 @@ def preprocess(spark: SparkSession, cfg: Mapping[str, Any], output_dir: Path,
             vocabs = _build_vocabs(examples.where(F.col("split") == "train"), sides, cfg["vocab"])
             log("vocabulary sizes: " + ", ".join(f"{s.name} {len(vocabs[s.name])}" for s in sides))
 
-            columns = ["split", "shard", "hash", *token_cols]
-            columns += [F.size(s.tokens).alias(s.length_column) for s in sides]
-            renames = {s.tokens: s.ids_column for s in sides}
+            columns = ["split", "shard", "hash", *norm_cols, *length_cols]
             if out["keep_text"]:
                 columns += [F.col(s.raw).alias(s.text_column) for s in sides]
-            encoded = encode_columns(examples.select(*columns), {s.tokens: vocabs[s.name] for s in sides}, renames)
+            renames = {s.norm: s.ids_column for s in sides}
+            encoded = encode_columns(examples.select(*columns), {s.norm: vocabs[s.name] for s in sides}, renames)
             sort_columns = ["hash", *[s.ids_column for s in sides]]
             sort_columns += [s.text_column for s in sides] if out["keep_text"] else []
             log(f"encoding and writing {shards} shards per split")

@@ -10,9 +10,10 @@ from pyspark.sql import functions as F
 _BUCKETS = 1_000_000
 
 
-def example_hash(token_columns: Sequence[str], seed: int) -> Column:
-    """64-bit xxhash of the tokens: the same example gets the same hash on any cluster."""
-    return F.xxhash64(F.lit(seed), *[F.col(c) for c in token_columns])
+def example_hash(columns: Sequence[str], seed: int) -> Column:
+    """64-bit xxhash of an example's (normalized) content: the same example gets the same hash on
+    any cluster."""
+    return F.xxhash64(F.lit(seed), *[F.col(c) for c in columns])
 
 
 def assign_split(hash_column: Column, valid: float, test: float, fixed: Column | None = None) -> Column:

@@ -8,12 +8,13 @@ order, which equals the UTF-8 byte order Spark sorts by), so the same counts giv
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    import pyarrow as pa
     from pyspark.sql import DataFrame
 
 PAD, UNK, NUM, URL, GO, EOS = "[PAD]", "[UNK]", "[NUM]", "[URL]", "<go>", "<eos>"
@@ -101,27 +102,47 @@ def rank_tokens(counts: Iterable[tuple[str, int]]) -> list[tuple[str, int]]:
     return sorted(counts, key=lambda tc: (-tc[1], tc[0]))
 
 
+def count_partition(batches: Iterator["pa.RecordBatch"]) -> Iterator["pa.RecordBatch"]:
+    """``(token, count)`` of the normalized texts in every column of ``batches``, counted with
+    Arrow's C++ kernels (split, value_counts, group_by): one batch per partition."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    partial = []
+    for batch in batches:
+        for column in batch.columns:
+            tokens = pc.split_pattern(column.drop_null(), " ").flatten()
+            counted = pc.value_counts(tokens.filter(pc.not_equal(tokens, "")))
+            partial.append(pa.table({"token": counted.field("values"), "count": counted.field("counts")}))
+    if partial:
+        total = pa.concat_tables(partial).group_by("token").aggregate([("count", "sum")])
+        yield pa.RecordBatch.from_arrays([total["token"].combine_chunks(), total["count_sum"].combine_chunks()],
+                                         names=["token", "count"])
+
+
 def count_tokens(df: "DataFrame", columns: Sequence[str]) -> "DataFrame":
-    """Spark: ``(token, count)`` over the ``array<string>`` columns of ``df``."""
+    """Spark: ``(token, count)`` over the normalized-text columns of ``df`` (tokens separated by
+    single spaces). Partitions count with Arrow; Spark adds up their partial counts."""
     from pyspark.sql import functions as F
 
-    exploded = None
-    for column in columns:
-        part = df.select(F.explode(column).alias("token"))
-        exploded = part if exploded is None else exploded.unionAll(part)
-    return exploded.groupBy("token").count()
+    partial = df.select(*columns).mapInArrow(count_partition, "token string, count long")
+    return partial.groupBy("token").agg(F.sum("count").alias("count"))
 
 
 def top_tokens(counts: "DataFrame", max_size: int, min_count: int) -> tuple[list[tuple[str, int]], int]:
-    """Spark: the ranked candidates for a vocabulary of ``max_size`` and the total token count."""
-    from pyspark.sql import functions as F
+    """The ranked candidates for a vocabulary of ``max_size`` from a Spark ``(token, count)`` table,
+    and the total token count. The table comes to the driver once, through Arrow (a few MB even
+    for millions of distinct tokens), and is ranked there."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
 
-    counts = counts.persist()
-    try:
-        wanted = (F.col("count") >= min_count) | F.col("token").isin(*COUNTED_SPECIALS)
-        ranked = (counts.where(wanted).orderBy(F.desc("count"), F.asc("token"))
-                  .limit(max_size - len(SPECIALS) + len(COUNTED_SPECIALS)).collect())
-        total = counts.agg(F.sum("count")).first()[0] or 0
-    finally:
-        counts.unpersist()
-    return [(r["token"], r["count"]) for r in ranked], int(total)
+    table = counts.toArrow()
+    total = pc.sum(table["count"]).as_py() or 0
+    specials = pa.array(COUNTED_SPECIALS, pa.string())
+    wanted = pc.or_(pc.greater_equal(table["count"], min_count), pc.is_in(table["token"], value_set=specials))
+    table = table.filter(wanted)
+    # Code-point order of the tokens: Arrow sorts strings by their UTF-8 bytes, which is the same.
+    order = pc.sort_indices(table, sort_keys=[("count", "descending"), ("token", "ascending")])
+    top = table.take(order[: max_size - len(SPECIALS) + len(COUNTED_SPECIALS)])
+    return list(zip(top["token"].to_pylist(), top["count"].to_pylist())), int(total)
+

@@ -20,6 +20,13 @@ def test_unknown_key_is_rejected():
         load_config("preprocess", ["filter.max_lenght=40"])
 
 
+def test_free_form_mappings_take_any_key():
+    cfg = load_config("preprocess", ['spark.conf={spark.sql.adaptive.enabled: "false"}',
+                                     "spark.conf.spark.executor.cores=2"])
+    assert flatten(to_dict(cfg)["spark"]["conf"]) == {"spark.sql.adaptive.enabled": "false",
+                                                      "spark.executor.cores": 2}
+
+
 def test_missing_config_file():
     with pytest.raises(ConfigError, match="does not exist"):
         load_config("preprocess", ["conf/preprocess/nope.yaml"])

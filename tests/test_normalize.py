@@ -5,8 +5,9 @@ from __future__ import annotations
 import gzip
 
 import pytest
+from pyspark.sql import functions as F
 
-from pipelines.normalize import NormalizeOptions, spark_tokens, tokenize
+from pipelines.normalize import NormalizeOptions, normalize, spark_normalize, spark_token_count, tokenize
 from tests.conftest import PROJECT
 
 FR = NormalizeOptions.for_language("fr")
@@ -89,8 +90,11 @@ HARD_CASES = [
 
 def _spark_tokens(spark, texts, options):
     df = spark.createDataFrame([(i, t) for i, t in enumerate(texts)], "i int, text string")
-    rows = spark_tokens(df, "text", "tokens", options).orderBy("i").collect()
-    return [r["tokens"] for r in rows]
+    df = spark_normalize(df, "text", "norm", options)
+    rows = df.select("i", "norm", spark_token_count(F.col("norm")).alias("n")).orderBy("i").collect()
+    tokens = [r["norm"].split(" ") if r["norm"] else [] for r in rows]
+    assert [r["n"] for r in rows] == [len(t) for t in tokens]
+    return tokens
 
 
 @pytest.mark.parametrize("options", [FR, EN, NormalizeOptions(unicode_form="NFC", lowercase=False),
@@ -112,5 +116,6 @@ def test_spark_equals_python_on_sample_corpora(spark):
 
 
 def test_spark_null_text_gives_null(spark):
-    df = spark.createDataFrame([(None,), ("a b",)], "text string")
-    assert [r["t"] for r in spark_tokens(df, "text", "t", EN).collect()] == [None, ["a", "b"]]
+    df = spark.createDataFrame([(None,), ("A  b",), ("",)], "text string")
+    assert [r["t"] for r in spark_normalize(df, "text", "t", EN).collect()] == [None, "a b", ""]
+    assert normalize("A  b", EN) == "a b"

@@ -6,7 +6,7 @@ from collections import Counter
 
 import pytest
 
-from pipelines.normalize import NormalizeOptions, spark_tokens, tokenize
+from pipelines.normalize import NormalizeOptions, spark_normalize, tokenize
 from pipelines.vocab import (NUM, SPECIALS, UNK, UNK_ID, Vocab, count_tokens, rank_tokens, select_vocab,
                              top_tokens)
 
@@ -53,8 +53,8 @@ def test_spark_counting_matches_python(spark, toy_text):
     lines = toy_text.read_text(encoding="utf-8").splitlines()
     options = NormalizeOptions()
     expected = Counter(t for line in lines for t in tokenize(line, options))
-    df = spark_tokens(spark.createDataFrame([(l,) for l in lines], "text string"), "text", "tokens", options)
-    counts = count_tokens(df, ["tokens"])
+    df = spark_normalize(spark.createDataFrame([(l,) for l in lines], "text string"), "text", "norm", options)
+    counts = count_tokens(df, ["norm"])
     ranked, total = top_tokens(counts, max_size=200, min_count=2)
     assert total == sum(expected.values())
     python_ranked = [(t, c) for t, c in rank_tokens(expected.items()) if c >= 2 or t == NUM][: 200 - 6 + 2]

@@ -1,38 +1,37 @@
-"""Token -> id encoding, vectorised with Arrow inside Spark's Python workers."""
+"""Token -> id encoding with Arrow's vectorised kernels."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Mapping
 
 import pyarrow as pa
 import pyarrow.compute as pc
-from pyspark.sql import DataFrame
-from pyspark.sql.types import ArrayType, IntegerType, StructField, StructType
 
 from pipelines.vocab import UNK_ID, Vocab
 
 
-def encode_texts(texts: pa.Array, vocab_tokens: pa.Array) -> pa.ListArray:
+def encode_texts(texts: pa.Array | pa.ChunkedArray, vocab_tokens: pa.Array) -> pa.ListArray:
     """Normalized texts (tokens joined by single spaces, never empty) -> ``list<int32>`` ids;
     tokens missing from ``vocab_tokens`` become ``[UNK]``."""
+    if isinstance(texts, pa.ChunkedArray):
+        texts = texts.combine_chunks()
     tokens = pc.split_pattern(texts, " ")
     offsets = pc.subtract(tokens.offsets, tokens.offsets[0])
     ids = pc.fill_null(pc.index_in(tokens.flatten(), value_set=vocab_tokens), UNK_ID).cast(pa.int32())
     return pa.ListArray.from_arrays(offsets, ids)
 
 
-def encode_columns(df: DataFrame, vocabs: Mapping[str, Vocab], renames: Mapping[str, str]) -> DataFrame:
-    """Replace each normalized-text column named in ``vocabs`` by its ids, renamed per ``renames``.
-    Sending one string per row through Arrow costs half of sending an array of tokens."""
+def table_encoder(vocabs: Mapping[str, Vocab], renames: Mapping[str, str]) -> Callable[[pa.Table], pa.Table]:
+    """A function replacing each normalized-text column named in ``vocabs`` by its ids and renaming
+    columns per ``renames``; it carries the vocabularies when Spark ships it to its workers."""
     tables = {column: list(vocab.tokens) for column, vocab in vocabs.items()}
-    fields = [StructField(renames.get(f.name, f.name), ArrayType(IntegerType(), containsNull=False), False)
-              if f.name in tables else f for f in df.schema.fields]
+    value_sets: dict[str, pa.Array] = {}
 
-    def encode(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        value_sets = {column: pa.array(tokens, pa.string()) for column, tokens in tables.items()}
-        for batch in batches:
-            arrays = [encode_texts(batch.column(name), value_sets[name]) if name in value_sets
-                      else batch.column(name) for name in batch.schema.names]
-            yield pa.RecordBatch.from_arrays(arrays, names=[renames.get(n, n) for n in batch.schema.names])
+    def encode(table: pa.Table) -> pa.Table:
+        if not value_sets:
+            value_sets.update({column: pa.array(tokens, pa.string()) for column, tokens in tables.items()})
+        columns = [encode_texts(table[name], value_sets[name]) if name in value_sets else table[name]
+                   for name in table.column_names]
+        return pa.table(columns, names=[renames.get(n, n) for n in table.column_names])
 
-    return df.mapInArrow(encode, StructType(fields))
+    return encode

@@ -18,8 +18,13 @@ HELD_OUT = ("valid", "test")
 
 
 def too_long_line(raw_columns: Sequence[str], max_chars: int) -> Column:
-    """True where a raw line is longer than ``max_chars`` characters (checked before tokenizing)."""
-    return F.greatest(*[F.length(c) for c in raw_columns], F.lit(0)) > max_chars
+    """True where a raw line is longer than ``max_chars`` characters (checked before tokenizing).
+    A line has at most as many characters as bytes, so only long byte strings are counted."""
+    def too_long(c: str) -> Column:
+        return F.when(F.octet_length(c) > max_chars, F.length(c) > max_chars).otherwise(F.lit(False))
+
+    checks = [too_long(c) for c in raw_columns]
+    return checks[0] if len(checks) == 1 else F.greatest(*checks)
 
 
 def length_reason(length_columns: Sequence[str], min_len: int, max_len: int, max_ratio: float) -> Column:

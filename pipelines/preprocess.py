@@ -16,11 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from pipelines import filters
-from pipelines.encode import encode_columns
+from pipelines.encode import table_encoder
 from pipelines.manifest import FORMAT_VERSION, write_manifest
 from pipelines.normalize import NormalizeOptions, spark_normalize, spark_token_count
 from pipelines.output import atomic_directory, write_shards
@@ -102,24 +104,23 @@ def _build_vocabs(train: DataFrame, sides: Sequence[Side], cfg: Mapping[str, Any
     return vocabs
 
 
-def _split_stats(spark: SparkSession, directory: Path, files: Mapping[str, list[str]],
-                 sides: Sequence[Side]) -> dict[str, dict[str, Any]]:
-    """Examples, tokens and [UNK] tokens per split and side, read back from the written shards."""
+def _split_stats(directory: Path, files: Mapping[str, list[str]], sides: Sequence[Side]) -> dict[str, dict[str, Any]]:
+    """Examples, tokens and [UNK] tokens per split and side, read back from the written shards
+    (with Arrow on the driver: the output directory is local or shared storage)."""
     stats = {}
     for split in SPLITS:
         entry: dict[str, Any] = {"examples": 0, "files": files[split],
                                  "tokens": {s.name: 0 for s in sides}, "unk": {s.name: 0 for s in sides}}
-        if files[split]:
-            shards = spark.read.parquet(*[str(directory / f) for f in files[split]])
-            aggs = [F.count(F.lit(1)).alias("examples")]
+        for name in files[split]:
+            columns = [c for s in sides for c in (s.ids_column, s.length_column)]
+            table = pq.read_table(directory / name, columns=columns)
+            entry["examples"] += table.num_rows
             for s in sides:
-                aggs += [F.sum(s.length_column).alias(f"tokens_{s.name}"),
-                         F.sum(F.size(F.filter(s.ids_column, lambda i: i == UNK_ID))).alias(f"unk_{s.name}")]
-            row = shards.agg(*aggs).first()
-            entry["examples"] = row["examples"]
-            for s in sides:
-                entry["tokens"][s.name] = int(row[f"tokens_{s.name}"])
-                entry["unk"][s.name] = int(row[f"unk_{s.name}"])
+                ids = pc.list_flatten(table[s.ids_column])
+                if len(ids) != pc.sum(table[s.length_column]).as_py():
+                    raise RuntimeError(f"{name}: {s.length_column} does not match the length of {s.ids_column}")
+                entry["tokens"][s.name] += len(ids)
+                entry["unk"][s.name] += pc.sum(pc.equal(ids, UNK_ID)).as_py() or 0
         entry["coverage"] = {s.name: _coverage(entry["tokens"][s.name], entry["unk"][s.name]) for s in sides}
         stats[split] = entry
     return stats
@@ -199,18 +200,16 @@ def preprocess(spark: SparkSession, cfg: Mapping[str, Any], output_dir: Path,
             columns = ["split", "shard", "hash", *norm_cols, *length_cols]
             if out["keep_text"]:
                 columns += [F.col(s.raw).alias(s.text_column) for s in sides]
-            renames = {s.norm: s.ids_column for s in sides}
-            encoded = encode_columns(examples.select(*columns), {s.norm: vocabs[s.name] for s in sides}, renames)
-            sort_columns = ["hash", *[s.ids_column for s in sides]]
-            sort_columns += [s.text_column for s in sides] if out["keep_text"] else []
+            encoder = table_encoder({s.norm: vocabs[s.name] for s in sides}, {s.norm: s.ids_column for s in sides})
+            sort_columns = ["hash", *norm_cols] + ([s.text_column for s in sides] if out["keep_text"] else [])
             log(f"encoding and writing {shards} shards per split")
-            files = write_shards(encoded, tmp, shards, sort_columns)
+            files = write_shards(examples.select(*columns), tmp, shards, sort_columns, encoder)
         finally:
             for frame in cached:
                 frame.unpersist()
 
         log("reading the shards back for their statistics")
-        splits = _split_stats(spark, tmp, files, sides)
+        splits = _split_stats(tmp, files, sides)
         kept = sum(splits[s]["examples"] for s in SPLITS)
         if flt["dedup"]:
             dropped[filters.DUPLICATE] = kept_before_dedup - kept

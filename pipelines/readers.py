@@ -114,7 +114,8 @@ def _invalid(text: Column) -> Column:
 
 
 def _strip_cr(text: Column) -> Column:
-    return F.regexp_replace(text, "\r$", "")
+    """Drop the CR of a CRLF line ending (byte-level, no regular expression)."""
+    return F.rtrim(text, F.lit("\r"))
 
 
 def _read_lines(spark: SparkSession, files: Sequence[str]) -> DataFrame:

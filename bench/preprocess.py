@@ -4,7 +4,9 @@
 
 For each corpus, in one run on this machine:
 - rnnmt's job (`python -m jobs.preprocess <preset>`) with Spark local[2] and local[1], as a
-  subprocess, so Spark's start-up is included and the JVM's memory counts in the peak;
+  subprocess, so Spark's start-up is included and the JVM's memory counts in the peak. local[1]
+  runs twice: as is (the JVM's JIT and GC threads and the Python workers still use the other
+  core) and pinned to one CPU with taskset (the cost on one core);
 - the same work in one Python process with the pure-Python twin of the rules: read, tokenize,
   filter, count, build the vocabulary, encode, write Parquet shards.
 Reports wall seconds, words per second (whitespace words of the input) and peak RSS of the
@@ -18,6 +20,7 @@ import gzip
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -80,8 +83,8 @@ def input_files(corpus: str, data_dir: Path) -> list[Path]:
     return [data_dir / "tatoeba-en-fr" / "fra.txt.gz"]
 
 
-def run_spark(corpus: str, data_dir: Path, master: str, out: Path) -> dict:
-    cmd = [sys.executable, "-m", "jobs.preprocess", PRESETS[corpus], f"data_root={data_dir}",
+def run_spark(corpus: str, data_dir: Path, master: str, out: Path, one_cpu: bool = False) -> dict:
+    cmd = (["taskset", "-c", "0"] if one_cpu else []) + [sys.executable, "-m", "jobs.preprocess", PRESETS[corpus], f"data_root={data_dir}",
            f"output_dir={out}", f"spark.master={master}", "mlflow.enabled=false", "overwrite=true"]
     started = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=PROJECT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -119,6 +122,8 @@ def run_python(corpus: str, data_dir: Path, out: Path) -> dict:
                 try:
                     line = raw.decode("utf-8").rstrip("\r")
                 except UnicodeDecodeError:
+                    line = "\ufffd"
+                if "\ufffd" in line:
                     dropped["invalid_utf8"] += 1
                     continue
                 fields = line.split("\t") if parallel else [line]
@@ -169,7 +174,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data-dir", type=Path, default=PROJECT.parent / "shared" / "data")
     parser.add_argument("--corpus", nargs="+", choices=sorted(PRESETS), default=["wikipedia", "tatoeba"])
-    parser.add_argument("--skip-local1", action="store_true", help="do not measure Spark on one core")
+    parser.add_argument("--skip-local1", action="store_true", help="do not measure Spark local[1]")
     args = parser.parse_args()
     data_dir = args.data_dir.resolve()
     results = {"machine": {"cpus": os.cpu_count(), "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
@@ -181,17 +186,23 @@ def main() -> None:
             runs = [("spark_local2", lambda: run_spark(corpus, data_dir, "local[2]", Path(tmp) / f"{corpus}-2"))]
             if not args.skip_local1:
                 runs.append(("spark_local1", lambda: run_spark(corpus, data_dir, "local[1]", Path(tmp) / f"{corpus}-1")))
+                if shutil.which("taskset"):
+                    runs.append(("spark_local1_one_cpu", lambda: run_spark(
+                        corpus, data_dir, "local[1]", Path(tmp) / f"{corpus}-1p", one_cpu=True)))
             runs.append(("python", lambda: run_python(corpus, data_dir, Path(tmp) / f"{corpus}-py")))
             for name, fn in runs:
                 result = fn()
                 result["words_per_s"] = round(words / result["seconds"])
                 entry[name] = result
-                print(f"{corpus:10s} {name:13s} {result['seconds']:8.1f} s {result['words_per_s']:>11,} words/s "
+                print(f"{corpus:10s} {name:20s} {result['seconds']:8.1f} s {result['words_per_s']:>11,} words/s "
                       f"peak {result['peak_rss_mb']:>6,} MB  kept {result['kept']:,}", flush=True)
             entry["speedup_vs_python"] = round(entry["python"]["seconds"] / entry["spark_local2"]["seconds"], 2)
-            if "spark_local1" in entry:
-                entry["scaling_local2_vs_local1"] = round(
-                    entry["spark_local1"]["seconds"] / entry["spark_local2"]["seconds"], 2)
+            for one in ("spark_local1", "spark_local1_one_cpu"):
+                if one in entry:
+                    entry[f"scaling_local2_vs_{one.removeprefix('spark_')}"] = round(
+                        entry[one]["seconds"] / entry["spark_local2"]["seconds"], 2)
+                    entry[f"scaling_local2_vs_{one.removeprefix('spark_')}_job_only"] = round(
+                        entry[one]["job_seconds"] / entry["spark_local2"]["job_seconds"], 2)
             results[corpus] = entry
     results["machine"]["load_after"] = [round(x, 2) for x in os.getloadavg()]
     print(json.dumps(results))

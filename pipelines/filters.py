@@ -40,20 +40,23 @@ def length_reason(length_columns: Sequence[str], min_len: int, max_len: int, max
     return reason
 
 
-def deduplicate(df: DataFrame, key_columns: Sequence[str], other_columns: Sequence[str]) -> DataFrame:
+def deduplicate(df: DataFrame, key_columns: Sequence[str], other_columns: Sequence[str],
+                held_out_inputs: bool = True) -> DataFrame:
     """Keep one example per distinct normalized text (``key_columns``).
 
     Examples pinned to valid/test are kept as they are, and other examples equal to one of them are
     dropped, so nothing held out leaks into training. Among the rest, an example pinned to train wins
     over a hash-split one; ties are broken by ``other_columns`` (the raw text), so the result is
-    deterministic.
+    deterministic. ``held_out_inputs=False`` (no input is pinned to valid/test) skips that check.
     """
     held_out = F.coalesce(F.col("fixed_split").isin(*HELD_OUT), F.lit(False))
-    pinned = df.where(held_out)
-    free = df.where(~held_out)
+    free = df.where(~held_out) if held_out_inputs else df
     priority = F.when(F.col("fixed_split") == "train", 0).otherwise(1)
     best = F.min(F.struct(priority.alias("priority"), *[F.col(c) for c in other_columns], F.col("fixed_split")))
     unique = (free.groupBy(*key_columns).agg(best.alias("best"))
               .select(*key_columns, *[F.col(f"best.{c}").alias(c) for c in [*other_columns, "fixed_split"]]))
+    if not held_out_inputs:
+        return unique
+    pinned = df.where(held_out)
     unique = unique.join(pinned.select(*key_columns).distinct(), list(key_columns), "left_anti")
     return pinned.select(*unique.columns).unionByName(unique)

@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from pipelines import filters
+from pipelines import filters, readers
 from pipelines.encode import table_encoder
 from pipelines.manifest import FORMAT_VERSION, write_manifest
 from pipelines.normalize import NormalizeOptions, spark_normalize, spark_token_count
@@ -94,11 +94,12 @@ def _normalize(records: DataFrame, sides: Sequence[Side], flt: Mapping[str, Any]
 
 
 def _build_vocabs(train: DataFrame, sides: Sequence[Side], cfg: Mapping[str, Any]) -> dict[str, Vocab]:
-    groups = [list(sides)] if cfg["shared"] else [[s] for s in sides]
+    """One vocabulary per side, or one shared by all; counted in one Spark job, ranked on the driver."""
+    groups = {"shared": list(sides)} if cfg["shared"] else {s.name: [s] for s in sides}
+    counts = count_tokens(train, {name: [s.norm for s in group] for name, group in groups.items()}).toArrow()
     vocabs = {}
-    for group in groups:
-        counts = count_tokens(train, [s.norm for s in group])
-        ranked, total = top_tokens(counts, cfg["max_size"], cfg["min_count"])
+    for name, group in groups.items():
+        ranked, total = top_tokens(counts.filter(pc.equal(counts["vocab"], name)), cfg["max_size"], cfg["min_count"])
         vocab = select_vocab(ranked, cfg["max_size"], cfg["min_count"], total)
         vocabs.update({s.name: vocab for s in group})
     return vocabs
@@ -184,7 +185,8 @@ def preprocess(spark: SparkSession, cfg: Mapping[str, Any], output_dir: Path,
             examples = records.where(F.col("reason").isNull()).select(*norm_cols, *length_cols, "fixed_split",
                                                                         *(raw_cols if keep_raw else []))
             if flt["dedup"]:
-                examples = filters.deduplicate(examples, norm_cols, length_cols + raw_cols)
+                pinned = any(spec.split in filters.HELD_OUT for spec in specs)
+                examples = filters.deduplicate(examples, norm_cols, length_cols + raw_cols, pinned)
             hashed = F.col("hash")
             examples = (examples.withColumn("hash", example_hash(norm_cols, int(cfg["seed"])))
                         .withColumn("split", assign_split(hashed, cfg["split"]["valid"], cfg["split"]["test"],
@@ -244,10 +246,8 @@ def preprocess(spark: SparkSession, cfg: Mapping[str, Any], output_dir: Path,
     return manifest
 
 
-def _reasons(kind: str, specs: Sequence[Any], dedup: bool) -> list[str]:
+def _reasons(kind: str, specs: Sequence[readers.InputSpec], dedup: bool) -> list[str]:
     """Every drop reason that applies to this run, so the manifest lists zeros too."""
-    from pipelines import readers
-
     reasons = [readers.INVALID_UTF8]
     if any(s.format == "tsv" for s in specs):
         reasons.append(readers.MISSING_COLUMN)

@@ -8,7 +8,7 @@ order, which equals the UTF-8 byte order Spark sorts by), so the same counts giv
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -102,47 +102,46 @@ def rank_tokens(counts: Iterable[tuple[str, int]]) -> list[tuple[str, int]]:
     return sorted(counts, key=lambda tc: (-tc[1], tc[0]))
 
 
-def count_partition(batches: Iterator["pa.RecordBatch"]) -> Iterator["pa.RecordBatch"]:
-    """``(token, count)`` of the normalized texts in every column of ``batches``, counted with
-    Arrow's C++ kernels (split, value_counts, group_by): one batch per partition."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    partial = []
-    for batch in batches:
-        for column in batch.columns:
-            tokens = pc.split_pattern(column.drop_null(), " ").flatten()
-            counted = pc.value_counts(tokens.filter(pc.not_equal(tokens, "")))
-            partial.append(pa.table({"token": counted.field("values"), "count": counted.field("counts")}))
-    if partial:
-        total = pa.concat_tables(partial).group_by("token").aggregate([("count", "sum")])
-        yield pa.RecordBatch.from_arrays([total["token"].combine_chunks(), total["count_sum"].combine_chunks()],
-                                         names=["token", "count"])
-
-
-def count_tokens(df: "DataFrame", columns: Sequence[str]) -> "DataFrame":
-    """Spark: ``(token, count)`` over the normalized-text columns of ``df`` (tokens separated by
-    single spaces). Partitions count with Arrow; Spark adds up their partial counts."""
+def count_tokens(df: "DataFrame", groups: Mapping[str, Sequence[str]]) -> "DataFrame":
+    """Spark: ``(vocab, token, count)``: for each vocabulary name in ``groups``, the tokens of its
+    normalized-text columns (tokens separated by single spaces). Each partition counts with
+    Arrow's C++ kernels (split, value_counts, group_by); Spark adds up the partial counts."""
     from pyspark.sql import functions as F
 
-    partial = df.select(*columns).mapInArrow(count_partition, "token string, count long")
-    return partial.groupBy("token").agg(F.sum("count").alias("count"))
+    groups = {group: list(columns) for group, columns in groups.items()}
+    columns = sorted({column for group in groups.values() for column in group})
+
+    def count_partition(batches: Iterator["pa.RecordBatch"]) -> Iterator["pa.RecordBatch"]:
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        partial = []
+        for batch in batches:
+            for group, names in groups.items():
+                for name in names:
+                    tokens = pc.split_pattern(batch.column(name).drop_null(), " ").flatten()
+                    counted = pc.value_counts(tokens.filter(pc.not_equal(tokens, "")))
+                    partial.append(pa.table({"vocab": pa.array([group] * len(counted), pa.string()),
+                                             "token": counted.field("values"), "count": counted.field("counts")}))
+        if partial:
+            total = pa.concat_tables(partial).group_by(["vocab", "token"]).aggregate([("count", "sum")])
+            yield from total.rename_columns(["vocab", "token", "count"]).to_batches()
+
+    partial = df.select(*columns).mapInArrow(count_partition, "vocab string, token string, count long")
+    return partial.groupBy("vocab", "token").agg(F.sum("count").alias("count"))
 
 
-def top_tokens(counts: "DataFrame", max_size: int, min_count: int) -> tuple[list[tuple[str, int]], int]:
-    """The ranked candidates for a vocabulary of ``max_size`` from a Spark ``(token, count)`` table,
-    and the total token count. The table comes to the driver once, through Arrow (a few MB even
-    for millions of distinct tokens), and is ranked there."""
+def top_tokens(counts: "pa.Table", max_size: int, min_count: int) -> tuple[list[tuple[str, int]], int]:
+    """The ranked candidates for a vocabulary of ``max_size`` from a ``(token, count)`` Arrow table
+    (one vocabulary's counts), and the total token count."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    table = counts.toArrow()
-    total = pc.sum(table["count"]).as_py() or 0
+    total = pc.sum(counts["count"]).as_py() or 0
     specials = pa.array(COUNTED_SPECIALS, pa.string())
-    wanted = pc.or_(pc.greater_equal(table["count"], min_count), pc.is_in(table["token"], value_set=specials))
-    table = table.filter(wanted)
-    # Code-point order of the tokens: Arrow sorts strings by their UTF-8 bytes, which is the same.
-    order = pc.sort_indices(table, sort_keys=[("count", "descending"), ("token", "ascending")])
-    top = table.take(order[: max_size - len(SPECIALS) + len(COUNTED_SPECIALS)])
+    wanted = pc.or_(pc.greater_equal(counts["count"], min_count), pc.is_in(counts["token"], value_set=specials))
+    counts = counts.filter(wanted)
+    # Arrow sorts strings by their UTF-8 bytes, which is the tokens' code-point order.
+    order = pc.sort_indices(counts, sort_keys=[("count", "descending"), ("token", "ascending")])
+    top = counts.take(order[: max_size - len(SPECIALS) + len(COUNTED_SPECIALS)])
     return list(zip(top["token"].to_pylist(), top["count"].to_pylist())), int(total)
-

@@ -173,3 +173,12 @@ def test_bad_inputs_are_named(spark, tmp_path):
     with pytest.raises(InputError, match="does not fit"):
         run(spark, tmp_path, [{"path": "x", "format": "text"}])
     assert not (tmp_path / "out").exists()
+
+
+def test_shared_vocabulary(spark, tmp_path, toy_pairs):
+    out, m = run(spark, tmp_path, [{"path": str(toy_pairs), "format": "tsv"}], "vocab.shared=true")
+    src, tgt = (out / "vocab/src.tsv").read_bytes(), (out / "vocab/tgt.tsv").read_bytes()
+    assert src == tgt and m["shared_vocab"] and m["vocab"]["src"]["fingerprint"] == m["vocab"]["tgt"]["fingerprint"]
+    vocab = Vocab.load(out / "vocab/src.tsv").index
+    assert "the" in vocab and "le" in vocab  # English and French words in one table
+    assert m["splits"]["train"]["unk"] == {"src": 0, "tgt": 0}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 
+import pyarrow.compute as pc
 import pytest
 
 from pipelines.normalize import NormalizeOptions, spark_normalize, tokenize
@@ -54,8 +55,11 @@ def test_spark_counting_matches_python(spark, toy_text):
     options = NormalizeOptions()
     expected = Counter(t for line in lines for t in tokenize(line, options))
     df = spark_normalize(spark.createDataFrame([(l,) for l in lines], "text string"), "text", "norm", options)
-    counts = count_tokens(df, ["norm"])
-    ranked, total = top_tokens(counts, max_size=200, min_count=2)
+    counts = count_tokens(df.withColumn("again", df["norm"]), {"one": ["norm"], "both": ["norm", "again"]}).toArrow()
+    assert counts.num_rows == 2 * len(expected)
+    both = counts.filter(pc.equal(counts["vocab"], "both"))
+    assert dict(zip(both["token"].to_pylist(), both["count"].to_pylist())) == {t: 2 * c for t, c in expected.items()}
+    ranked, total = top_tokens(counts.filter(pc.equal(counts["vocab"], "one")), max_size=200, min_count=2)
     assert total == sum(expected.values())
     python_ranked = [(t, c) for t, c in rank_tokens(expected.items()) if c >= 2 or t == NUM][: 200 - 6 + 2]
     assert ranked == python_ranked

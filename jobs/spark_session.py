@@ -7,6 +7,7 @@ import re
 import shutil
 import subprocess
 import sys
+import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
@@ -16,6 +17,9 @@ from pyspark.sql import SparkSession
 from jobs.config import flatten
 
 MIN_JAVA = 17
+
+# PySpark 4.3 warns on every pandas/Arrow conversion under pandas 3; nothing here is affected.
+warnings.filterwarnings("ignore", message="PySpark does not yet fully support pandas")
 
 
 class JavaNotFoundError(RuntimeError):

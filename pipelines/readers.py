@@ -113,9 +113,9 @@ def _invalid(text: Column) -> Column:
     return ~F.call_function("is_valid_utf8", text) | (F.instr(text, "\ufffd") > 0)
 
 
-def _strip_cr(text: Column) -> Column:
+def _strip_cr(column: str) -> Column:
     """Drop the CR of a CRLF line ending (byte-level, no regular expression)."""
-    return F.rtrim(text, F.lit("\r"))
+    return F.expr(f"trim(TRAILING '\\r' FROM {column})")
 
 
 def _read_lines(spark: SparkSession, files: Sequence[str]) -> DataFrame:
@@ -125,14 +125,14 @@ def _read_lines(spark: SparkSession, files: Sequence[str]) -> DataFrame:
 def _read_text(spark: SparkSession, spec: InputSpec) -> DataFrame:
     value = F.col("value")
     return _read_lines(spark, spec.files).select(
-        _strip_cr(value).alias("src_raw"),
+        _strip_cr("value").alias("src_raw"),
         F.when(_invalid(value), F.lit(INVALID_UTF8)).alias("reason"),
         F.lit(None).cast("string").alias("note"))
 
 
 def _read_tsv(spark: SparkSession, spec: InputSpec) -> DataFrame:
     value = F.col("value")
-    fields = F.split(_strip_cr(value), "\t", -1)
+    fields = F.split(_strip_cr("value"), "\t", -1)
     needed = max(spec.src_column, spec.tgt_column) + 1
     return _read_lines(spark, spec.files).select(
         F.when(F.size(fields) >= needed, fields[spec.src_column]).alias("src_raw"),
@@ -161,7 +161,7 @@ def _read_aligned(spark: SparkSession, spec: InputSpec) -> DataFrame:
         joined = src.alias("s").join(tgt.alias("t"), "line_no")
         s, t = F.col("s.line"), F.col("t.line")
         parts.append(joined.select(
-            _strip_cr(s).alias("src_raw"), _strip_cr(t).alias("tgt_raw"),
+            _strip_cr("s.line").alias("src_raw"), _strip_cr("t.line").alias("tgt_raw"),
             F.when(_invalid(s) | _invalid(t), F.lit(INVALID_UTF8)).alias("reason"),
             F.lit(None).cast("string").alias("note")))
     return _union(parts)

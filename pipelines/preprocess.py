@@ -109,11 +109,11 @@ def _split_stats(directory: Path, files: Mapping[str, list[str]], sides: Sequenc
     """Examples, tokens and [UNK] tokens per split and side, read back from the written shards
     (with Arrow on the driver: the output directory is local or shared storage)."""
     stats = {}
+    columns = [c for s in sides for c in (s.ids_column, s.length_column)]
     for split in SPLITS:
         entry: dict[str, Any] = {"examples": 0, "files": files[split],
                                  "tokens": {s.name: 0 for s in sides}, "unk": {s.name: 0 for s in sides}}
         for name in files[split]:
-            columns = [c for s in sides for c in (s.ids_column, s.length_column)]
             table = pq.read_table(directory / name, columns=columns)
             entry["examples"] += table.num_rows
             for s in sides:
@@ -182,8 +182,7 @@ def preprocess(spark: SparkSession, cfg: Mapping[str, Any], output_dir: Path,
             kept_before_dedup = read - sum(dropped.values())
             log(f"read {read} records, {kept_before_dedup} usable; dropped {_nonzero(dropped)}")
 
-            examples = records.where(F.col("reason").isNull()).select(*norm_cols, *length_cols, "fixed_split",
-                                                                        *(raw_cols if keep_raw else []))
+            examples = records.where(F.col("reason").isNull()).drop("reason", "note")
             if flt["dedup"]:
                 pinned = any(spec.split in filters.HELD_OUT for spec in specs)
                 examples = filters.deduplicate(examples, norm_cols, length_cols + raw_cols, pinned)

@@ -79,10 +79,11 @@ class Word2Vec(nn.Module):
                         self.output(noise), self.bias(noise).squeeze(-1),
                         self.log_kq[targets] if nce else None, self.log_kq[noise] if nce else None)
 
-    @staticmethod
-    def linear_lr(initial: float, progress: float, floor: float = 1e-4) -> float:
-        """Learning rate decayed linearly over the run (``progress`` in [0, 1])."""
-        return initial * max(floor, 1.0 - min(max(progress, 0.0), 1.0))
+
+def linear_lr(initial: float, progress: float, floor: float = 1e-4) -> float:
+    """Learning rate decayed linearly over the run (``progress`` in [0, 1]), never below
+    ``floor`` times the initial rate."""
+    return initial * max(floor, 1.0 - min(max(progress, 0.0), 1.0))
 
 
 def sentence_ids(lengths: torch.Tensor) -> torch.Tensor:

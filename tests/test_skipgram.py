@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from rnn_models.nce import noise_distribution
-from rnn_models.skipgram import Word2Vec, keep_probabilities, sentence_ids, skipgram_pairs, subsample
+from rnn_models.skipgram import Word2Vec, keep_probabilities, linear_lr, sentence_ids, skipgram_pairs, subsample
 
 
 def test_keep_probabilities_follow_word2vec():
@@ -78,6 +78,6 @@ def test_cbow_and_bad_loss():
 
 
 def test_linear_learning_rate():
-    assert Word2Vec.linear_lr(0.025, 0.0) == 0.025
-    assert Word2Vec.linear_lr(0.025, 0.5) == pytest.approx(0.0125)
-    assert Word2Vec.linear_lr(0.025, 1.0) == pytest.approx(0.025 * 1e-4)
+    assert linear_lr(0.025, 0.0) == 0.025
+    assert linear_lr(0.025, 0.5) == pytest.approx(0.0125)
+    assert linear_lr(0.025, 1.0) == pytest.approx(0.025 * 1e-4)

@@ -14,13 +14,15 @@ def ray_address(cfg: Mapping[str, Any]) -> str | None:
 
 def connect(cfg: Mapping[str, Any]) -> dict[str, float]:
     """Initialise Ray for the ``ray`` section of a job config (once per process); returns the
-    cluster's resources. An in-process Ray binds to 127.0.0.1 and starts no dashboard."""
+    cluster's resources. An in-process Ray binds to 127.0.0.1, its dashboard too (Ray Train's
+    placement-group cleaner and Tune query the state API it serves)."""
     import ray
 
     if not ray.is_initialized():
         address = ray_address(cfg)
         if address is None:
-            ray.init(num_cpus=cfg.get("num_cpus"), include_dashboard=False, _node_ip_address="127.0.0.1")
+            ray.init(num_cpus=cfg.get("num_cpus"), include_dashboard=True, dashboard_host="127.0.0.1",
+                     _node_ip_address="127.0.0.1")
         else:
             ray.init(address=address)
     return ray.cluster_resources()

@@ -1,8 +1,8 @@
 """Noise-contrastive estimation for word2vec, as in the TensorFlow word2vec tutorial.
 
-For a (centre, context) pair the model scores ``s(w) = <v_centre, u_w> + b_w``. NCE trains a
-binary classifier that tells the true context from ``k`` noise words drawn from the noise
-distribution ``q``, on logits corrected by ``log(k q(w))``:
+A pair (input word, target word) is scored ``s(w) = <v_input, u_w> + b_w``. NCE trains a binary
+classifier that tells the true target from ``k`` noise words drawn from the noise distribution
+``q``, on logits corrected by ``log(k q(w))``:
 
     loss = -log sigmoid(s(w) - log k q(w)) - sum_j log sigmoid(-(s(n_j) - log k q(n_j)))
 
@@ -34,25 +34,30 @@ def noise_distribution(counts: Sequence[int] | torch.Tensor, power: float = 0.75
     return (weights / total).float()
 
 
-def draw_noise(probs: torch.Tensor, batch: int, k: int, generator: torch.Generator | None = None) -> torch.Tensor:
-    """``(batch, k)`` noise word ids drawn from ``probs`` with replacement."""
-    return torch.multinomial(probs, batch * k, replacement=True, generator=generator).view(batch, k)
+class NoiseSampler:
+    """Draws noise words from a distribution by inverting its cumulative sum (O(log V) per draw)."""
+
+    def __init__(self, probs: torch.Tensor):
+        self.cdf = torch.cumsum(probs.double(), 0).to(probs.device)
+        self.cdf /= self.cdf[-1].clone()
+        self.last = int(torch.nonzero(probs > 0).max())
+
+    def __call__(self, shape: tuple[int, ...], generator: torch.Generator | None = None) -> torch.Tensor:
+        uniform = torch.rand(shape, generator=generator, device=self.cdf.device, dtype=torch.float64)
+        return torch.searchsorted(self.cdf, uniform, right=True).clamp_(max=self.last)
 
 
-def nce_loss(centre: torch.Tensor, context_weights: torch.Tensor, context_bias: torch.Tensor,
-             noise_weights: torch.Tensor, noise_bias: torch.Tensor, log_kq_context: torch.Tensor | None,
-             log_kq_noise: torch.Tensor | None) -> torch.Tensor:
-    """Mean NCE loss over a batch.
+def corrected_logits(logits: torch.Tensor, log_kq: torch.Tensor | None) -> torch.Tensor:
+    """Logits minus ``log(k q(w))`` for NCE; unchanged for negative sampling (``log_kq`` None)."""
+    return logits if log_kq is None else logits - log_kq
 
-    ``centre`` (B, D): centre-word vectors; ``context_weights`` (B, D) and ``context_bias`` (B,):
-    output vectors and biases of the true context words; ``noise_weights`` (B, k, D) and
-    ``noise_bias`` (B, k): those of the noise words; ``log_kq_*``: ``log(k q(w))`` of the context
-    (B,) and noise words (B, k), or None for negative sampling (no correction).
-    """
-    true_logit = (centre * context_weights).sum(-1) + context_bias
-    noise_logit = torch.bmm(noise_weights, centre.unsqueeze(-1)).squeeze(-1) + noise_bias
-    if log_kq_context is not None:
-        true_logit = true_logit - log_kq_context
-        noise_logit = noise_logit - log_kq_noise
+
+def nce_loss(true_logit: torch.Tensor, noise_logit: torch.Tensor) -> torch.Tensor:
+    """Per-pair loss from corrected logits: ``true_logit`` (...) and ``noise_logit`` (..., k)."""
     # -log sigmoid(x) = softplus(-x); -log sigmoid(-x) = softplus(x)
-    return (F.softplus(-true_logit) + F.softplus(noise_logit).sum(-1)).mean()
+    return F.softplus(-true_logit) + F.softplus(noise_logit).sum(-1)
+
+
+def nce_logit_grads(true_logit: torch.Tensor, noise_logit: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Derivatives of :func:`nce_loss` with respect to its two arguments."""
+    return torch.sigmoid(true_logit) - 1, torch.sigmoid(noise_logit)

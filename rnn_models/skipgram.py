@@ -1,11 +1,21 @@
-"""word2vec skip-gram (and CBOW) with NCE or negative sampling; batches built with tensor ops."""
+"""word2vec skip-gram (and CBOW) with NCE or negative sampling, on batches built with tensor ops.
+
+Pairs come in windows: every kept word is a centre, and the words of its dynamic window are its
+inputs. As in word2vec.c, each window word's input vector predicts the centre's output vector
+(the skip-gram pairs are symmetric, so this is the same set of pairs as the centre predicting
+each window word). Noise words are drawn once per block of ``noise_block`` centres and shared
+by all pairs of the block (Ji et al. 2016, "Parallelizing Word2Vec in Shared and Distributed
+Memory"): each pair still sees ``k`` noise words, and the scores become small matrix products.
+"""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from rnn_models.nce import draw_noise, nce_loss
+from rnn_models.nce import NoiseSampler, corrected_logits, nce_logit_grads, nce_loss
 
 
 def keep_probabilities(counts: torch.Tensor, sample: float) -> torch.Tensor:
@@ -24,34 +34,57 @@ def subsample(tokens: torch.Tensor, keep: torch.Tensor, generator: torch.Generat
     return torch.rand(tokens.shape, generator=generator, device=tokens.device) < keep[tokens]
 
 
-def skipgram_pairs(tokens: torch.Tensor, sentence: torch.Tensor, window: int,
-                   generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """(centre, context) index pairs of a flat token stream with a dynamic window.
+def sentence_ids(lengths: torch.Tensor) -> torch.Tensor:
+    """Sentence index of every token of sentences with the given lengths, flattened."""
+    return torch.repeat_interleave(torch.arange(lengths.numel(), device=lengths.device), lengths)
 
-    ``tokens`` (N,) and ``sentence`` (N,) give each token and the sentence it belongs to (pairs never
-    cross sentences). Each centre draws its window ``b`` uniformly from 1..``window`` and pairs with
-    the tokens at distance 1..b on both sides, as word2vec does. Returns positions into ``tokens``.
+
+@dataclass
+class Windows:
+    """Centre words (C,) and their window words (C, 2 * window), ``mask`` marking real ones."""
+
+    centres: torch.Tensor
+    contexts: torch.Tensor
+    mask: torch.Tensor
+
+    def __len__(self) -> int:
+        return self.centres.numel()
+
+    @property
+    def pairs(self) -> int:
+        return int(self.mask.sum())
+
+
+def windows(tokens: torch.Tensor, sentence: torch.Tensor, window: int,
+            generator: torch.Generator | None = None) -> Windows:
+    """Windows of a flat token stream with word2vec's dynamic window.
+
+    ``tokens`` (N,) and ``sentence`` (N,) give each token and its sentence (windows never cross
+    sentences). Each centre draws its reach ``b`` uniformly from 1..``window`` and takes the
+    tokens at distance 1..b on both sides.
     """
     n = tokens.numel()
-    span = torch.randint(1, window + 1, (n,), generator=generator, device=tokens.device)
-    positions = torch.arange(n, device=tokens.device)
-    centres, contexts = [], []
-    for offset in range(1, window + 1):
-        left, right = positions[:-offset], positions[offset:]
-        same = sentence[:-offset] == sentence[offset:]
-        forward = same & (span[:-offset] >= offset)   # centre on the left
-        backward = same & (span[offset:] >= offset)   # centre on the right
-        centres += [left[forward], right[backward]]
-        contexts += [right[forward], left[backward]]
-    return torch.cat(centres), torch.cat(contexts)
+    device = tokens.device
+    reach = torch.randint(1, window + 1, (n, 1), generator=generator, device=device)
+    offsets = torch.cat([torch.arange(-window, 0, device=device), torch.arange(1, window + 1, device=device)])
+    positions = torch.arange(n, device=device).unsqueeze(1) + offsets
+    inside = (positions >= 0) & (positions < n) & (offsets.abs() <= reach)
+    positions = positions.clamp_(0, max(n - 1, 0))
+    mask = inside & (sentence[positions] == sentence.unsqueeze(1))
+    return Windows(tokens, torch.where(mask, tokens[positions], 0), mask)
 
 
 class Word2Vec(nn.Module):
-    """Input (centre) embeddings, output embeddings and biases for NCE; ``cbow`` averages the
-    context to predict the centre instead."""
+    """Input embeddings (the word vectors), output embeddings and output biases.
+
+    With NCE the biases start at ``log(k q(w))``, so the model starts from the noise distribution
+    (every corrected logit 0) instead of far from it. Negative sampling is word2vec's: no bias (the
+    biases stay 0; NCE is negative sampling with a learned bias offset by ``log(k q(w))``).
+    ``cbow`` averages a window's input vectors into one input that predicts the centre.
+    """
 
     def __init__(self, vocab_size: int, dim: int, noise_probs: torch.Tensor, negatives: int = 5,
-                 loss: str = "nce", cbow: bool = False):
+                 loss: str = "nce", cbow: bool = False, noise_block: int = 1):
         super().__init__()
         if loss not in ("nce", "negative"):
             raise ValueError(f"loss must be 'nce' or 'negative', got {loss!r}")
@@ -60,34 +93,92 @@ class Word2Vec(nn.Module):
         self.bias = nn.Embedding(vocab_size, 1)
         nn.init.uniform_(self.input.weight, -0.5 / dim, 0.5 / dim)
         nn.init.zeros_(self.output.weight)
-        nn.init.zeros_(self.bias.weight)
         self.register_buffer("noise_probs", noise_probs)
         self.register_buffer("log_kq", torch.log(negatives * noise_probs.clamp(min=1e-30)))
-        self.negatives, self.loss_kind, self.cbow = negatives, loss, cbow
+        with torch.no_grad():
+            self.bias.weight.copy_(self.log_kq.unsqueeze(1) if loss == "nce" else 0)
+        self.bias.weight.requires_grad_(loss == "nce")
+        self.sampler = NoiseSampler(noise_probs)
+        self.negatives, self.nce, self.cbow, self.noise_block = negatives, loss == "nce", cbow, noise_block
 
-    def forward(self, inputs: torch.Tensor, targets: torch.Tensor, input_mask: torch.Tensor | None = None,
-                generator: torch.Generator | None = None) -> torch.Tensor:
-        """Mean loss. Skip-gram: ``inputs`` (B,) centre ids, ``targets`` (B,) context ids. CBOW:
-        ``inputs`` (B, C) context ids with ``input_mask`` (B, C), ``targets`` (B,) centre ids."""
-        vectors = self.input(inputs)
+    def _apply(self, fn, *args, **kwargs):
+        super()._apply(fn, *args, **kwargs)
+        self.sampler = NoiseSampler(self.noise_probs)  # follow the module to its device
+        return self
+
+    def draw_noise(self, batch: Windows, generator: torch.Generator | None = None) -> torch.Tensor:
+        """``(blocks, k)`` noise words, one row per block of ``noise_block`` centres."""
+        blocks = -(-len(batch) // self.noise_block)
+        return self.sampler((blocks, self.negatives), generator)
+
+    def _inputs(self, batch: Windows) -> tuple[torch.Tensor, torch.Tensor]:
+        """Input vectors (C, S, D) and their mask (C, S); CBOW averages each window (S = 1)."""
+        vectors = self.input(batch.contexts)
+        mask = batch.mask.to(vectors.dtype)
         if self.cbow:
-            mask = input_mask.unsqueeze(-1).to(vectors.dtype)
-            vectors = (vectors * mask).sum(1) / mask.sum(1).clamp(min=1)
-        noise = draw_noise(self.noise_probs, targets.numel(), self.negatives, generator)
-        nce = self.loss_kind == "nce"
-        return nce_loss(vectors, self.output(targets), self.bias(targets).squeeze(-1),
-                        self.output(noise), self.bias(noise).squeeze(-1),
-                        self.log_kq[targets] if nce else None, self.log_kq[noise] if nce else None)
+            vectors = (vectors * mask.unsqueeze(-1)).sum(1, keepdim=True) / mask.sum(1).clamp(min=1)[:, None, None]
+            mask = (mask.sum(1, keepdim=True) > 0).to(vectors.dtype)
+        return vectors, mask
+
+    def _logits(self, inputs: torch.Tensor, batch: Windows, noise: torch.Tensor):
+        """Corrected true logits (C, S) and noise logits (C, S, k), with the output rows used."""
+        c, s, d = inputs.shape
+        pad = noise.shape[0] * self.noise_block - c
+        centre_out = self.output(batch.centres)
+        noise_out = self.output(noise)                                           # (blocks, k, D)
+        true = (inputs * centre_out.unsqueeze(1)).sum(-1) + self.bias(batch.centres)
+        blocked = nn.functional.pad(inputs, (0, 0, 0, 0, 0, pad)).view(noise.shape[0], -1, d)
+        noise_logit = torch.bmm(blocked, noise_out.transpose(1, 2)) + self.bias(noise).view(noise.shape[0], 1, -1)
+        noise_logit = noise_logit.view(-1, s, self.negatives)[:c]
+        kq = self.nce
+        true = corrected_logits(true, self.log_kq[batch.centres].unsqueeze(1) if kq else None)
+        noise_logit = corrected_logits(noise_logit, self.log_kq[noise].repeat_interleave(self.noise_block, 0)[:c]
+                                       .unsqueeze(1) if kq else None)
+        return true, noise_logit, centre_out, noise_out, blocked
+
+    def forward(self, batch: Windows, noise: torch.Tensor) -> torch.Tensor:
+        """Mean loss per pair (per window for CBOW)."""
+        inputs, mask = self._inputs(batch)
+        true, noise_logit, *_ = self._logits(inputs, batch, noise)
+        return (nce_loss(true, noise_logit) * mask).sum() / mask.sum().clamp(min=1)
+
+    @torch.no_grad()
+    def sgd_step(self, batch: Windows, noise: torch.Tensor, lr: float) -> float:
+        """One plain SGD step on the summed loss, gradients computed directly (no autograd) and
+        added in place, like word2vec's per-pair updates; returns the summed loss."""
+        inputs, mask = self._inputs(batch)
+        c, s, d = inputs.shape
+        true, noise_logit, centre_out, noise_out, blocked = self._logits(inputs, batch, noise)
+        loss = float((nce_loss(true, noise_logit) * mask).sum())
+        g_true, g_noise = nce_logit_grads(true, noise_logit)
+        g_true = g_true * mask                                                   # (C, S)
+        g_noise = g_noise * mask.unsqueeze(-1)                                   # (C, S, k)
+        blocks = noise.shape[0]
+        g_blocked = nn.functional.pad(g_noise, (0, 0, 0, 0, 0, blocks * self.noise_block - c)).view(blocks, -1, self.negatives)
+        d_inputs = g_true.unsqueeze(-1) * centre_out.unsqueeze(1) + torch.bmm(g_blocked, noise_out).view(-1, s, d)[:c]
+        d_centre = (g_true.unsqueeze(-1) * inputs).sum(1)
+        d_noise = torch.bmm(g_blocked.transpose(1, 2), blocked)                  # (blocks, k, D)
+        out, bias = self.output.weight, self.bias.weight.view(-1)
+        out.index_add_(0, batch.centres, d_centre, alpha=-lr)
+        out.index_add_(0, noise.flatten(), d_noise.view(-1, d), alpha=-lr)
+        if self.nce:
+            bias.index_add_(0, batch.centres, g_true.sum(1), alpha=-lr)
+            bias.index_add_(0, noise.flatten(), g_blocked.sum(1).flatten(), alpha=-lr)
+        if self.cbow:  # each window word gets its share of the averaged input's gradient
+            share = batch.mask.to(inputs.dtype) / batch.mask.sum(1, keepdim=True).clamp(min=1)
+            d_inputs = d_inputs * share.unsqueeze(-1)
+        self.input.weight.index_add_(0, batch.contexts.flatten(), d_inputs.reshape(-1, d), alpha=-lr)
+        return loss
+
+
+def training_windows(tokens: torch.Tensor, sentence: torch.Tensor, keep: torch.Tensor, window: int,
+                     generator: torch.Generator | None = None) -> Windows:
+    """Subsample a token stream, then cut it into windows (discarded words leave no gap)."""
+    kept = subsample(tokens, keep, generator)
+    return windows(tokens[kept], sentence[kept], window, generator)
 
 
 def linear_lr(initial: float, progress: float, floor: float = 1e-4) -> float:
     """Learning rate decayed linearly over the run (``progress`` in [0, 1]), never below
     ``floor`` times the initial rate."""
     return initial * max(floor, 1.0 - min(max(progress, 0.0), 1.0))
-
-
-def sentence_ids(lengths: torch.Tensor) -> torch.Tensor:
-    """Sentence index of every token of sentences with the given lengths, flattened."""
-    return torch.repeat_interleave(torch.arange(lengths.numel(), device=lengths.device), lengths)
-
-

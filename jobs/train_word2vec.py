@@ -1,0 +1,255 @@
+"""Train word2vec (skip-gram or CBOW, NCE) data-parallel on Ray Train; export and evaluate the vectors.
+
+    python -m jobs.train_word2vec [CONFIG.yaml] data_dir=DIR output_dir=DIR [key=value ...]
+
+Each worker trains on its own contiguous share of the token stream with plain SGD and sparse
+in-place updates, and every ``train.sync_every`` steps the workers average their parameters with
+an all-reduce (gloo on CPU, NCCL on GPU). Averaging every step would be synchronous data-parallel
+SGD, at the price of all-reducing both embedding tables per step (see bench/README.md for what
+that costs). The driver then exports the vectors from the final checkpoint, evaluates them and
+logs everything to MLflow. Prints the resolved config, progress, and last one line of JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from jobs.config import PROJECT_DIR, ConfigError, load_config, to_dict, to_yaml
+from jobs.ray_cluster import connect
+from jobs.tracking import mlflow_run, tracking_uri
+from jobs.word2vec_report import evaluate, projection_plot
+from pipelines.manifest import ManifestError, load_manifest
+from pipelines.output import OutputExistsError, atomic_directory
+from pipelines.token_stream import read_token_share
+from pipelines.vocab import Vocab
+from rnn_models.nce import NEVER_NOISE, noise_distribution
+from rnn_models.skipgram import Word2Vec, keep_probabilities, linear_lr, training_windows
+from rnn_models.word_vectors import save_word2vec
+
+STATE_FILE = "state.pt"
+
+
+def build_model(config: dict[str, Any], counts: Sequence[int]) -> Word2Vec:
+    """The model a config describes, for a vocabulary with these counts."""
+    m = config["model"]
+    probs = noise_distribution(counts, m["noise_power"], exclude_placeholders=not m["placeholder_noise"])
+    return Word2Vec(len(counts), m["dim"], probs, m["negatives"], m["loss"], m["cbow"], m["noise_block"])
+
+
+def _world() -> tuple[int, int]:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
+    import torch.distributed as dist
+
+    if _world()[1] > 1:
+        dist.all_reduce(tensor)
+    return tensor
+
+
+def average_parameters(model: torch.nn.Module) -> None:
+    """Replace every worker's parameters by their mean over the workers."""
+    world = _world()[1]
+    if world > 1:
+        for p in model.parameters():
+            _all_reduce_sum(p.data).div_(world)
+
+
+def train_func_per_worker(config: dict[str, Any]) -> None:
+    """Ray Train worker loop: train on this worker's share, sync, report, checkpoint."""
+    import ray.train
+    from ray.train.torch import get_device
+
+    rank, world = _world()
+    device = get_device()
+    t = config["train"]
+    torch.set_num_threads(max(1, int(t["cpus_per_worker"])))
+    counts = Vocab.load(Path(config["vocab_file"])).counts
+    share = read_token_share(Path(config["data_dir"]), config["train_files"], rank, world, t["max_words"])
+    tokens = torch.from_numpy(share.tokens).to(device)
+    sentences = torch.from_numpy(share.sentences).to(device)
+    torch.manual_seed(config["seed"])  # same initial parameters on every worker
+    model = build_model(config, counts).to(device)
+    keep = keep_probabilities(torch.tensor(counts), t["sample"]).to(device)
+
+    steps = max(1, math.ceil(share.total / world / t["batch_words"]))  # the same on every worker
+    total_steps = steps * t["epochs"]
+    start_epoch, start_step = 0, 0
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint:
+        with checkpoint.as_directory() as directory:
+            state = torch.load(Path(directory) / STATE_FILE, map_location=device, weights_only=True)
+        model.load_state_dict(state["model"])
+        start_epoch, start_step = state["epoch"], state["step"]
+
+    mlflow = _mlflow_client(config) if rank == 0 else None
+    generator = torch.Generator(device=device)
+    window, batch_words, sync_every = t["window"], t["batch_words"], t["sync_every"]
+    checkpoint_every = t["checkpoint_every"] or steps
+    stats = torch.zeros(3, dtype=torch.float64, device=device)  # loss, pairs, words since the last report
+    last_report = time.perf_counter()
+    for epoch in range(start_epoch, t["epochs"]):
+        for step in range(start_step if epoch == start_epoch else 0, steps):
+            done = epoch * steps + step
+            generator.manual_seed(hash((config["seed"], epoch, rank, step)) & 0x7FFF_FFFF_FFFF)
+            lo = step * batch_words
+            chunk, chunk_sentences = tokens[lo:lo + batch_words], sentences[lo:lo + batch_words]
+            lr = linear_lr(t["lr"], done / total_steps, t["min_lr"] / t["lr"])
+            if chunk.numel():
+                batch = training_windows(chunk.long(), chunk_sentences, keep, window, generator)
+                stats[0] += model.sgd_step(batch, model.draw_noise(batch, generator), lr)
+                stats[1] += batch.pairs
+                stats[2] += chunk.numel()
+            last = step + 1 == steps
+            save = (step + 1) % checkpoint_every == 0 or last
+            if (step + 1) % sync_every == 0 or save:
+                average_parameters(model)
+                flag = torch.tensor([float(time.perf_counter() - last_report >= t["report_seconds"] or save)],
+                                    dtype=torch.float64, device=device)
+                if _all_reduce_sum(flag).item() > 0:  # rank 0's clock decides, for every worker alike
+                    totals = _all_reduce_sum(stats.clone()).tolist()
+                    elapsed = time.perf_counter() - last_report
+                    metrics = {"epoch": epoch, "progress": (done + 1) / total_steps, "lr": lr,
+                               "loss": totals[0] / max(totals[1], 1), "words_per_sec": totals[2] / elapsed}
+                    resume = (epoch + 1, 0) if last else (epoch, step + 1)
+                    _report(metrics, model, resume if save else None, rank, mlflow, config, done + 1)
+                    stats.zero_()
+                    last_report = time.perf_counter()
+
+
+def _report(metrics: dict[str, float], model: Word2Vec, resume: tuple[int, int] | None, rank: int,
+            mlflow: Any, config: dict[str, Any], global_step: int) -> None:
+    """Report progress to Ray Train and MLflow; with ``resume`` (the epoch and step to go on from),
+    rank 0 also reports a checkpoint."""
+    import ray.train
+
+    if mlflow is not None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        mlflow.log_batch(config["mlflow_run_id"], metrics=[Metric(k, float(v), now, global_step)
+                                                           for k, v in metrics.items()])
+        print(f"epoch {metrics['epoch']} progress {metrics['progress']:.1%} loss {metrics['loss']:.4f} "
+              f"lr {metrics['lr']:.5f} {metrics['words_per_sec']:,.0f} words/s", flush=True)
+    if resume and rank == 0:
+        with tempfile.TemporaryDirectory() as directory:
+            torch.save({"model": model.state_dict(), "epoch": resume[0], "step": resume[1]},
+                       Path(directory) / STATE_FILE)
+            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory))
+    else:
+        ray.train.report(metrics)
+
+
+def _mlflow_client(config: dict[str, Any]) -> Any:
+    if not config.get("mlflow_run_id"):
+        return None
+    from mlflow import MlflowClient
+
+    return MlflowClient(config["mlflow_tracking_uri"])
+
+
+def _resolve(config: dict[str, Any]) -> dict[str, Any]:
+    """Absolute paths (workers run elsewhere) and the training inputs from the manifest."""
+    for key in ("data_dir", "output_dir"):
+        if not config.get(key):
+            raise ConfigError(f"{key} must be set (e.g. {key}=DIR)")
+        config[key] = str(Path(config[key]).resolve())
+    config["storage_path"] = str(Path(config["storage_path"] or PROJECT_DIR / "ray_results").resolve())
+    manifest = load_manifest(Path(config["data_dir"]), "monolingual")
+    config["vocab_file"] = str(Path(config["data_dir"]) / manifest["vocab"]["words"]["file"])
+    config["train_files"] = manifest["splits"]["train"]["files"]
+    if not config["train_files"]:
+        raise ManifestError(f"{config['data_dir']} has no train shards")
+    for key in ("analogy", "similarity"):
+        if config["eval"][key]:
+            config["eval"][key] = str(Path(config["eval"][key]).resolve())
+    return config
+
+
+def fit(config: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """Run the Ray Train job; returns the final model state."""
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    t = config["train"]
+    trainer = TorchTrainer(
+        train_func_per_worker,
+        train_loop_config=config,
+        scaling_config=ScalingConfig(num_workers=t["num_workers"], use_gpu=t["use_gpu"],
+                                     resources_per_worker={"CPU": t["cpus_per_worker"]}),
+        run_config=RunConfig(name=config["run_name"], storage_path=config["storage_path"],
+                             failure_config=FailureConfig(max_failures=t["max_failures"]),
+                             checkpoint_config=CheckpointConfig(num_to_keep=2)),
+    )
+    result = trainer.fit()
+    with result.checkpoint.as_directory() as directory:
+        return torch.load(Path(directory) / STATE_FILE, map_location="cpu", weights_only=True)["model"]
+
+
+def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """Run the job; returns the summary it prints last."""
+    cfg = load_config("train_word2vec", argv)
+    print(to_yaml(cfg), flush=True)
+    config = _resolve(to_dict(cfg))
+    output_dir = Path(config["output_dir"])
+    if output_dir.exists() and not config["overwrite"]:
+        raise OutputExistsError(f"{output_dir} exists; pass overwrite=true to replace it")
+    vocab = Vocab.load(Path(config["vocab_file"]))
+    started = time.perf_counter()
+    with mlflow_run(config["mlflow"], config["run_name"], params=to_dict(cfg)) as mlflow:
+        mlflow.log_text(to_yaml(cfg), "config.yaml")
+        run_info = mlflow.active_run() if config["mlflow"]["enabled"] else None
+        config["mlflow_run_id"] = run_info.info.run_id if run_info else None
+        config["mlflow_tracking_uri"] = tracking_uri(config["mlflow"])
+        connect(config["ray"])
+        state = fit(config)
+        train_seconds = time.perf_counter() - started
+        keep = [i for i in range(len(vocab.tokens)) if i not in NEVER_NOISE]
+        words = [vocab.tokens[i] for i in keep]
+        vectors = state["input.weight"][keep]
+        scores = evaluate(words, vectors, config["eval"])
+        with atomic_directory(output_dir, overwrite=config["overwrite"]) as tmp:
+            save_word2vec(tmp / "vectors.txt", words, vectors)
+            save_word2vec(tmp / "vectors.bin", words, vectors, binary=True)
+            shutil.copyfile(config["vocab_file"], tmp / "vocab.tsv")
+            (tmp / "eval.json").write_text(json.dumps(scores, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+            projection_plot(words, vectors, config["eval"]["plot_words"], tmp / "projection.png")
+        mlflow.log_metrics({"train_seconds": train_seconds, **_flat_scores(scores)})
+        mlflow.log_artifacts(str(output_dir), "vectors")
+        mlflow.set_tag("output_dir", str(output_dir))
+    summary = {"output_dir": str(output_dir), "vectors": str(output_dir / "vectors.txt"),
+               "words": len(words), "dim": int(vectors.shape[1]), "train_seconds": round(train_seconds, 2),
+               **{k: v for k, v in scores.items() if k != "neighbours"}}
+    print(json.dumps(summary))
+    return summary
+
+
+def _flat_scores(scores: dict[str, Any]) -> dict[str, float]:
+    return {f"{group}.{name}": value for group in ("analogy", "similarity") if group in scores
+            for name, value in scores[group].items() if isinstance(value, (int, float)) and not math.isnan(value)}
+
+
+def main() -> None:
+    try:
+        run()
+    except (ConfigError, ManifestError, OutputExistsError) as err:
+        sys.exit(f"error: {err}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,51 @@
+"""Word vectors in word2vec's text and binary formats (as gensim's ``KeyedVectors`` reads them)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def save_word2vec(path: str | Path, words: Sequence[str], vectors: torch.Tensor, binary: bool = False) -> None:
+    """Write ``vectors`` (N, D) for ``words`` as ``N D`` then one word and its vector per line
+    (text), or the word, a space and D little-endian float32 values (binary)."""
+    array = vectors.detach().cpu().numpy().astype("<f4")
+    if len(words) != array.shape[0]:
+        raise ValueError(f"{len(words)} words for {array.shape[0]} vectors")
+    for word in words:
+        if not word or any(ch.isspace() for ch in word):
+            raise ValueError(f"word {word!r} cannot be written in word2vec format (empty or with whitespace)")
+    with open(path, "wb") as out:
+        out.write(f"{array.shape[0]} {array.shape[1]}\n".encode())
+        for word, row in zip(words, array):
+            if binary:
+                out.write(word.encode() + b" " + row.tobytes() + b"\n")
+            else:
+                out.write((word + " " + " ".join(f"{x:.6g}" for x in row) + "\n").encode())
+
+
+def load_word2vec(path: str | Path, binary: bool = False) -> tuple[list[str], torch.Tensor]:
+    """Read a file written by :func:`save_word2vec` (or by word2vec/gensim)."""
+    with open(path, "rb") as source:
+        count, dim = (int(x) for x in source.readline().split())
+        words, rows = [], np.empty((count, dim), dtype=np.float32)
+        for i in range(count):
+            if binary:
+                word = bytearray()
+                while (ch := source.read(1)) != b" ":
+                    if not ch:
+                        raise ValueError(f"{path}: file ends inside entry {i + 1} of {count}")
+                    if ch != b"\n":
+                        word += ch
+                rows[i] = np.frombuffer(source.read(4 * dim), dtype="<f4", count=dim)
+                words.append(word.decode())
+            else:
+                parts = source.readline().decode().rstrip("\n").split(" ")
+                if len(parts) != dim + 1:
+                    raise ValueError(f"{path}: line {i + 2} has {len(parts) - 1} values, expected {dim}")
+                words.append(parts[0])
+                rows[i] = np.asarray(parts[1:], dtype=np.float32)
+    return words, torch.from_numpy(rows)

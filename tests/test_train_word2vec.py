@@ -1,0 +1,96 @@
+"""The word2vec job end to end: 2 DDP workers on CPU, MLflow, export read by gensim, resume."""
+
+from __future__ import annotations
+
+import json
+
+import mlflow
+import numpy as np
+import pytest
+import ray
+from gensim.models import KeyedVectors
+
+from jobs import train_word2vec as job
+from pipelines.preprocess import preprocess
+from test_preprocess import config as preprocess_config
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def data_dir(spark, tmp_path_factory, toy_text):
+    out = tmp_path_factory.mktemp("w2v") / "data"
+    cfg = preprocess_config([{"path": str(toy_text), "format": "text"}], "filter.max_len=1000", "filter.dedup=false",
+                            "output.shards=3", kind="monolingual")
+    preprocess(spark, cfg, out, log=lambda m: None)
+    return out
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    ray.init(num_cpus=2, include_dashboard=True, dashboard_host="127.0.0.1", _node_ip_address="127.0.0.1")
+    yield
+    ray.shutdown()
+
+
+def _eval_files(tmp_path, words):
+    analogy = tmp_path / "questions.txt"
+    a, b, c, d, e, f = words[:6]
+    analogy.write_text(f": capital-world\n{a} {b} {c} {d}\n{a} {b} zzzz {e}\n: gram1-x\n{c} {d} {e} {f}\n")
+    similarity = tmp_path / "ws.tsv"
+    similarity.write_text(f"# a comment\n{a}\t{b}\t7.5\n{c}\t{d}\t2\n{e}\t{f}\t4\n{a}\tzzzz\t1\n")
+    return analogy, similarity
+
+
+def _args(tmp_path, data_dir, out, uri, *extra):
+    analogy, similarity = _eval_files(tmp_path, ["the", "of", "and", "in", "a", "to"])
+    return [f"data_dir={data_dir}", f"output_dir={out}", f"storage_path={tmp_path / 'ray'}",
+            f"mlflow.tracking_uri={uri}", f"mlflow.artifact_location={(tmp_path / 'artifacts').as_uri()}",
+            "mlflow.experiment=test-word2vec", "model.dim=16", "train.batch_words=200", "train.sync_every=5",
+            "train.checkpoint_every=10", "train.num_workers=2", "train.cpus_per_worker=0.5",
+            f"eval.analogy={analogy}", f"eval.similarity={similarity}", "eval.probes=[the,zzzz]", "eval.plot_words=20",
+            *extra]
+
+
+def test_two_workers_train_export_and_resume(tmp_path, data_dir, ray_local, capsys):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    out = tmp_path / "vectors"
+    summary = job.run(_args(tmp_path, data_dir, out, uri, "run_name=w2v-test"))
+
+    # the export opens in gensim, text and binary alike, with the vocabulary minus <go>/<eos>/[PAD]
+    text = KeyedVectors.load_word2vec_format(str(out / "vectors.txt"))
+    binary = KeyedVectors.load_word2vec_format(str(out / "vectors.bin"), binary=True)
+    assert text.index_to_key == binary.index_to_key and text.index_to_key[:3] == ["[UNK]", "[NUM]", "[URL]"]
+    assert np.allclose(text.vectors, binary.vectors, atol=1e-5) and text.vector_size == 16
+    assert summary["words"] == len(text.index_to_key) and "<go>" not in text.key_to_index
+
+    scores = json.loads((out / "eval.json").read_text())
+    assert scores["analogy"]["covered"] == 2 and scores["analogy"]["questions"] == 3
+    assert scores["similarity"]["covered"] == 3 and list(scores["neighbours"]) == ["the"]
+    assert {p.name for p in out.iterdir()} == {"vectors.txt", "vectors.bin", "vocab.tsv", "eval.json",
+                                                "projection.png"}
+
+    client = mlflow.MlflowClient(uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("test-word2vec").experiment_id])
+    assert run.info.status == "FINISHED" and run.data.params["model.dim"] == "16"
+    progress = [m.value for m in client.get_metric_history(run.info.run_id, "progress")]
+    assert progress[-1] == 1.0 and progress == sorted(progress)
+    assert client.get_metric_history(run.info.run_id, "words_per_sec")[-1].value > 0
+    assert "analogy.covered" in run.data.metrics and "similarity.spearman" in run.data.metrics
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "vectors")}
+    assert {"vectors/vectors.txt", "vectors/vectors.bin", "vectors/projection.png"} <= artifacts
+
+    # the same run name resumes from the last checkpoint: one more epoch, not two
+    capsys.readouterr()
+    again = job.run(_args(tmp_path, data_dir, out, uri, "run_name=w2v-test", "train.epochs=2", "overwrite=true"))
+    (_, rerun) = client.search_runs([client.get_experiment_by_name("test-word2vec").experiment_id],
+                                    order_by=["attributes.start_time ASC"])
+    epochs = {m.value for m in client.get_metric_history(rerun.info.run_id, "epoch")}
+    assert epochs == {1.0} and again["words"] == summary["words"]
+    resumed = KeyedVectors.load_word2vec_format(str(out / "vectors.txt"))
+    assert not np.allclose(resumed.vectors, text.vectors)
+
+
+def test_missing_inputs_are_clear(tmp_path):
+    with pytest.raises(job.ManifestError, match="no manifest.json"):
+        job.run([f"data_dir={tmp_path}", f"output_dir={tmp_path / 'o'}", "mlflow.enabled=false"])

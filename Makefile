@@ -6,7 +6,7 @@ PYTHON ?= python3
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test test-fast bench-preprocess clean
+.PHONY: install run test test-fast bench-preprocess bench-word2vec clean
 
 install: $(STAMP)
 
@@ -21,6 +21,7 @@ $(STAMP): pyproject.toml
 run: install
 	$(PY) -m jobs.preprocess conf/preprocess.yaml overwrite=true
 	$(PY) -m jobs.preprocess conf/preprocess/sample_wikipedia.yaml overwrite=true
+	RAY_AUTH_MODE=$${RAY_AUTH_MODE:-disabled} $(PY) -m jobs.train_word2vec data_dir=outputs/sample-wikipedia output_dir=outputs/word2vec overwrite=true
 
 test: install
 	$(PY) -m pytest
@@ -31,5 +32,8 @@ test-fast: install
 bench-preprocess: install
 	$(PY) bench/preprocess.py
 
+bench-word2vec: install
+	RAY_AUTH_MODE=$${RAY_AUTH_MODE:-disabled} $(PY) bench/word2vec.py
+
 clean:
-	rm -rf outputs mlartifacts mlflow.db .pytest_cache
+	rm -rf outputs mlartifacts mlflow.db ray_results .pytest_cache

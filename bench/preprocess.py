@@ -24,7 +24,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -36,37 +35,11 @@ import pyarrow.parquet as pq
 PROJECT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT))
 
+from measure import PeakMemory  # noqa: E402
 from pipelines.normalize import NormalizeOptions, tokenize  # noqa: E402
 from pipelines.vocab import rank_tokens, select_vocab  # noqa: E402
 
 PRESETS = {"wikipedia": "conf/preprocess/wikipedia.yaml", "tatoeba": "conf/preprocess/tatoeba.yaml"}
-
-
-class PeakMemory:
-    """Peak resident memory of a process and its children, sampled every 50 ms."""
-
-    def __init__(self, pid: int):
-        self.process = psutil.Process(pid)
-        self.peak = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                procs = [self.process] + self.process.children(recursive=True)
-                self.peak = max(self.peak, sum(p.memory_info().rss for p in procs if p.is_running()))
-            except psutil.Error:
-                pass
-            self._stop.wait(0.05)
-
-    def __enter__(self) -> "PeakMemory":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
 
 
 def count_words(files: list[Path]) -> int:

@@ -3,8 +3,8 @@
     python -m jobs.train_word2vec [CONFIG.yaml] data_dir=DIR output_dir=DIR [key=value ...]
 
 Each worker trains on its own contiguous share of the token stream with plain SGD and sparse
-in-place updates, and every ``train.sync_every`` steps the workers average their parameters with
-an all-reduce (gloo on CPU, NCCL on GPU). Averaging every step would be synchronous data-parallel
+in-place updates, and every ``train.sync_every`` steps the workers add up their updates with an
+all-reduce (gloo on CPU, NCCL on GPU). Doing that every step would be synchronous data-parallel
 SGD, at the price of all-reducing both embedding tables per step (see bench/README.md for what
 that costs). The driver then exports the vectors from the final checkpoint, evaluates them and
 logs everything to MLflow. Prints the resolved config, progress, and last one line of JSON.
@@ -62,12 +62,19 @@ def _all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
-def average_parameters(model: torch.nn.Module) -> None:
-    """Replace every worker's parameters by their mean over the workers."""
-    world = _world()[1]
-    if world > 1:
-        for p in model.parameters():
-            _all_reduce_sum(p.data).div_(world)
+class UpdateSync:
+    """Combines the workers' models every few steps: each gets the sum of all workers' updates
+    since the last sync, as if they had written to shared tables (like gensim's threads).
+    Averaging instead would count each worker's progress only 1/world."""
+
+    def __init__(self, model: torch.nn.Module):
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.anchors = [p.detach().clone() for p in self.params] if _world()[1] > 1 else []
+
+    def __call__(self) -> None:
+        for p, anchor in zip(self.params, self.anchors):
+            update = _all_reduce_sum(p.data - anchor)
+            p.data.copy_(anchor.add_(update))
 
 
 def train_func_per_worker(config: dict[str, Any]) -> None:
@@ -97,11 +104,13 @@ def train_func_per_worker(config: dict[str, Any]) -> None:
         model.load_state_dict(state["model"])
         start_epoch, start_step = state["epoch"], state["step"]
 
+    sync = UpdateSync(model)
     mlflow = _mlflow_client(config) if rank == 0 else None
     generator = torch.Generator(device=device)
     window, batch_words, sync_every = t["window"], t["batch_words"], t["sync_every"]
     checkpoint_every = t["checkpoint_every"] or steps
     stats = torch.zeros(3, dtype=torch.float64, device=device)  # loss, pairs, words since the last report
+    words_done, loop_seconds = 0.0, 0.0  # by all workers, in this attempt (a resumed run starts over)
     last_report = time.perf_counter()
     for epoch in range(start_epoch, t["epochs"]):
         for step in range(start_step if epoch == start_epoch else 0, steps):
@@ -118,14 +127,16 @@ def train_func_per_worker(config: dict[str, Any]) -> None:
             last = step + 1 == steps
             save = (step + 1) % checkpoint_every == 0 or last
             if (step + 1) % sync_every == 0 or save:
-                average_parameters(model)
+                sync()
                 flag = torch.tensor([float(time.perf_counter() - last_report >= t["report_seconds"] or save)],
                                     dtype=torch.float64, device=device)
                 if _all_reduce_sum(flag).item() > 0:  # rank 0's clock decides, for every worker alike
                     totals = _all_reduce_sum(stats.clone()).tolist()
                     elapsed = time.perf_counter() - last_report
+                    words_done, loop_seconds = words_done + totals[2], loop_seconds + elapsed
                     metrics = {"epoch": epoch, "progress": (done + 1) / total_steps, "lr": lr,
-                               "loss": totals[0] / max(totals[1], 1), "words_per_sec": totals[2] / elapsed}
+                               "loss": totals[0] / max(totals[1], 1), "words_per_sec": totals[2] / elapsed,
+                               "words": words_done, "train_loop_seconds": loop_seconds}
                     resume = (epoch + 1, 0) if last else (epoch, step + 1)
                     _report(metrics, model, resume if save else None, rank, mlflow, config, done + 1)
                     stats.zero_()
@@ -181,8 +192,8 @@ def _resolve(config: dict[str, Any]) -> dict[str, Any]:
     return config
 
 
-def fit(config: dict[str, Any]) -> dict[str, torch.Tensor]:
-    """Run the Ray Train job; returns the final model state."""
+def fit(config: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Run the Ray Train job; returns the final model state and the last reported metrics."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
@@ -198,7 +209,8 @@ def fit(config: dict[str, Any]) -> dict[str, torch.Tensor]:
     )
     result = trainer.fit()
     with result.checkpoint.as_directory() as directory:
-        return torch.load(Path(directory) / STATE_FILE, map_location="cpu", weights_only=True)["model"]
+        state = torch.load(Path(directory) / STATE_FILE, map_location="cpu", weights_only=True)["model"]
+    return state, dict(result.metrics or {})
 
 
 def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
@@ -217,8 +229,9 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
         config["mlflow_run_id"] = run_info.info.run_id if run_info else None
         config["mlflow_tracking_uri"] = tracking_uri(config["mlflow"])
         connect(config["ray"])
-        state = fit(config)
+        state, last = fit(config)
         train_seconds = time.perf_counter() - started
+        words_per_sec = last.get("words", 0) / last["train_loop_seconds"] if last.get("train_loop_seconds") else None
         keep = [i for i in range(len(vocab.tokens)) if i not in NEVER_NOISE]
         words = [vocab.tokens[i] for i in keep]
         vectors = state["input.weight"][keep]
@@ -229,11 +242,13 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
             shutil.copyfile(config["vocab_file"], tmp / "vocab.tsv")
             (tmp / "eval.json").write_text(json.dumps(scores, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
             projection_plot(words, vectors, config["eval"]["plot_words"], tmp / "projection.png")
-        mlflow.log_metrics({"train_seconds": train_seconds, **_flat_scores(scores)})
+        mlflow.log_metrics({"train_seconds": train_seconds, **_flat_scores(scores),
+                            **({"train_words_per_sec": words_per_sec} if words_per_sec else {})})
         mlflow.log_artifacts(str(output_dir), "vectors")
         mlflow.set_tag("output_dir", str(output_dir))
     summary = {"output_dir": str(output_dir), "vectors": str(output_dir / "vectors.txt"),
                "words": len(words), "dim": int(vectors.shape[1]), "train_seconds": round(train_seconds, 2),
+               "train_words": int(last.get("words", 0)), "words_per_sec": words_per_sec,
                **{k: v for k, v in scores.items() if k != "neighbours"}}
     print(json.dumps(summary))
     return summary

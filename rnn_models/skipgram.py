@@ -111,6 +111,12 @@ class Word2Vec(nn.Module):
         blocks = -(-len(batch) // self.noise_block)
         return self.sampler((blocks, self.negatives), generator)
 
+    def _blocked(self, per_centre: torch.Tensor, blocks: int) -> torch.Tensor:
+        """(C, ...) -> (blocks, noise_block * ..., last dim), zero-padding the last block."""
+        pad = blocks * self.noise_block - per_centre.shape[0]
+        padded = nn.functional.pad(per_centre, (0, 0) * (per_centre.dim() - 1) + (0, pad))
+        return padded.view(blocks, -1, per_centre.shape[-1])
+
     def _inputs(self, batch: Windows) -> tuple[torch.Tensor, torch.Tensor]:
         """Input vectors (C, S, D) and their mask (C, S); CBOW averages each window (S = 1)."""
         vectors = self.input(batch.contexts)
@@ -123,11 +129,10 @@ class Word2Vec(nn.Module):
     def _logits(self, inputs: torch.Tensor, batch: Windows, noise: torch.Tensor):
         """Corrected true logits (C, S) and noise logits (C, S, k), with the output rows used."""
         c, s, d = inputs.shape
-        pad = noise.shape[0] * self.noise_block - c
         centre_out = self.output(batch.centres)
         noise_out = self.output(noise)                                           # (blocks, k, D)
         true = (inputs * centre_out.unsqueeze(1)).sum(-1) + self.bias(batch.centres)
-        blocked = nn.functional.pad(inputs, (0, 0, 0, 0, 0, pad)).view(noise.shape[0], -1, d)
+        blocked = self._blocked(inputs, noise.shape[0])
         noise_logit = torch.bmm(blocked, noise_out.transpose(1, 2)) + self.bias(noise).view(noise.shape[0], 1, -1)
         noise_logit = noise_logit.view(-1, s, self.negatives)[:c]
         kq = self.nce
@@ -153,8 +158,7 @@ class Word2Vec(nn.Module):
         g_true, g_noise = nce_logit_grads(true, noise_logit)
         g_true = g_true * mask                                                   # (C, S)
         g_noise = g_noise * mask.unsqueeze(-1)                                   # (C, S, k)
-        blocks = noise.shape[0]
-        g_blocked = nn.functional.pad(g_noise, (0, 0, 0, 0, 0, blocks * self.noise_block - c)).view(blocks, -1, self.negatives)
+        g_blocked = self._blocked(g_noise, noise.shape[0])
         d_inputs = g_true.unsqueeze(-1) * centre_out.unsqueeze(1) + torch.bmm(g_blocked, noise_out).view(-1, s, d)[:c]
         d_centre = (g_true.unsqueeze(-1) * inputs).sum(1)
         d_noise = torch.bmm(g_blocked.transpose(1, 2), blocked)                  # (blocks, k, D)

@@ -1,4 +1,6 @@
-"""Shared fixtures: one local SparkSession for the whole session, and paths to the toy corpora."""
+"""Shared fixtures: one local SparkSession and one in-process Ray for the whole session, and paths
+to the toy corpora. Ray is started once per process: restarting it while its background threads
+live can crash the interpreter at exit (ray-project/ray#31145)."""
 
 from __future__ import annotations
 
@@ -22,6 +24,18 @@ def spark():
                 "log_level": "ERROR", "conf": {}}
     with spark_session(settings, app_name="rnnmt-tests") as session:
         yield session
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """An in-process Ray with 2 CPUs, started as the jobs start theirs."""
+    import ray
+
+    from jobs.ray_cluster import connect
+
+    connect({"address": None, "num_cpus": 2})
+    yield ray
+    ray.shutdown()
 
 
 @pytest.fixture(scope="session")

@@ -15,12 +15,8 @@ def test_address_from_config_then_environment(monkeypatch):
     assert ray_address({"address": "ray://head:10001"}) == "ray://head:10001"
 
 
-def test_in_process_ray(monkeypatch):
-    monkeypatch.delenv("RAY_ADDRESS", raising=False)
-    try:
-        resources = connect({"address": None, "num_cpus": 2})
-        assert resources["CPU"] == 2
-        assert ray.get(ray.remote(lambda x: x + 1).remote(1)) == 2
-        assert connect({"address": None, "num_cpus": 2})["CPU"] == 2  # a second call reuses it
-    finally:
-        ray.shutdown()
+def test_in_process_ray(ray_local):
+    resources = ray.cluster_resources()
+    assert resources["CPU"] == 2
+    assert ray.get(ray.remote(lambda x: x + 1).remote(1)) == 2
+    assert connect({"address": "ray://nowhere:1", "num_cpus": 4})["CPU"] == 2  # a second call reuses it

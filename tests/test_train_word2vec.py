@@ -7,7 +7,6 @@ import json
 import mlflow
 import numpy as np
 import pytest
-import ray
 from gensim.models import KeyedVectors
 
 from jobs import train_word2vec as job
@@ -24,13 +23,6 @@ def data_dir(spark, tmp_path_factory, toy_text):
                             "output.shards=3", kind="monolingual")
     preprocess(spark, cfg, out, log=lambda m: None)
     return out
-
-
-@pytest.fixture(scope="module")
-def ray_local():
-    ray.init(num_cpus=2, include_dashboard=True, dashboard_host="127.0.0.1", _node_ip_address="127.0.0.1")
-    yield
-    ray.shutdown()
 
 
 def _eval_files(tmp_path, words):

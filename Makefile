@@ -6,7 +6,7 @@ PYTHON ?= python3
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test test-fast bench-preprocess bench-word2vec clean
+.PHONY: install run test test-fast bench-preprocess bench-word2vec bench-translator clean
 
 install: $(STAMP)
 
@@ -22,6 +22,8 @@ run: install
 	$(PY) -m jobs.preprocess conf/preprocess.yaml overwrite=true
 	$(PY) -m jobs.preprocess conf/preprocess/sample_wikipedia.yaml overwrite=true
 	RAY_AUTH_MODE=$${RAY_AUTH_MODE:-disabled} $(PY) -m jobs.train_word2vec data_dir=outputs/sample-wikipedia output_dir=outputs/word2vec overwrite=true
+	RAY_AUTH_MODE=$${RAY_AUTH_MODE:-disabled} $(PY) -m jobs.train_translator data_dir=outputs/sample-tatoeba output_dir=outputs/translator train.epochs=8 resume=false overwrite=true
+	printf 'I like cats.\nWhere is the station?\nShe bought 3 books yesterday.\n' | $(PY) -m jobs.translate outputs/translator/best
 
 test: install
 	$(PY) -m pytest
@@ -34,6 +36,9 @@ bench-preprocess: install
 
 bench-word2vec: install
 	RAY_AUTH_MODE=$${RAY_AUTH_MODE:-disabled} $(PY) bench/word2vec.py
+
+bench-translator: install
+	RAY_AUTH_MODE=$${RAY_AUTH_MODE:-disabled} $(PY) bench/translator.py
 
 clean:
 	rm -rf outputs mlartifacts mlflow.db ray_results .pytest_cache

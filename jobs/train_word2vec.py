@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 from jobs.config import PROJECT_DIR, ConfigError, load_config, to_dict, to_yaml
-from jobs.ray_cluster import connect
+from jobs.ray_cluster import connect, worker_log
 from jobs.tracking import mlflow_run, tracking_uri
 from jobs.word2vec_report import evaluate, projection_plot
 from pipelines.manifest import ManifestError, load_manifest
@@ -155,8 +155,8 @@ def _report(metrics: dict[str, float], model: Word2Vec, resume: tuple[int, int] 
         now = int(time.time() * 1000)
         mlflow.log_batch(config["mlflow_run_id"], metrics=[Metric(k, float(v), now, global_step)
                                                            for k, v in metrics.items()])
-        print(f"epoch {metrics['epoch']} progress {metrics['progress']:.1%} loss {metrics['loss']:.4f} "
-              f"lr {metrics['lr']:.5f} {metrics['words_per_sec']:,.0f} words/s", flush=True)
+        worker_log(f"epoch {metrics['epoch']} progress {metrics['progress']:.1%} loss {metrics['loss']:.4f} "
+                   f"lr {metrics['lr']:.5f} {metrics['words_per_sec']:,.0f} words/s")
     if resume and rank == 0:
         with tempfile.TemporaryDirectory() as directory:
             torch.save({"model": model.state_dict(), "epoch": resume[0], "step": resume[1]},

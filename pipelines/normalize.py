@@ -160,12 +160,18 @@ _PY_ASCII_IN_TABLE = re.compile(_ASCII_IN_TABLE)
 _REPLACEMENT = {"left": ("\\g<2> \\g<1> ", "$2 $1 "), "right": (" \\g<1> \\g<2>", " $1 $2")}
 
 
-def tokenize(text: str, options: NormalizeOptions) -> list[str]:
-    """Normalize ``text`` and split it into tokens (pure Python; same rules as ``spark_normalize``)."""
+def _clean(text: str, options: NormalizeOptions) -> str:
+    """Steps 1 and 2: Unicode normalization and the character table."""
     if options.unicode_form != "none":
         text = unicodedata.normalize(options.unicode_form, text)
     if not text.isascii() or _PY_ASCII_IN_TABLE.search(text):
         text = text.translate(_TABLE)
+    return text
+
+
+def tokenize(text: str, options: NormalizeOptions) -> list[str]:
+    """Normalize ``text`` and split it into tokens (pure Python; same rules as ``spark_normalize``)."""
+    text = _clean(text, options)
     if options.lowercase:
         text = text.lower()
     if any(hint in text for hint in _URL_HINTS):
@@ -173,6 +179,16 @@ def tokenize(text: str, options: NormalizeOptions) -> list[str]:
     text = _PY_NUM.sub(f" {NUM} ", text)
     text = _PY_PUNCT.sub(_REPLACEMENT[options.apostrophe][0], text)
     return [t for t in text.split(" ") if t]
+
+
+def placeholder_values(text: str, options: NormalizeOptions) -> dict[str, list[str]]:
+    """What ``tokenize`` turns into ``[URL]`` and ``[NUM]``, in order of appearance (case kept), so a
+    translation's placeholders can be filled back in."""
+    text = _clean(text, options)
+    urls = _PY_URL.findall(text) if any(hint in text.lower() for hint in _URL_HINTS) else []
+    if urls:
+        text = _PY_URL.sub(" ", text)
+    return {URL: urls, NUM: _PY_NUM.findall(text)}
 
 
 def normalize(text: str, options: NormalizeOptions) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -49,3 +50,46 @@ def load_word2vec(path: str | Path, binary: bool = False) -> tuple[list[str], to
                 words.append(parts[0])
                 rows[i] = np.asarray(parts[1:], dtype=np.float32)
     return words, torch.from_numpy(rows)
+
+
+@dataclass
+class Coverage:
+    """How a vocabulary was matched to pretrained vectors."""
+
+    exact: int
+    lowercased: int
+    missing: int
+    missing_examples: list[str]
+
+
+def init_embedding(embedding: torch.nn.Embedding, tokens: Sequence[str], words: Sequence[str],
+                   vectors: torch.Tensor, freeze: bool, skip: Sequence[int] = (0,)) -> Coverage:
+    """Copy the pretrained vector of each token into ``embedding`` (the token itself, else its
+    lowercase form); tokens without one keep their random initialisation. Rows in ``skip``
+    (padding) are left alone. ``freeze`` stops training of the whole table."""
+    if vectors.shape[1] != embedding.embedding_dim:
+        raise ValueError(f"pretrained vectors have {vectors.shape[1]} dimensions, the embedding "
+                         f"{embedding.embedding_dim}: set the embedding size to match")
+    index = {w: i for i, w in enumerate(words)}
+    exact = lowercased = 0
+    missing: list[str] = []
+    rows, sources = [], []
+    for row, token in enumerate(tokens):
+        if row in skip:
+            continue
+        source = index.get(token)
+        if source is not None:
+            exact += 1
+        else:
+            source = index.get(token.lower())
+            if source is None:
+                missing.append(token)
+                continue
+            lowercased += 1
+        rows.append(row)
+        sources.append(source)
+    with torch.no_grad():
+        embedding.weight[torch.tensor(rows, dtype=torch.long)] = vectors[torch.tensor(sources, dtype=torch.long)].to(
+            embedding.weight.dtype)
+    embedding.weight.requires_grad_(not freeze)
+    return Coverage(exact, lowercased, len(missing), missing[:20])

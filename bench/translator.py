@@ -1,0 +1,85 @@
+"""Benchmark the translator on Multi30k English->French for a fixed wall-clock budget.
+
+    python bench/translator.py [--data-dir ../shared/data] [--minutes 35] [--prepared DIR] [--rnnmt k=v ...]
+
+Preprocesses Multi30k with `conf/preprocess/multi30k.yaml` (case kept, 10,000 words per side; made
+once under bench/results unless --prepared is given), then trains `conf/train_translator/multi30k.yaml`
+(256-d embeddings, bidirectional LSTM 256 encoder, LSTM 256 decoder, Bahdanau attention) for
+`--minutes` of wall clock (epochs and their validation), and scores the best checkpoint on
+test_2016_flickr greedily and with beam 5 (sacreBLEU, cased, against the raw references). Training
+target tokens/s is tokens trained per second of training steps. Peak memory is the RSS of the job's
+process tree. Ends with one line of JSON.
+
+The JoeyNMT figures printed next to ours are those the project's issue gives for JoeyNMT 2.3 on
+this kind of machine (same model size and budget); JoeyNMT is not run here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+PROJECT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(PROJECT))
+
+from measure import PeakMemory  # noqa: E402
+
+JOEYNMT_REPORTED = {"epochs": 7, "target_tokens_per_sec": 1580, "test_bleu_greedy": 53.1, "test_bleu_beam5": 55.2,
+                    "test_chrf_greedy": 70.9, "test_chrf_beam5": 72.1}
+
+
+def prepare(data_dir: Path, out: Path) -> Path:
+    """rnnmt's preprocessing of Multi30k (reused if present)."""
+    if not (out / "manifest.json").is_file():
+        subprocess.run([sys.executable, "-m", "jobs.preprocess", "conf/preprocess/multi30k.yaml",
+                        f"data_root={data_dir}", f"output_dir={out}", "mlflow.enabled=false", "overwrite=true"],
+                       cwd=PROJECT, check=True, stdout=subprocess.DEVNULL)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", type=Path, default=PROJECT.parent / "shared" / "data")
+    parser.add_argument("--minutes", type=float, default=35.0)
+    parser.add_argument("--prepared", type=Path, help="an existing preprocessing output of Multi30k")
+    parser.add_argument("--out", type=Path, default=PROJECT / "bench" / "results")
+    parser.add_argument("--rnnmt", nargs="*", default=[], help="extra key=value overrides for the training job")
+    args = parser.parse_args()
+    if not args.prepared and not (args.data_dir / "multi30k").is_dir():
+        sys.exit(f"error: {args.data_dir / 'multi30k'} not found (pass --data-dir)")
+    args.out.mkdir(parents=True, exist_ok=True)
+    prepared = prepare(args.data_dir, args.out / "multi30k-cased") if not args.prepared else args.prepared
+    output = args.out / "translator-multi30k"
+    cmd = [sys.executable, "-m", "jobs.train_translator", "conf/train_translator/multi30k.yaml",
+           f"data_dir={prepared}", f"output_dir={output}", "overwrite=true", f"train.max_minutes={args.minutes}",
+           f"run_name=bench-translator-{time.strftime('%Y%m%d-%H%M%S')}", *args.rnnmt]
+    print(" ".join(cmd), file=sys.stderr, flush=True)
+    started = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=PROJECT, stdout=subprocess.PIPE, text=True,
+                            env={**os.environ, "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "disabled")})
+    last = ""
+    with PeakMemory(proc.pid, interval=1.0) as memory:
+        for line in proc.stdout:  # the job's log, passed on; its last line is the summary
+            print(line, end="", file=sys.stderr, flush=True)
+            last = line if line.strip() else last
+        proc.wait()
+    if proc.returncode != 0:
+        sys.exit(f"error: the training job failed (exit {proc.returncode}); its log is above")
+    summary = json.loads(last)
+    result = {"rnnmt": {**summary, "wall_seconds_with_startup": round(time.perf_counter() - started, 1),
+                        "peak_rss_mb": round(memory.peak / 2**20)},
+              "joeynmt_reported": JOEYNMT_REPORTED, "minutes": args.minutes,
+              "ratios": {"target_tokens_per_sec": summary["train_tokens_per_sec"] / JOEYNMT_REPORTED["target_tokens_per_sec"],
+                         "bleu_greedy_diff": summary.get("test_bleu_greedy", float("nan")) - JOEYNMT_REPORTED["test_bleu_greedy"],
+                         "bleu_beam5_diff": summary.get("test_bleu_beam5", float("nan")) - JOEYNMT_REPORTED["test_bleu_beam5"]},
+              "checkpoint": summary["best"]}
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,93 @@
+"""The translator job end to end: 2 DDP workers on CPU, MLflow, best/last outputs, resume,
+pretrained embeddings from a word2vec export, and jobs.evaluate on the result."""
+
+from __future__ import annotations
+
+import json
+
+import mlflow
+import pytest
+import torch
+
+from jobs import evaluate
+from jobs import train_translator as job
+from jobs.translation import BUNDLE_FILE, Bundle
+from pipelines.preprocess import preprocess
+from pipelines.vocab import Vocab
+from rnn_models.word_vectors import save_word2vec
+from test_preprocess import config as preprocess_config
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def data_dir(spark, tmp_path_factory, toy_pairs):
+    out = tmp_path_factory.mktemp("translator") / "data"
+    cfg = preprocess_config([{"path": str(toy_pairs), "format": "tsv"}], "split.valid=0.1", "split.test=0.1")
+    preprocess(spark, cfg, out, log=lambda m: None)
+    return out
+
+
+def _args(tmp_path, data_dir, out, uri, *extra):
+    return [f"data_dir={data_dir}", f"output_dir={out}", f"storage_path={tmp_path / 'ray'}",
+            f"mlflow.tracking_uri={uri}", f"mlflow.artifact_location={(tmp_path / 'artifacts').as_uri()}",
+            "mlflow.experiment=test-translator", "model.embedding_size=16", "model.hidden_size=16",
+            "train.batch_tokens=300", "train.num_workers=2", "train.cpus_per_worker=0.5", "train.epochs=2",
+            "train.patience=0", "valid.samples=3", "valid.heatmaps=2", "decode.beam=3", *extra]
+
+
+def test_two_workers_train_resume_and_evaluate(tmp_path, data_dir, ray_local, capsys):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    out = tmp_path / "model"
+    src_vocab = Vocab.load(data_dir / "vocab/src.tsv")
+    words = list(src_vocab.tokens[6:40])
+    vectors = torch.randn(len(words), 16)
+    save_word2vec(tmp_path / "vectors.txt", words, vectors)
+    summary = job.run(_args(tmp_path, data_dir, out, uri, "run_name=tr-test", f"embeddings.src={tmp_path}",
+                            "embeddings.freeze=true"))
+    assert summary["epochs"] == 2 and summary["best"] == str(out / "best")
+    assert {"test_bleu_greedy", "test_bleu_beam3", "test_chrf_greedy", "test_bleu_signature"} <= set(summary)
+    assert summary["train_tokens_per_sec"] > 0
+    assert {p.name for p in out.iterdir()} >= {"best", "last", "config.yaml", "attention-0.png"}
+    # frozen pretrained source embeddings come out unchanged; the target side was trained
+    best = Bundle.load(out / "best")
+    embedding = best.model.encoder.embedding.weight
+    assert torch.allclose(embedding[6:40], vectors, atol=1e-6)
+    last_before = Bundle.load(out / "last")
+    assert best.src_tokens == list(src_vocab.tokens) and best.info["decode"]["beam"] == 3
+
+    client = mlflow.MlflowClient(uri)
+    experiment = client.get_experiment_by_name("test-translator").experiment_id
+    (run,) = client.search_runs([experiment])
+    assert run.info.status == "FINISHED" and run.data.params["model.hidden_size"] == "16"
+    bleu = client.get_metric_history(run.info.run_id, "valid_bleu")
+    assert [m.step for m in bleu] == [0, 1]
+    assert "test_bleu_beam3" in run.data.metrics
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"best", "attention", "samples.json", "config.yaml"} <= artifacts
+    (logged,) = client.search_logged_models([experiment])
+    assert logged.source_run_id == run.info.run_id and logged.name == "model"
+
+    # the same run name resumes after the last epoch: only epoch 2 is trained
+    again = job.run(_args(tmp_path, data_dir, out, uri, "run_name=tr-test", "train.epochs=3", "overwrite=true",
+                          f"embeddings.src={tmp_path}", "embeddings.freeze=true"))
+    (_, rerun) = client.search_runs([experiment], order_by=["attributes.start_time ASC"])
+    assert [m.step for m in client.get_metric_history(rerun.info.run_id, "valid_bleu")] == [2]
+    assert again["epochs"] == 3
+    assert not torch.equal(Bundle.load(out / "last").model.decoder.output.weight, last_before.model.decoder.output.weight)
+
+    # jobs.evaluate scores the checkpoint on the test split, by name, greedy and beam
+    scores = evaluate.run([f"checkpoint={out / 'best' / BUNDLE_FILE}", f"mlflow.tracking_uri={uri}",
+                           "mlflow.experiment=test-translator", "beams=[1,2]",
+                           f"sets=[{{name: toy, data_dir: '{data_dir}', split: test}}]"])
+    assert set(scores) == {"checkpoint", "toy_greedy", "toy_beam2"}
+    assert scores["toy_greedy"]["sentences"] > 0 and "nrefs:1" in scores["toy_greedy"]["bleu_signature"]
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == scores
+
+
+def test_bad_settings_and_inputs_are_clear(tmp_path, data_dir):
+    with pytest.raises(job.ManifestError, match="no manifest.json"):
+        job.run([f"data_dir={tmp_path}", f"output_dir={tmp_path / 'o'}", "mlflow.enabled=false"])
+    with pytest.raises(ValueError, match="attention must be one of"):
+        job.run([f"data_dir={data_dir}", f"output_dir={tmp_path / 'o'}", "mlflow.enabled=false",
+                 "model.attention=luong"])

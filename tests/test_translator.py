@@ -1,0 +1,193 @@
+"""The encoder-decoder: shapes, masking, reversed source, teacher forcing vs stepping, decoding."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from pipelines import vocab
+from rnn_models.encoder import reverse_padded
+from rnn_models.search import beam_search, greedy
+from rnn_models.translator import EOS_ID, GO_ID, PAD_ID, Translator, TranslatorSettings, frame_target, sequence_loss
+from rnn_models.word_vectors import init_embedding
+
+VARIANTS = [
+    {"attention": "bahdanau", "input_feeding": True},
+    {"attention": "general", "input_feeding": False},
+    {"attention": "dot", "input_feeding": True, "bidirectional": False},
+    {"attention": None, "input_feeding": False, "cell": "gru"},
+    {"attention": "general", "input_feeding": True, "cell": "rnn", "layers": 1},
+]
+
+
+def model(**kwargs) -> Translator:
+    torch.manual_seed(0)
+    settings = {"src_vocab": 30, "tgt_vocab": 25, "embedding_size": 12, "hidden_size": 12, "layers": 2,
+                "dropout": 0.3, **kwargs}
+    return Translator(TranslatorSettings(**settings)).eval()
+
+
+def batch(lengths=(6, 4, 2), tgt_lengths=(5, 3, 4), seed=1) -> tuple[torch.Tensor, ...]:
+    g = torch.Generator().manual_seed(seed)
+    src = torch.randint(6, 30, (len(lengths), max(lengths)), generator=g)
+    tgt = torch.randint(6, 25, (len(tgt_lengths), max(tgt_lengths)), generator=g)
+    for row, n in enumerate(lengths):
+        src[row, n:] = PAD_ID
+    for row, n in enumerate(tgt_lengths):
+        tgt[row, n:] = PAD_ID
+    return src, torch.tensor(lengths), tgt
+
+
+def test_special_ids_match_the_data_contract():
+    assert (PAD_ID, GO_ID, EOS_ID) == (vocab.PAD_ID, vocab.GO_ID, vocab.EOS_ID)
+
+
+def test_frame_target_adds_go_and_eos():
+    tgt = torch.tensor([[7, 8, 9], [7, 0, 0]])
+    tgt_in, tgt_out = frame_target(tgt)
+    assert tgt_in.tolist() == [[GO_ID, 7, 8, 9], [GO_ID, 7, 0, 0]]
+    assert tgt_out.tolist() == [[7, 8, 9, EOS_ID], [7, EOS_ID, 0, 0]]
+
+
+def test_reverse_padded_keeps_padding_at_the_end():
+    ids = torch.tensor([[1, 2, 3, 0], [4, 5, 0, 0]])
+    assert reverse_padded(ids, torch.tensor([3, 2])).tolist() == [[3, 2, 1, 0], [5, 4, 0, 0]]
+
+
+@pytest.mark.parametrize("kwargs", VARIANTS)
+def test_shapes_and_loss(kwargs):
+    m = model(**kwargs)
+    src, src_len, tgt = batch()
+    tgt_in, tgt_out = frame_target(tgt)
+    logits, weights = m(src, src_len, tgt_in)
+    assert logits.shape == (3, tgt_in.size(1), 25)
+    if kwargs["attention"]:
+        assert weights.shape == (3, tgt_in.size(1), src.size(1))
+        assert torch.allclose(weights.sum(-1), torch.ones(3, tgt_in.size(1)))
+        assert (weights[1, :, 4:] == 0).all() and (weights[2, :, 2:] == 0).all()  # no weight on padding
+    loss, tokens = sequence_loss(logits, tgt_out)
+    assert tokens == 5 + 3 + 4 + 3  # the targets plus one <eos> each
+    direct = -sum(torch.log_softmax(logits[b, t], -1)[tgt_out[b, t]] for b in range(3)
+                  for t in range(tgt_out.size(1)) if tgt_out[b, t] != PAD_ID)
+    assert torch.isclose(loss, direct, rtol=1e-5)
+
+
+@pytest.mark.parametrize("kwargs", VARIANTS)
+def test_padding_never_changes_results(kwargs):
+    """A sentence scores the same alone and in a batch padded to a longer neighbour."""
+    m = model(**kwargs)
+    src, src_len, tgt = batch()
+    tgt_in, _ = frame_target(tgt)
+    logits, weights = m(src, src_len, tgt_in)
+    alone, alone_weights = m(src[2:, :2], src_len[2:], tgt_in[2:, :5])
+    assert torch.allclose(logits[2, :5], alone[0], atol=1e-5)
+    if weights is not None:
+        assert torch.allclose(weights[2, :5, :2], alone_weights[0], atol=1e-6)
+    extra = torch.cat([src, torch.zeros(3, 3, dtype=torch.long)], 1)  # more padding on the source
+    more, _ = m(extra, src_len, tgt_in)
+    assert torch.allclose(more, logits, atol=1e-5)
+
+
+def test_source_is_fed_reversed():
+    src, src_len, tgt = batch()
+    tgt_in, _ = frame_target(tgt)
+    forward = model(reverse_source=False, bidirectional=False)
+    backward = model(reverse_source=True, bidirectional=False)
+    flipped, _ = forward(reverse_padded(src, src_len), src_len, tgt_in)
+    assert torch.allclose(backward(src, src_len, tgt_in)[0], flipped, atol=1e-6)
+
+
+@pytest.mark.parametrize("kwargs", VARIANTS)
+def test_teacher_forcing_equals_stepping_with_the_gold_words(kwargs):
+    m = model(**kwargs)
+    src, src_len, tgt = batch()
+    tgt_in, _ = frame_target(tgt)
+    logits, _ = m(src, src_len, tgt_in)
+    memory = m.encode(src, src_len)
+    state = m.decoder.initial_state(memory.encoded)
+    for t in range(tgt_in.size(1)):
+        vector, state, _ = m.decoder.step(tgt_in[:, t], state, memory)
+        assert torch.allclose(m.decoder.logits(vector), logits[:, t], atol=1e-5)
+
+
+def test_free_running_decoding_feeds_back_its_own_words():
+    """Greedy output, scored by teacher forcing on itself, picks the argmax at every step."""
+    m = model(attention="bahdanau")
+    src, src_len, _ = batch()
+    hyps = greedy(m, src, src_len, max_ratio=2.0, max_extra=3)
+    for row, hyp in enumerate(hyps):
+        tgt_in = torch.tensor([[GO_ID] + hyp.tokens])
+        logits, _ = m(src[row:row + 1, :src_len[row]], src_len[row:row + 1], tgt_in)
+        steps = logits[0].argmax(-1).tolist()
+        assert steps[:len(hyp.tokens)] == hyp.tokens
+        assert len(hyp.alignment) == len(hyp.tokens)
+        assert all(0 <= p < src_len[row] for p in hyp.alignment)
+
+
+def test_dropout_only_in_training():
+    m = model(attention="general")
+    src, src_len, tgt = batch()
+    tgt_in, _ = frame_target(tgt)
+    assert torch.equal(m(src, src_len, tgt_in)[0], m(src, src_len, tgt_in)[0])
+    m.train()
+    assert not torch.equal(m(src, src_len, tgt_in)[0], m(src, src_len, tgt_in)[0])
+
+
+@pytest.mark.parametrize("kwargs", VARIANTS)
+def test_beam_one_is_greedy(kwargs):
+    m = model(**kwargs)
+    src, src_len, _ = batch(lengths=(6, 4, 2, 5), tgt_lengths=(1, 1, 1, 1))
+    g = greedy(m, src, src_len)
+    b = beam_search(m, src, src_len, beam=1, alpha=0.0)
+    assert [h.tokens for h in g] == [h.tokens for h in b]
+    assert [h.alignment for h in g] == [h.alignment for h in b]
+    assert [round(h.score, 4) for h in g] == [round(h.score, 4) for h in b]
+
+
+def test_beam_search_finds_at_least_greedys_score():
+    """Without a length penalty, the best of 5 beams scores at least what greedy found."""
+    m = model(attention="bahdanau")
+    src, src_len, _ = batch(lengths=(6, 4, 2, 5), tgt_lengths=(1, 1, 1, 1))
+    g = greedy(m, src, src_len)
+    b = beam_search(m, src, src_len, beam=5, alpha=0.0)
+    assert all(hb.score >= hg.score - 1e-5 for hb, hg in zip(b, g))
+    assert all(EOS_ID not in h.tokens and GO_ID not in h.tokens for h in b)
+
+
+def test_lstm_forget_gate_bias_starts_at_one():
+    m = model()
+    hidden = 12
+    total = m.encoder.rnn.bias_ih_l0 + m.encoder.rnn.bias_hh_l0
+    assert torch.equal(total[hidden:2 * hidden], torch.ones(hidden))
+    assert torch.equal(total[:hidden], torch.zeros(hidden))
+
+
+def test_tied_embeddings_share_one_table():
+    m = model(tie_embeddings=True)
+    assert m.decoder.output.weight is m.decoder.embedding.weight
+    with pytest.raises(ValueError, match="tied embeddings"):
+        model(tie_embeddings=True, embedding_size=8)
+
+
+@pytest.mark.parametrize("freeze", [True, False])
+def test_pretrained_embeddings_frozen_or_fine_tuned(freeze):
+    m = model(attention="general")
+    tokens = list(vocab.SPECIALS) + [f"w{i}" for i in range(24)]
+    words = ["w0", "W1", "w1", "x", "w3"]
+    vectors = torch.arange(5 * 12, dtype=torch.float).view(5, 12)
+    m.decoder.embedding.weight.data[:] = 0.5  # marks the rows nothing is copied into
+    coverage = init_embedding(m.decoder.embedding, tokens[:25], words, vectors, freeze)
+    weight = m.decoder.embedding.weight
+    assert torch.equal(weight[6], vectors[0]) and torch.equal(weight[7], vectors[2]) and torch.equal(weight[9], vectors[4])
+    assert (weight[8] == 0.5).all() and (weight[0] == 0.5).all()  # missing word, and padding left alone
+    assert (coverage.exact, coverage.missing) == (3, 21)
+    before = weight.detach().clone()
+    src, src_len, tgt = batch()
+    tgt_in, tgt_out = frame_target(tgt)
+    m.train()
+    optimizer = torch.optim.SGD([p for p in m.parameters() if p.requires_grad], lr=1.0)
+    sequence_loss(m(src, src_len, tgt_in)[0], tgt_out)[0].backward()
+    optimizer.step()
+    assert torch.equal(weight.detach(), before) == freeze
+    with pytest.raises(ValueError, match="dimensions"):
+        init_embedding(m.decoder.embedding, tokens, words, torch.zeros(5, 3), freeze)

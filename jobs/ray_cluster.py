@@ -27,12 +27,3 @@ def connect(cfg: Mapping[str, Any]) -> dict[str, float]:
             ray.init(address=address)
     return ray.cluster_resources()
 
-
-def worker_log(message: str) -> None:
-    """Print from inside a Ray Train worker, once. Train V2 replaces ``print`` in its workers with a
-    version that logs *and* writes to a wrapped stdout, so a plain print reaches the driver twice."""
-    import sys
-
-    stream = sys.__stdout__ or sys.stdout
-    stream.write(message + "\n")
-    stream.flush()

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 import sys
 import tempfile
 import time
@@ -25,8 +24,10 @@ from typing import Any
 
 import torch
 
+from jobs import ray_train
 from jobs.config import PROJECT_DIR, ConfigError, load_config, to_dict, to_yaml
-from jobs.ray_cluster import connect, worker_log
+from jobs.ray_cluster import connect
+from jobs.ray_train import MetricsLog, broadcast, resolve_paths, worker_log
 from jobs.tracking import mlflow_run, tracking_uri
 from jobs.translation import BUNDLE_FILE, Bundle, score, translate
 from pipelines.manifest import ManifestError, load_manifest
@@ -54,28 +55,10 @@ def build_model(config: dict[str, Any], src: Vocab, tgt: Vocab, sentences: int, 
             words, vectors = load_word2vec(file, binary=file.suffix == ".bin")
             coverage = init_embedding(embedding, vocab.tokens, words, vectors, e["freeze"])
             if not quiet:
-                worker_log(f"{side} embeddings from {file}: {coverage.exact} tokens matched, {coverage.lowercased} by their "
-                           f"lowercase form, {coverage.missing} initialised randomly "
+                worker_log(f"{side} embeddings from {file}: {coverage.exact} tokens matched, {coverage.lowercased} "
+                           f"by their lowercase form, {coverage.missing} initialised randomly "
                            f"(e.g. {coverage.missing_examples[:8]}); {'frozen' if e['freeze'] else 'fine-tuned'}")
     return model
-
-
-def _world() -> tuple[int, int]:
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-def _broadcast(values: list[float], device: torch.device) -> list[float]:
-    """Rank 0's values on every worker."""
-    import torch.distributed as dist
-
-    tensor = torch.tensor(values, dtype=torch.float64, device=device)
-    if _world()[1] > 1:
-        dist.broadcast(tensor, 0)
-    return tensor.tolist()
 
 
 def _batch(pairs: Pairs, index: Sequence[int], device: torch.device) -> tuple[torch.Tensor, ...]:
@@ -111,7 +94,7 @@ def train_func_per_worker(config: dict[str, Any]) -> None:
     import ray.train
     from ray.train.torch import get_device, prepare_model
 
-    rank, world = _world()
+    rank, world = ray_train.world()
     device = get_device()
     t = config["train"]
     torch.set_num_threads(max(1, int(t["cpus_per_worker"])))
@@ -145,7 +128,7 @@ def train_func_per_worker(config: dict[str, Any]) -> None:
         progress = state["progress"]
     ddp_model = prepare_model(model, move_to_device=False)
     bundle = Bundle.from_manifest(model, manifest, src_vocab, tgt_vocab)
-    mlflow = _mlflow_client(config) if rank == 0 else None
+    log_metrics = MetricsLog.for_rank(config, rank)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" and t["amp"] else nullcontext()
     budget = t["max_minutes"] * 60 or float("inf")
     src_len, tgt_len = train.lengths()
@@ -172,11 +155,11 @@ def train_func_per_worker(config: dict[str, Any]) -> None:
             progress["train_seconds"] += seconds
             progress["train_tokens"] += tokens * world
             if step % 10 == 9 or step + 1 == len(batches):  # every worker checks the same steps
-                flags = _broadcast([progress["loop_seconds"] + time.perf_counter() - epoch_start >= budget,
+                flags = broadcast([progress["loop_seconds"] + time.perf_counter() - epoch_start >= budget,
                                     time.perf_counter() - last_report >= t["report_seconds"]], device)
                 out_of_time = flags[0] > 0
-                if flags[1] > 0 and mlflow is not None:
-                    _log(mlflow, config, {"train_loss": window["loss"] / max(window["tokens"], 1),
+                if flags[1] > 0 and log_metrics is not None:
+                    log_metrics({"train_loss": window["loss"] / max(window["tokens"], 1),
                                           "tokens_per_sec": window["tokens"] * world / window["seconds"],
                                           "lr": optimizer.param_groups[0]["lr"],
                                           "epoch_progress": epoch + (step + 1) / len(batches)},
@@ -189,7 +172,7 @@ def train_func_per_worker(config: dict[str, Any]) -> None:
         if rank == 0:
             metrics, _ = validate(model, bundle, valid, config, device)
         progress["loop_seconds"] += time.perf_counter() - epoch_start
-        bleu = _broadcast([metrics.get("valid_bleu", 0.0)], device)[0]
+        bleu = broadcast([metrics.get("valid_bleu", 0.0)], device)[0]
         scheduler.step(bleu)
         improved = bleu > progress["best_bleu"]
         progress.update(epoch=epoch + 1, bad_epochs=0 if improved else progress["bad_epochs"] + 1)
@@ -205,8 +188,8 @@ def train_func_per_worker(config: dict[str, Any]) -> None:
                        train_tokens=progress["train_tokens"],
                        train_tokens_per_sec=progress["train_tokens"] / max(progress["train_seconds"], 1e-9),
                        stopped_early=bool(stop and epoch + 1 < t["epochs"]))
-        if mlflow is not None:
-            _log(mlflow, config, {k: v for k, v in metrics.items() if isinstance(v, (int, float))}, epoch)
+        if log_metrics is not None:
+            log_metrics({k: v for k, v in metrics.items() if isinstance(v, (int, float))}, epoch)
         if rank == 0:
             worker_log(f"epoch {epoch}: valid loss {metrics['valid_loss']:.3f} ppl {metrics['valid_ppl']:.2f} "
                   f"BLEU {metrics['valid_bleu']:.2f} chrF {metrics['valid_chrf']:.2f}, "
@@ -243,28 +226,9 @@ def _report(metrics: dict[str, Any], state: dict[str, Any], best_state: dict[str
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory))
 
 
-def _log(client: Any, config: dict[str, Any], metrics: dict[str, float], step: int) -> None:
-    from mlflow.entities import Metric
-
-    now = int(time.time() * 1000)
-    client.log_batch(config["mlflow_run_id"], metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()])
-
-
-def _mlflow_client(config: dict[str, Any]) -> Any:
-    if not config.get("mlflow_run_id"):
-        return None
-    from mlflow import MlflowClient
-
-    return MlflowClient(config["mlflow_tracking_uri"])
-
-
 def _resolve(config: dict[str, Any]) -> dict[str, Any]:
     """Absolute paths (workers may run elsewhere) and a check of the input."""
-    for key in ("data_dir", "output_dir"):
-        if not config.get(key):
-            raise ConfigError(f"{key} must be set (e.g. {key}=DIR)")
-        config[key] = str(Path(config[key]).resolve())
-    config["storage_path"] = str(Path(config["storage_path"] or PROJECT_DIR / "ray_results").resolve())
+    resolve_paths(config)
     for side in ("src", "tgt"):
         if config["embeddings"][side]:
             config["embeddings"][side] = str(Path(config["embeddings"][side]).resolve())
@@ -273,28 +237,6 @@ def _resolve(config: dict[str, Any]) -> dict[str, Any]:
         raise ManifestError(f"{config['data_dir']} has no train shards")
     TranslatorSettings.from_dict({**config["model"], "src_vocab": 6, "tgt_vocab": 6})  # fail early on bad settings
     return config
-
-
-def fit(config: dict[str, Any]) -> Any:
-    """Run the Ray Train job; returns Ray's result (final metrics and checkpoint)."""
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
-
-    t = config["train"]
-    previous = Path(config["storage_path"]) / config["run_name"]
-    if not config["resume"] and previous.exists():
-        print(f"resume=false: removing the earlier run's checkpoints in {previous}", flush=True)
-        shutil.rmtree(previous)
-    trainer = TorchTrainer(
-        train_func_per_worker,
-        train_loop_config=config,
-        scaling_config=ScalingConfig(num_workers=t["num_workers"], use_gpu=t["use_gpu"],
-                                     resources_per_worker={"CPU": t["cpus_per_worker"]}),
-        run_config=RunConfig(name=config["run_name"], storage_path=config["storage_path"],
-                             failure_config=FailureConfig(max_failures=t["max_failures"]),
-                             checkpoint_config=CheckpointConfig(num_to_keep=2)),
-    )
-    return trainer.fit()
 
 
 def _plots(bundle: Bundle, translations: list[Any], sources: list[str], count: int, directory: Path) -> list[Path]:
@@ -347,7 +289,7 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
         config["mlflow_run_id"] = run_info.info.run_id if run_info else None
         config["mlflow_tracking_uri"] = tracking_uri(config["mlflow"])
         connect(config["ray"])
-        result = fit(config)
+        result = ray_train.fit(train_func_per_worker, config)
         with result.checkpoint.as_directory() as directory:
             last = torch.load(Path(directory) / STATE_FILE, map_location="cpu", weights_only=True)
             best = torch.load(Path(directory) / BEST_FILE, map_location="cpu", weights_only=True)
@@ -366,15 +308,17 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 (tmp / name).mkdir()
                 bundle.save(tmp / name / BUNDLE_FILE, state)
             (tmp / "config.yaml").write_text(to_yaml(cfg), encoding="utf-8")
-            translations = translate(bundle, valid.src_text[:max(v["samples"], v["heatmaps"])], unk=config["decode"]["unk"])
+            shown = valid.src_text[:max(v["samples"], v["heatmaps"])]
+            translations = translate(bundle, shown, unk=config["decode"]["unk"])
             plots = _plots(bundle, translations, valid.src_text, v["heatmaps"], tmp)
         test = _test_scores(bundle, config, manifest)
+        progress = last["progress"]
         summary = {"best": str(output_dir / "best"), "last": str(output_dir / "last"),
-                   "best_epoch": best["metrics"]["epoch"], "epochs": last["progress"]["epoch"],
+                   "best_epoch": best["metrics"]["epoch"], "epochs": progress["epoch"],
                    "valid_bleu": best["metrics"]["valid_bleu"], "valid_chrf": best["metrics"]["valid_chrf"],
                    "bleu_signature": best["metrics"]["bleu_signature"],
-                   "train_seconds": round(last["progress"]["train_seconds"], 1),
-                   "train_tokens_per_sec": last["progress"]["train_tokens"] / max(last["progress"]["train_seconds"], 1e-9),
+                   "train_seconds": round(progress["train_seconds"], 1),
+                   "train_tokens_per_sec": progress["train_tokens"] / max(progress["train_seconds"], 1e-9),
                    "wall_seconds": round(time.perf_counter() - started, 1), **test}
         per_epoch = {"epochs", "best_epoch", "valid_bleu", "valid_chrf"}  # already logged per epoch
         mlflow.log_metrics({k: v for k, v in summary.items() if isinstance(v, (int, float)) and k not in per_epoch})

@@ -24,8 +24,10 @@ from typing import Any
 
 import torch
 
-from jobs.config import PROJECT_DIR, ConfigError, load_config, to_dict, to_yaml
-from jobs.ray_cluster import connect, worker_log
+from jobs import ray_train
+from jobs.config import ConfigError, load_config, to_dict, to_yaml
+from jobs.ray_cluster import connect
+from jobs.ray_train import MetricsLog, all_reduce_sum, resolve_paths, worker_log
 from jobs.tracking import mlflow_run, tracking_uri
 from jobs.word2vec_report import evaluate, projection_plot
 from pipelines.manifest import ManifestError, load_manifest
@@ -46,22 +48,6 @@ def build_model(config: dict[str, Any], counts: Sequence[int]) -> Word2Vec:
     return Word2Vec(len(counts), m["dim"], probs, m["negatives"], m["loss"], m["cbow"], m["noise_block"])
 
 
-def _world() -> tuple[int, int]:
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-def _all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
-    import torch.distributed as dist
-
-    if _world()[1] > 1:
-        dist.all_reduce(tensor)
-    return tensor
-
-
 class UpdateSync:
     """Combines the workers' models every few steps: each gets the sum of all workers' updates
     since the last sync, as if they had written to shared tables (like gensim's threads).
@@ -69,11 +55,11 @@ class UpdateSync:
 
     def __init__(self, model: torch.nn.Module):
         self.params = [p for p in model.parameters() if p.requires_grad]
-        self.anchors = [p.detach().clone() for p in self.params] if _world()[1] > 1 else []
+        self.anchors = [p.detach().clone() for p in self.params] if ray_train.world()[1] > 1 else []
 
     def __call__(self) -> None:
         for p, anchor in zip(self.params, self.anchors):
-            update = _all_reduce_sum(p.data - anchor)
+            update = all_reduce_sum(p.data - anchor)
             p.data.copy_(anchor.add_(update))
 
 
@@ -82,7 +68,7 @@ def train_func_per_worker(config: dict[str, Any]) -> None:
     import ray.train
     from ray.train.torch import get_device
 
-    rank, world = _world()
+    rank, world = ray_train.world()
     device = get_device()
     t = config["train"]
     torch.set_num_threads(max(1, int(t["cpus_per_worker"])))
@@ -105,7 +91,7 @@ def train_func_per_worker(config: dict[str, Any]) -> None:
         start_epoch, start_step = state["epoch"], state["step"]
 
     sync = UpdateSync(model)
-    mlflow = _mlflow_client(config) if rank == 0 else None
+    log_metrics = MetricsLog.for_rank(config, rank)
     generator = torch.Generator(device=device)
     window, batch_words, sync_every = t["window"], t["batch_words"], t["sync_every"]
     checkpoint_every = t["checkpoint_every"] or steps
@@ -130,31 +116,27 @@ def train_func_per_worker(config: dict[str, Any]) -> None:
                 sync()
                 flag = torch.tensor([float(time.perf_counter() - last_report >= t["report_seconds"] or save)],
                                     dtype=torch.float64, device=device)
-                if _all_reduce_sum(flag).item() > 0:  # rank 0's clock decides, for every worker alike
-                    totals = _all_reduce_sum(stats.clone()).tolist()
+                if all_reduce_sum(flag).item() > 0:  # rank 0's clock decides, for every worker alike
+                    totals = all_reduce_sum(stats.clone()).tolist()
                     elapsed = time.perf_counter() - last_report
                     words_done, loop_seconds = words_done + totals[2], loop_seconds + elapsed
                     metrics = {"epoch": epoch, "progress": (done + 1) / total_steps, "lr": lr,
                                "loss": totals[0] / max(totals[1], 1), "words_per_sec": totals[2] / elapsed,
                                "words": words_done, "train_loop_seconds": loop_seconds}
                     resume = (epoch + 1, 0) if last else (epoch, step + 1)
-                    _report(metrics, model, resume if save else None, rank, mlflow, config, done + 1)
+                    _report(metrics, model, resume if save else None, rank, log_metrics, done + 1)
                     stats.zero_()
                     last_report = time.perf_counter()
 
 
 def _report(metrics: dict[str, float], model: Word2Vec, resume: tuple[int, int] | None, rank: int,
-            mlflow: Any, config: dict[str, Any], global_step: int) -> None:
+            log_metrics: MetricsLog | None, global_step: int) -> None:
     """Report progress to Ray Train and MLflow; with ``resume`` (the epoch and step to go on from),
     rank 0 also reports a checkpoint."""
     import ray.train
 
-    if mlflow is not None:
-        from mlflow.entities import Metric
-
-        now = int(time.time() * 1000)
-        mlflow.log_batch(config["mlflow_run_id"], metrics=[Metric(k, float(v), now, global_step)
-                                                           for k, v in metrics.items()])
+    if log_metrics is not None:
+        log_metrics(metrics, global_step)
         worker_log(f"epoch {metrics['epoch']} progress {metrics['progress']:.1%} loss {metrics['loss']:.4f} "
                    f"lr {metrics['lr']:.5f} {metrics['words_per_sec']:,.0f} words/s")
     if resume and rank == 0:
@@ -166,21 +148,9 @@ def _report(metrics: dict[str, float], model: Word2Vec, resume: tuple[int, int] 
         ray.train.report(metrics)
 
 
-def _mlflow_client(config: dict[str, Any]) -> Any:
-    if not config.get("mlflow_run_id"):
-        return None
-    from mlflow import MlflowClient
-
-    return MlflowClient(config["mlflow_tracking_uri"])
-
-
 def _resolve(config: dict[str, Any]) -> dict[str, Any]:
     """Absolute paths (workers run elsewhere) and the training inputs from the manifest."""
-    for key in ("data_dir", "output_dir"):
-        if not config.get(key):
-            raise ConfigError(f"{key} must be set (e.g. {key}=DIR)")
-        config[key] = str(Path(config[key]).resolve())
-    config["storage_path"] = str(Path(config["storage_path"] or PROJECT_DIR / "ray_results").resolve())
+    resolve_paths(config)
     manifest = load_manifest(Path(config["data_dir"]), "monolingual")
     config["vocab_file"] = str(Path(config["data_dir"]) / manifest["vocab"]["words"]["file"])
     config["train_files"] = manifest["splits"]["train"]["files"]
@@ -194,20 +164,7 @@ def _resolve(config: dict[str, Any]) -> dict[str, Any]:
 
 def fit(config: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Run the Ray Train job; returns the final model state and the last reported metrics."""
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
-
-    t = config["train"]
-    trainer = TorchTrainer(
-        train_func_per_worker,
-        train_loop_config=config,
-        scaling_config=ScalingConfig(num_workers=t["num_workers"], use_gpu=t["use_gpu"],
-                                     resources_per_worker={"CPU": t["cpus_per_worker"]}),
-        run_config=RunConfig(name=config["run_name"], storage_path=config["storage_path"],
-                             failure_config=FailureConfig(max_failures=t["max_failures"]),
-                             checkpoint_config=CheckpointConfig(num_to_keep=2)),
-    )
-    result = trainer.fit()
+    result = ray_train.fit(train_func_per_worker, config)
     with result.checkpoint.as_directory() as directory:
         state = torch.load(Path(directory) / STATE_FILE, map_location="cpu", weights_only=True)["model"]
     return state, dict(result.metrics or {})

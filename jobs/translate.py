@@ -27,7 +27,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, int]:
     parser.add_argument("--output", type=Path, help="output file (default: stdout)")
     parser.add_argument("--beam", type=int, help="beam size (1 = greedy; default: the training config's)")
     parser.add_argument("--alpha", type=float, help="length penalty of beam search")
-    parser.add_argument("--unk", choices=("keep", "copy"), help="[UNK] in the output: keep it or copy the attended source word")
+    parser.add_argument("--unk", choices=("keep", "copy"),
+                        help="[UNK] in the output: keep it or copy the attended source word")
     parser.add_argument("--max-tokens", type=int, help="translate at most this many source tokens per line")
     parser.add_argument("--batch-size", type=int, help="sentences per batch")
     parser.add_argument("--use-gpu", action="store_true", help="decode on the GPU")

@@ -91,8 +91,9 @@ class Bundle:
         model = Translator(TranslatorSettings.from_dict(state["settings"]))
         model.load_state_dict(state["model"])
         model.to(device).eval()
-        return cls(model, list(state["src_tokens"]), list(state["tgt_tokens"]), NormalizeOptions(**state["src_options"]),
-                   state["src_lang"], state["tgt_lang"], state["tgt_lowercase"], dict(state.get("info", {})))
+        return cls(model, list(state["src_tokens"]), list(state["tgt_tokens"]),
+                   NormalizeOptions(**state["src_options"]), state["src_lang"], state["tgt_lang"],
+                   state["tgt_lowercase"], dict(state.get("info", {})))
 
     @classmethod
     def load(cls, path: str | Path, device: torch.device | str = "cpu") -> "Bundle":

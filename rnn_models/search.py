@@ -128,7 +128,8 @@ def beam_search(model: Translator, src: torch.Tensor, src_len: torch.Tensor, bea
             break
         flat_origin = keep_origin.view(-1)
         history = torch.cat([history.index_select(0, flat_origin), keep_word.view(-1, 1)], 1)
-        aligned = torch.cat([aligned.index_select(0, flat_origin), positions.index_select(0, flat_origin).view(-1, 1)], 1)
+        aligned = torch.cat([aligned.index_select(0, flat_origin),
+                             positions.index_select(0, flat_origin).view(-1, 1)], 1)
         state = state.select(flat_origin)
         prev = keep_word.view(-1)
         scores = new_scores

@@ -74,7 +74,8 @@ def test_two_workers_train_resume_and_evaluate(tmp_path, data_dir, ray_local, ca
     (_, rerun) = client.search_runs([experiment], order_by=["attributes.start_time ASC"])
     assert [m.step for m in client.get_metric_history(rerun.info.run_id, "valid_bleu")] == [2]
     assert again["epochs"] == 3
-    assert not torch.equal(Bundle.load(out / "last").model.decoder.output.weight, last_before.model.decoder.output.weight)
+    last_after = Bundle.load(out / "last")
+    assert not torch.equal(last_after.model.decoder.output.weight, last_before.model.decoder.output.weight)
 
     # jobs.evaluate scores the checkpoint on the test split, by name, greedy and beam
     scores = evaluate.run([f"checkpoint={out / 'best' / BUNDLE_FILE}", f"mlflow.tracking_uri={uri}",

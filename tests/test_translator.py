@@ -178,7 +178,8 @@ def test_pretrained_embeddings_frozen_or_fine_tuned(freeze):
     m.decoder.embedding.weight.data[:] = 0.5  # marks the rows nothing is copied into
     coverage = init_embedding(m.decoder.embedding, tokens[:25], words, vectors, freeze)
     weight = m.decoder.embedding.weight
-    assert torch.equal(weight[6], vectors[0]) and torch.equal(weight[7], vectors[2]) and torch.equal(weight[9], vectors[4])
+    for row, source in ((6, 0), (7, 2), (9, 4)):
+        assert torch.equal(weight[row], vectors[source])
     assert (weight[8] == 0.5).all() and (weight[0] == 0.5).all()  # missing word, and padding left alone
     assert (coverage.exact, coverage.missing) == (3, 21)
     before = weight.detach().clone()

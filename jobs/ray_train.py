@@ -1,0 +1,108 @@
+"""What the Ray Train jobs share: the trainer built from a config, collectives that also work with
+one worker, MLflow logging from rank 0, and path resolution for workers that run elsewhere."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from jobs.config import PROJECT_DIR, ConfigError
+
+
+def world() -> tuple[int, int]:
+    """This worker's rank and the number of workers (0, 1 outside a process group)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
+    """Sum ``tensor`` over all workers, in place."""
+    import torch.distributed as dist
+
+    if world()[1] > 1:
+        dist.all_reduce(tensor)
+    return tensor
+
+
+def broadcast(values: list[float], device: torch.device) -> list[float]:
+    """Rank 0's ``values`` on every worker."""
+    import torch.distributed as dist
+
+    tensor = torch.tensor(values, dtype=torch.float64, device=device)
+    if world()[1] > 1:
+        dist.broadcast(tensor, 0)
+    return tensor.tolist()
+
+
+def worker_log(message: str) -> None:
+    """Print from inside a Ray Train worker, once. Train V2 replaces ``print`` in its workers with a
+    version that logs *and* writes to a wrapped stdout, so a plain print reaches the driver twice."""
+    stream = sys.__stdout__ or sys.stdout
+    stream.write(message + "\n")
+    stream.flush()
+
+
+class MetricsLog:
+    """Logs metrics to the job's MLflow run from inside a worker (the driver owns the run)."""
+
+    def __init__(self, tracking_uri: str, run_id: str):
+        from mlflow import MlflowClient
+
+        self.client, self.run_id = MlflowClient(tracking_uri), run_id
+
+    @classmethod
+    def for_rank(cls, config: dict[str, Any], rank: int) -> "MetricsLog | None":
+        """The log for rank 0 of a job with an MLflow run, else None."""
+        if rank != 0 or not config.get("mlflow_run_id"):
+            return None
+        return cls(config["mlflow_tracking_uri"], config["mlflow_run_id"])
+
+    def __call__(self, metrics: dict[str, float], step: int) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        self.client.log_batch(self.run_id, metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()])
+
+
+def resolve_paths(config: dict[str, Any]) -> dict[str, Any]:
+    """``data_dir`` and ``output_dir`` required and absolute, ``storage_path`` defaulted: workers
+    may run in another directory or on another machine."""
+    for key in ("data_dir", "output_dir"):
+        if not config.get(key):
+            raise ConfigError(f"{key} must be set (e.g. {key}=DIR)")
+        config[key] = str(Path(config[key]).resolve())
+    config["storage_path"] = str(Path(config["storage_path"] or PROJECT_DIR / "ray_results").resolve())
+    return config
+
+
+def fit(train_func: Callable[[dict[str, Any]], None], config: dict[str, Any]) -> Any:
+    """Run ``train_func`` on ``train.num_workers`` Ray Train workers (DDP: gloo on CPU, NCCL on
+    GPU) under ``run_name`` in ``storage_path``, which resumes an earlier run of that name unless
+    ``resume`` is false; returns Ray's result (last metrics, latest checkpoint)."""
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    t = config["train"]
+    previous = Path(config["storage_path"]) / config["run_name"]
+    if not config.get("resume", True) and previous.exists():
+        print(f"resume=false: removing the earlier run's checkpoints in {previous}", flush=True)
+        shutil.rmtree(previous)
+    trainer = TorchTrainer(
+        train_func,
+        train_loop_config=config,
+        scaling_config=ScalingConfig(num_workers=t["num_workers"], use_gpu=t["use_gpu"],
+                                     resources_per_worker={"CPU": t["cpus_per_worker"]}),
+        run_config=RunConfig(name=config["run_name"], storage_path=config["storage_path"],
+                             failure_config=FailureConfig(max_failures=t["max_failures"]),
+                             checkpoint_config=CheckpointConfig(num_to_keep=2)),
+    )
+    return trainer.fit()

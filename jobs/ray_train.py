@@ -13,6 +13,8 @@ from typing import Any
 import torch
 
 from jobs.config import PROJECT_DIR, ConfigError
+from jobs.ray_cluster import connect
+from jobs.tracking import tracking_uri
 
 
 def world() -> tuple[int, int]:
@@ -71,6 +73,15 @@ class MetricsLog:
 
         now = int(time.time() * 1000)
         self.client.log_batch(self.run_id, metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()])
+
+
+def start(config: dict[str, Any], mlflow: Any) -> None:
+    """Connect to Ray and let rank 0 log to the driver's MLflow run (``mlflow`` from
+    ``jobs.tracking.mlflow_run``): its id and tracking URI travel in ``config``."""
+    run = mlflow.active_run() if config["mlflow"]["enabled"] else None
+    config["mlflow_run_id"] = run.info.run_id if run else None
+    config["mlflow_tracking_uri"] = tracking_uri(config["mlflow"])
+    connect(config["ray"])
 
 
 def resolve_paths(config: dict[str, Any]) -> dict[str, Any]:

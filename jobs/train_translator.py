@@ -26,9 +26,8 @@ import torch
 
 from jobs import ray_train
 from jobs.config import PROJECT_DIR, ConfigError, load_config, to_dict, to_yaml
-from jobs.ray_cluster import connect
 from jobs.ray_train import MetricsLog, broadcast, resolve_paths, worker_log
-from jobs.tracking import mlflow_run, tracking_uri
+from jobs.tracking import mlflow_run
 from jobs.translation import BUNDLE_FILE, Bundle, score, translate
 from pipelines.manifest import ManifestError, load_manifest
 from pipelines.output import OutputExistsError, atomic_directory
@@ -285,10 +284,7 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
     started = time.perf_counter()
     with mlflow_run(config["mlflow"], config["run_name"], params=to_dict(cfg)) as mlflow:
         mlflow.log_text(to_yaml(cfg), "config.yaml")
-        run_info = mlflow.active_run() if config["mlflow"]["enabled"] else None
-        config["mlflow_run_id"] = run_info.info.run_id if run_info else None
-        config["mlflow_tracking_uri"] = tracking_uri(config["mlflow"])
-        connect(config["ray"])
+        ray_train.start(config, mlflow)
         result = ray_train.fit(train_func_per_worker, config)
         with result.checkpoint.as_directory() as directory:
             last = torch.load(Path(directory) / STATE_FILE, map_location="cpu", weights_only=True)

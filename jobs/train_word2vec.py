@@ -26,9 +26,8 @@ import torch
 
 from jobs import ray_train
 from jobs.config import ConfigError, load_config, to_dict, to_yaml
-from jobs.ray_cluster import connect
 from jobs.ray_train import MetricsLog, all_reduce_sum, resolve_paths, worker_log
-from jobs.tracking import mlflow_run, tracking_uri
+from jobs.tracking import mlflow_run
 from jobs.word2vec_report import evaluate, projection_plot
 from pipelines.manifest import ManifestError, load_manifest
 from pipelines.output import OutputExistsError, atomic_directory
@@ -182,10 +181,7 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
     started = time.perf_counter()
     with mlflow_run(config["mlflow"], config["run_name"], params=to_dict(cfg)) as mlflow:
         mlflow.log_text(to_yaml(cfg), "config.yaml")
-        run_info = mlflow.active_run() if config["mlflow"]["enabled"] else None
-        config["mlflow_run_id"] = run_info.info.run_id if run_info else None
-        config["mlflow_tracking_uri"] = tracking_uri(config["mlflow"])
-        connect(config["ray"])
+        ray_train.start(config, mlflow)
         state, last = fit(config)
         train_seconds = time.perf_counter() - started
         words_per_sec = last.get("words", 0) / last["train_loop_seconds"] if last.get("train_loop_seconds") else None

@@ -16,7 +16,7 @@ from typing import Any
 
 from jobs.config import ConfigError, load_config, to_dict, to_yaml
 from jobs.tracking import mlflow_run
-from jobs.translation import Bundle, InputError, read_lines, score, translate
+from jobs.translation import Bundle, InputError, read_lines, translate_and_score
 from pipelines.manifest import ManifestError, load_manifest
 from pipelines.parallel_shards import read_pairs
 
@@ -52,9 +52,7 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
         for entry in config["sets"]:
             sources, references = load_set(entry)
             for beam in config["beams"]:
-                translations = translate(bundle, sources, beam, d["alpha"], d["max_ratio"], d["max_extra"],
-                                         d["batch_size"], d["unk"], d["max_tokens"], device)
-                scores = score([t.text for t in translations], references, bundle.tgt_lowercase)
+                scores, translations = translate_and_score(bundle, sources, references, d, beam, device)
                 key = f"{entry['name']}_{'greedy' if beam == 1 else f'beam{beam}'}"
                 results[key] = {"bleu": scores["bleu"], "chrf": scores["chrf"], "sentences": len(sources),
                                 "bleu_signature": scores["bleu_signature"], "chrf_signature": scores["chrf_signature"]}

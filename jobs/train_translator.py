@@ -28,7 +28,7 @@ from jobs import ray_train
 from jobs.config import PROJECT_DIR, ConfigError, load_config, to_dict, to_yaml
 from jobs.ray_train import MetricsLog, broadcast, resolve_paths, worker_log
 from jobs.tracking import mlflow_run
-from jobs.translation import BUNDLE_FILE, Bundle, score, translate
+from jobs.translation import BUNDLE_FILE, Bundle, translate, translate_and_score
 from pipelines.manifest import ManifestError, load_manifest
 from pipelines.output import OutputExistsError, atomic_directory
 from pipelines.parallel_shards import Pairs, read_pairs
@@ -78,10 +78,7 @@ def validate(model: Translator, bundle: Bundle, valid: Pairs, config: dict[str, 
             logits, _ = model(src, lengths, tgt_in)
             loss, n = sequence_loss(logits, tgt_out)
             loss_sum, tokens = loss_sum + float(loss), tokens + n
-    d = config["decode"]
-    translations = translate(bundle, valid.src_text, 1, d["alpha"], d["max_ratio"], d["max_extra"], d["batch_size"],
-                             d["unk"], d["max_tokens"], device)
-    scores = score([t.text for t in translations], valid.tgt_text, bundle.tgt_lowercase)
+    scores, translations = translate_and_score(bundle, valid.src_text, valid.tgt_text, config["decode"], 1, device)
     loss = loss_sum / max(tokens, 1)
     model.train()
     return {"valid_loss": loss, "valid_ppl": math.exp(min(loss, 50)), "valid_bleu": scores["bleu"],
@@ -343,9 +340,7 @@ def _test_scores(bundle: Bundle, config: dict[str, Any], manifest: dict[str, Any
     d = config["decode"]
     out: dict[str, Any] = {}
     for name, beam in (("greedy", 1), (f"beam{d['beam']}", d["beam"])):
-        translations = translate(bundle, pairs.src_text, beam, d["alpha"], d["max_ratio"], d["max_extra"],
-                                 d["batch_size"], d["unk"], d["max_tokens"])
-        scores = score([t.text for t in translations], pairs.tgt_text, bundle.tgt_lowercase)
+        scores, _ = translate_and_score(bundle, pairs.src_text, pairs.tgt_text, d, beam)
         out.update({f"test_bleu_{name}": scores["bleu"], f"test_chrf_{name}": scores["chrf"]})
         out["test_bleu_signature"], out["test_chrf_signature"] = scores["bleu_signature"], scores["chrf_signature"]
     return out

@@ -45,8 +45,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, int]:
     for key in ("beam", "alpha", "unk", "max_tokens", "batch_size"):
         if getattr(args, key) is not None:
             d[key] = getattr(args, key)
-    translations = translate(bundle, lines, d["beam"], d["alpha"], d["max_ratio"], d["max_extra"], d["batch_size"],
-                             d["unk"], d["max_tokens"], device)
+    translations = translate(bundle, lines, **d, device=device)
     text = "".join(t.text + "\n" for t in translations)
     if args.output:
         write_atomically(args.output, text)

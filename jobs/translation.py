@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -148,6 +148,15 @@ def translate(bundle: Bundle, texts: Sequence[str], beam: int = 1, alpha: float 
             results[i] = Translation(detokenize(restored, bundle.tgt_lang), restored, sources[i], hyp, truncated[i])
     empty = Hypothesis([], [], 0.0)
     return [r if r is not None else Translation("", [], [], empty, False) for r in results]
+
+
+def translate_and_score(bundle: Bundle, sources: Sequence[str], references: Sequence[str],
+                        decode: Mapping[str, Any], beam: int, device: torch.device | str = "cpu"
+                        ) -> tuple[dict[str, Any], list[Translation]]:
+    """Translate ``sources`` at ``beam`` with the other ``decode`` settings (``translate``'s keyword
+    arguments) and ``score`` the result against ``references``."""
+    translations = translate(bundle, sources, **{**decode, "beam": beam}, device=device)
+    return score([t.text for t in translations], references, bundle.tgt_lowercase), translations
 
 
 def score(hypotheses: Sequence[str], references: Sequence[str], lowercase: bool) -> dict[str, Any]:

@@ -6,7 +6,7 @@ PYTHON ?= python3
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test test-fast bench-preprocess bench-word2vec bench-translator clean
+.PHONY: install run ui test test-fast bench-preprocess bench-word2vec bench-translator clean
 
 install: $(STAMP)
 
@@ -15,15 +15,17 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e '.[dev,bench]'
+	$(PY) -m pip install --quiet -e '.[dev,bench,tune]'
 	touch $(STAMP)
 
+# The whole pipeline on the bundled samples (stages already done for the same inputs and config are reused).
 run: install
-	$(PY) -m jobs.preprocess conf/preprocess.yaml overwrite=true
-	$(PY) -m jobs.preprocess conf/preprocess/sample_wikipedia.yaml overwrite=true
-	RAY_AUTH_MODE=$${RAY_AUTH_MODE:-disabled} $(PY) -m jobs.train_word2vec data_dir=outputs/sample-wikipedia output_dir=outputs/word2vec overwrite=true
-	RAY_AUTH_MODE=$${RAY_AUTH_MODE:-disabled} $(PY) -m jobs.train_translator data_dir=outputs/sample-tatoeba output_dir=outputs/translator train.epochs=8 resume=false overwrite=true
-	printf 'I like cats.\nWhere is the station?\nShe bought 3 books yesterday.\n' | $(PY) -m jobs.translate outputs/translator/best
+	RAY_AUTH_MODE=$${RAY_AUTH_MODE:-disabled} $(PY) -m jobs.pipeline
+	printf 'I like cats.\nWhere is the station?\nShe bought 3 books yesterday.\n' | $(PY) -m jobs.translate outputs/pipeline/translator/best
+
+# The MLflow UI on the project's tracking store, at http://127.0.0.1:5000 (PORT=... to change).
+ui: install
+	$(PY) -m jobs.ui port=$${PORT:-5000}
 
 test: install
 	$(PY) -m pytest

@@ -3,11 +3,13 @@
 Order, later wins: ``conf/common.yaml``, ``conf/<job>.yaml``, the CONFIG file given on the command
 line (a preset such as ``conf/preprocess/tatoeba.yaml``), then the overrides. Keys that the job's
 YAML does not define are rejected, so a typo fails instead of being ignored; a mapping that is empty
-by default (such as ``spark.conf``) takes any key.
+by default (such as ``spark.conf``) or named ``overrides`` (another job's keys, in jobs.pipeline) takes
+any key.
 """
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -53,7 +55,7 @@ def _open_empty_mappings(node: DictConfig) -> None:
     for key in node:
         child = node._get_node(key)
         if isinstance(child, DictConfig):
-            if len(child) == 0:
+            if len(child) == 0 or key == "overrides":
                 OmegaConf.set_struct(child, False)
             else:
                 _open_empty_mappings(child)
@@ -66,6 +68,12 @@ def to_dict(cfg: DictConfig) -> dict[str, Any]:
 
 def to_yaml(cfg: DictConfig) -> str:
     return OmegaConf.to_yaml(cfg, resolve=True)
+
+
+def to_dotlist(values: dict[str, Any]) -> list[str]:
+    """``{"train": {"epochs": 2}}`` -> ``["train.epochs=2"]``: overrides for :func:`load_config`
+    (values in YAML/JSON syntax; empty mappings left out)."""
+    return [f"{k}={v if isinstance(v, str) else json.dumps(v)}" for k, v in flatten(values).items() if v != {}]
 
 
 def flatten(cfg: dict[str, Any], prefix: str = "") -> dict[str, Any]:

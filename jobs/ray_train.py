@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from ray.train.v2.api.callback import UserCallback
 
 from jobs.config import PROJECT_DIR, ConfigError
 from jobs.ray_cluster import connect
@@ -75,6 +76,23 @@ class MetricsLog:
         self.client.log_batch(self.run_id, metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()])
 
 
+class EpochMetrics(UserCallback):
+    """Logs what the workers report (rank 0's numbers) to the job's MLflow run at step
+    ``metrics[step_key]``; run by the Ray Train controller. A report reaches it only once its
+    checkpoint is persisted, so a run restarted from that checkpoint logs each epoch once."""
+
+    def __init__(self, tracking_uri: str, run_id: str, step_key: str = "epoch"):
+        self.tracking_uri, self.run_id, self.step_key = tracking_uri, run_id, step_key
+
+    def after_report(self, run_context: Any, metrics: list[dict[str, Any]], checkpoint: Any) -> None:
+        from mlflow import MlflowClient
+        from mlflow.entities import Metric
+
+        now, step = int(time.time() * 1000), int(metrics[0].get(self.step_key, 0))
+        values = [Metric(k, float(v), now, step) for k, v in metrics[0].items() if isinstance(v, (int, float))]
+        MlflowClient(self.tracking_uri).log_batch(self.run_id, metrics=values)
+
+
 def start(config: dict[str, Any], mlflow: Any) -> None:
     """Connect to Ray and let rank 0 log to the driver's MLflow run (``mlflow`` from
     ``jobs.tracking.mlflow_run``): its id and tracking URI travel in ``config``."""
@@ -95,18 +113,28 @@ def resolve_paths(config: dict[str, Any]) -> dict[str, Any]:
     return config
 
 
-def fit(train_func: Callable[[dict[str, Any]], None], config: dict[str, Any]) -> Any:
+def fit(train_func: Callable[[dict[str, Any]], None], config: dict[str, Any], log_reports: bool = False) -> Any:
     """Run ``train_func`` on ``train.num_workers`` Ray Train workers (DDP: gloo on CPU, NCCL on
     GPU) under ``run_name`` in ``storage_path``, which resumes an earlier run of that name unless
-    ``resume`` is false; returns Ray's result (last metrics, latest checkpoint)."""
+    ``resume`` is false; returns Ray's result (last metrics, latest checkpoint). With
+    ``log_reports`` the reports go to the job's MLflow run (:class:`EpochMetrics`); inside a Ray Tune
+    trial they also go to Tune."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
+    from ray.tune.trainable.trainable_fn_utils import _in_tune_session
 
     t = config["train"]
     previous = Path(config["storage_path"]) / config["run_name"]
     if not config.get("resume", True) and previous.exists():
         print(f"resume=false: removing the earlier run's checkpoints in {previous}", flush=True)
         shutil.rmtree(previous)
+    callbacks: list[UserCallback] = []
+    if log_reports and config.get("mlflow_run_id"):
+        callbacks.append(EpochMetrics(config["mlflow_tracking_uri"], config["mlflow_run_id"]))
+    if _in_tune_session():
+        from ray.tune.integration.ray_train import TuneReportCallback
+
+        callbacks.append(TuneReportCallback())
     trainer = TorchTrainer(
         train_func,
         train_loop_config=config,
@@ -114,6 +142,6 @@ def fit(train_func: Callable[[dict[str, Any]], None], config: dict[str, Any]) ->
                                      resources_per_worker={"CPU": t["cpus_per_worker"]}),
         run_config=RunConfig(name=config["run_name"], storage_path=config["storage_path"],
                              failure_config=FailureConfig(max_failures=t["max_failures"]),
-                             checkpoint_config=CheckpointConfig(num_to_keep=2)),
+                             checkpoint_config=CheckpointConfig(num_to_keep=2), callbacks=callbacks),
     )
     return trainer.fit()

@@ -34,21 +34,33 @@ class _NoRun:
         return lambda *args, **kwargs: None
 
 
+def experiment_id(cfg: Mapping[str, Any]) -> str:
+    """The id of the configured experiment, created (with its artifact location) if new."""
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri(cfg))
+    experiment = mlflow.get_experiment_by_name(cfg["experiment"])
+    return (experiment.experiment_id if experiment else
+            mlflow.create_experiment(cfg["experiment"], artifact_location=artifact_location(cfg)))
+
+
 @contextmanager
-def mlflow_run(cfg: Mapping[str, Any], run_name: str, params: Mapping[str, Any] | None = None) -> Iterator[Any]:
-    """Start a run in the configured experiment and log ``params`` (flattened). Yields the
-    ``mlflow`` module, or a no-op stand-in when ``cfg.enabled`` is false. The run ends FINISHED,
+def mlflow_run(cfg: Mapping[str, Any], run_name: str, params: Mapping[str, Any] | None = None,
+               run_id: str | None = None) -> Iterator[Any]:
+    """Start a run in the configured experiment (or reopen ``run_id``) and log ``params``
+    (flattened). The run is a child of the active run, else of ``cfg.parent_run_id`` if set. Yields
+    the ``mlflow`` module, or a no-op stand-in when ``cfg.enabled`` is false. The run ends FINISHED,
     FAILED on an error, KILLED on Ctrl-C."""
     if not cfg.get("enabled", True):
         yield _NoRun()
         return
     import mlflow
 
-    mlflow.set_tracking_uri(tracking_uri(cfg))
-    experiment = mlflow.get_experiment_by_name(cfg["experiment"])
-    experiment_id = (experiment.experiment_id if experiment else
-                     mlflow.create_experiment(cfg["experiment"], artifact_location=artifact_location(cfg)))
-    with mlflow.start_run(experiment_id=experiment_id, run_name=run_name) as run:
+    parent = mlflow.active_run()
+    parent_id = parent.info.run_id if parent else cfg.get("parent_run_id")
+    with mlflow.start_run(run_id=run_id, experiment_id=None if run_id else experiment_id(cfg),
+                          run_name=None if run_id else run_name, nested=parent is not None,
+                          parent_run_id=None if run_id else parent_id) as run:
         if params:
             mlflow.log_params({k: _param(v) for k, v in flatten(dict(params)).items()})
         try:

@@ -5,9 +5,10 @@
 Every worker reads the training pairs and takes every ``num_workers``-th of the same length-bucketed
 batches; DDP averages the gradients (gloo on CPU, NCCL on GPU). After each epoch rank 0 validates
 (loss, perplexity, greedy BLEU and chrF on the raw references) and reports a checkpoint holding the
-training state and the best model so far; a rerun with the same ``run_name`` resumes from it. The
-driver then publishes ``output_dir/best`` and ``output_dir/last``, scores the test split greedily and
-with beam search, and logs it all to MLflow. The last line printed is a JSON summary.
+training state and the best model so far; the controller logs each epoch's report to MLflow once its
+checkpoint is stored. A rerun with the same ``run_name`` resumes from it. The driver then publishes
+``output_dir/best`` and ``output_dir/last``, scores the test split greedily and with beam search, and
+logs it all to MLflow. The last line printed is a JSON summary.
 """
 
 from __future__ import annotations
@@ -52,11 +53,12 @@ def build_model(config: dict[str, Any], src: Vocab, tgt: Vocab, sentences: int, 
             path = Path(e[side])
             file = path / "vectors.txt" if path.is_dir() else path
             words, vectors = load_word2vec(file, binary=file.suffix == ".bin")
-            coverage = init_embedding(embedding, vocab.tokens, words, vectors, e["freeze"])
+            coverage = init_embedding(embedding, vocab.tokens, words, vectors, e["freeze"], rescale=e["rescale"])
             if not quiet:
                 worker_log(f"{side} embeddings from {file}: {coverage.exact} tokens matched, {coverage.lowercased} "
                            f"by their lowercase form, {coverage.missing} initialised randomly "
-                           f"(e.g. {coverage.missing_examples[:8]}); {'frozen' if e['freeze'] else 'fine-tuned'}")
+                           f"(e.g. {coverage.missing_examples[:8]}), scaled by {coverage.scale:.4g}; "
+                           f"{'frozen' if e['freeze'] else 'fine-tuned'}")
     return model
 
 
@@ -184,8 +186,6 @@ def train_func_per_worker(config: dict[str, Any]) -> None:
                        train_tokens=progress["train_tokens"],
                        train_tokens_per_sec=progress["train_tokens"] / max(progress["train_seconds"], 1e-9),
                        stopped_early=bool(stop and epoch + 1 < t["epochs"]))
-        if log_metrics is not None:
-            log_metrics({k: v for k, v in metrics.items() if isinstance(v, (int, float))}, epoch)
         if rank == 0:
             worker_log(f"epoch {epoch}: valid loss {metrics['valid_loss']:.3f} ppl {metrics['valid_ppl']:.2f} "
                   f"BLEU {metrics['valid_bleu']:.2f} chrF {metrics['valid_chrf']:.2f}, "
@@ -282,11 +282,11 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
     with mlflow_run(config["mlflow"], config["run_name"], params=to_dict(cfg)) as mlflow:
         mlflow.log_text(to_yaml(cfg), "config.yaml")
         ray_train.start(config, mlflow)
-        result = ray_train.fit(train_func_per_worker, config)
+        result = ray_train.fit(train_func_per_worker, config, log_reports=True)
         with result.checkpoint.as_directory() as directory:
             last = torch.load(Path(directory) / STATE_FILE, map_location="cpu", weights_only=True)
             best = torch.load(Path(directory) / BEST_FILE, map_location="cpu", weights_only=True)
-        model = build_model({**config, "embeddings": {"src": None, "tgt": None, "freeze": False}}, src_vocab, tgt_vocab,
+        model = build_model({**config, "embeddings": {"src": None, "tgt": None, "freeze": False, "rescale": False}}, src_vocab, tgt_vocab,
                             manifest["splits"]["train"]["examples"])
         bundle = Bundle.from_manifest(model, manifest, src_vocab, tgt_vocab)
         bundle.info = {"best_epoch": best["metrics"]["epoch"], "valid_bleu": best["metrics"]["valid_bleu"],

@@ -60,13 +60,17 @@ class Coverage:
     lowercased: int
     missing: int
     missing_examples: list[str]
+    scale: float = 1.0
 
 
 def init_embedding(embedding: torch.nn.Embedding, tokens: Sequence[str], words: Sequence[str],
-                   vectors: torch.Tensor, freeze: bool, skip: Sequence[int] = (0,)) -> Coverage:
+                   vectors: torch.Tensor, freeze: bool, skip: Sequence[int] = (0,), rescale: bool = False) -> Coverage:
     """Copy the pretrained vector of each token into ``embedding`` (the token itself, else its
     lowercase form); tokens without one keep their random initialisation. Rows in ``skip``
-    (padding) are left alone. ``freeze`` stops training of the whole table."""
+    (padding) are left alone. ``rescale`` multiplies the copied vectors by one factor that gives
+    them the root mean square of the table's initial values, so that matched and unmatched rows
+    start on one scale (directions and relative lengths are kept). ``freeze`` stops training of
+    the whole table."""
     if vectors.shape[1] != embedding.embedding_dim:
         raise ValueError(f"pretrained vectors have {vectors.shape[1]} dimensions, the embedding "
                          f"{embedding.embedding_dim}: set the embedding size to match")
@@ -88,8 +92,13 @@ def init_embedding(embedding: torch.nn.Embedding, tokens: Sequence[str], words: 
             lowercased += 1
         rows.append(row)
         sources.append(source)
+    scale = 1.0
     with torch.no_grad():
-        embedding.weight[torch.tensor(rows, dtype=torch.long)] = vectors[torch.tensor(sources, dtype=torch.long)].to(
-            embedding.weight.dtype)
+        pretrained = vectors[torch.tensor(sources, dtype=torch.long)].to(embedding.weight.dtype)
+        if rescale and rows:
+            initial = embedding.weight[[r for r in range(embedding.num_embeddings) if r not in skip]]
+            scale = float(initial.pow(2).mean().sqrt() / pretrained.pow(2).mean().sqrt().clamp_min(1e-12))
+            pretrained = pretrained * scale
+        embedding.weight[torch.tensor(rows, dtype=torch.long)] = pretrained
     embedding.weight.requires_grad_(not freeze)
-    return Coverage(exact, lowercased, len(missing), missing[:20])
+    return Coverage(exact, lowercased, len(missing), missing[:20], scale)

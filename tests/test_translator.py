@@ -192,3 +192,15 @@ def test_pretrained_embeddings_frozen_or_fine_tuned(freeze):
     assert torch.equal(weight.detach(), before) == freeze
     with pytest.raises(ValueError, match="dimensions"):
         init_embedding(m.decoder.embedding, tokens, words, torch.zeros(5, 3), freeze)
+
+
+def test_pretrained_embeddings_rescaled_to_the_initial_scale():
+    embedding = torch.nn.Embedding(30, 12)
+    initial_rms = embedding.weight[1:].pow(2).mean().sqrt()
+    tokens = [f"w{i}" for i in range(30)]
+    vectors = torch.randn(10, 12) * 0.01
+    coverage = init_embedding(embedding, tokens, tokens[:10], vectors, freeze=False, rescale=True)
+    copied = embedding.weight.detach()[1:10]
+    assert coverage.scale > 10
+    assert torch.allclose(copied, vectors[1:] * coverage.scale)  # one factor for all rows
+    assert torch.isclose(copied.pow(2).mean().sqrt(), initial_rms, rtol=1e-4)

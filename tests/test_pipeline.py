@@ -1,0 +1,127 @@
+"""jobs.pipeline end to end on the toy corpora (one MLflow parent run, a child per stage, stage
+reuse), and jobs.ui serving those runs over MLflow's REST API."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import mlflow
+import pytest
+
+from conftest import DATA, PROJECT
+from jobs import pipeline
+
+pytestmark = pytest.mark.slow
+
+STAGES = ["corpus", "text", "word2vec", "translator", "evaluate"]
+
+
+@pytest.fixture(scope="module")
+def first_run(spark, ray_local, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("pipeline")
+    uri = f"sqlite:///{tmp / 'mlflow.db'}"
+    args = [str(DATA / "pipeline-toy.yaml"), f"work_dir={tmp / 'work'}", f"mlflow.tracking_uri={uri}",
+            f"mlflow.artifact_location={(tmp / 'artifacts').as_uri()}", "mlflow.experiment=test-pipeline"]
+    cwd = os.getcwd()
+    os.chdir(PROJECT)  # the toy preset's paths are relative to the project
+    try:
+        yield tmp, args, uri, pipeline.run(args)
+    finally:
+        os.chdir(cwd)
+
+
+def _children(client, parent):
+    runs = client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    return {r.info.run_name: r for r in runs}
+
+
+def test_stages_run_as_child_runs_of_one_parent(first_run, capsys):
+    tmp, _, uri, summary = first_run
+    assert summary["tracking_uri"] == uri and summary["reused"] == []
+    assert 0 <= summary["bleu"] <= 100 and summary["bleu_signature"].startswith("nrefs:1")
+    for stage in ("corpus", "text", "word2vec", "translator"):
+        assert (tmp / "work" / stage).is_dir() and summary["outputs"][stage] == str(tmp / "work" / stage)
+    assert (tmp / "work/word2vec/vectors.txt").is_file() and (tmp / "work/translator/best/translator.pt").is_file()
+    report = (tmp / "work/report.md").read_text()
+    assert "test_greedy_bleu" in report and summary["bleu_signature"] in report
+
+    client = mlflow.MlflowClient(uri)
+    parent = client.get_run(summary["mlflow_run_id"])
+    assert parent.info.status == "FINISHED" and parent.info.run_name == "pipeline"
+    children = _children(client, parent)
+    assert set(children) == {f"pipeline-{s}" for s in STAGES}
+    assert all(r.info.status == "FINISHED" for r in children.values())
+    for stage in STAGES:  # the parent links each stage's run and output
+        assert parent.data.tags[f"stage.{stage}.run_id"] == children[f"pipeline-{stage}"].info.run_id
+    translator = children["pipeline-translator"]
+    assert [m.step for m in client.get_metric_history(translator.info.run_id, "valid_bleu")] == [0, 1]
+    assert translator.data.params["embeddings.src"] == str(tmp / "work/word2vec")
+    assert translator.data.params["model.embedding_size"] == "16"
+    assert {"report.md", "report.json", "config.yaml"} <= {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert parent.data.metrics["test_greedy_bleu"] == pytest.approx(summary["bleu"])
+
+
+def test_rerun_reuses_stages_and_reruns_what_changed(first_run, capsys):
+    tmp, args, uri, first = first_run
+    os.chdir(PROJECT)
+    again = pipeline.run(args)
+    assert again["reused"] == STAGES and again["bleu"] == first["bleu"]
+    assert "== translator: reusing" in capsys.readouterr().out
+    client = mlflow.MlflowClient(uri)
+    assert _children(client, client.get_run(again["mlflow_run_id"])) == {}
+    changed = pipeline.run(args + ["stages.evaluate.overrides.beams=[1]"])
+    assert changed["reused"] == ["corpus", "text", "word2vec", "translator"]
+    assert set(_children(client, client.get_run(changed["mlflow_run_id"]))) == {"pipeline-evaluate"}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _get(url: str, body: dict | None = None) -> dict:
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read())
+
+
+def test_ui_serves_the_pipeline_runs(first_run):
+    _, _, uri, summary = first_run
+    port = _free_port()
+    server = subprocess.Popen([sys.executable, "-m", "jobs.ui", f"mlflow.tracking_uri={uri}", f"port={port}"],
+                              cwd=PROJECT, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    api = f"http://127.0.0.1:{port}/api/2.0/mlflow"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                experiment = _get(f"{api}/experiments/get-by-name?experiment_name=test-pipeline")["experiment"]
+                break
+            except OSError:
+                assert server.poll() is None, server.stdout.read().decode()
+                assert time.monotonic() < deadline, "the MLflow UI did not answer within 120 s"
+                time.sleep(1)
+        runs = _get(f"{api}/runs/search", {"experiment_ids": [experiment["experiment_id"]], "max_results": 100})["runs"]
+        by_id = {r["info"]["run_id"]: r for r in runs}
+        parent = by_id[summary["mlflow_run_id"]]
+        assert parent["info"]["status"] == "FINISHED"
+        assert {p["key"] for p in parent["data"]["params"]} >= {"work_dir", "stages.translator.overrides.train.epochs"}
+        children = [r for r in runs if {"key": "mlflow.parentRunId", "value": summary["mlflow_run_id"]}
+                    in r["data"]["tags"]]
+        assert len(children) == len(STAGES)
+        translator = next(r for r in children if r["info"]["run_name"] == "pipeline-translator")
+        assert {m["key"] for m in translator["data"]["metrics"]} >= {"valid_bleu", "valid_loss", "test_bleu_greedy"}
+        artifacts = _get(f"{api}/artifacts/list?run_id={translator['info']['run_id']}")["files"]
+        assert {"best", "attention", "samples.json"} <= {a["path"] for a in artifacts}
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)

@@ -1,0 +1,81 @@
+"""jobs.tune end to end: a small ASHA search over the translator on the toy corpus, its MLflow
+parent and child runs, the best config training as it is, and resuming a finished search."""
+
+from __future__ import annotations
+
+import json
+
+import mlflow
+import pytest
+from omegaconf import OmegaConf
+
+from jobs import train_translator
+from jobs import tune as job
+from jobs.config import ConfigError
+from pipelines.preprocess import preprocess
+from test_preprocess import config as preprocess_config
+
+
+def test_search_space_and_concurrency():
+    space = job.search_space({"train.lr": {"loguniform": [1e-4, 1e-2]}, "model.cell": {"choice": ["lstm", "gru"]}})
+    assert 1e-4 <= space["train.lr"].sample() <= 1e-2 and space["model.cell"].sample() in ("lstm", "gru")
+    with pytest.raises(ConfigError, match="space.train.lr"):
+        job.search_space({"train.lr": [1e-4, 1e-2]})
+    trainer = {"train": {"num_workers": 1, "cpus_per_worker": 2, "use_gpu": False}}
+    auto = {"max_concurrent": 0, "num_samples": 4}
+    assert job.concurrency(auto, trainer, {"CPU": 2.0}) == (1, 1.9)  # shrunk to fit beside the trial's 0.1
+    assert job.concurrency(auto, trainer, {"CPU": 16.0}) == (4, 2)  # no more than num_samples
+    assert job.concurrency({"max_concurrent": 2, "num_samples": 4}, trainer, {"CPU": 2.0}) == (2, 0.9)
+    gpu = {"train": {"num_workers": 2, "cpus_per_worker": 1, "use_gpu": True}}
+    assert job.concurrency(auto, gpu, {"CPU": 16.0, "GPU": 4.0}) == (2, 1)
+    from ray.tune.search.optuna import OptunaSearch
+
+    assert isinstance(job._search_alg({"search": "optuna", "seed": 0}, 2), OptunaSearch)
+    with pytest.raises(ConfigError, match="random or optuna"):
+        job._search_alg({"search": "grid", "seed": 0}, 2)
+
+
+@pytest.fixture(scope="module")
+def data_dir(spark, tmp_path_factory, toy_pairs):
+    out = tmp_path_factory.mktemp("tune") / "data"
+    cfg = preprocess_config([{"path": str(toy_pairs), "format": "tsv"}], "split.valid=0.1", "split.test=0.1")
+    preprocess(spark, cfg, out, log=lambda m: None)
+    return out
+
+
+@pytest.mark.slow
+def test_asha_search_logs_trials_and_its_best_config_trains(tmp_path, data_dir, ray_local):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    mlflow_args = [f"mlflow.tracking_uri={uri}", f"mlflow.artifact_location={(tmp_path / 'artifacts').as_uri()}",
+                   "mlflow.experiment=test-tune"]
+    args = [f"overrides.data_dir={data_dir}", "overrides.train.epochs=2", "overrides.train.num_workers=1",
+            "overrides.train.batch_tokens=300", "overrides.model.embedding_size=16", "overrides.valid.test_split=",
+            "overrides.valid.heatmaps=0", "overrides.decode.beam=2", "num_samples=3", "max_concurrent=2",
+            "space={model.hidden_size: {choice: [8, 16]}, train.lr: {loguniform: [0.001, 0.01]}}",
+            f"storage_path={tmp_path / 'ray'}", f"output_dir={tmp_path / 'out'}", "name=tune-test", *mlflow_args]
+    summary = job.run(args)
+    assert summary["trials"] == 3 and summary["trials_failed"] == 0
+    assert set(summary["best_params"]) == {"model.hidden_size", "train.lr"}
+
+    client = mlflow.MlflowClient(uri)
+    parent = client.get_run(summary["mlflow_run_id"])
+    assert parent.info.status == "FINISHED" and parent.data.metrics["best_valid_bleu"] == summary["best_valid_bleu"]
+    trials = client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    assert len(trials) == 3
+    for trial in trials:  # ASHA may stop a trial after its first epoch: KILLED, never left RUNNING
+        epochs = [m.step for m in client.get_metric_history(trial.info.run_id, "valid_bleu")]
+        assert trial.info.status == ("FINISHED" if epochs == [0, 1] else "KILLED"), (trial.info.status, epochs)
+        assert epochs in ([0], [0, 1]) and trial.data.params["model.embedding_size"] == "16"
+    results = json.loads((tmp_path / "out/results.json").read_text())
+    assert max(t["valid_bleu"] for t in results) == summary["best_valid_bleu"]
+
+    best = OmegaConf.load(summary["best_config"])
+    assert best.model.hidden_size == summary["best_params"]["model.hidden_size"] and best.data_dir == str(data_dir)
+    trained = train_translator.run([summary["best_config"], "train.epochs=1", f"output_dir={tmp_path / 'best'}",
+                                    f"storage_path={tmp_path / 'ray'}", "run_name=best", *mlflow_args])
+    assert trained["epochs"] == 1 and (tmp_path / "best/best/translator.pt").is_file()
+
+    again = job.run(args)  # the finished search is restored, not rerun
+    assert again["mlflow_run_id"] == summary["mlflow_run_id"] and again["best_params"] == summary["best_params"]
+    assert len(client.search_runs([parent.info.experiment_id],
+                                  f"tags.mlflow.parentRunId = '{parent.info.run_id}'")) == 3

@@ -4,7 +4,9 @@ one worker, MLflow logging from rank 0, and path resolution for workers that run
 from __future__ import annotations
 
 import shutil
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -144,4 +146,14 @@ def fit(train_func: Callable[[dict[str, Any]], None], config: dict[str, Any], lo
                              failure_config=FailureConfig(max_failures=t["max_failures"]),
                              checkpoint_config=CheckpointConfig(num_to_keep=2), callbacks=callbacks),
     )
-    return trainer.fit()
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.getsignal(signal.SIGINT) if main_thread else None
+    try:
+        return trainer.fit()
+    except SystemExit as exit:
+        # Train V2's SIGINT handler aborts the run and then calls sys.exit: make it the Ctrl-C it
+        # was, so that the job's MLflow run ends KILLED rather than FAILED
+        raise KeyboardInterrupt from exit
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGINT, previous)  # V2 leaves its handler installed after fit

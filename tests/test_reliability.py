@@ -1,0 +1,108 @@
+"""Failures in the middle of training: a Ray Train worker killed mid-epoch (the run restarts from
+its last checkpoint and logs every epoch once), and Ctrl-C on the driver (MLflow runs end KILLED,
+no output is published). The job runs in a subprocess, as a user would run it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import mlflow
+import psutil
+import pytest
+
+from conftest import PROJECT
+from pipelines.preprocess import preprocess
+from test_preprocess import config as preprocess_config
+
+pytestmark = pytest.mark.slow
+
+SAMPLE = PROJECT / "data/sample/tatoeba-en-fr.tsv.gz"
+
+
+@pytest.fixture(scope="module")
+def data_dir(spark, tmp_path_factory):
+    """The bundled sample (3,774 pairs): epochs of a few seconds, long enough to be interrupted."""
+    out = tmp_path_factory.mktemp("reliability") / "data"
+    preprocess(spark, preprocess_config([{"path": str(SAMPLE), "format": "tsv"}]), out, log=lambda m: None)
+    return out
+
+
+def _start(tmp_path, data_dir, *extra):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    args = [sys.executable, "-m", "jobs.train_translator", f"data_dir={data_dir}", f"output_dir={tmp_path / 'out'}",
+            f"storage_path={tmp_path / 'ray'}", f"mlflow.tracking_uri={uri}", "mlflow.experiment=test-reliability",
+            f"mlflow.artifact_location={(tmp_path / 'artifacts').as_uri()}", "model.embedding_size=32",
+            "model.hidden_size=32", "train.batch_tokens=200", "train.cpus_per_worker=1", "ray.num_cpus=2",
+            "valid.max_sentences=50", "valid.test_split=", "valid.heatmaps=0", "train.patience=0", *extra]
+    env = {**os.environ, "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "disabled"), "RAY_USAGE_STATS_ENABLED": "0"}
+    env.pop("RAY_ADDRESS", None)
+    job = subprocess.Popen(args, cwd=PROJECT, env=env, start_new_session=True, stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, text=True)
+    return job, mlflow.MlflowClient(uri)
+
+
+def _the_run(client):
+    experiment = client.get_experiment_by_name("test-reliability")
+    runs = client.search_runs([experiment.experiment_id]) if experiment else []
+    return runs[0] if runs else None
+
+
+def _wait_for_epoch(job, client, epoch: int, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        run = _the_run(client)
+        if run and any(m.step >= epoch for m in client.get_metric_history(run.info.run_id, "valid_bleu")):
+            return
+        assert job.poll() is None, job.stdout.read()[-3000:]
+        assert time.monotonic() < deadline, f"epoch {epoch} was not logged within {timeout} s"
+        time.sleep(0.2)
+
+
+def _train_workers(job) -> list[psutil.Process]:
+    return [p for p in psutil.Process(job.pid).children(recursive=True)
+            if any("RayTrainWorker" in part for part in _cmdline(p))]
+
+
+def _cmdline(process: psutil.Process) -> list[str]:
+    try:
+        return process.cmdline()
+    except psutil.Error:
+        return []
+
+
+def test_killed_worker_restarts_from_its_checkpoint(tmp_path, data_dir):
+    job, client = _start(tmp_path, data_dir, "train.epochs=3", "train.max_failures=1")
+    try:
+        _wait_for_epoch(job, client, 0)
+        (worker,) = _train_workers(job)
+        time.sleep(0.5)  # into epoch 1
+        worker.kill()
+        out, _ = job.communicate(timeout=600)
+    finally:
+        if job.poll() is None:
+            os.killpg(job.pid, signal.SIGKILL)
+    assert job.returncode == 0, out[-3000:]
+    run = _the_run(client)
+    assert run.info.status == "FINISHED"
+    steps = [m.step for m in client.get_metric_history(run.info.run_id, "valid_bleu")]
+    assert steps == [0, 1, 2]  # each epoch once: epoch 0 was not trained or logged again
+    assert (tmp_path / "out/best/translator.pt").is_file()
+
+
+def test_ctrl_c_ends_the_run_killed_and_publishes_nothing(tmp_path, data_dir):
+    job, client = _start(tmp_path, data_dir, "train.epochs=20")
+    try:
+        _wait_for_epoch(job, client, 0)
+        os.killpg(job.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the whole foreground group
+        out, _ = job.communicate(timeout=120)
+    finally:
+        if job.poll() is None:
+            os.killpg(job.pid, signal.SIGKILL)
+    assert job.returncode != 0
+    assert _the_run(client).info.status == "KILLED", out[-3000:]
+    assert not (tmp_path / "out").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out.")]  # no half-written output either

@@ -209,7 +209,8 @@ def _markdown(report: dict[str, Any]) -> str:
     lines += [f"| {k} | {v:.4g} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in report["scores"].items()]
     lines += ["", f"BLEU signature: `{report['bleu_signature']}`", "",
               f"Corpus: {report['corpus']['read']} pairs read, {report['corpus']['kept']} kept, splits "
-              f"{report['corpus']['splits']}", "", "| stage | output | MLflow run | reused |", "| --- | --- | --- | --- |"]
+              f"{report['corpus']['splits']}", "",
+              "| stage | output | MLflow run | reused |", "| --- | --- | --- | --- |"]
     for name, run in report["runs"].items():
         lines.append(f"| {name} | {report['outputs'].get(name, '')} | {run['mlflow_run_id']} | {run['reused']} |")
     lines += ["", f"Tracking URI: {report['tracking_uri']}", ""]

@@ -71,7 +71,8 @@ def train_func_per_worker(config: dict[str, Any]) -> None:
     device = get_device()
     t = config["train"]
     torch.set_num_threads(max(1, int(t["cpus_per_worker"])))
-    counts = Vocab.load(Path(config["vocab_file"])).counts
+    vocab = Vocab.load(Path(config["vocab_file"]))
+    counts, tokens_of_vocab = vocab.counts, vocab.tokens
     share = read_token_share(Path(config["data_dir"]), config["train_files"], rank, world, t["max_words"])
     tokens = torch.from_numpy(share.tokens).to(device)
     sentences = torch.from_numpy(share.sentences).to(device)
@@ -123,15 +124,24 @@ def train_func_per_worker(config: dict[str, Any]) -> None:
                                "loss": totals[0] / max(totals[1], 1), "words_per_sec": totals[2] / elapsed,
                                "words": words_done, "train_loop_seconds": loop_seconds}
                     resume = (epoch + 1, 0) if last else (epoch, step + 1)
+                    if save and rank == 0:  # every checkpoint carries its scores (what jobs.tune ranks by)
+                        words, vectors = exported(tokens_of_vocab, model.input.weight.detach().cpu())
+                        metrics.update(_flat_scores(evaluate(words, vectors, config["eval"])))
                     _report(metrics, model, resume if save else None, rank, log_metrics, done + 1)
                     stats.zero_()
                     last_report = time.perf_counter()
 
 
+def exported(tokens: Sequence[str], weight: torch.Tensor) -> tuple[list[str], torch.Tensor]:
+    """The words and vectors the job exports: every vocabulary entry but [PAD], <go> and <eos>."""
+    keep = [i for i in range(len(tokens)) if i not in NEVER_NOISE]
+    return [tokens[i] for i in keep], weight[keep]
+
+
 def _report(metrics: dict[str, float], model: Word2Vec, resume: tuple[int, int] | None, rank: int,
             log_metrics: MetricsLog | None, global_step: int) -> None:
-    """Report progress to Ray Train and MLflow; with ``resume`` (the epoch and step to go on from),
-    rank 0 also reports a checkpoint."""
+    """Log progress to MLflow; with ``resume`` (the epoch and step to go on from), report to Ray
+    Train too, rank 0 with a checkpoint. Ray Train (and Tune) see checkpoints only."""
     import ray.train
 
     if log_metrics is not None:
@@ -143,7 +153,7 @@ def _report(metrics: dict[str, float], model: Word2Vec, resume: tuple[int, int] 
             torch.save({"model": model.state_dict(), "epoch": resume[0], "step": resume[1]},
                        Path(directory) / STATE_FILE)
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory))
-    else:
+    elif resume:
         ray.train.report(metrics)
 
 
@@ -185,9 +195,7 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
         state, last = fit(config)
         train_seconds = time.perf_counter() - started
         words_per_sec = last.get("words", 0) / last["train_loop_seconds"] if last.get("train_loop_seconds") else None
-        keep = [i for i in range(len(vocab.tokens)) if i not in NEVER_NOISE]
-        words = [vocab.tokens[i] for i in keep]
-        vectors = state["input.weight"][keep]
+        words, vectors = exported(vocab.tokens, state["input.weight"])
         scores = evaluate(words, vectors, config["eval"])
         with atomic_directory(output_dir, overwrite=config["overwrite"]) as tmp:
             save_word2vec(tmp / "vectors.txt", words, vectors)

@@ -131,6 +131,7 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 "name": config["name"], "trials_dir": str(experiment_dir / "trials"),
                 "cpus_per_worker": cpus_per_worker, "parent_run_id": run_id}
         trainable = tune.with_resources(tune.with_parameters(_trial, spec=spec), {"CPU": TRIAL_CPU})
+        results = None
         try:
             if restore:
                 print(f"tune: resuming the search in {experiment_dir}", flush=True)
@@ -149,7 +150,9 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
             results = tuner.fit()
         finally:
             if run_id:
-                _end_trial_runs(mlflow, run_id)
+                clean = {f"{config['name']}-{r.metrics['trial_id']}" for r in results or []
+                         if not r.error and "trial_id" in (r.metrics or {})}
+                _end_trial_runs(mlflow, run_id, clean)
         summary = _publish(config, trainer, results, output_dir, mlflow)
     summary["mlflow_run_id"] = run_id
     print(json.dumps(summary))
@@ -170,13 +173,14 @@ def _search_alg(config: dict[str, Any], trials: int) -> Any:
     raise ConfigError(f"search must be random or optuna, got {config['search']!r}")
 
 
-def _end_trial_runs(mlflow: Any, parent_id: str) -> None:
-    """Trial runs still RUNNING were stopped from outside (ASHA, Ctrl-C): mark them KILLED."""
+def _end_trial_runs(mlflow: Any, parent_id: str, clean: set[str]) -> None:
+    """Mark KILLED the trial runs that were stopped from outside: still RUNNING (Ctrl-C, a killed
+    actor), or FAILED although Tune saw no error (ASHA's stop can surface in the trial as one)."""
     client = mlflow.MlflowClient()
     experiment = mlflow.get_run(parent_id).info.experiment_id
-    for run in client.search_runs([experiment], f"tags.mlflow.parentRunId = '{parent_id}' and "
-                                                "attributes.status = 'RUNNING'"):
-        client.set_terminated(run.info.run_id, "KILLED")
+    for run in client.search_runs([experiment], f"tags.mlflow.parentRunId = '{parent_id}'"):
+        if run.info.status == "RUNNING" or (run.info.status == "FAILED" and run.info.run_name in clean):
+            client.set_terminated(run.info.run_id, "KILLED")
 
 
 def _publish(config: dict[str, Any], trainer: dict[str, Any], results: Any, output_dir: Path, mlflow: Any

@@ -4,7 +4,12 @@ live can crash the interpreter at exit (ray-project/ray#31145)."""
 
 from __future__ import annotations
 
+import json
 import os
+import socket
+import subprocess
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -46,3 +51,41 @@ def toy_pairs() -> Path:
 @pytest.fixture(scope="session")
 def toy_text() -> Path:
     return DATA / "toy-wiki-en.txt"
+
+
+@pytest.fixture(scope="session")
+def toy_pairs_data(spark, tmp_path_factory, toy_pairs) -> Path:
+    """The toy pairs preprocessed (10% valid, 10% test), shared by the translator tests."""
+    from pipelines.preprocess import preprocess
+    from test_preprocess import config as preprocess_config
+
+    out = tmp_path_factory.mktemp("toy-pairs") / "data"
+    cfg = preprocess_config([{"path": str(toy_pairs), "format": "tsv"}], "split.valid=0.1", "split.test=0.1")
+    preprocess(spark, cfg, out, log=lambda m: None)
+    return out
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def get_json(url: str, body: dict | None = None) -> dict:
+    """GET ``url`` (POST ``body`` as JSON if given) and decode the JSON answer."""
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read())
+
+
+def wait_for_server(url: str, process: subprocess.Popen, timeout: float = 120) -> dict:
+    """Poll ``url`` until it answers (its JSON), failing if ``process`` exits or time runs out."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return get_json(url)
+        except OSError:
+            assert process.poll() is None, process.stdout.read().decode()
+            assert time.monotonic() < deadline, f"{url} did not answer within {timeout} s"
+            time.sleep(1)

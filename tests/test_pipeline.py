@@ -3,19 +3,15 @@ reuse), and jobs.ui serving those runs over MLflow's REST API."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 
 import mlflow
 import pytest
 
-from conftest import DATA, PROJECT
+from conftest import DATA, PROJECT, free_port, get_json, wait_for_server
 from jobs import pipeline
 
 pytestmark = pytest.mark.slow
@@ -81,36 +77,16 @@ def test_rerun_reuses_stages_and_reruns_what_changed(first_run, capsys):
     assert set(_children(client, client.get_run(changed["mlflow_run_id"]))) == {"pipeline-evaluate"}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _get(url: str, body: dict | None = None) -> dict:
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=10) as response:
-        return json.loads(response.read())
-
-
 def test_ui_serves_the_pipeline_runs(first_run):
     _, _, uri, summary = first_run
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen([sys.executable, "-m", "jobs.ui", f"mlflow.tracking_uri={uri}", f"port={port}"],
                               cwd=PROJECT, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     api = f"http://127.0.0.1:{port}/api/2.0/mlflow"
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                experiment = _get(f"{api}/experiments/get-by-name?experiment_name=test-pipeline")["experiment"]
-                break
-            except OSError:
-                assert server.poll() is None, server.stdout.read().decode()
-                assert time.monotonic() < deadline, "the MLflow UI did not answer within 120 s"
-                time.sleep(1)
-        runs = _get(f"{api}/runs/search", {"experiment_ids": [experiment["experiment_id"]], "max_results": 100})["runs"]
+        experiment = wait_for_server(f"{api}/experiments/get-by-name?experiment_name=test-pipeline", server)
+        search = {"experiment_ids": [experiment["experiment"]["experiment_id"]], "max_results": 100}
+        runs = get_json(f"{api}/runs/search", search)["runs"]
         by_id = {r["info"]["run_id"]: r for r in runs}
         parent = by_id[summary["mlflow_run_id"]]
         assert parent["info"]["status"] == "FINISHED"
@@ -120,7 +96,7 @@ def test_ui_serves_the_pipeline_runs(first_run):
         assert len(children) == len(STAGES)
         translator = next(r for r in children if r["info"]["run_name"] == "pipeline-translator")
         assert {m["key"] for m in translator["data"]["metrics"]} >= {"valid_bleu", "valid_loss", "test_bleu_greedy"}
-        artifacts = _get(f"{api}/artifacts/list?run_id={translator['info']['run_id']}")["files"]
+        artifacts = get_json(f"{api}/artifacts/list?run_id={translator['info']['run_id']}")["files"]
         assert {"best", "attention", "samples.json"} <= {a["path"] for a in artifacts}
     finally:
         os.killpg(server.pid, signal.SIGTERM)

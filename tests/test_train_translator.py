@@ -12,20 +12,15 @@ import torch
 from jobs import evaluate
 from jobs import train_translator as job
 from jobs.translation import BUNDLE_FILE, Bundle
-from pipelines.preprocess import preprocess
 from pipelines.vocab import Vocab
 from rnn_models.word_vectors import save_word2vec
-from test_preprocess import config as preprocess_config
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def data_dir(spark, tmp_path_factory, toy_pairs):
-    out = tmp_path_factory.mktemp("translator") / "data"
-    cfg = preprocess_config([{"path": str(toy_pairs), "format": "tsv"}], "split.valid=0.1", "split.test=0.1")
-    preprocess(spark, cfg, out, log=lambda m: None)
-    return out
+def data_dir(toy_pairs_data):
+    return toy_pairs_data
 
 
 def _args(tmp_path, data_dir, out, uri, *extra):

@@ -12,8 +12,6 @@ from omegaconf import OmegaConf
 from jobs import train_translator
 from jobs import tune as job
 from jobs.config import ConfigError
-from pipelines.preprocess import preprocess
-from test_preprocess import config as preprocess_config
 
 
 def test_search_space_and_concurrency():
@@ -36,11 +34,8 @@ def test_search_space_and_concurrency():
 
 
 @pytest.fixture(scope="module")
-def data_dir(spark, tmp_path_factory, toy_pairs):
-    out = tmp_path_factory.mktemp("tune") / "data"
-    cfg = preprocess_config([{"path": str(toy_pairs), "format": "tsv"}], "split.valid=0.1", "split.test=0.1")
-    preprocess(spark, cfg, out, log=lambda m: None)
-    return out
+def data_dir(toy_pairs_data):
+    return toy_pairs_data
 
 
 @pytest.mark.slow

@@ -1,6 +1,6 @@
 """Failures in the middle of training: a Ray Train worker killed mid-epoch (the run restarts from
-its last checkpoint and logs every epoch once), and Ctrl-C on the driver (MLflow runs end KILLED,
-no output is published). The job runs in a subprocess, as a user would run it."""
+its last checkpoint and logs every epoch once), and Ctrl-C on a training job's or the pipeline's
+driver (MLflow runs end KILLED, no output is published). The job runs in a subprocess, as a user would run it."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import mlflow
 import psutil
 import pytest
 
-from conftest import PROJECT
+from conftest import DATA, PROJECT
 from pipelines.preprocess import preprocess
 from test_preprocess import config as preprocess_config
 
@@ -31,30 +31,34 @@ def data_dir(spark, tmp_path_factory):
     return out
 
 
-def _start(tmp_path, data_dir, *extra):
+def _launch(tmp_path, module, *args):
+    """``python -m module args`` in its own process group, tracking to an MLflow store in tmp_path."""
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    args = [sys.executable, "-m", "jobs.train_translator", f"data_dir={data_dir}", f"output_dir={tmp_path / 'out'}",
-            f"storage_path={tmp_path / 'ray'}", f"mlflow.tracking_uri={uri}", "mlflow.experiment=test-reliability",
-            f"mlflow.artifact_location={(tmp_path / 'artifacts').as_uri()}", "model.embedding_size=32",
-            "model.hidden_size=32", "train.batch_tokens=200", "train.cpus_per_worker=1", "ray.num_cpus=2",
-            "valid.max_sentences=50", "valid.test_split=", "valid.heatmaps=0", "train.patience=0", *extra]
+    command = [sys.executable, "-m", module, *args, f"mlflow.tracking_uri={uri}", "mlflow.experiment=test-reliability",
+               f"mlflow.artifact_location={(tmp_path / 'artifacts').as_uri()}"]
     env = {**os.environ, "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "disabled"), "RAY_USAGE_STATS_ENABLED": "0"}
     env.pop("RAY_ADDRESS", None)
-    job = subprocess.Popen(args, cwd=PROJECT, env=env, start_new_session=True, stdout=subprocess.PIPE,
+    job = subprocess.Popen(command, cwd=PROJECT, env=env, start_new_session=True, stdout=subprocess.PIPE,
                            stderr=subprocess.STDOUT, text=True)
     return job, mlflow.MlflowClient(uri)
 
 
-def _the_run(client):
+def _start(tmp_path, data_dir, *extra):
+    return _launch(tmp_path, "jobs.train_translator", f"data_dir={data_dir}", f"output_dir={tmp_path / 'out'}",
+                   f"storage_path={tmp_path / 'ray'}", "model.embedding_size=32", "model.hidden_size=32",
+                   "train.batch_tokens=200", "train.cpus_per_worker=1", "ray.num_cpus=2", "valid.max_sentences=50",
+                   "valid.test_split=", "valid.heatmaps=0", "train.patience=0", *extra)
+
+
+def _runs(client) -> dict:
     experiment = client.get_experiment_by_name("test-reliability")
-    runs = client.search_runs([experiment.experiment_id]) if experiment else []
-    return runs[0] if runs else None
+    return {r.info.run_name: r for r in client.search_runs([experiment.experiment_id])} if experiment else {}
 
 
-def _wait_for_epoch(job, client, epoch: int, timeout: float = 300) -> None:
+def _wait_for_epoch(job, client, epoch: int, run_name: str = "translator", timeout: float = 300) -> None:
     deadline = time.monotonic() + timeout
     while True:
-        run = _the_run(client)
+        run = _runs(client).get(run_name)
         if run and any(m.step >= epoch for m in client.get_metric_history(run.info.run_id, "valid_bleu")):
             return
         assert job.poll() is None, job.stdout.read()[-3000:]
@@ -86,7 +90,7 @@ def test_killed_worker_restarts_from_its_checkpoint(tmp_path, data_dir):
         if job.poll() is None:
             os.killpg(job.pid, signal.SIGKILL)
     assert job.returncode == 0, out[-3000:]
-    run = _the_run(client)
+    run = _runs(client)["translator"]
     assert run.info.status == "FINISHED"
     steps = [m.step for m in client.get_metric_history(run.info.run_id, "valid_bleu")]
     assert steps == [0, 1, 2]  # each epoch once: epoch 0 was not trained or logged again
@@ -103,6 +107,23 @@ def test_ctrl_c_ends_the_run_killed_and_publishes_nothing(tmp_path, data_dir):
         if job.poll() is None:
             os.killpg(job.pid, signal.SIGKILL)
     assert job.returncode != 0
-    assert _the_run(client).info.status == "KILLED", out[-3000:]
+    assert _runs(client)["translator"].info.status == "KILLED", out[-3000:]
     assert not (tmp_path / "out").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out.")]  # no half-written output either
+
+
+def test_ctrl_c_ends_the_pipeline_and_its_running_stage_killed(tmp_path):
+    job, client = _launch(tmp_path, "jobs.pipeline", str(DATA / "pipeline-toy.yaml"), f"work_dir={tmp_path / 'work'}",
+                          "stages.translator.overrides.train.epochs=100")
+    try:
+        _wait_for_epoch(job, client, 0, "pipeline-translator")
+        os.killpg(job.pid, signal.SIGINT)
+        out, _ = job.communicate(timeout=120)
+    finally:
+        if job.poll() is None:
+            os.killpg(job.pid, signal.SIGKILL)
+    statuses = {name: run.info.status for name, run in _runs(client).items()}
+    assert statuses == {"pipeline": "KILLED", "pipeline-corpus": "FINISHED", "pipeline-text": "FINISHED",
+                        "pipeline-word2vec": "FINISHED", "pipeline-translator": "KILLED"}, out[-3000:]
+    assert not (tmp_path / "work/translator").exists() and not (tmp_path / "work/stages/translator.json").exists()
+    assert (tmp_path / "work/stages/word2vec.json").is_file()  # finished stages stay reusable

@@ -29,9 +29,8 @@ from jobs.config import ConfigError, load_config, to_dict, to_dotlist, to_yaml
 from jobs.spark_session import JavaNotFoundError, spark_session
 from jobs.tracking import mlflow_run, tracking_uri
 from jobs.translation import InputError as TranslateInputError
-from jobs.translation import write_atomically
 from pipelines.manifest import ManifestError
-from pipelines.output import OutputExistsError
+from pipelines.atomic import OutputExistsError, write_atomically
 from pipelines.readers import InputError, resolve_inputs
 
 # Keys that say where and how a stage runs, not what it computes: left out of its fingerprint.

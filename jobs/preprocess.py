@@ -19,7 +19,7 @@ from jobs.config import ConfigError, load_config, to_dict, to_yaml
 from jobs.spark_session import JavaNotFoundError, spark_session
 from jobs.tracking import mlflow_run
 from pipelines.manifest import MANIFEST_NAME
-from pipelines.output import OutputExistsError
+from pipelines.atomic import OutputExistsError
 from pipelines.preprocess import preprocess
 from pipelines.readers import InputError
 

@@ -31,7 +31,7 @@ from jobs.ray_train import MetricsLog, broadcast, resolve_paths, worker_log
 from jobs.tracking import mlflow_run
 from jobs.translation import BUNDLE_FILE, Bundle, translate, translate_and_score
 from pipelines.manifest import ManifestError, load_manifest
-from pipelines.output import OutputExistsError, atomic_directory
+from pipelines.atomic import OutputExistsError, atomic_directory
 from pipelines.parallel_shards import Pairs, read_pairs
 from pipelines.vocab import EOS_ID, UNK_ID, Vocab
 from rnn_models.batching import pad, token_batches, worker_batches

@@ -30,7 +30,7 @@ from jobs.ray_train import MetricsLog, all_reduce_sum, resolve_paths, worker_log
 from jobs.tracking import mlflow_run
 from jobs.word2vec_report import evaluate, projection_plot
 from pipelines.manifest import ManifestError, load_manifest
-from pipelines.output import OutputExistsError, atomic_directory
+from pipelines.atomic import OutputExistsError, atomic_directory
 from pipelines.token_stream import read_token_share
 from pipelines.vocab import Vocab
 from rnn_models.nce import NEVER_NOISE, noise_distribution

@@ -17,7 +17,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from jobs.translation import Bundle, InputError, read_lines, translate, write_atomically
+from jobs.translation import Bundle, InputError, read_lines, translate
+from pipelines.atomic import write_atomically
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, int]:

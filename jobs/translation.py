@@ -6,8 +6,6 @@ all three normalize, decode and post-process alike.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,18 +40,6 @@ def read_lines(data: bytes, name: str) -> list[str]:
         except UnicodeDecodeError as err:
             raise InputError(f"{name}: line {number} is not valid UTF-8 ({err.reason} at byte {err.start})") from None
     return out
-
-
-def write_atomically(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            out.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 @dataclass

@@ -27,7 +27,7 @@ from omegaconf import OmegaConf
 from jobs.config import PROJECT_DIR, ConfigError, flatten, load_config, to_dict, to_dotlist, to_yaml
 from jobs.ray_cluster import connect
 from jobs.tracking import mlflow_run, tracking_uri
-from jobs.translation import write_atomically
+from pipelines.atomic import write_atomically
 
 TRAINERS = ("train_translator", "train_word2vec")
 # Config keys holding paths: made absolute on the driver, because trials run in other directories.

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
+
+from pipelines.atomic import write_atomically
 
 MANIFEST_NAME = "manifest.json"
 FORMAT_VERSION = 1
@@ -21,9 +22,7 @@ def write_manifest(directory: Path, manifest: dict[str, Any]) -> Path:
     if counts["read"] != counts["kept"] + sum(counts["dropped"].values()):
         raise ValueError(f"counts do not add up: {counts}")
     path = directory / MANIFEST_NAME
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(manifest, indent=2, ensure_ascii=False, sort_keys=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    write_atomically(path, json.dumps(manifest, indent=2, ensure_ascii=False, sort_keys=False) + "\n")
     return path
 
 

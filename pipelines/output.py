@@ -1,12 +1,10 @@
-"""Writing the preprocessing output: an atomically published directory of Parquet shards."""
+"""Writing the preprocessing output's Parquet shards (published atomically by ``pipelines.atomic``)."""
 
 from __future__ import annotations
 
 import os
-import shutil
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
 from pathlib import Path
 
 import pyarrow as pa
@@ -14,34 +12,6 @@ import pyarrow.parquet as pq
 from pyspark.sql import DataFrame
 
 from pipelines.readers import SPLITS
-
-
-class OutputExistsError(FileExistsError):
-    """The output directory exists and overwriting was not asked for."""
-
-
-@contextmanager
-def atomic_directory(target: Path, overwrite: bool = False) -> Iterator[Path]:
-    """Yield a temporary sibling of ``target``; on success rename it to ``target``, on failure
-    delete it. A reader never sees a half-written ``target``."""
-    target = target.resolve()
-    if target.exists() and not overwrite:
-        raise OutputExistsError(f"{target} exists; pass overwrite=true to replace it")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.parent / f".{target.name}.tmp-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
-    try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    old = None
-    if target.exists():
-        old = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:8]}"
-        os.rename(target, old)
-    os.rename(tmp, target)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def shard_name(split: str, shard: int) -> str:

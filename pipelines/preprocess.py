@@ -25,7 +25,8 @@ from pipelines import filters, readers
 from pipelines.encode import table_encoder
 from pipelines.manifest import FORMAT_VERSION, write_manifest
 from pipelines.normalize import NormalizeOptions, spark_normalize, spark_token_count
-from pipelines.output import atomic_directory, write_shards
+from pipelines.atomic import atomic_directory
+from pipelines.output import write_shards
 from pipelines.readers import SPLITS, read_inputs, resolve_inputs
 from pipelines.split import assign_split, example_hash, shard_of
 from pipelines.vocab import UNK_ID, Vocab, count_tokens, select_vocab, top_tokens

@@ -11,7 +11,7 @@ import pytest
 
 from jobs.config import load_config, to_dict
 from pipelines.manifest import ManifestError, load_manifest
-from pipelines.output import OutputExistsError
+from pipelines.atomic import OutputExistsError
 from pipelines.preprocess import preprocess
 from pipelines.readers import InputError
 from pipelines.vocab import SPECIALS, Vocab

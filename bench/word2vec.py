@@ -86,14 +86,16 @@ def gensim_child(prepared: Path, data_dir: Path, words: int) -> None:
     from pipelines.vocab import Vocab
 
     manifest = load_manifest(prepared, "monolingual")
-    vocab = np.array(Vocab.load(prepared / manifest["vocab"]["words"]["file"]).tokens, dtype=object)
+    vocab = Vocab.load(prepared / manifest["vocab"]["words"]["file"])
     share = read_token_share(prepared, manifest["splits"]["train"]["files"], 0, 1, words)
     bounds = np.flatnonzero(np.diff(share.sentences)) + 1
-    sentences = [s.tolist() for s in np.split(vocab[share.tokens], bounds)]
+    sentences = [s.tolist() for s in np.split(np.array(vocab.tokens, dtype=object)[share.tokens], bounds)]
     s = SETTINGS
     model = Word2Vec(vector_size=s["dim"], window=s["window"], negative=s["negatives"], sample=s["sample"],
                      min_count=s["min_count"], sg=1, workers=s["workers"], seed=0)
-    model.build_vocab(sentences)
+    # rnnmt's vocabulary and counts (of the whole corpus): the same words, subsampling and noise for both
+    model.build_vocab_from_freq({w: c for w, c in zip(vocab.tokens, vocab.counts) if c > 0},
+                                corpus_count=len(sentences))
     started = time.perf_counter()
     model.train(sentences, total_examples=len(sentences), epochs=1)
     seconds = time.perf_counter() - started

@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from pipelines.token_stream import read_token_share  # noqa: E402
 from pipelines.vocab import Vocab  # noqa: E402
 from rnn_models.nce import noise_distribution  # noqa: E402
-from rnn_models.skipgram import Word2Vec, keep_probabilities, linear_lr, training_windows  # noqa: E402
+from rnn_models.skipgram import Word2Vec, keep_probabilities, linear_lr, training_stream  # noqa: E402
 
 
 def measure(tokens, sentences, counts, batch_words: int, noise_block: int, seconds: float, device) -> dict:
@@ -35,22 +35,22 @@ def measure(tokens, sentences, counts, batch_words: int, noise_block: int, secon
     started = None
     while True:
         lo = (step * batch_words) % max(1, tokens.numel() - batch_words)
-        batch = training_windows(tokens[lo:lo + batch_words], sentences[lo:lo + batch_words], keep, 5, generator)
-        loss = model.sgd_step(batch, model.draw_noise(batch, generator), linear_lr(0.025, 0.1))
+        stream = training_stream(tokens[lo:lo + batch_words], sentences[lo:lo + batch_words], keep, 5, generator)
+        loss, terms = model.train_step(stream, model.draw_noise(stream, generator), linear_lr(0.025, 0.1))
         step += 1
         if step == 3:  # warm-up done
             sync()
             started, words = time.perf_counter(), 0
         elif started:
             words += batch_words
-            pairs += batch.pairs
+            pairs += terms
             if time.perf_counter() - started > seconds:
                 break
     sync()
     elapsed = time.perf_counter() - started
     return {"batch_words": batch_words, "noise_block": noise_block, "words_per_sec": round(words / elapsed),
             "steps": step, "pairs_per_word": round(pairs / max(words, 1), 2), "last_loss_per_pair":
-            round(loss / max(batch.pairs, 1), 3)}
+            round(loss / max(terms, 1), 3)}
 
 
 def main() -> None:

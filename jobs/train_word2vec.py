@@ -3,11 +3,13 @@
     python -m jobs.train_word2vec [CONFIG.yaml] data_dir=DIR output_dir=DIR [key=value ...]
 
 Each worker trains on its own contiguous share of the token stream with plain SGD and sparse
-in-place updates, and every ``train.sync_every`` steps the workers add up their updates with an
-all-reduce (gloo on CPU, NCCL on GPU). Doing that every step would be synchronous data-parallel
-SGD, at the price of all-reducing both embedding tables per step (see bench/README.md for what
-that costs). The driver then exports the vectors from the final checkpoint, evaluates them and
-logs everything to MLflow. Prints the resolved config, progress, and last one line of JSON.
+in-place updates: on CPU word2vec's pair-by-pair loop in C, run by ``cpus_per_worker`` threads
+that share the worker's tables (``train.loop``); on GPU one tensor step per batch. Every
+``train.sync_every`` steps the workers add up their updates with an all-reduce (gloo on CPU, NCCL
+on GPU). Doing that every step would be synchronous data-parallel SGD, at the price of
+all-reducing both embedding tables per step (see bench/README.md for what that costs). The driver
+then exports the vectors from the final checkpoint, evaluates them and logs everything to MLflow.
+Prints the resolved config, progress, and last one line of JSON.
 """
 
 from __future__ import annotations
@@ -34,10 +36,12 @@ from pipelines.atomic import OutputExistsError, atomic_directory
 from pipelines.token_stream import read_token_share
 from pipelines.vocab import Vocab
 from rnn_models.nce import NEVER_NOISE, noise_distribution
-from rnn_models.skipgram import Word2Vec, keep_probabilities, linear_lr, training_windows
+from rnn_models import word2vec_native
+from rnn_models.skipgram import Word2Vec, keep_probabilities, linear_lr, training_stream
 from rnn_models.word_vectors import save_word2vec
 
 STATE_FILE = "state.pt"
+LOOPS = ("auto", "c", "tensor")
 
 
 def build_model(config: dict[str, Any], counts: Sequence[int]) -> Word2Vec:
@@ -45,6 +49,24 @@ def build_model(config: dict[str, Any], counts: Sequence[int]) -> Word2Vec:
     m = config["model"]
     probs = noise_distribution(counts, m["noise_power"], exclude_placeholders=not m["placeholder_noise"])
     return Word2Vec(len(counts), m["dim"], probs, m["negatives"], m["loss"], m["cbow"], m["noise_block"])
+
+
+def native_loop(choice: str, device: torch.device) -> bool:
+    """Whether to train with the C loop: ``c`` insists (CPU only), ``tensor`` never, ``auto`` on CPU
+    when the loop builds here (else the tensor step, with a warning)."""
+    if choice == "tensor":
+        return False
+    if device.type != "cpu":
+        if choice == "c":
+            raise ConfigError(f"train.loop=c runs on CPU only; use train.loop=auto or tensor on {device.type}")
+        return False
+    if choice == "c":
+        word2vec_native.library()  # raises NativeUnavailable with the reason
+        return True
+    if not word2vec_native.available():
+        worker_log("warning: the C loop could not be built here; training with the (slower) tensor step")
+        return False
+    return True
 
 
 class UpdateSync:
@@ -70,7 +92,12 @@ def train_func_per_worker(config: dict[str, Any]) -> None:
     rank, world = ray_train.world()
     device = get_device()
     t = config["train"]
-    torch.set_num_threads(max(1, int(t["cpus_per_worker"])))
+    threads = max(1, int(t["cpus_per_worker"]))
+    torch.set_num_threads(threads)
+    native = native_loop(t["loop"], device)
+    if rank == 0:
+        worker_log(f"training with {f'the C loop on {threads} threads' if native else 'the tensor step'} "
+                   f"per worker on {device}, {world} workers")
     vocab = Vocab.load(Path(config["vocab_file"]))
     counts, tokens_of_vocab = vocab.counts, vocab.tokens
     share = read_token_share(Path(config["data_dir"]), config["train_files"], rank, world, t["max_words"])
@@ -95,7 +122,7 @@ def train_func_per_worker(config: dict[str, Any]) -> None:
     generator = torch.Generator(device=device)
     window, batch_words, sync_every = t["window"], t["batch_words"], t["sync_every"]
     checkpoint_every = t["checkpoint_every"] or steps
-    stats = torch.zeros(3, dtype=torch.float64, device=device)  # loss, pairs, words since the last report
+    stats = torch.zeros(3, dtype=torch.float64, device=device)  # loss, terms, words since the last report
     words_done, loop_seconds = 0.0, 0.0  # by all workers, in this attempt (a resumed run starts over)
     last_report = time.perf_counter()
     for epoch in range(start_epoch, t["epochs"]):
@@ -106,10 +133,9 @@ def train_func_per_worker(config: dict[str, Any]) -> None:
             chunk, chunk_sentences = tokens[lo:lo + batch_words], sentences[lo:lo + batch_words]
             lr = linear_lr(t["lr"], done / total_steps, t["min_lr"] / t["lr"])
             if chunk.numel():
-                batch = training_windows(chunk.long(), chunk_sentences, keep, window, generator)
-                stats[0] += model.sgd_step(batch, model.draw_noise(batch, generator), lr)
-                stats[1] += batch.pairs
-                stats[2] += chunk.numel()
+                stream = training_stream(chunk.long(), chunk_sentences, keep, window, generator)
+                loss, terms = model.train_step(stream, model.draw_noise(stream, generator), lr, native, threads)
+                stats += torch.tensor([loss, terms, chunk.numel()], dtype=torch.float64, device=device)
             last = step + 1 == steps
             save = (step + 1) % checkpoint_every == 0 or last
             if (step + 1) % sync_every == 0 or save:
@@ -160,6 +186,8 @@ def _report(metrics: dict[str, float], model: Word2Vec, resume: tuple[int, int] 
 def _resolve(config: dict[str, Any]) -> dict[str, Any]:
     """Absolute paths (workers run elsewhere) and the training inputs from the manifest."""
     resolve_paths(config)
+    if config["train"]["loop"] not in LOOPS:
+        raise ConfigError(f"train.loop must be one of {', '.join(LOOPS)}, got {config['train']['loop']!r}")
     manifest = load_manifest(Path(config["data_dir"]), "monolingual")
     config["vocab_file"] = str(Path(config["data_dir"]) / manifest["vocab"]["words"]["file"])
     config["train_files"] = manifest["splits"]["train"]["files"]
@@ -223,7 +251,7 @@ def _flat_scores(scores: dict[str, Any]) -> dict[str, float]:
 def main() -> None:
     try:
         run()
-    except (ConfigError, ManifestError, OutputExistsError) as err:
+    except (ConfigError, ManifestError, OutputExistsError, word2vec_native.NativeUnavailable) as err:
         sys.exit(f"error: {err}")
 
 

@@ -1,11 +1,16 @@
-"""word2vec skip-gram (and CBOW) with NCE or negative sampling, on batches built with tensor ops.
+"""word2vec skip-gram (and CBOW) with NCE or negative sampling.
 
 Pairs come in windows: every kept word is a centre, and the words of its dynamic window are its
 inputs. As in word2vec.c, each window word's input vector predicts the centre's output vector
 (the skip-gram pairs are symmetric, so this is the same set of pairs as the centre predicting
 each window word). Noise words are drawn once per block of ``noise_block`` centres and shared
 by all pairs of the block (Ji et al. 2016, "Parallelizing Word2Vec in Shared and Distributed
-Memory"): each pair still sees ``k`` noise words, and the scores become small matrix products.
+Memory"): each pair still sees ``k`` noise words.
+
+Two ways to train on a stream, the same pairs, noise and objective: :meth:`Word2Vec.sgd_step`
+updates a whole batch at once with tensor ops (any device; the scores become small matrix
+products), and :meth:`Word2Vec.train_step` with ``native`` runs word2vec.c's pair-by-pair loop in
+C on the CPU (``word2vec_native``), several threads sharing the tables.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from rnn_models import word2vec_native
 from rnn_models.nce import NoiseSampler, corrected_logits, nce_logit_grads, nce_loss
 
 
@@ -40,6 +46,37 @@ def sentence_ids(lengths: torch.Tensor) -> torch.Tensor:
 
 
 @dataclass
+class Stream:
+    """A (subsampled) token stream: each token (N,), its sentence (N,) and the reach (N,) of its
+    window, drawn uniformly from 1..``window`` (word2vec's dynamic window). Windows never cross
+    sentences."""
+
+    tokens: torch.Tensor
+    sentence: torch.Tensor
+    reach: torch.Tensor
+    window: int
+
+    def __len__(self) -> int:
+        return self.tokens.numel()
+
+    @classmethod
+    def draw(cls, tokens: torch.Tensor, sentence: torch.Tensor, window: int,
+             generator: torch.Generator | None = None) -> "Stream":
+        reach = torch.randint(1, window + 1, tokens.shape, generator=generator, device=tokens.device)
+        return cls(tokens, sentence, reach, window)
+
+    def windows(self) -> Windows:
+        """Every token as a centre with the tokens at distance 1..reach on both sides."""
+        n, device, window = len(self), self.tokens.device, self.window
+        offsets = torch.cat([torch.arange(-window, 0, device=device), torch.arange(1, window + 1, device=device)])
+        positions = torch.arange(n, device=device).unsqueeze(1) + offsets
+        inside = (positions >= 0) & (positions < n) & (offsets.abs() <= self.reach.unsqueeze(1))
+        positions = positions.clamp_(0, max(n - 1, 0))
+        mask = inside & (self.sentence[positions] == self.sentence.unsqueeze(1))
+        return Windows(self.tokens, torch.where(mask, self.tokens[positions], 0), mask)
+
+
+@dataclass
 class Windows:
     """Centre words (C,) and their window words (C, 2 * window), ``mask`` marking real ones."""
 
@@ -57,21 +94,8 @@ class Windows:
 
 def windows(tokens: torch.Tensor, sentence: torch.Tensor, window: int,
             generator: torch.Generator | None = None) -> Windows:
-    """Windows of a flat token stream with word2vec's dynamic window.
-
-    ``tokens`` (N,) and ``sentence`` (N,) give each token and its sentence (windows never cross
-    sentences). Each centre draws its reach ``b`` uniformly from 1..``window`` and takes the
-    tokens at distance 1..b on both sides.
-    """
-    n = tokens.numel()
-    device = tokens.device
-    reach = torch.randint(1, window + 1, (n, 1), generator=generator, device=device)
-    offsets = torch.cat([torch.arange(-window, 0, device=device), torch.arange(1, window + 1, device=device)])
-    positions = torch.arange(n, device=device).unsqueeze(1) + offsets
-    inside = (positions >= 0) & (positions < n) & (offsets.abs() <= reach)
-    positions = positions.clamp_(0, max(n - 1, 0))
-    mask = inside & (sentence[positions] == sentence.unsqueeze(1))
-    return Windows(tokens, torch.where(mask, tokens[positions], 0), mask)
+    """Windows of a flat token stream with reaches drawn from ``generator`` (see :class:`Stream`)."""
+    return Stream.draw(tokens, sentence, window, generator).windows()
 
 
 class Word2Vec(nn.Module):
@@ -106,7 +130,7 @@ class Word2Vec(nn.Module):
         self.sampler = NoiseSampler(self.noise_probs)  # follow the module to its device
         return self
 
-    def draw_noise(self, batch: Windows, generator: torch.Generator | None = None) -> torch.Tensor:
+    def draw_noise(self, batch: Windows | Stream, generator: torch.Generator | None = None) -> torch.Tensor:
         """``(blocks, k)`` noise words, one row per block of ``noise_block`` centres."""
         blocks = -(-len(batch) // self.noise_block)
         return self.sampler((blocks, self.negatives), generator)
@@ -174,12 +198,25 @@ class Word2Vec(nn.Module):
         self.input.weight.index_add_(0, batch.contexts.flatten(), d_inputs.reshape(-1, d), alpha=-lr)
         return loss
 
+    def train_step(self, stream: Stream, noise: torch.Tensor, lr: float, native: bool = False,
+                   threads: int = 1) -> tuple[float, int]:
+        """One SGD pass over a stream's windows; returns the summed loss and the number of terms
+        (pairs; windows for CBOW). ``native`` runs word2vec's per-pair loop in C on ``threads``
+        threads (CPU, float32); otherwise :meth:`sgd_step` updates the whole stream at once."""
+        if native:
+            tables = (self.input.weight, self.output.weight, self.bias.weight, self.log_kq)
+            return word2vec_native.sgd(tables, stream.tokens, stream.sentence, stream.reach, noise,
+                                       self.noise_block, lr, self.nce, self.cbow, threads)
+        batch = stream.windows()
+        loss = self.sgd_step(batch, noise, lr)
+        return loss, int(batch.mask.any(1).sum()) if self.cbow else batch.pairs
 
-def training_windows(tokens: torch.Tensor, sentence: torch.Tensor, keep: torch.Tensor, window: int,
-                     generator: torch.Generator | None = None) -> Windows:
-    """Subsample a token stream, then cut it into windows (discarded words leave no gap)."""
+
+def training_stream(tokens: torch.Tensor, sentence: torch.Tensor, keep: torch.Tensor, window: int,
+                    generator: torch.Generator | None = None) -> Stream:
+    """Subsample a token stream and draw its windows' reaches (discarded words leave no gap)."""
     kept = subsample(tokens, keep, generator)
-    return windows(tokens[kept], sentence[kept], window, generator)
+    return Stream.draw(tokens[kept], sentence[kept], window, generator)
 
 
 def linear_lr(initial: float, progress: float, floor: float = 1e-4) -> float:

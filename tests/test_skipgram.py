@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from rnn_models.nce import noise_distribution
-from rnn_models.skipgram import (Word2Vec, keep_probabilities, linear_lr, sentence_ids, subsample, training_windows,
+from rnn_models.skipgram import (Word2Vec, keep_probabilities, linear_lr, sentence_ids, subsample, training_stream,
                                  windows)
 
 
@@ -45,7 +45,7 @@ def test_windows_match_brute_force_and_stay_in_sentences():
 
 def test_subsampled_words_leave_no_gap():
     tokens, keep = torch.tensor([6, 7, 8, 7, 9]), torch.tensor([1.0] * 7 + [0.0, 1.0, 1.0])
-    batch = training_windows(tokens, torch.zeros(5, dtype=torch.long), keep, window=1)
+    batch = training_stream(tokens, torch.zeros(5, dtype=torch.long), keep, window=1).windows()
     assert batch.centres.tolist() == [6, 8, 9]
     assert batch.contexts[batch.mask].tolist() == [8, 6, 9, 8]
 

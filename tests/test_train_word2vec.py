@@ -72,9 +72,11 @@ def test_two_workers_train_export_and_resume(tmp_path, data_dir, ray_local, caps
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "vectors")}
     assert {"vectors/vectors.txt", "vectors/vectors.bin", "vectors/projection.png"} <= artifacts
 
-    # the same run name resumes from the last checkpoint: one more epoch, not two
+    # the same run name resumes from the last checkpoint: one more epoch, not two (and the C loop's
+    # checkpoint goes on with the tensor step)
     capsys.readouterr()
-    again = job.run(_args(tmp_path, data_dir, out, uri, "run_name=w2v-test", "train.epochs=2", "overwrite=true"))
+    again = job.run(_args(tmp_path, data_dir, out, uri, "run_name=w2v-test", "train.epochs=2", "overwrite=true",
+                          "train.loop=tensor"))
     (_, rerun) = client.search_runs([client.get_experiment_by_name("test-word2vec").experiment_id],
                                     order_by=["attributes.start_time ASC"])
     epochs = {m.value for m in client.get_metric_history(rerun.info.run_id, "epoch")}
@@ -83,6 +85,17 @@ def test_two_workers_train_export_and_resume(tmp_path, data_dir, ray_local, caps
     assert not np.allclose(resumed.vectors, text.vectors)
 
 
-def test_missing_inputs_are_clear(tmp_path):
+def test_missing_inputs_and_bad_settings_are_clear(tmp_path):
     with pytest.raises(job.ManifestError, match="no manifest.json"):
         job.run([f"data_dir={tmp_path}", f"output_dir={tmp_path / 'o'}", "mlflow.enabled=false"])
+    with pytest.raises(job.ConfigError, match="train.loop must be one of auto, c, tensor"):
+        job.run([f"data_dir={tmp_path}", f"output_dir={tmp_path / 'o'}", "mlflow.enabled=false", "train.loop=cuda"])
+
+
+@pytest.mark.skipif(not job.word2vec_native.available(), reason="no C compiler to build the loop")
+def test_the_loop_choice():
+    cpu, gpu = job.torch.device("cpu"), job.torch.device("cuda")
+    assert job.native_loop("c", cpu) and job.native_loop("auto", cpu) and not job.native_loop("tensor", cpu)
+    assert not job.native_loop("auto", gpu)
+    with pytest.raises(job.ConfigError, match="CPU only"):
+        job.native_loop("c", gpu)

@@ -1,0 +1,114 @@
+"""word2vec's per-pair SGD loop in C (``word2vec_loop.c``), compiled on first use and called through
+ctypes on CPU tensors, from several threads at once (Hogwild).
+
+The library is built with the C compiler (``$CC``, else ``cc``) into ``$RNNMT_CACHE`` (default
+``~/.cache/rnnmt``), named by a hash of the source and flags, so every process and worker reuses
+one build. Compiling takes about a second.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import torch
+
+SOURCE = Path(__file__).with_name("word2vec_loop.c")
+FLAGS = ["-O3", "-fPIC", "-shared", "-fopenmp-simd", "-fno-math-errno", "-std=c11"]
+_lock = threading.Lock()
+_library: ctypes.CDLL | None = None
+_pools: dict[int, ThreadPoolExecutor] = {}
+
+
+class NativeUnavailable(RuntimeError):
+    """The C loop cannot be built here (no compiler, or it failed)."""
+
+
+def _build() -> Path:
+    compiler = os.environ.get("CC", "cc")
+    if shutil.which(compiler) is None:
+        raise NativeUnavailable(f"no C compiler {compiler!r} on PATH to build {SOURCE.name} "
+                                "(install gcc, set CC, or set train.kernel=tensor)")
+    source = SOURCE.read_bytes()
+    key = hashlib.sha256(source + " ".join([compiler, platform.machine(), *FLAGS]).encode()).hexdigest()[:16]
+    cache = Path(os.environ.get("RNNMT_CACHE", Path.home() / ".cache" / "rnnmt"))
+    target = cache / f"word2vec_loop-{key}.so"
+    if target.is_file():
+        return target
+    cache.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=cache, suffix=".so.tmp")
+    os.close(fd)
+    try:
+        done = subprocess.run([compiler, *FLAGS, str(SOURCE), "-o", tmp, "-lm"], capture_output=True, text=True)
+        if done.returncode != 0:
+            raise NativeUnavailable(f"{compiler} could not build {SOURCE.name}:\n{done.stderr[-2000:]}")
+        os.replace(tmp, target)  # atomic: processes building at once all end with one complete file
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    return target
+
+
+def library() -> ctypes.CDLL:
+    """The compiled loop (built on the first call in this process)."""
+    global _library
+    with _lock:
+        if _library is None:
+            lib = ctypes.CDLL(str(_build()))
+            p, i64 = ctypes.c_void_p, ctypes.c_int64
+            lib.word2vec_sgd.restype = ctypes.c_double
+            lib.word2vec_sgd.argtypes = [p, p, p, p, i64, p, p, p, i64, i64, i64, p, i64, i64,
+                                         ctypes.c_float, ctypes.c_int, ctypes.c_int, p, p]
+            _library = lib
+    return _library
+
+
+def available() -> bool:
+    """Whether the loop can be built and loaded here."""
+    try:
+        library()
+        return True
+    except (NativeUnavailable, OSError):
+        return False
+
+
+def sgd(tables: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], tokens: torch.Tensor,
+        sentence: torch.Tensor, reach: torch.Tensor, noise: torch.Tensor, noise_block: int, lr: float,
+        nce: bool, cbow: bool, threads: int = 1) -> tuple[float, int]:
+    """Run the loop over every centre of a token stream; returns the summed loss and the number of
+    terms. ``tables`` are the input and output embeddings, biases and ``log(k q)`` (float32,
+    contiguous, CPU); the stream is split into ``threads`` contiguous ranges run concurrently."""
+    lib = library()
+    weight_in, weight_out, bias, log_kq = tables
+    for t in tables:
+        if t.dtype != torch.float32 or t.device.type != "cpu" or not t.is_contiguous():
+            raise ValueError("the C loop needs contiguous float32 CPU tables")
+    tokens, sentence, reach, noise = (t.to(torch.int64).contiguous() for t in (tokens, sentence, reach, noise))
+    n, dim, negatives = tokens.numel(), weight_in.shape[1], noise.shape[1]
+    if noise.shape[0] * noise_block < n:
+        raise ValueError(f"{noise.shape[0]} noise rows for {n} centres in blocks of {noise_block}")
+
+    def run(lo: int, hi: int) -> tuple[float, int]:
+        work = torch.empty(2 * dim)
+        terms = ctypes.c_int64()
+        loss = lib.word2vec_sgd(weight_in.data_ptr(), weight_out.data_ptr(), bias.data_ptr(), log_kq.data_ptr(),
+                                dim, tokens.data_ptr(), sentence.data_ptr(), reach.data_ptr(), n, lo, hi,
+                                noise.data_ptr(), negatives, noise_block, lr, int(nce), int(cbow),
+                                work.data_ptr(), ctypes.byref(terms))
+        return loss, terms.value
+
+    threads = max(1, min(threads, n))
+    bounds = [n * k // threads for k in range(threads + 1)]
+    if threads == 1:
+        return run(0, n)
+    with _lock:
+        pool = _pools.setdefault(threads, ThreadPoolExecutor(threads, thread_name_prefix="word2vec"))
+    parts = list(pool.map(run, bounds[:-1], bounds[1:]))  # ctypes releases the GIL during each call
+    return sum(p[0] for p in parts), sum(p[1] for p in parts)

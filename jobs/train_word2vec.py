@@ -7,8 +7,9 @@ in-place updates: on CPU word2vec's pair-by-pair loop in C, run by ``cpus_per_wo
 that share the worker's tables (``train.loop``); on GPU one tensor step per batch. Every
 ``train.sync_every`` steps the workers add up their updates with an all-reduce (gloo on CPU, NCCL
 on GPU). Doing that every step would be synchronous data-parallel SGD, at the price of
-all-reducing both embedding tables per step (see bench/README.md for what that costs). The driver
-then exports the vectors from the final checkpoint, evaluates them and logs everything to MLflow.
+all-reducing both embedding tables per step (see bench/README.md for what that costs). Rank 0
+scores the vectors at every checkpoint; the driver exports the final checkpoint's vectors with
+those scores and logs everything to MLflow.
 Prints the resolved config, progress, and last one line of JSON.
 """
 
@@ -41,6 +42,7 @@ from rnn_models.skipgram import Word2Vec, keep_probabilities, linear_lr, trainin
 from rnn_models.word_vectors import save_word2vec
 
 STATE_FILE = "state.pt"
+EVAL_FILE = "eval.json"  # the checkpoint's scores, written by rank 0 with it
 LOOPS = ("auto", "c", "tensor")
 
 
@@ -110,10 +112,15 @@ def train_func_per_worker(config: dict[str, Any]) -> None:
     steps = max(1, math.ceil(share.total / world / t["batch_words"]))  # the same on every worker
     total_steps = steps * t["epochs"]
     start_epoch, start_step = 0, 0
+    settings = {**config["model"], "vocab_size": len(counts)}  # what a checkpoint must match to resume
     checkpoint = ray.train.get_checkpoint()
     if checkpoint:
         with checkpoint.as_directory() as directory:
             state = torch.load(Path(directory) / STATE_FILE, map_location=device, weights_only=True)
+        if state.get("settings", settings) != settings:
+            raise ConfigError(f"run {config['run_name']!r} has a checkpoint of another model ({state['settings']}; "
+                              f"this config: {settings}): use another run_name, resume=false to start over, "
+                              "or the same model settings")
         model.load_state_dict(state["model"])
         start_epoch, start_step = state["epoch"], state["step"]
 
@@ -150,10 +157,12 @@ def train_func_per_worker(config: dict[str, Any]) -> None:
                                "loss": totals[0] / max(totals[1], 1), "words_per_sec": totals[2] / elapsed,
                                "words": words_done, "train_loop_seconds": loop_seconds}
                     resume = (epoch + 1, 0) if last else (epoch, step + 1)
+                    scores = None
                     if save and rank == 0:  # every checkpoint carries its scores (what jobs.tune ranks by)
-                        words, vectors = exported(tokens_of_vocab, model.input.weight.detach().cpu())
-                        metrics.update(_flat_scores(evaluate(words, vectors, config["eval"])))
-                    _report(metrics, model, resume if save else None, rank, log_metrics, done + 1)
+                        scores = evaluate(*exported(tokens_of_vocab, model.input.weight.detach().cpu()),
+                                          config["eval"])
+                        metrics.update(_flat_scores(scores))
+                    _report(metrics, model, resume if save else None, rank, log_metrics, done + 1, scores, settings)
                     stats.zero_()
                     last_report = time.perf_counter()
 
@@ -165,9 +174,11 @@ def exported(tokens: Sequence[str], weight: torch.Tensor) -> tuple[list[str], to
 
 
 def _report(metrics: dict[str, float], model: Word2Vec, resume: tuple[int, int] | None, rank: int,
-            log_metrics: MetricsLog | None, global_step: int) -> None:
+            log_metrics: MetricsLog | None, global_step: int, scores: dict[str, Any] | None = None,
+            settings: dict[str, Any] | None = None) -> None:
     """Log progress to MLflow; with ``resume`` (the epoch and step to go on from), report to Ray
-    Train too, rank 0 with a checkpoint. Ray Train (and Tune) see checkpoints only."""
+    Train too, rank 0 with a checkpoint holding the model, its ``scores`` and the ``settings`` a
+    resumed run must match. Ray Train (and Tune) see checkpoints only."""
     import ray.train
 
     if log_metrics is not None:
@@ -176,8 +187,10 @@ def _report(metrics: dict[str, float], model: Word2Vec, resume: tuple[int, int] 
                    f"lr {metrics['lr']:.5f} {metrics['words_per_sec']:,.0f} words/s")
     if resume and rank == 0:
         with tempfile.TemporaryDirectory() as directory:
-            torch.save({"model": model.state_dict(), "epoch": resume[0], "step": resume[1]},
+            torch.save({"model": model.state_dict(), "epoch": resume[0], "step": resume[1], "settings": settings},
                        Path(directory) / STATE_FILE)
+            (Path(directory) / EVAL_FILE).write_text(json.dumps(scores, indent=2, ensure_ascii=False) + "\n",
+                                                     encoding="utf-8")
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory))
     elif resume:
         ray.train.report(metrics)
@@ -199,12 +212,13 @@ def _resolve(config: dict[str, Any]) -> dict[str, Any]:
     return config
 
 
-def fit(config: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Run the Ray Train job; returns the final model state and the last reported metrics."""
+def fit(config: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any], dict[str, Any]]:
+    """Run the Ray Train job; returns the final model state, its scores and the last reported metrics."""
     result = ray_train.fit(train_func_per_worker, config)
     with result.checkpoint.as_directory() as directory:
         state = torch.load(Path(directory) / STATE_FILE, map_location="cpu", weights_only=True)["model"]
-    return state, dict(result.metrics or {})
+        scores = json.loads((Path(directory) / EVAL_FILE).read_text(encoding="utf-8"))
+    return state, scores, dict(result.metrics or {})
 
 
 def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
@@ -220,11 +234,10 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
     with mlflow_run(config["mlflow"], config["run_name"], params=to_dict(cfg)) as mlflow:
         mlflow.log_text(to_yaml(cfg), "config.yaml")
         ray_train.start(config, mlflow)
-        state, last = fit(config)
+        state, scores, last = fit(config)
         train_seconds = time.perf_counter() - started
         words_per_sec = last.get("words", 0) / last["train_loop_seconds"] if last.get("train_loop_seconds") else None
         words, vectors = exported(vocab.tokens, state["input.weight"])
-        scores = evaluate(words, vectors, config["eval"])
         with atomic_directory(output_dir, overwrite=config["overwrite"]) as tmp:
             save_word2vec(tmp / "vectors.txt", words, vectors)
             save_word2vec(tmp / "vectors.bin", words, vectors, binary=True)

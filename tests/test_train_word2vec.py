@@ -83,6 +83,13 @@ def test_two_workers_train_export_and_resume(tmp_path, data_dir, ray_local, caps
     assert epochs == {1.0} and again["words"] == summary["words"]
     resumed = KeyedVectors.load_word2vec_format(str(out / "vectors.txt"))
     assert not np.allclose(resumed.vectors, text.vectors)
+    assert json.loads((out / "eval.json").read_text())["analogy"]["covered"] == 2
+
+    # a checkpoint of another model is refused, not half loaded
+    with pytest.raises(Exception, match="checkpoint of another model"):
+        job.run(_args(tmp_path, data_dir, tmp_path / "other", uri, "run_name=w2v-test", "train.epochs=3",
+                      "model.dim=8"))
+    assert not (tmp_path / "other").exists()
 
 
 def test_missing_inputs_and_bad_settings_are_clear(tmp_path):

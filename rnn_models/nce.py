@@ -35,16 +35,34 @@ def noise_distribution(counts: Sequence[int] | torch.Tensor, power: float = 0.75
 
 
 class NoiseSampler:
-    """Draws noise words from a distribution by inverting its cumulative sum (O(log V) per draw)."""
+    """Draws noise words from a distribution in O(1) per draw with Walker's alias method (Vose's
+    construction): pick a column uniformly, keep it with its acceptance probability, else take its
+    alias. Words of probability 0 are never drawn."""
 
     def __init__(self, probs: torch.Tensor):
-        self.cdf = torch.cumsum(probs.double(), 0).to(probs.device)
-        self.cdf /= self.cdf[-1].clone()
-        self.last = int(torch.nonzero(probs > 0).max())
+        p = probs.double().cpu()
+        p = (p / p.sum()).tolist()
+        n = len(p)
+        scaled = [x * n for x in p]
+        accept, alias = [0.0] * n, list(range(n))
+        small = [i for i, x in enumerate(scaled) if x < 1]
+        large = [i for i, x in enumerate(scaled) if x >= 1]
+        while small and large:
+            low, high = small.pop(), large.pop()
+            accept[low], alias[low] = scaled[low], high
+            scaled[high] += scaled[low] - 1
+            (small if scaled[high] < 1 else large).append(high)
+        likeliest = max(range(n), key=p.__getitem__)
+        for i in small + large:  # left over by rounding: full columns, unless impossible words
+            accept[i], alias[i] = (1.0, i) if p[i] > 0 else (0.0, likeliest)
+        self.accept = torch.tensor(accept, dtype=torch.float32, device=probs.device)
+        self.alias = torch.tensor(alias, dtype=torch.int64, device=probs.device)
 
     def __call__(self, shape: tuple[int, ...], generator: torch.Generator | None = None) -> torch.Tensor:
-        uniform = torch.rand(shape, generator=generator, device=self.cdf.device, dtype=torch.float64)
-        return torch.searchsorted(self.cdf, uniform, right=True).clamp_(max=self.last)
+        device = self.alias.device
+        column = torch.randint(len(self.alias), shape, generator=generator, device=device)
+        keep = torch.rand(shape, generator=generator, device=device) < self.accept[column]
+        return torch.where(keep, column, self.alias[column])
 
 
 def corrected_logits(logits: torch.Tensor, log_kq: torch.Tensor | None) -> torch.Tensor:

@@ -57,12 +57,17 @@ def worker_log(message: str) -> None:
 
 
 class MetricsLog:
-    """Logs metrics to the job's MLflow run from inside a worker (the driver owns the run)."""
+    """Logs metrics to the job's MLflow run from inside a worker (the driver owns the run).
+
+    A worker restarted from a checkpoint repeats the steps since that checkpoint: steps at or below
+    the last one an earlier attempt logged (read from the run once, by the first metric's name)
+    are not logged again, so each step appears once."""
 
     def __init__(self, tracking_uri: str, run_id: str):
         from mlflow import MlflowClient
 
         self.client, self.run_id = MlflowClient(tracking_uri), run_id
+        self.logged_through: int | None = None
 
     @classmethod
     def for_rank(cls, config: dict[str, Any], rank: int) -> "MetricsLog | None":
@@ -74,6 +79,11 @@ class MetricsLog:
     def __call__(self, metrics: dict[str, float], step: int) -> None:
         from mlflow.entities import Metric
 
+        if self.logged_through is None:
+            history = self.client.get_metric_history(self.run_id, next(iter(metrics)))
+            self.logged_through = max((m.step for m in history), default=-1)
+        if step <= self.logged_through:
+            return
         now = int(time.time() * 1000)
         self.client.log_batch(self.run_id, metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()])
 

@@ -79,7 +79,7 @@ def _cmdline(process: psutil.Process) -> list[str]:
 
 
 def test_killed_worker_restarts_from_its_checkpoint(tmp_path, data_dir):
-    job, client = _start(tmp_path, data_dir, "train.epochs=3", "train.max_failures=1")
+    job, client = _start(tmp_path, data_dir, "train.epochs=3", "train.max_failures=1", "train.report_seconds=0")
     try:
         _wait_for_epoch(job, client, 0)
         (worker,) = _train_workers(job)
@@ -94,6 +94,8 @@ def test_killed_worker_restarts_from_its_checkpoint(tmp_path, data_dir):
     assert run.info.status == "FINISHED"
     steps = [m.step for m in client.get_metric_history(run.info.run_id, "valid_bleu")]
     assert steps == [0, 1, 2]  # each epoch once: epoch 0 was not trained or logged again
+    progress = [m.step for m in client.get_metric_history(run.info.run_id, "train_loss")]
+    assert len(progress) > 3 and progress == sorted(set(progress))  # the steps redone after the restart: once
     assert (tmp_path / "out/best/translator.pt").is_file()
 
 

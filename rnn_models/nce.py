@@ -58,6 +58,12 @@ class NoiseSampler:
         self.accept = torch.tensor(accept, dtype=torch.float32, device=probs.device)
         self.alias = torch.tensor(alias, dtype=torch.int64, device=probs.device)
 
+    def to(self, device: torch.device) -> "NoiseSampler":
+        """The same sampler with its tables on ``device``."""
+        moved = object.__new__(NoiseSampler)
+        moved.accept, moved.alias = self.accept.to(device), self.alias.to(device)
+        return moved
+
     def __call__(self, shape: tuple[int, ...], generator: torch.Generator | None = None) -> torch.Tensor:
         device = self.alias.device
         column = torch.randint(len(self.alias), shape, generator=generator, device=device)

@@ -92,12 +92,6 @@ class Windows:
         return int(self.mask.sum())
 
 
-def windows(tokens: torch.Tensor, sentence: torch.Tensor, window: int,
-            generator: torch.Generator | None = None) -> Windows:
-    """Windows of a flat token stream with reaches drawn from ``generator`` (see :class:`Stream`)."""
-    return Stream.draw(tokens, sentence, window, generator).windows()
-
-
 class Word2Vec(nn.Module):
     """Input embeddings (the word vectors), output embeddings and output biases.
 
@@ -127,7 +121,7 @@ class Word2Vec(nn.Module):
 
     def _apply(self, fn, *args, **kwargs):
         super()._apply(fn, *args, **kwargs)
-        self.sampler = NoiseSampler(self.noise_probs)  # follow the module to its device
+        self.sampler = self.sampler.to(self.noise_probs.device)  # follow the module to its device
         return self
 
     def draw_noise(self, batch: Windows | Stream, generator: torch.Generator | None = None) -> torch.Tensor:

@@ -24,8 +24,10 @@ def test_noise_distribution_is_unigram_to_the_075():
 
 def test_draws_follow_the_distribution_and_skip_impossible_words():
     probs = noise_distribution([0, 0, 0, 0, 0, 0, 1000, 300, 10, 0, 40, 0])
-    draws = NoiseSampler(probs)((4000, 5), generator=torch.Generator().manual_seed(0))
+    sampler = NoiseSampler(probs)
+    draws = sampler((4000, 5), generator=torch.Generator().manual_seed(0))
     assert draws.shape == (4000, 5) and set(draws.unique().tolist()) <= {6, 7, 8, 10}
+    assert sampler.to(torch.device("cpu"))((4000, 5), generator=torch.Generator().manual_seed(0)).equal(draws)
     share = torch.bincount(draws.flatten(), minlength=12).float() / draws.numel()
     assert share.tolist() == pytest.approx(probs.tolist(), abs=0.01)
 

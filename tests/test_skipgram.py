@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from rnn_models.nce import noise_distribution
-from rnn_models.skipgram import (Word2Vec, keep_probabilities, linear_lr, sentence_ids, subsample, training_stream,
-                                 windows)
+from rnn_models.skipgram import (Stream, Word2Vec, keep_probabilities, linear_lr, sentence_ids, subsample,
+                                 training_stream)
 
 
 def test_keep_probabilities_follow_word2vec():
@@ -34,7 +34,7 @@ def test_windows_match_brute_force_and_stay_in_sentences():
     tokens = torch.arange(100, 100 + int(lengths.sum()))
     sentence = sentence_ids(lengths)
     window = 3
-    batch = windows(tokens, sentence, window, torch.Generator().manual_seed(3))
+    batch = Stream.draw(tokens, sentence, window, torch.Generator().manual_seed(3)).windows()
     reach = torch.randint(1, window + 1, (tokens.numel(), 1), generator=torch.Generator().manual_seed(3)).flatten()
     expected = {(int(tokens[i]), int(tokens[j])) for i in range(tokens.numel()) for j in range(tokens.numel())
                 if i != j and sentence[i] == sentence[j] and abs(i - j) <= reach[i]}
@@ -60,7 +60,7 @@ def _model(loss="nce", cbow=False, block=1, vocab=16, negatives=3):
 def _batch(seed=0, sentences=3, length=6, window=2, vocab=16):
     g = torch.Generator().manual_seed(seed)
     tokens = torch.randint(6, vocab, (sentences * length,), generator=g)
-    return windows(tokens, sentence_ids(torch.full((sentences,), length)), window, g)
+    return Stream.draw(tokens, sentence_ids(torch.full((sentences,), length)), window, g).windows()
 
 
 def _direct_loss(model, batch, noise):
@@ -124,7 +124,7 @@ def test_training_learns_co_occurrence(cbow):
     for _ in range(300):
         group = groups[int(torch.randint(2, (1,), generator=g))]
         tokens = group[torch.randint(5, (48,), generator=g)]
-        batch = windows(tokens, sentence_ids(torch.full((8,), 6)), 2, g)
+        batch = Stream.draw(tokens, sentence_ids(torch.full((8,), 6)), 2, g).windows()
         model.sgd_step(batch, model.draw_noise(batch, g), lr=0.05)
     vectors = torch.nn.functional.normalize(model.input.weight[6:], dim=1)
     similarity = vectors @ vectors.T

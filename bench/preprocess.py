@@ -36,8 +36,8 @@ PROJECT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT))
 
 from measure import PeakMemory  # noqa: E402
-from pipelines.normalize import NormalizeOptions, tokenize  # noqa: E402
-from pipelines.vocab import rank_tokens, select_vocab  # noqa: E402
+from pipelines.text.normalize import NormalizeOptions, tokenize  # noqa: E402
+from pipelines.contract.vocab import rank_tokens, select_vocab  # noqa: E402
 
 PRESETS = {"wikipedia": "conf/preprocess/wikipedia.yaml", "tatoeba": "conf/preprocess/tatoeba.yaml"}
 
@@ -79,7 +79,7 @@ def _lines(path: Path):
 
 def run_python(corpus: str, data_dir: Path, out: Path) -> dict:
     """The same pipeline in one Python process (reads the same preset's settings)."""
-    from jobs.config import load_config, to_dict
+    from jobs.common.config import load_config, to_dict
 
     cfg = to_dict(load_config("preprocess", [PRESETS[corpus], f"data_root={data_dir}"]))
     flt, norm = cfg["filter"], cfg["normalize"]

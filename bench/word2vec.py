@@ -84,10 +84,10 @@ def gensim_child(prepared: Path, data_dir: Path, words: int) -> None:
     import torch
     from gensim.models import Word2Vec
 
-    from jobs.word2vec_report import evaluate
-    from pipelines.manifest import load_manifest
-    from pipelines.token_stream import read_token_share
-    from pipelines.vocab import Vocab
+    from jobs.common.reports import evaluate
+    from pipelines.contract.manifest import load_manifest
+    from pipelines.contract.token_stream import read_token_share
+    from pipelines.contract.vocab import Vocab
 
     manifest = load_manifest(prepared, "monolingual")
     vocab = Vocab.load(prepared / manifest["vocab"]["words"]["file"])

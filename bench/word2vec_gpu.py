@@ -19,15 +19,15 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pipelines.token_stream import read_token_share  # noqa: E402
-from pipelines.vocab import Vocab  # noqa: E402
-from rnn_models.nce import noise_distribution  # noqa: E402
-from rnn_models.skipgram import Word2Vec, keep_probabilities, linear_lr, training_stream  # noqa: E402
+from pipelines.contract.token_stream import read_token_share  # noqa: E402
+from pipelines.contract.vocab import Vocab  # noqa: E402
+from rnn_models.skipgram import (Word2Vec, Word2VecSettings, keep_probabilities, linear_lr,  # noqa: E402
+                                 training_stream)
 
 
 def measure(tokens, sentences, counts, batch_words: int, noise_block: int, seconds: float, device) -> dict:
     torch.manual_seed(0)
-    model = Word2Vec(len(counts), 200, noise_distribution(counts), 5, "nce", False, noise_block).to(device)
+    model = Word2Vec(Word2VecSettings(len(counts), noise_block=noise_block), counts).to(device)
     keep = keep_probabilities(torch.tensor(counts), 1e-4).to(device)
     generator = torch.Generator(device=device).manual_seed(0)
     words, pairs, step, loss = 0, 0, 0, 0.0

@@ -3,22 +3,27 @@
     python -m jobs.evaluate checkpoint=PATH [CONFIG.yaml] [key=value ...]
 
 For each set and beam size: corpus BLEU and chrF (sacrebleu) of the detokenized translations
-against the raw references, with their signatures. Prints one line of JSON last.
+against the raw references, with their signatures. Decode settings are the checkpoint's (its
+training config's ``decode``) with the ``decode.*`` keys given here on top. Prints one line of JSON
+last.
 """
 
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from jobs.config import ConfigError, load_config, to_dict, to_yaml
-from jobs.tracking import mlflow_run
-from jobs.translation import Bundle, InputError, read_lines, translate_and_score
-from pipelines.manifest import ManifestError, load_manifest
-from pipelines.parallel_shards import read_pairs
+from jobs.common import cli
+from jobs.common.checkpoint import Bundle
+from jobs.common.config import ConfigError, load_config, to_dict, to_yaml
+from jobs.common.tracking import mlflow_run
+from jobs.common.translation import read_lines, translate_and_score
+from pipelines.contract.errors import InputError
+from pipelines.contract.manifest import load_manifest
+from pipelines.contract.parallel_shards import read_pairs
+from rnn_models.search import DecodeSettings
 
 
 def load_set(entry: dict[str, Any]) -> tuple[list[str], list[str]]:
@@ -32,6 +37,9 @@ def load_set(entry: dict[str, Any]) -> tuple[list[str], list[str]]:
         pairs = read_pairs(data_dir, manifest["splits"][split]["files"], text=True)
         return pairs.src_text, pairs.tgt_text
     if entry.get("src") and entry.get("ref"):
+        for key in ("src", "ref"):
+            if not Path(entry[key]).is_file():
+                raise InputError(f"test set {entry.get('name')!r}: {key} {entry[key]} does not exist")
         src = read_lines(Path(entry["src"]).read_bytes(), entry["src"])
         ref = read_lines(Path(entry["ref"]).read_bytes(), entry["ref"])
         if len(src) != len(ref):
@@ -44,15 +52,17 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
     cfg = load_config("evaluate", argv)
     config = to_dict(cfg)
     device = "cuda" if config["use_gpu"] else "cpu"
+    if not config["beams"] or any(not isinstance(b, int) or b < 1 for b in config["beams"]):
+        raise ConfigError(f"beams must be a list of beam sizes >= 1 (1 = greedy), got {config['beams']}")
     bundle = Bundle.load(config["checkpoint"], device)
-    d = config["decode"]
+    settings = DecodeSettings.from_dict(config["decode"], base=bundle.decode_settings())
     results: dict[str, Any] = {"checkpoint": str(config["checkpoint"])}
     with mlflow_run(config["mlflow"], config["run_name"], params=to_dict(cfg)) as mlflow:
         mlflow.log_text(to_yaml(cfg), "config.yaml")
         for entry in config["sets"]:
             sources, references = load_set(entry)
             for beam in config["beams"]:
-                scores, translations = translate_and_score(bundle, sources, references, d, beam, device)
+                scores, translations = translate_and_score(bundle, sources, references, settings, beam, device)
                 key = f"{entry['name']}_{'greedy' if beam == 1 else f'beam{beam}'}"
                 results[key] = {"bleu": scores["bleu"], "chrf": scores["chrf"], "sentences": len(sources),
                                 "bleu_signature": scores["bleu_signature"], "chrf_signature": scores["chrf_signature"]}
@@ -65,11 +75,8 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
     return results
 
 
-def main() -> None:
-    try:
-        run()
-    except (ConfigError, ManifestError, InputError, FileNotFoundError, ValueError) as err:
-        sys.exit(f"error: {err}")
+def main(argv: Sequence[str] | None = None) -> None:
+    cli.main(run, argv)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-import sys
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -25,13 +24,12 @@ from pathlib import Path
 from typing import Any
 
 from jobs import evaluate, preprocess, train_translator, train_word2vec
-from jobs.config import ConfigError, load_config, to_dict, to_dotlist, to_yaml
-from jobs.spark_session import JavaNotFoundError, spark_session
-from jobs.tracking import mlflow_run, tracking_uri
-from jobs.translation import InputError as TranslateInputError
-from pipelines.manifest import ManifestError
-from pipelines.atomic import OutputExistsError, write_atomically
-from pipelines.readers import InputError, resolve_inputs
+from jobs.common import cli
+from jobs.common.config import load_config, to_dict, to_dotlist, to_yaml
+from jobs.common.spark_session import spark_session
+from jobs.common.tracking import mlflow_run, tracking_uri
+from pipelines.contract.atomic import write_atomically
+from pipelines.spark.readers import resolve_inputs
 
 # Keys that say where and how a stage runs, not what it computes: left out of its fingerprint.
 _PLACEMENT = ("output_dir", "overwrite", "run_name", "storage_path", "resume", "mlflow", "spark", "ray")
@@ -216,11 +214,8 @@ def _markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
-    try:
-        run()
-    except (ConfigError, ManifestError, InputError, TranslateInputError, OutputExistsError, JavaNotFoundError) as err:
-        sys.exit(f"error: {err}")
+def main(argv: Sequence[str] | None = None) -> None:
+    cli.main(run, argv)
 
 
 if __name__ == "__main__":

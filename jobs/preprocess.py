@@ -9,19 +9,19 @@ Prints the resolved config, a summary, and last one line of JSON with the output
 from __future__ import annotations
 
 import json
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from jobs.config import ConfigError, load_config, to_dict, to_yaml
-from jobs.spark_session import JavaNotFoundError, spark_session
-from jobs.tracking import mlflow_run
-from pipelines.manifest import MANIFEST_NAME
-from pipelines.atomic import OutputExistsError
-from pipelines.preprocess import preprocess
-from pipelines.readers import InputError
+from jobs.common import cli
+from jobs.common.config import load_config, to_dict, to_yaml
+from jobs.common.spark_session import spark_session
+from jobs.common.tracking import mlflow_run
+from pipelines.contract.errors import OutputExistsError
+from pipelines.contract.manifest import MANIFEST_NAME
+from pipelines.spark.preprocess import check_settings, preprocess
+from pipelines.spark.readers import resolve_inputs
 
 
 def summary(manifest: dict[str, Any], output_dir: Path) -> dict[str, Any]:
@@ -41,6 +41,10 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
     print(to_yaml(cfg), flush=True)
     config = to_dict(cfg)
     output_dir = Path(config["output_dir"]).resolve()
+    check_settings(config)  # before MLflow and Spark start: a bad value costs no run
+    if output_dir.exists() and not config["overwrite"]:
+        raise OutputExistsError(f"{output_dir} exists; pass overwrite=true to replace it")
+    resolve_inputs(config["data"]["inputs"], config["data"]["kind"])
     started = time.perf_counter()
     with mlflow_run(config["mlflow"], config["run_name"], params=config) as mlflow:
         mlflow.log_text(to_yaml(cfg), "config.yaml")
@@ -62,11 +66,8 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
     return manifest
 
 
-def main() -> None:
-    try:
-        run()
-    except (ConfigError, InputError, OutputExistsError, JavaNotFoundError) as err:
-        sys.exit(f"error: {err}")
+def main(argv: Sequence[str] | None = None) -> None:
+    cli.main(run, argv)
 
 
 if __name__ == "__main__":

@@ -18,39 +18,40 @@ from __future__ import annotations
 import json
 import math
 import shutil
-import sys
 import tempfile
 import time
 from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from jobs import ray_train
-from jobs.config import ConfigError, load_config, to_dict, to_yaml
-from jobs.ray_train import MetricsLog, all_reduce_sum, resolve_paths, worker_log
-from jobs.tracking import mlflow_run
-from jobs.word2vec_report import evaluate, projection_plot
-from pipelines.manifest import ManifestError, load_manifest
-from pipelines.atomic import OutputExistsError, atomic_directory
-from pipelines.token_stream import read_token_share
-from pipelines.vocab import Vocab
-from rnn_models.nce import NEVER_NOISE, noise_distribution
+from jobs.common import cli, ray_train
+from jobs.common.config import ConfigError
+from jobs.common.ray_train import MetricsLog, all_reduce_sum, worker_log
+from jobs.common.reports import evaluate, projection_plot
+from pipelines.contract.atomic import atomic_directory
+from pipelines.contract.errors import CheckpointError, ManifestError
+from pipelines.contract.manifest import load_manifest
+from pipelines.contract.specials import SPECIALS, STRUCTURAL_IDS
+from pipelines.contract.token_stream import read_token_share
+from pipelines.contract.vocab import Vocab
 from rnn_models import word2vec_native
-from rnn_models.skipgram import Word2Vec, keep_probabilities, linear_lr, training_stream
+from rnn_models.skipgram import Word2Vec, Word2VecSettings, keep_probabilities, linear_lr, training_stream
 from rnn_models.word_vectors import save_word2vec
 
+# Config keys holding paths, made absolute on the driver (jobs.tune uses them too).
+PATH_KEYS = ("data_dir", "output_dir", "data_root", "eval.analogy", "eval.similarity")
+# A Ray Train checkpoint of this job: the model and where to go on from (state.pt), its scores (eval.json).
 STATE_FILE = "state.pt"
-EVAL_FILE = "eval.json"  # the checkpoint's scores, written by rank 0 with it
+EVAL_FILE = "eval.json"
 LOOPS = ("auto", "c", "tensor")
 
 
-def build_model(config: dict[str, Any], counts: Sequence[int]) -> Word2Vec:
-    """The model a config describes, for a vocabulary with these counts."""
-    m = config["model"]
-    probs = noise_distribution(counts, m["noise_power"], exclude_placeholders=not m["placeholder_noise"])
-    return Word2Vec(len(counts), m["dim"], probs, m["negatives"], m["loss"], m["cbow"], m["noise_block"])
+def settings_of(config: dict[str, Any], vocab_size: int) -> Word2VecSettings:
+    """The model settings a config describes, for a vocabulary of ``vocab_size`` entries."""
+    return Word2VecSettings.from_dict({**config["model"], "vocab_size": vocab_size})
 
 
 def native_loop(choice: str, device: torch.device) -> bool:
@@ -86,130 +87,168 @@ class UpdateSync:
             p.data.copy_(anchor.add_(update))
 
 
+@dataclass
+class Position:
+    """Where training goes on from: the epoch and the step within it (what a checkpoint stores)."""
+
+    epoch: int = 0
+    step: int = 0
+
+
+def restore(state: dict[str, Any], model: Word2Vec) -> Position:
+    """Load a checkpoint's model; refuses one of another model (settings or vocabulary)."""
+    saved = state.get("settings")
+    if saved is not None and saved != model.settings.to_dict():
+        raise CheckpointError(f"the checkpoint is of another model ({saved}; this config: "
+                              f"{model.settings.to_dict()}): use another run_name, resume=false to start over, "
+                              "or the same model settings")
+    model.load_state_dict(state["model"])
+    return Position(state["epoch"], state["step"])
+
+
+class Word2VecTraining:
+    """One worker's training: its share of the stream, the model, and the steps of an epoch."""
+
+    def __init__(self, config: dict[str, Any], rank: int, world: int, device: torch.device):
+        self.config, self.rank, self.world, self.device = config, rank, world, device
+        t = self.t = config["train"]
+        self.threads = max(1, int(t["cpus_per_worker"]))
+        torch.set_num_threads(self.threads)
+        self.native = native_loop(t["loop"], device)
+        if rank == 0:
+            worker_log(f"training with {f'the C loop on {self.threads} threads' if self.native else 'the tensor step'} "
+                       f"per worker on {device}, {world} workers")
+        vocab = Vocab.load(Path(config["vocab_file"]))
+        self.words = vocab.tokens
+        share = read_token_share(Path(config["data_dir"]), config["train_files"], rank, world, t["max_words"])
+        self.tokens = torch.from_numpy(share.tokens).to(device)
+        self.sentences = torch.from_numpy(share.sentences).to(device)
+        torch.manual_seed(config["seed"])  # the same initial parameters on every worker
+        self.model = Word2Vec(settings_of(config, len(vocab)), vocab.counts).to(device)
+        self.keep = keep_probabilities(torch.tensor(vocab.counts), t["sample"]).to(device)
+        self.steps = max(1, math.ceil(share.total / world / t["batch_words"]))  # the same on every worker
+        self.position = Position()
+        self.sync = UpdateSync(self.model)
+        self.log_metrics = MetricsLog.for_rank(config, rank)
+        self.generator = torch.Generator(device=device)
+        # loss, terms and words since the last report; words and seconds of this attempt (a resumed run starts over)
+        self.stats = torch.zeros(3, dtype=torch.float64, device=device)
+        self.words_done, self.loop_seconds = 0.0, 0.0
+        self.last_report = time.perf_counter()
+
+    def restore(self, checkpoint: Any) -> None:
+        """Go on from a Ray Train checkpoint (None: start afresh)."""
+        if checkpoint is None:
+            return
+        with checkpoint.as_directory() as directory:
+            state = torch.load(Path(directory) / STATE_FILE, map_location=self.device, weights_only=True)
+        try:
+            self.position = restore(state, self.model)
+        except CheckpointError as err:
+            raise CheckpointError(f"run {self.config['run_name']!r}: {err}") from None
+        self.sync = UpdateSync(self.model)  # the anchors follow the restored tables
+        if self.rank == 0:
+            worker_log(f"resumed from epoch {self.position.epoch}, step {self.position.step}")
+
+    def train_epoch(self, epoch: int) -> None:
+        """This worker's steps of one epoch: SGD on a chunk of the stream per step, the workers'
+        updates added up every ``sync_every`` steps, reports and checkpoints at sync points."""
+        t = self.t
+        total_steps = self.steps * t["epochs"]
+        checkpoint_every = t["checkpoint_every"] or self.steps
+        first = self.position.step if epoch == self.position.epoch else 0
+        for step in range(first, self.steps):
+            done = epoch * self.steps + step
+            self.generator.manual_seed(hash((self.config["seed"], epoch, self.rank, step)) & 0x7FFF_FFFF_FFFF)
+            lr = linear_lr(t["lr"], done / total_steps, t["min_lr"] / t["lr"])
+            self._sgd(step, lr)
+            last = step + 1 == self.steps
+            save = (step + 1) % checkpoint_every == 0 or last
+            if (step + 1) % t["sync_every"] == 0 or save:
+                self.sync()
+                if self._report_due(save):
+                    resume = Position(epoch + 1, 0) if last else Position(epoch, step + 1)
+                    self._report(epoch, (done + 1) / total_steps, lr, done + 1, resume if save else None)
+
+    def _sgd(self, step: int, lr: float) -> None:
+        """One step: subsample the step's chunk, draw windows and noise, update the tables."""
+        lo = step * self.t["batch_words"]
+        chunk = self.tokens[lo:lo + self.t["batch_words"]]
+        if not chunk.numel():
+            return
+        stream = training_stream(chunk.long(), self.sentences[lo:lo + self.t["batch_words"]], self.keep,
+                                 self.t["window"], self.generator)
+        noise = self.model.draw_noise(stream, self.generator)
+        loss, terms = self.model.train_step(stream, noise, lr, self.native, self.threads)
+        self.stats += torch.tensor([loss, terms, chunk.numel()], dtype=torch.float64, device=self.device)
+
+    def _report_due(self, save: bool) -> bool:
+        """Whether to report now: at every checkpoint, else when rank 0's clock says so (the same
+        answer on every worker)."""
+        due = time.perf_counter() - self.last_report >= self.t["report_seconds"] or save
+        return all_reduce_sum(torch.tensor([float(due)], dtype=torch.float64, device=self.device)).item() > 0
+
+    def _report(self, epoch: int, progress: float, lr: float, global_step: int, resume: Position | None) -> None:
+        """Progress to MLflow; with ``resume`` (a checkpoint is due) a report to Ray Train, rank 0's
+        with a checkpoint holding the model, its scores and the settings a resumed run must match."""
+        import ray.train
+
+        totals = all_reduce_sum(self.stats.clone()).tolist()
+        elapsed = time.perf_counter() - self.last_report
+        self.words_done, self.loop_seconds = self.words_done + totals[2], self.loop_seconds + elapsed
+        metrics: dict[str, Any] = {"epoch": epoch, "progress": progress, "lr": lr,
+                                   "loss": totals[0] / max(totals[1], 1), "words_per_sec": totals[2] / elapsed,
+                                   "words": self.words_done, "train_loop_seconds": self.loop_seconds}
+        scores = None
+        if resume and self.rank == 0:  # every checkpoint carries its scores (what jobs.tune ranks by)
+            scores = evaluate(*exported(self.words, self.model.input.weight.detach().cpu()), self.config["eval"])
+            metrics.update(flat_scores(scores))
+        if self.log_metrics is not None:
+            self.log_metrics(metrics, global_step)
+            worker_log(f"epoch {epoch} progress {progress:.1%} loss {metrics['loss']:.4f} "
+                       f"lr {lr:.5f} {metrics['words_per_sec']:,.0f} words/s")
+        if resume and self.rank == 0:
+            with tempfile.TemporaryDirectory() as directory:
+                torch.save({"model": self.model.state_dict(), **asdict(resume),
+                            "settings": self.model.settings.to_dict()}, Path(directory) / STATE_FILE)
+                (Path(directory) / EVAL_FILE).write_text(json.dumps(scores, indent=2, ensure_ascii=False) + "\n",
+                                                         encoding="utf-8")
+                ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory))
+        elif resume:
+            ray.train.report(metrics)
+        self.stats.zero_()
+        self.last_report = time.perf_counter()
+
+
 def train_func_per_worker(config: dict[str, Any]) -> None:
-    """Ray Train worker loop: train on this worker's share, sync, report, checkpoint."""
+    """Ray Train worker loop: restore, then train this worker's share epoch by epoch."""
     import ray.train
     from ray.train.torch import get_device
 
     rank, world = ray_train.world()
-    device = get_device()
-    t = config["train"]
-    threads = max(1, int(t["cpus_per_worker"]))
-    torch.set_num_threads(threads)
-    native = native_loop(t["loop"], device)
-    if rank == 0:
-        worker_log(f"training with {f'the C loop on {threads} threads' if native else 'the tensor step'} "
-                   f"per worker on {device}, {world} workers")
-    vocab = Vocab.load(Path(config["vocab_file"]))
-    counts, tokens_of_vocab = vocab.counts, vocab.tokens
-    share = read_token_share(Path(config["data_dir"]), config["train_files"], rank, world, t["max_words"])
-    tokens = torch.from_numpy(share.tokens).to(device)
-    sentences = torch.from_numpy(share.sentences).to(device)
-    torch.manual_seed(config["seed"])  # same initial parameters on every worker
-    model = build_model(config, counts).to(device)
-    keep = keep_probabilities(torch.tensor(counts), t["sample"]).to(device)
-
-    steps = max(1, math.ceil(share.total / world / t["batch_words"]))  # the same on every worker
-    total_steps = steps * t["epochs"]
-    start_epoch, start_step = 0, 0
-    settings = {**config["model"], "vocab_size": len(counts)}  # what a checkpoint must match to resume
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint:
-        with checkpoint.as_directory() as directory:
-            state = torch.load(Path(directory) / STATE_FILE, map_location=device, weights_only=True)
-        if state.get("settings", settings) != settings:
-            raise ConfigError(f"run {config['run_name']!r} has a checkpoint of another model ({state['settings']}; "
-                              f"this config: {settings}): use another run_name, resume=false to start over, "
-                              "or the same model settings")
-        model.load_state_dict(state["model"])
-        start_epoch, start_step = state["epoch"], state["step"]
-
-    sync = UpdateSync(model)
-    log_metrics = MetricsLog.for_rank(config, rank)
-    generator = torch.Generator(device=device)
-    window, batch_words, sync_every = t["window"], t["batch_words"], t["sync_every"]
-    checkpoint_every = t["checkpoint_every"] or steps
-    stats = torch.zeros(3, dtype=torch.float64, device=device)  # loss, terms, words since the last report
-    words_done, loop_seconds = 0.0, 0.0  # by all workers, in this attempt (a resumed run starts over)
-    last_report = time.perf_counter()
-    for epoch in range(start_epoch, t["epochs"]):
-        for step in range(start_step if epoch == start_epoch else 0, steps):
-            done = epoch * steps + step
-            generator.manual_seed(hash((config["seed"], epoch, rank, step)) & 0x7FFF_FFFF_FFFF)
-            lo = step * batch_words
-            chunk, chunk_sentences = tokens[lo:lo + batch_words], sentences[lo:lo + batch_words]
-            lr = linear_lr(t["lr"], done / total_steps, t["min_lr"] / t["lr"])
-            if chunk.numel():
-                stream = training_stream(chunk.long(), chunk_sentences, keep, window, generator)
-                loss, terms = model.train_step(stream, model.draw_noise(stream, generator), lr, native, threads)
-                stats += torch.tensor([loss, terms, chunk.numel()], dtype=torch.float64, device=device)
-            last = step + 1 == steps
-            save = (step + 1) % checkpoint_every == 0 or last
-            if (step + 1) % sync_every == 0 or save:
-                sync()
-                flag = torch.tensor([float(time.perf_counter() - last_report >= t["report_seconds"] or save)],
-                                    dtype=torch.float64, device=device)
-                if all_reduce_sum(flag).item() > 0:  # rank 0's clock decides, for every worker alike
-                    totals = all_reduce_sum(stats.clone()).tolist()
-                    elapsed = time.perf_counter() - last_report
-                    words_done, loop_seconds = words_done + totals[2], loop_seconds + elapsed
-                    metrics = {"epoch": epoch, "progress": (done + 1) / total_steps, "lr": lr,
-                               "loss": totals[0] / max(totals[1], 1), "words_per_sec": totals[2] / elapsed,
-                               "words": words_done, "train_loop_seconds": loop_seconds}
-                    resume = (epoch + 1, 0) if last else (epoch, step + 1)
-                    scores = None
-                    if save and rank == 0:  # every checkpoint carries its scores (what jobs.tune ranks by)
-                        scores = evaluate(*exported(tokens_of_vocab, model.input.weight.detach().cpu()),
-                                          config["eval"])
-                        metrics.update(_flat_scores(scores))
-                    _report(metrics, model, resume if save else None, rank, log_metrics, done + 1, scores, settings)
-                    stats.zero_()
-                    last_report = time.perf_counter()
+    training = Word2VecTraining(config, rank, world, get_device())
+    training.restore(ray.train.get_checkpoint())
+    for epoch in range(training.position.epoch, config["train"]["epochs"]):
+        training.train_epoch(epoch)
 
 
 def exported(tokens: Sequence[str], weight: torch.Tensor) -> tuple[list[str], torch.Tensor]:
-    """The words and vectors the job exports: every vocabulary entry but [PAD], <go> and <eos>."""
-    keep = [i for i in range(len(tokens)) if i not in NEVER_NOISE]
+    """The words and vectors the job exports: every vocabulary entry but the structural specials
+    ([PAD], <go>, <eos>)."""
+    keep = [i for i in range(len(tokens)) if i not in STRUCTURAL_IDS]
     return [tokens[i] for i in keep], weight[keep]
 
 
-def _report(metrics: dict[str, float], model: Word2Vec, resume: tuple[int, int] | None, rank: int,
-            log_metrics: MetricsLog | None, global_step: int, scores: dict[str, Any] | None = None,
-            settings: dict[str, Any] | None = None) -> None:
-    """Log progress to MLflow; with ``resume`` (the epoch and step to go on from), report to Ray
-    Train too, rank 0 with a checkpoint holding the model, its ``scores`` and the ``settings`` a
-    resumed run must match. Ray Train (and Tune) see checkpoints only."""
-    import ray.train
-
-    if log_metrics is not None:
-        log_metrics(metrics, global_step)
-        worker_log(f"epoch {metrics['epoch']} progress {metrics['progress']:.1%} loss {metrics['loss']:.4f} "
-                   f"lr {metrics['lr']:.5f} {metrics['words_per_sec']:,.0f} words/s")
-    if resume and rank == 0:
-        with tempfile.TemporaryDirectory() as directory:
-            torch.save({"model": model.state_dict(), "epoch": resume[0], "step": resume[1], "settings": settings},
-                       Path(directory) / STATE_FILE)
-            (Path(directory) / EVAL_FILE).write_text(json.dumps(scores, indent=2, ensure_ascii=False) + "\n",
-                                                     encoding="utf-8")
-            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory))
-    elif resume:
-        ray.train.report(metrics)
-
-
-def _resolve(config: dict[str, Any]) -> dict[str, Any]:
-    """Absolute paths (workers run elsewhere) and the training inputs from the manifest."""
-    resolve_paths(config)
+def prepare(config: dict[str, Any]) -> None:
+    """Check the config and add the training inputs from the manifest."""
     if config["train"]["loop"] not in LOOPS:
         raise ConfigError(f"train.loop must be one of {', '.join(LOOPS)}, got {config['train']['loop']!r}")
+    settings_of(config, len(SPECIALS))  # the settings, before any data is read
     manifest = load_manifest(Path(config["data_dir"]), "monolingual")
     config["vocab_file"] = str(Path(config["data_dir"]) / manifest["vocab"]["words"]["file"])
     config["train_files"] = manifest["splits"]["train"]["files"]
     if not config["train_files"]:
         raise ManifestError(f"{config['data_dir']} has no train shards")
-    for key in ("analogy", "similarity"):
-        if config["eval"][key]:
-            config["eval"][key] = str(Path(config["eval"][key]).resolve())
-    return config
 
 
 def fit(config: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any], dict[str, Any]]:
@@ -223,17 +262,10 @@ def fit(config: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]
 
 def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Run the job; returns the summary it prints last."""
-    cfg = load_config("train_word2vec", argv)
-    print(to_yaml(cfg), flush=True)
-    config = _resolve(to_dict(cfg))
-    output_dir = Path(config["output_dir"])
-    if output_dir.exists() and not config["overwrite"]:
-        raise OutputExistsError(f"{output_dir} exists; pass overwrite=true to replace it")
-    vocab = Vocab.load(Path(config["vocab_file"]))
-    started = time.perf_counter()
-    with mlflow_run(config["mlflow"], config["run_name"], params=to_dict(cfg)) as mlflow:
-        mlflow.log_text(to_yaml(cfg), "config.yaml")
-        ray_train.start(config, mlflow)
+    with ray_train.training_run("train_word2vec", argv, PATH_KEYS, prepare) as (_, config, mlflow):
+        output_dir = Path(config["output_dir"])
+        vocab = Vocab.load(Path(config["vocab_file"]))
+        started = time.perf_counter()
         state, scores, last = fit(config)
         train_seconds = time.perf_counter() - started
         words_per_sec = last.get("words", 0) / last["train_loop_seconds"] if last.get("train_loop_seconds") else None
@@ -244,7 +276,7 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
             shutil.copyfile(config["vocab_file"], tmp / "vocab.tsv")
             (tmp / "eval.json").write_text(json.dumps(scores, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
             projection_plot(words, vectors, config["eval"]["plot_words"], tmp / "projection.png")
-        mlflow.log_metrics({"train_seconds": train_seconds, **_flat_scores(scores),
+        mlflow.log_metrics({"train_seconds": train_seconds, **flat_scores(scores),
                             **({"train_words_per_sec": words_per_sec} if words_per_sec else {})})
         mlflow.log_artifacts(str(output_dir), "vectors")
         mlflow.set_tag("output_dir", str(output_dir))
@@ -256,16 +288,14 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
     return summary
 
 
-def _flat_scores(scores: dict[str, Any]) -> dict[str, float]:
+def flat_scores(scores: dict[str, Any]) -> dict[str, float]:
+    """``{"analogy": {"accuracy": x}}`` -> ``{"analogy.accuracy": x}``, numbers only, for MLflow."""
     return {f"{group}.{name}": value for group in ("analogy", "similarity") if group in scores
             for name, value in scores[group].items() if isinstance(value, (int, float)) and not math.isnan(value)}
 
 
-def main() -> None:
-    try:
-        run()
-    except (ConfigError, ManifestError, OutputExistsError, word2vec_native.NativeUnavailable) as err:
-        sys.exit(f"error: {err}")
+def main(argv: Sequence[str] | None = None) -> None:
+    cli.main(run, argv)
 
 
 if __name__ == "__main__":

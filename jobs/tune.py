@@ -17,22 +17,21 @@ import importlib
 import json
 import math
 import shutil
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from omegaconf import OmegaConf
 
-from jobs.config import PROJECT_DIR, ConfigError, flatten, load_config, to_dict, to_dotlist, to_yaml
-from jobs.ray_cluster import connect
-from jobs.tracking import mlflow_run, tracking_uri
-from pipelines.atomic import write_atomically
+from jobs.common import cli
+from jobs.common.config import PROJECT_DIR, ConfigError, flatten, load_config, to_dict, to_dotlist, to_yaml
+from jobs.common.ray_cluster import connect
+from jobs.common.tracking import mlflow_run, tracking_uri
+from pipelines.contract.atomic import write_atomically
 
 TRAINERS = ("train_translator", "train_word2vec")
-# Config keys holding paths: made absolute on the driver, because trials run in other directories.
-PATH_KEYS = ("data_dir", "data_root", "embeddings.src", "embeddings.tgt", "eval.analogy", "eval.similarity")
-SAMPLERS = ("choice", "uniform", "loguniform", "randint")
+SAMPLERS = ("choice", "grid", "uniform", "loguniform", "randint")
+SEARCHES = ("random", "optuna")
 TRIAL_CPU = 0.1  # the trial's own process: it starts the trainer and publishes its output
 
 
@@ -43,10 +42,15 @@ def search_space(space: dict[str, Any]) -> dict[str, Any]:
     out = {}
     for key, spec in space.items():
         if not isinstance(spec, dict) or len(spec) != 1 or next(iter(spec)) not in SAMPLERS:
-            raise ConfigError(f"space.{key} must be one of {{choice: [...]}}, {{uniform: [low, high]}}, "
+            raise ConfigError(f"space.{key} must be one of {{choice: [...]}}, {{grid: [...]}}, {{uniform: [low, high]}}, "
                               f"{{loguniform: [low, high]}}, {{randint: [low, high]}}; got {spec!r}")
         (kind, values), = spec.items()
-        out[key] = tune.choice(list(values)) if kind == "choice" else getattr(tune, kind)(*values)
+        if kind == "choice":
+            out[key] = tune.choice(list(values))
+        elif kind == "grid":  # every value, in order, num_samples times each
+            out[key] = tune.grid_search(list(values))
+        else:
+            out[key] = getattr(tune, kind)(*values)
     return out
 
 
@@ -63,8 +67,9 @@ def trainer_config(config: dict[str, Any]) -> dict[str, Any]:
     unknown = [k for k in config["space"] if k not in flatten(trainer)]
     if unknown:
         raise ConfigError(f"space has keys that {config['trainer']} does not know: {unknown}")
+    # paths made absolute here (the trainer's own PATH_KEYS), because trials run in other directories
     cfg = OmegaConf.create(trainer)
-    for key in PATH_KEYS:
+    for key in importlib.import_module(f"jobs.{config['trainer']}").PATH_KEYS:
         value = OmegaConf.select(cfg, key)
         if value:
             OmegaConf.update(cfg, key, str(Path(value).resolve()))
@@ -109,6 +114,10 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
     config = to_dict(cfg)
     trainer = trainer_config(config)
     space = search_space(config["space"])
+    if config["search"] not in SEARCHES:
+        raise ConfigError(f"search must be one of {', '.join(SEARCHES)}, got {config['search']!r}")
+    if config["search"] != "random" and any("grid" in spec for spec in config["space"].values()):
+        raise ConfigError("space: {grid: [...]} needs search=random (Optuna samples, it does not enumerate)")
     storage = Path(config["storage_path"] or PROJECT_DIR / "ray_results").resolve()
     experiment_dir = storage / config["name"]
     output_dir = Path(config["output_dir"]).resolve()
@@ -170,7 +179,7 @@ def _search_alg(config: dict[str, Any], trials: int) -> Any:
         except ImportError as err:
             raise ConfigError("search=optuna needs optuna: pip install 'rnnmt[tune]' (or optuna)") from err
         return OptunaSearch(seed=config["seed"])
-    raise ConfigError(f"search must be random or optuna, got {config['search']!r}")
+    raise ConfigError(f"search must be one of {', '.join(SEARCHES)}, got {config['search']!r}")
 
 
 def _end_trial_runs(mlflow: Any, parent_id: str, clean: set[str]) -> None:
@@ -218,11 +227,8 @@ def _publish(config: dict[str, Any], trainer: dict[str, Any], results: Any, outp
             "experiment_path": str(results.experiment_path)}
 
 
-def main() -> None:
-    try:
-        run()
-    except ConfigError as err:
-        sys.exit(f"error: {err}")
+def main(argv: Sequence[str] | None = None) -> None:
+    cli.main(run, argv)
 
 
 if __name__ == "__main__":

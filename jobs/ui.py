@@ -12,13 +12,18 @@ import shutil
 import sys
 from collections.abc import Sequence
 
-from jobs.config import ConfigError, load_config, to_dict
-from jobs.tracking import tracking_uri
+from jobs.common import cli
+from jobs.common.config import ConfigError, load_config, to_dict
+from jobs.common.tracking import tracking_uri
 
 
 def command(argv: Sequence[str] | None = None) -> list[str]:
     """The ``mlflow ui`` command line for the config in ``argv``."""
     config = to_dict(load_config("ui", argv))
+    if not isinstance(config["port"], int) or not 0 < config["port"] < 65536:
+        raise ConfigError(f"port must be a TCP port number (1-65535), got {config['port']!r}")
+    if not isinstance(config["workers"], int) or config["workers"] < 1:
+        raise ConfigError(f"workers must be at least 1, got {config['workers']!r}")
     mlflow = shutil.which("mlflow", path=os.path.dirname(sys.executable)) or "mlflow"
     cmd = [mlflow, "ui", "--backend-store-uri", tracking_uri(config["mlflow"]), "--host", config["host"],
            "--port", str(config["port"]), "--workers", str(config["workers"])]
@@ -27,14 +32,16 @@ def command(argv: Sequence[str] | None = None) -> list[str]:
     return cmd
 
 
-def main() -> None:
-    try:
-        cmd = command()
-    except ConfigError as err:
-        sys.exit(f"error: {err}")
+def serve(argv: Sequence[str] | None = None) -> None:
+    """Replace this process with ``mlflow ui``."""
+    cmd = command(argv)
     print(f"MLflow UI: http://{cmd[cmd.index('--host') + 1]}:{cmd[cmd.index('--port') + 1]}  ({' '.join(cmd)})",
           flush=True)
     os.execv(cmd[0], cmd)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    cli.main(serve, argv)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from pipelines.contract.errors import ConfigError
+
 KINDS = ("dot", "general", "bahdanau")
 
 
@@ -22,8 +24,8 @@ class Attention(nn.Module):
         if kind not in KINDS:
             raise ValueError(f"attention must be one of {KINDS} (or none), got {kind!r}")
         if kind == "dot" and query_size != memory_size:
-            raise ValueError(f"dot attention needs equal sizes, got query {query_size} and memory {memory_size}; "
-                             "use general or bahdanau")
+            raise ConfigError(f"model.attention=dot needs equal query and memory sizes, got {query_size} and "
+                              f"{memory_size} (a bidirectional encoder doubles the memory); use general or bahdanau")
         self.kind = kind
         if kind == "general":
             self.key_layer = nn.Linear(memory_size, query_size, bias=False)

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from rnn_models.translator import PAD_ID
+from pipelines.contract.specials import PAD_ID
 
 
 def token_batches(src_len: np.ndarray, tgt_len: np.ndarray, batch_tokens: int, seed: int, epoch: int,

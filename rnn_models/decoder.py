@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from pipelines.contract.errors import ConfigError
 from rnn_models.attention import Attention
 from rnn_models.encoder import Encoded
 from rnn_models.recurrent import State, recurrent_layers
@@ -75,8 +76,8 @@ class Decoder(nn.Module):
         self.output = nn.Linear(hidden_size, embedding.num_embeddings, bias=not tied)
         if tied:
             if embedding.embedding_dim != hidden_size:
-                raise ValueError(f"tied embeddings need embedding size == decoder hidden size "
-                                 f"({embedding.embedding_dim} != {hidden_size})")
+                raise ConfigError(f"model.tie_embeddings needs model.embedding_size == model.hidden_size "
+                              f"({embedding.embedding_dim} != {hidden_size})")
             self.output.weight = embedding.weight
 
     def prepare(self, encoded: Encoded) -> Memory:

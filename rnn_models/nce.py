@@ -16,17 +16,15 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-# Special tokens are never noise: [PAD], <go>, <eos> (ids 0, 4, 5); [UNK], [NUM], [URL] (1, 2, 3)
-# are noise unless excluded.
-NEVER_NOISE = (0, 4, 5)
-PLACEHOLDERS = (1, 2, 3)
+from pipelines.contract.specials import PLACEHOLDER_IDS, STRUCTURAL_IDS
 
 
 def noise_distribution(counts: Sequence[int] | torch.Tensor, power: float = 0.75,
                        exclude_placeholders: bool = False) -> torch.Tensor:
-    """Unigram counts raised to ``power`` and normalized; excluded ids get probability 0."""
+    """Unigram counts raised to ``power`` and normalized. The structural specials ([PAD], <go>,
+    <eos>) are never noise; the placeholders ([UNK], [NUM], [URL]) are unless excluded."""
     weights = torch.as_tensor(counts, dtype=torch.float64).clamp(min=0) ** power
-    excluded = list(NEVER_NOISE) + (list(PLACEHOLDERS) if exclude_placeholders else [])
+    excluded = list(STRUCTURAL_IDS) + (list(PLACEHOLDER_IDS) if exclude_placeholders else [])
     weights[[i for i in excluded if i < len(weights)]] = 0
     total = weights.sum()
     if total <= 0:

@@ -1,18 +1,71 @@
-"""Decoding: greedy and beam search, batched, feeding each produced word back in.
+"""Decoding: the settings that steer it, and greedy and beam search, batched, feeding each
+produced word back in.
 
-Both return, per sentence, the target ids (without ``<go>``/``<eos>``) and for every produced word
-the source position it attended to most (in the source's own order; -1 without attention), which
-the post-processing uses to copy unknown words.
+Both searches return, per sentence, the target ids (without ``<go>``/``<eos>``) and for every
+produced word the source position it attended to most (in the source's own order; -1 without
+attention), which the post-processing uses to copy unknown words.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
 import torch
 
+from pipelines.contract.errors import ConfigError
+from pipelines.contract.specials import EOS_ID, GO_ID
 from rnn_models.decoder import DecoderState, Memory
-from rnn_models.translator import EOS_ID, GO_ID, Translator
+from rnn_models.settings import Settings
+from rnn_models.translator import Translator
+
+UNK_POLICIES = ("keep", "copy")
+
+
+@dataclass(frozen=True)
+class DecodeSettings(Settings):
+    """How translations are decoded and post-processed: the one home of these defaults. Training
+    (validation, test scores), ``jobs.translate`` and ``jobs.evaluate`` all start from them; the
+    ``decode.*`` keys of a config and the command-line flags override them, and a translator's
+    checkpoint carries the settings it was trained with."""
+
+    beam: int = 5              # beam size (1 = greedy)
+    alpha: float = 0.6         # length penalty ((5 + len) / 6) ** alpha of beam search
+    max_ratio: float = 1.5     # output length limit: max_ratio x source length + max_extra
+    max_extra: int = 5
+    batch_size: int = 100      # sentences per decoding batch
+    unk: str = "copy"          # [UNK] in the output: keep it, or copy the source word attended to most
+    max_tokens: int = 200      # longer sources are cut to this many tokens (and counted)
+
+    def __post_init__(self) -> None:
+        for name, low in (("beam", 1), ("max_extra", 0), ("batch_size", 1), ("max_tokens", 1)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ConfigError(f"decode.{name} must be an integer >= {low}, got {value!r}")
+        if not self.alpha >= 0:
+            raise ConfigError(f"decode.alpha must be >= 0, got {self.alpha!r}")
+        if not self.max_ratio > 0:
+            raise ConfigError(f"decode.max_ratio must be > 0, got {self.max_ratio!r}")
+        if self.unk not in UNK_POLICIES:
+            raise ConfigError(f"decode.unk must be one of {', '.join(UNK_POLICIES)}; got {self.unk!r}")
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any] | None, base: "DecodeSettings | None" = None) -> "DecodeSettings":
+        """``base`` (default: the defaults above) with the non-null ``values`` on top."""
+        cls.check_keys(values or {})
+        return replace(base or cls(), **{k: v for k, v in (values or {}).items() if v is not None})
+
+    @property
+    def copy_unk(self) -> bool:
+        return self.unk == "copy"
+
+
+def decode(model: Translator, src: torch.Tensor, src_len: torch.Tensor, settings: DecodeSettings
+           ) -> list[Hypothesis]:
+    """Greedy search at beam 1, else beam search."""
+    if settings.beam > 1:
+        return beam_search(model, src, src_len, settings)
+    return greedy(model, src, src_len, settings)
 
 
 @dataclass
@@ -22,8 +75,8 @@ class Hypothesis:
     score: float
 
 
-def max_output_length(src_len: torch.Tensor, ratio: float, extra: int) -> int:
-    return int(src_len.max().item() * ratio) + extra
+def max_output_length(src_len: torch.Tensor, settings: DecodeSettings) -> int:
+    return int(src_len.max().item() * settings.max_ratio) + settings.max_extra
 
 
 def _source_positions(weights: torch.Tensor | None, src_len: torch.Tensor, reversed_source: bool) -> torch.Tensor:
@@ -35,16 +88,17 @@ def _source_positions(weights: torch.Tensor | None, src_len: torch.Tensor, rever
 
 
 @torch.no_grad()
-def greedy(model: Translator, src: torch.Tensor, src_len: torch.Tensor, max_ratio: float = 1.5,
-           max_extra: int = 5) -> list[Hypothesis]:
-    """The most likely word at every step, until ``<eos>`` or the length limit."""
+def greedy(model: Translator, src: torch.Tensor, src_len: torch.Tensor,
+           settings: DecodeSettings = DecodeSettings()) -> list[Hypothesis]:
+    """The most likely word at every step, until ``<eos>`` or the length limit (``settings``'
+    beam and alpha play no part)."""
     memory = model.encode(src, src_len)
     state = model.decoder.initial_state(memory.encoded)
     batch = src.size(0)
     prev = src.new_full((batch,), GO_ID)
     done = torch.zeros(batch, dtype=torch.bool, device=src.device)
     tokens, positions, scores = [], [], src.new_zeros(batch, dtype=torch.float)
-    limit = max_output_length(src_len, max_ratio, max_extra)
+    limit = max_output_length(src_len, settings)
     for step in range(limit):
         log_probs, state, weights = _next(model, prev, state, memory, last=step == limit - 1)
         best_score, prev = log_probs.max(-1)
@@ -81,11 +135,13 @@ def length_penalty(length: torch.Tensor, alpha: float) -> torch.Tensor:
 
 
 @torch.no_grad()
-def beam_search(model: Translator, src: torch.Tensor, src_len: torch.Tensor, beam: int = 5, alpha: float = 0.6,
-                max_ratio: float = 1.5, max_extra: int = 5) -> list[Hypothesis]:
-    """Keep the ``beam`` best partial translations per sentence; a sentence is done when ``beam``
-    of them have ended, and its ended ones are ranked by log-probability / length_penalty
-    (``<eos>`` counted in the length). Beam 1 gives what ``greedy`` gives."""
+def beam_search(model: Translator, src: torch.Tensor, src_len: torch.Tensor,
+                settings: DecodeSettings = DecodeSettings()) -> list[Hypothesis]:
+    """Keep the ``settings.beam`` best partial translations per sentence. Ended translations are
+    ranked by log-probability / length_penalty (``<eos>`` counted in the length), the best ``beam``
+    of them kept; a sentence is done when ``beam`` have ended and no live translation can still
+    beat the worst of them. Beam 1 gives what ``greedy`` gives."""
+    beam, alpha = settings.beam, settings.alpha
     batch, device = src.size(0), src.device
     rows = torch.arange(batch, device=device).repeat_interleave(beam)  # B*K rows, sentence-major
     memory = model.encode(src, src_len).select(rows)
@@ -98,8 +154,9 @@ def beam_search(model: Translator, src: torch.Tensor, src_len: torch.Tensor, bea
     scores[:, 0] = 0.0
     history = torch.empty(batch * beam, 0, dtype=torch.long, device=device)
     aligned = torch.empty(batch * beam, 0, dtype=torch.long, device=device)
-    finished: list[list[Hypothesis]] = [[] for _ in range(batch)]
-    limit = max_output_length(src_len, max_ratio, max_extra)
+    finished: list[list[Hypothesis]] = [[] for _ in range(batch)]  # the best `beam` ended ones per sentence
+    done = [False] * batch
+    limit = max_output_length(src_len, settings)
     for step in range(limit):
         log_probs, state, weights = _next(model, prev, state, memory, last=step == limit - 1)
         vocab = log_probs.size(-1)
@@ -112,17 +169,27 @@ def beam_search(model: Translator, src: torch.Tensor, src_len: torch.Tensor, bea
         new_scores = torch.full_like(scores, float("-inf"))
         ended_length = torch.tensor(step + 1)
         for b, (b_scores, b_origin, b_word) in enumerate(zip(top_scores.tolist(), origin.tolist(), word.tolist())):
+            if done[b]:
+                continue
             slot = 0
-            for score, o, w in zip(b_scores, b_origin, b_word):
-                if score == float("-inf") or slot == beam or len(finished[b]) >= beam:
+            for rank, (score, o, w) in enumerate(zip(b_scores, b_origin, b_word)):
+                if score == float("-inf") or slot == beam:
                     break
                 if w == EOS_ID:
-                    finished[b].append(Hypothesis(history[o].tolist(), aligned[o].tolist(),
-                                                  score / float(length_penalty(ended_length, alpha))))
+                    # only an ending among the best `beam` candidates ends a hypothesis (as in
+                    # fairseq and Hugging Face's beam search)
+                    if rank < beam:
+                        _keep_best(finished[b], Hypothesis(history[o].tolist(), aligned[o].tolist(),
+                                                           score / float(length_penalty(ended_length, alpha))), beam)
                 else:
                     keep_origin[b, slot], keep_word[b, slot], new_scores[b, slot] = o, w, score
                     slot += 1
-            if len(finished[b]) >= beam:
+            # done when `beam` translations have ended and no live one can still beat the worst of
+            # them: a live score only falls, and the length penalty divides it at most by lp(limit)
+            best_live = float(new_scores[b, 0])
+            reachable = best_live / float(length_penalty(torch.tensor(limit), alpha)) if alpha > 0 else best_live
+            if len(finished[b]) >= beam and min(h.score for h in finished[b]) >= reachable:
+                done[b] = True
                 new_scores[b] = float("-inf")
         if torch.isinf(new_scores).all():
             break
@@ -134,3 +201,10 @@ def beam_search(model: Translator, src: torch.Tensor, src_len: torch.Tensor, bea
         prev = keep_word.view(-1)
         scores = new_scores
     return [max(hyps, key=lambda h: h.score) if hyps else Hypothesis([], [], float("-inf")) for hyps in finished]
+
+
+def _keep_best(hypotheses: list[Hypothesis], new: Hypothesis, size: int) -> None:
+    """Add ``new`` to at most ``size`` hypotheses, dropping the worst when full."""
+    hypotheses.append(new)
+    if len(hypotheses) > size:
+        hypotheses.remove(min(hypotheses, key=lambda h: h.score))

@@ -15,13 +15,43 @@ C on the CPU (``word2vec_native``), several threads sharing the tables.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from pipelines.contract.errors import ConfigError
 from rnn_models import word2vec_native
-from rnn_models.nce import NoiseSampler, corrected_logits, nce_logit_grads, nce_loss
+from rnn_models.nce import NoiseSampler, corrected_logits, nce_logit_grads, nce_loss, noise_distribution
+from rnn_models.settings import Settings
+
+LOSSES = ("nce", "negative")
+
+
+@dataclass(frozen=True)
+class Word2VecSettings(Settings):
+    """The shape and objective of a word2vec model (what a checkpoint must match to resume); the
+    fields besides ``vocab_size`` are the ``model.*`` keys of the job's config."""
+
+    vocab_size: int
+    dim: int = 200                  # embedding size
+    cbow: bool = False              # CBOW (the window's mean predicts the centre) instead of skip-gram
+    loss: str = "nce"               # nce (with the log(k q(w)) correction) or negative (negative sampling)
+    negatives: int = 5              # noise words k per pair
+    noise_block: int = 1            # consecutive centres sharing one draw of noise words
+    noise_power: float = 0.75       # noise distribution: unigram counts to this power
+    placeholder_noise: bool = True  # [UNK], [NUM], [URL] may be drawn as noise
+
+    def __post_init__(self) -> None:
+        if self.loss not in LOSSES:
+            raise ConfigError(f"model.loss must be one of {', '.join(LOSSES)}; got {self.loss!r}")
+        for name in ("vocab_size", "dim", "negatives", "noise_block"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"model.{name} must be at least 1, got {getattr(self, name)}")
+        if self.noise_power < 0:
+            raise ConfigError(f"model.noise_power must be >= 0, got {self.noise_power}")
+
 
 
 def keep_probabilities(counts: torch.Tensor, sample: float) -> torch.Tensor:
@@ -101,11 +131,13 @@ class Word2Vec(nn.Module):
     ``cbow`` averages a window's input vectors into one input that predicts the centre.
     """
 
-    def __init__(self, vocab_size: int, dim: int, noise_probs: torch.Tensor, negatives: int = 5,
-                 loss: str = "nce", cbow: bool = False, noise_block: int = 1):
+    def __init__(self, settings: Word2VecSettings, counts: Sequence[int] | torch.Tensor):
         super().__init__()
-        if loss not in ("nce", "negative"):
-            raise ValueError(f"loss must be 'nce' or 'negative', got {loss!r}")
+        s = self.settings = settings
+        if len(counts) != s.vocab_size:
+            raise ValueError(f"{len(counts)} counts for a vocabulary of {s.vocab_size}")
+        vocab_size, dim, negatives, loss = s.vocab_size, s.dim, s.negatives, s.loss
+        noise_probs = noise_distribution(counts, s.noise_power, exclude_placeholders=not s.placeholder_noise)
         self.input = nn.Embedding(vocab_size, dim)
         self.output = nn.Embedding(vocab_size, dim)
         self.bias = nn.Embedding(vocab_size, 1)
@@ -117,7 +149,7 @@ class Word2Vec(nn.Module):
             self.bias.weight.copy_(self.log_kq.unsqueeze(1) if loss == "nce" else 0)
         self.bias.weight.requires_grad_(loss == "nce")
         self.sampler = NoiseSampler(noise_probs)
-        self.negatives, self.nce, self.cbow, self.noise_block = negatives, loss == "nce", cbow, noise_block
+        self.negatives, self.nce, self.cbow, self.noise_block = negatives, loss == "nce", s.cbow, s.noise_block
 
     def _apply(self, fn, *args, **kwargs):
         super()._apply(fn, *args, **kwargs)

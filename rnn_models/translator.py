@@ -3,24 +3,26 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from pipelines.contract.errors import ConfigError
+from pipelines.contract.specials import EOS_ID, GO_ID, PAD_ID
 from rnn_models.attention import KINDS
 from rnn_models.decoder import INITS, Decoder, Memory
 from rnn_models.encoder import Encoder
 from rnn_models.recurrent import CELLS
-
-PAD_ID, GO_ID, EOS_ID = 0, 4, 5  # the ids of pipelines.vocab's special tokens (the data contract)
+from rnn_models.settings import Settings
 
 
 @dataclass(frozen=True)
-class TranslatorSettings:
-    """The shape of a translator (what a checkpoint needs to rebuild it)."""
+class TranslatorSettings(Settings):
+    """The shape of a translator (what a checkpoint needs to rebuild it); the fields are the
+    ``model.*`` keys of the job's config."""
 
     src_vocab: int
     tgt_vocab: int
@@ -40,21 +42,21 @@ class TranslatorSettings:
         for name, value, allowed in (("attention", self.attention, KINDS + (None,)), ("cell", self.cell, tuple(CELLS)),
                                      ("decoder_init", self.decoder_init, INITS)):
             if value not in allowed:
-                raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+                shown = ", ".join("none" if a is None else str(a) for a in allowed)
+                raise ConfigError(f"model.{name} must be one of {shown}; got {value!r}")
+        for name in ("src_vocab", "tgt_vocab", "embedding_size", "hidden_size", "layers"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"model.{name} must be at least 1, got {getattr(self, name)}")
+        if not 0 <= self.dropout < 1:
+            raise ConfigError(f"model.dropout must be in [0, 1), got {self.dropout}")
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "TranslatorSettings":
-        names = {f.name for f in fields(cls)}
-        unknown = set(values) - names
-        if unknown:
-            raise ValueError(f"unknown model settings: {sorted(unknown)}")
+        """From a config's ``model`` keys (``attention: none`` is no attention) or a checkpoint."""
         values = dict(values)
         if values.get("attention") in ("none", "", False):
             values["attention"] = None
-        return cls(**values)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return super().from_dict(values)
 
 
 class Translator(nn.Module):

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import torch
 
+from pipelines.contract.errors import UserError
+
 SOURCE = Path(__file__).with_name("word2vec_loop.c")
 FLAGS = ["-O3", "-fPIC", "-shared", "-fopenmp-simd", "-fno-math-errno", "-std=c11"]
 _lock = threading.Lock()
@@ -28,7 +30,7 @@ _library: ctypes.CDLL | None = None
 _pools: dict[int, ThreadPoolExecutor] = {}
 
 
-class NativeUnavailable(RuntimeError):
+class NativeUnavailable(UserError, RuntimeError):
     """The C loop cannot be built here (no compiler, or it failed)."""
 
 
@@ -36,7 +38,7 @@ def _build() -> Path:
     compiler = os.environ.get("CC", "cc")
     if shutil.which(compiler) is None:
         raise NativeUnavailable(f"no C compiler {compiler!r} on PATH to build {SOURCE.name} "
-                                "(install gcc, set CC, or set train.kernel=tensor)")
+                                "(install gcc, set CC, or set train.loop=tensor)")
     source = SOURCE.read_bytes()
     key = hashlib.sha256(source + " ".join([compiler, platform.machine(), *FLAGS]).encode()).hexdigest()[:16]
     cache = Path(os.environ.get("RNNMT_CACHE", Path.home() / ".cache" / "rnnmt"))

@@ -6,7 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from jobs.config import CONF_DIR, ConfigError, flatten, load_config, to_dict
+from conftest import DATA, PROJECT
+from jobs import pipeline, train_translator, tune
+from jobs.common.config import CONF_DIR, ConfigError, flatten, load_config, to_dict
+from pipelines.spark.preprocess import check_settings
 
 
 def test_defaults_and_overrides():
@@ -40,6 +43,41 @@ def test_presets_load_and_resolve(preset: Path):
         assert "${" not in str(entry)
         if "multi30k" in preset.stem or preset.stem in ("tatoeba", "wikipedia"):
             assert str(entry).count("/corpora/") >= 1
+
+
+PRESETS = sorted(p for p in CONF_DIR.glob("*/*.yaml"))
+
+
+@pytest.mark.parametrize("preset", PRESETS, ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_every_preset_of_every_job_loads(preset: Path):
+    """conf/<job>/*.yaml are presets of jobs.<job>: each loads over the job's defaults, with nothing
+    unresolved, and what the job checks before it starts passes."""
+    job = preset.parent.name
+    assert (CONF_DIR / f"{job}.yaml").is_file(), f"{preset} is not under a job's name"
+    has_root = "data_root" in to_dict(load_config(job, []))
+    cfg = to_dict(load_config(job, [str(preset)] + (["data_root=/corpora"] if has_root else [])))
+    assert "${" not in str(cfg)
+    if job == "preprocess":
+        check_settings(cfg)
+    elif job == "train_translator":
+        train_translator.settings_of(cfg)
+        train_translator.decode_settings(cfg)
+    elif job == "tune":
+        trainer = tune.trainer_config(cfg)  # the trainer's preset and the searched keys exist
+        assert set(cfg["space"]) <= set(flatten(trainer))
+    assert len(PRESETS) >= 7
+
+
+@pytest.mark.parametrize("preset", [None, DATA / "pipeline-toy.yaml"], ids=["defaults", "toy"])
+def test_every_stage_of_the_pipeline_loads(preset, monkeypatch):
+    """The pipeline's stages, wired as it runs them: each stage's arguments load as its job's config."""
+    monkeypatch.chdir(PROJECT)
+    config = to_dict(load_config("pipeline", [str(preset)] if preset else []))
+    stages = pipeline.plan(config)
+    assert [s.name for s in stages] == ["corpus", "text", "word2vec", "translator", "evaluate"]
+    for stage in stages:
+        cfg = to_dict(load_config(stage.job, stage.argv))
+        assert "${" not in str(cfg) and cfg["run_name"] == f"pipeline-{stage.name}"
 
 
 def test_flatten():

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from pipelines.detokenize import detokenize, restore
-from pipelines.normalize import NormalizeOptions, placeholder_values, tokenize
+from pipelines.text.detokenize import detokenize, restore
+from pipelines.text.normalize import NormalizeOptions, placeholder_values, tokenize
 
 CASES = [
     ("en", "Two young, White males don't sit (outside) near bushes; is it \"big\"?"),
@@ -34,8 +34,6 @@ def test_placeholders_restored_in_order():
 
 def test_unknown_words_kept_or_copied_from_the_attended_source_word():
     source = ["the", "zorblax", "sleeps"]
-    assert restore(["le", "[UNK]", "dort"], {}, source, [0, 1, 2], unk="keep") == ["le", "[UNK]", "dort"]
-    assert restore(["le", "[UNK]", "dort"], {}, source, [0, 1, 2], unk="copy") == ["le", "zorblax", "dort"]
-    assert restore(["[UNK]"], {}, source, [-1], unk="copy") == ["[UNK]"]  # no attention: nothing to copy
-    with pytest.raises(ValueError):
-        restore([], {}, [], [], unk="guess")
+    assert restore(["le", "[UNK]", "dort"], {}, source, [0, 1, 2]) == ["le", "[UNK]", "dort"]
+    assert restore(["le", "[UNK]", "dort"], {}, source, [0, 1, 2], copy_unk=True) == ["le", "zorblax", "dort"]
+    assert restore(["[UNK]"], {}, source, [-1], copy_unk=True) == ["[UNK]"]  # no attention: nothing to copy

@@ -7,17 +7,19 @@ import math
 import pytest
 import torch
 
+from pipelines.contract.specials import PLACEHOLDER_IDS, STRUCTURAL_IDS
 from rnn_models.nce import NoiseSampler, corrected_logits, nce_logit_grads, nce_loss, noise_distribution
 
 
 def test_noise_distribution_is_unigram_to_the_075():
     counts = [0, 10, 20, 30, 0, 0, 100, 50, 1]
     probs = noise_distribution(counts)
-    assert probs[[0, 4, 5]].tolist() == [0, 0, 0]  # [PAD], <go>, <eos> are never noise
-    weights = [c ** 0.75 if i not in (0, 4, 5) else 0 for i, c in enumerate(counts)]
+    assert probs[list(STRUCTURAL_IDS)].tolist() == [0, 0, 0]  # [PAD], <go>, <eos> are never noise
+    weights = [c ** 0.75 if i not in STRUCTURAL_IDS else 0 for i, c in enumerate(counts)]
     assert probs.tolist() == pytest.approx([w / sum(weights) for w in weights], rel=1e-6)
     no_placeholders = noise_distribution(counts, exclude_placeholders=True)
-    assert no_placeholders[:6].sum() == 0 and no_placeholders.sum() == pytest.approx(1.0)
+    assert no_placeholders[list(PLACEHOLDER_IDS)].sum() == 0 and no_placeholders.sum() == pytest.approx(1.0)
+    assert no_placeholders[6:].tolist() == pytest.approx([w / sum(weights[6:]) for w in weights[6:]], rel=1e-6)
     with pytest.raises(ValueError):
         noise_distribution([5, 0, 0, 0, 7, 9])
 

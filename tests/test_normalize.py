@@ -7,7 +7,9 @@ import gzip
 import pytest
 from pyspark.sql import functions as F
 
-from pipelines.normalize import NormalizeOptions, normalize, spark_normalize, spark_token_count, tokenize
+from pipelines.spark.normalize import spark_normalize, spark_token_count
+from pipelines.text.normalize import NormalizeOptions, normalize, tokenize
+from pipelines.contract.errors import ConfigError
 from tests.conftest import PROJECT
 
 FR = NormalizeOptions.for_language("fr")
@@ -69,9 +71,9 @@ def test_apostrophe_style_by_language():
     assert NormalizeOptions.for_language("it").apostrophe == "left"
     assert NormalizeOptions.for_language("en").apostrophe == "right"
     assert NormalizeOptions.for_language("de", apostrophe="left").apostrophe == "left"
-    with pytest.raises(ValueError):
+    with pytest.raises(ConfigError, match="normalize.apostrophe must be one of"):
         NormalizeOptions(apostrophe="middle")
-    with pytest.raises(ValueError):
+    with pytest.raises(ConfigError, match="normalize.unicode must be one of"):
         NormalizeOptions(unicode_form="NFD")
 
 

@@ -6,7 +6,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines.parallel_shards import read_pairs
+from pipelines.contract.errors import ManifestError
+from pipelines.contract.parallel_shards import read_pairs
 
 
 def write(path, rows, text=True):
@@ -31,5 +32,5 @@ def test_pairs_in_file_order_with_text(tmp_path):
 def test_missing_text_is_a_clear_error(tmp_path):
     write(tmp_path / "a.parquet", [([6], [7], "", "")], text=False)
     assert len(read_pairs(tmp_path, ["a.parquet"])) == 1
-    with pytest.raises(ValueError, match="keep_text=true"):
+    with pytest.raises(ManifestError, match="keep_text=true"):
         read_pairs(tmp_path, ["a.parquet"], text=True)

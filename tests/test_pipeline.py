@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import mlflow
+import psutil
 import pytest
 
 from conftest import DATA, PROJECT, free_port, get_json, wait_for_server
@@ -25,12 +26,9 @@ def first_run(spark, ray_local, tmp_path_factory):
     uri = f"sqlite:///{tmp / 'mlflow.db'}"
     args = [str(DATA / "pipeline-toy.yaml"), f"work_dir={tmp / 'work'}", f"mlflow.tracking_uri={uri}",
             f"mlflow.artifact_location={(tmp / 'artifacts').as_uri()}", "mlflow.experiment=test-pipeline"]
-    cwd = os.getcwd()
-    os.chdir(PROJECT)  # the toy preset's paths are relative to the project
-    try:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(PROJECT)  # the toy preset's paths are relative to the project
         yield tmp, args, uri, pipeline.run(args)
-    finally:
-        os.chdir(cwd)
 
 
 def _children(client, parent):
@@ -64,9 +62,9 @@ def test_stages_run_as_child_runs_of_one_parent(first_run, capsys):
     assert parent.data.metrics["test_greedy_bleu"] == pytest.approx(summary["bleu"])
 
 
-def test_rerun_reuses_stages_and_reruns_what_changed(first_run, capsys):
+def test_rerun_reuses_stages_and_reruns_what_changed(first_run, capsys, monkeypatch):
     tmp, args, uri, first = first_run
-    os.chdir(PROJECT)
+    monkeypatch.chdir(PROJECT)
     again = pipeline.run(args)
     assert again["reused"] == STAGES and again["bleu"] == first["bleu"]
     assert "== translator: reusing" in capsys.readouterr().out
@@ -85,6 +83,10 @@ def test_ui_serves_the_pipeline_runs(first_run):
     api = f"http://127.0.0.1:{port}/api/2.0/mlflow"
     try:
         experiment = wait_for_server(f"{api}/experiments/get-by-name?experiment_name=test-pipeline", server)
+        # it listens on the loopback interface only (a 0.0.0.0 bind would answer above too)
+        listening = {c.laddr for p in [psutil.Process(server.pid), *psutil.Process(server.pid).children(recursive=True)]
+                     for c in p.net_connections("inet") if c.status == psutil.CONN_LISTEN and c.laddr.port == port}
+        assert listening and {address.ip for address in listening} == {"127.0.0.1"}, listening
         search = {"experiment_ids": [experiment["experiment"]["experiment_id"]], "max_results": 100}
         runs = get_json(f"{api}/runs/search", search)["runs"]
         by_id = {r["info"]["run_id"]: r for r in runs}

@@ -9,12 +9,13 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from jobs.config import load_config, to_dict
-from pipelines.manifest import ManifestError, load_manifest
-from pipelines.atomic import OutputExistsError
-from pipelines.preprocess import preprocess
-from pipelines.readers import InputError
-from pipelines.vocab import SPECIALS, Vocab
+from jobs.common.config import load_config, to_dict
+from pipelines.contract.errors import ConfigError, InputError, ManifestError, OutputExistsError
+from pipelines.contract.manifest import load_manifest
+from pipelines.contract.specials import SPECIALS
+from pipelines.contract.vocab import Vocab
+from pipelines.spark.preprocess import check_settings, preprocess
+from pipelines.text.normalize import NormalizeOptions, tokenize
 
 
 def config(inputs, *overrides, kind="parallel"):
@@ -48,7 +49,6 @@ def test_toy_pairs(spark, tmp_path, toy_pairs):
     assert all(r["src_len"] == len(r["src"]) > 0 and r["tgt_len"] == len(r["tgt"]) > 0 for r in rows)
     # training tokens are all in the vocabulary (min_count 1); ids decode to the normalized text
     assert m["splits"]["train"]["unk"] == {"src": 0, "tgt": 0}
-    from pipelines.normalize import NormalizeOptions, tokenize
     r = rows[0]
     assert tgt.decode(r["tgt"]) == tokenize(r["tgt_text"], NormalizeOptions.for_language("fr"))
     assert {p.name for p in (out / "train").iterdir()} <= {f"part-0000{i}.parquet" for i in range(3)}
@@ -182,3 +182,13 @@ def test_shared_vocabulary(spark, tmp_path, toy_pairs):
     vocab = Vocab.load(out / "vocab/src.tsv").index
     assert "the" in vocab and "le" in vocab  # English and French words in one table
     assert m["splits"]["train"]["unk"] == {"src": 0, "tgt": 0}
+
+
+@pytest.mark.parametrize("override, message", [
+    ("split.valid=-0.1", "split.valid and split.test must be >= 0"), ("split.valid=0.96", "leave room for train"),
+    ("vocab.max_size=-3", "vocab.max_size must be an integer >= 6"), ("output.shards=0", "output.shards must be"),
+    ("filter.min_len=0", "filter.min_len must be"), ("data.kind=images", "data.kind must be one of"),
+    ("filter.max_ratio=-1", "filter.max_ratio must be >= 0")])
+def test_bad_settings_are_refused_before_any_work(override, message):
+    with pytest.raises(ConfigError, match=message):
+        check_settings(config([{"path": "unused", "format": "tsv"}], override))

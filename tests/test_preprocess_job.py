@@ -10,7 +10,7 @@ import mlflow
 import pytest
 
 from jobs import preprocess as job
-from jobs.spark_session import JavaNotFoundError, check_java
+from jobs.common.spark_session import JavaNotFoundError, check_java
 from tests.conftest import PROJECT
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ray
 
-from jobs.ray_cluster import connect, ray_address
+from jobs.common.ray_cluster import connect, ray_address
 
 
 def test_address_from_config_then_environment(monkeypatch):

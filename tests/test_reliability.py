@@ -15,7 +15,7 @@ import psutil
 import pytest
 
 from conftest import DATA, PROJECT
-from pipelines.preprocess import preprocess
+from pipelines.spark.preprocess import preprocess
 from test_preprocess import config as preprocess_config
 
 pytestmark = pytest.mark.slow
@@ -85,11 +85,18 @@ def test_killed_worker_restarts_from_its_checkpoint(tmp_path, data_dir):
         (worker,) = _train_workers(job)
         time.sleep(0.5)  # into epoch 1
         worker.kill()
+        # Ray Train starts a new worker process, which goes on from the checkpoint of epoch 0
+        deadline = time.monotonic() + 300
+        while not [w for w in _train_workers(job) if w.pid != worker.pid]:
+            assert job.poll() is None, "the job ended without starting a new worker"
+            assert time.monotonic() < deadline, "no new worker within 300 s"
+            time.sleep(0.2)
         out, _ = job.communicate(timeout=600)
     finally:
         if job.poll() is None:
             os.killpg(job.pid, signal.SIGKILL)
     assert job.returncode == 0, out[-3000:]
+    assert out.count("resumed from the checkpoint after epoch 0") == 1, out[-3000:]
     run = _runs(client)["translator"]
     assert run.info.status == "FINISHED"
     steps = [m.step for m in client.get_metric_history(run.info.run_id, "valid_bleu")]

@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from rnn_models.nce import noise_distribution
-from rnn_models.skipgram import (Stream, Word2Vec, keep_probabilities, linear_lr, sentence_ids, subsample,
+from pipelines.contract.errors import ConfigError
+from rnn_models.skipgram import (Stream, Word2Vec, Word2VecSettings, keep_probabilities, linear_lr, sentence_ids, subsample,
                                  training_stream)
 
 
@@ -52,7 +52,7 @@ def test_subsampled_words_leave_no_gap():
 
 def _model(loss="nce", cbow=False, block=1, vocab=16, negatives=3):
     counts = torch.tensor([0, 0, 0, 0, 0, 0] + [10 + i for i in range(vocab - 6)])
-    model = Word2Vec(vocab, 8, noise_distribution(counts), negatives=negatives, loss=loss, cbow=cbow, noise_block=block)
+    model = Word2Vec(Word2VecSettings(vocab, 8, cbow, loss, negatives=negatives, noise_block=block), counts)
     torch.nn.init.normal_(model.output.weight, std=0.3, generator=torch.Generator().manual_seed(2))
     return model.double()
 
@@ -110,7 +110,7 @@ def test_nce_starts_from_the_noise_distribution():
     torch.nn.init.zeros_(model.output.weight)
     noise = model.draw_noise(batch)
     assert model(batch, noise).item() == pytest.approx(4 * math.log(2), rel=1e-5)  # every logit 0
-    with pytest.raises(ValueError):
+    with pytest.raises(ConfigError, match="model.loss must be one of nce, negative"):
         _model(loss="hinge")
 
 

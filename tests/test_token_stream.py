@@ -7,7 +7,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines.token_stream import read_token_share
+from pipelines.contract.token_stream import read_token_share
 
 
 @pytest.fixture()

@@ -3,6 +3,7 @@ pretrained embeddings from a word2vec export, and jobs.evaluate on the result.""
 
 from __future__ import annotations
 
+import io
 import json
 
 import mlflow
@@ -11,11 +12,12 @@ import torch
 
 from jobs import evaluate
 from jobs import train_translator as job
-from jobs.translation import BUNDLE_FILE, Bundle
-from pipelines.vocab import Vocab
+from jobs.common.checkpoint import BUNDLE_FILE, Bundle
+from pipelines.contract.errors import CheckpointError, ConfigError, ManifestError
+from pipelines.contract.vocab import Vocab
+from rnn_models.translator import Translator, TranslatorSettings, frame_target, sequence_loss
 from rnn_models.word_vectors import save_word2vec
 
-pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
@@ -28,9 +30,11 @@ def _args(tmp_path, data_dir, out, uri, *extra):
             f"mlflow.tracking_uri={uri}", f"mlflow.artifact_location={(tmp_path / 'artifacts').as_uri()}",
             "mlflow.experiment=test-translator", "model.embedding_size=16", "model.hidden_size=16",
             "train.batch_tokens=300", "train.num_workers=2", "train.cpus_per_worker=0.5", "train.epochs=2",
-            "train.patience=0", "valid.samples=3", "valid.heatmaps=2", "decode.beam=3", *extra]
+            "train.patience=0", "train.report_seconds=0", "valid.samples=3", "valid.heatmaps=2", "decode.beam=3",
+            *extra]
 
 
+@pytest.mark.slow
 def test_two_workers_train_resume_and_evaluate(tmp_path, data_dir, ray_local, capsys):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     out = tmp_path / "model"
@@ -58,6 +62,9 @@ def test_two_workers_train_resume_and_evaluate(tmp_path, data_dir, ray_local, ca
     assert run.info.status == "FINISHED" and run.data.params["model.hidden_size"] == "16"
     bleu = client.get_metric_history(run.info.run_id, "valid_bleu")
     assert [m.step for m in bleu] == [0, 1]
+    valid_loss = [m.value for m in client.get_metric_history(run.info.run_id, "valid_loss")]
+    assert valid_loss[1] < valid_loss[0] - 0.05, valid_loss  # it learns
+    train_loss = [m.value for m in client.get_metric_history(run.info.run_id, "train_loss")]
     assert "test_bleu_beam3" in run.data.metrics
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"best", "attention", "samples.json", "config.yaml"} <= artifacts
@@ -69,6 +76,11 @@ def test_two_workers_train_resume_and_evaluate(tmp_path, data_dir, ray_local, ca
                           f"embeddings.src={tmp_path}", "embeddings.freeze=true"))
     (_, rerun) = client.search_runs([experiment], order_by=["attributes.start_time ASC"])
     assert [m.step for m in client.get_metric_history(rerun.info.run_id, "valid_bleu")] == [2]
+    # the resumed run goes on from the trained weights: its first loss continues the curve, far
+    # below where the first run started (a model restored wrongly would start over near there)
+    resumed = [m.value for m in client.get_metric_history(rerun.info.run_id, "train_loss")]
+    assert resumed[0] < train_loss[0] - 0.3, (train_loss, resumed)
+    assert client.get_metric_history(rerun.info.run_id, "valid_loss")[0].value < valid_loss[0]
     assert again["epochs"] == 3
     last_after = Bundle.load(out / "last")
     assert not torch.equal(last_after.model.decoder.output.weight, last_before.model.decoder.output.weight)
@@ -82,9 +94,62 @@ def test_two_workers_train_resume_and_evaluate(tmp_path, data_dir, ray_local, ca
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == scores
 
 
+@pytest.mark.slow
 def test_bad_settings_and_inputs_are_clear(tmp_path, data_dir):
-    with pytest.raises(job.ManifestError, match="no manifest.json"):
+    with pytest.raises(ManifestError, match="no manifest.json"):
         job.run([f"data_dir={tmp_path}", f"output_dir={tmp_path / 'o'}", "mlflow.enabled=false"])
-    with pytest.raises(ValueError, match="attention must be one of"):
+    with pytest.raises(ConfigError, match="model.attention must be one of dot, general, bahdanau, none; got 'luong'"):
         job.run([f"data_dir={data_dir}", f"output_dir={tmp_path / 'o'}", "mlflow.enabled=false",
                  "model.attention=luong"])
+
+
+def _training(seed: int, fingerprints: dict) -> tuple:
+    torch.manual_seed(seed)
+    model = Translator(TranslatorSettings(src_vocab=20, tgt_vocab=20, embedding_size=8, hidden_size=8, dropout=0.0))
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=0.5, patience=0)
+    return model, optimizer, scheduler
+
+
+def _step(model, optimizer, seed: int) -> float:
+    g = torch.Generator().manual_seed(seed)
+    src, tgt = torch.randint(6, 20, (4, 5), generator=g), torch.randint(6, 20, (4, 6), generator=g)
+    tgt_in, tgt_out = frame_target(tgt)
+    loss, tokens = sequence_loss(model(src, torch.full((4,), 5), tgt_in)[0], tgt_out)
+    optimizer.zero_grad()
+    (loss / tokens).backward()
+    optimizer.step()
+    return float(loss.detach() / tokens)
+
+
+def test_restore_loads_the_checkpoint_state_and_training_goes_on_as_before():
+    """A checkpoint restored into a fresh model gives the very weights, optimizer moments and
+    scheduler of the saved one; the next step's loss and weights are the ones the uninterrupted run has."""
+    fingerprints = {"src": "a", "tgt": "b"}
+    model, optimizer, scheduler = _training(0, fingerprints)
+    for step in range(3):
+        _step(model, optimizer, step)
+    scheduler.step(1.0)
+    scheduler.step(0.5)  # one bad epoch: the plateau counter is part of the state
+    progress = job.Progress(epoch=2, best_bleu=1.0, best_epoch=0, bad_epochs=1, train_tokens=48.0)
+    buffer = io.BytesIO()  # through torch's file format, as the checkpoint goes
+    torch.save(job.training_state(model, optimizer, scheduler, progress, fingerprints), buffer)
+    buffer.seek(0)
+    state = torch.load(buffer, weights_only=True)
+    saved = {k: v.clone() for k, v in model.state_dict().items()}
+
+    fresh, fresh_optimizer, fresh_scheduler = _training(1, fingerprints)
+    assert not torch.equal(fresh.decoder.output.weight, model.decoder.output.weight)
+    restored = job.restore(state, fresh, fresh_optimizer, fresh_scheduler, fingerprints)
+    assert restored == progress
+    assert all(torch.equal(fresh.state_dict()[k], v) for k, v in saved.items())
+    moments = [(s["exp_avg"], s["exp_avg_sq"]) for s in optimizer.state.values()]
+    fresh_moments = [(s["exp_avg"], s["exp_avg_sq"]) for s in fresh_optimizer.state.values()]
+    assert len(moments) == len(fresh_moments) > 0
+    assert all(torch.equal(a, b) and torch.equal(c, d) for (a, c), (b, d) in zip(moments, fresh_moments))
+    assert fresh_scheduler.state_dict() == scheduler.state_dict()
+    assert _step(fresh, fresh_optimizer, 3) == _step(model, optimizer, 3)
+    assert all(torch.equal(fresh.state_dict()[k], v) for k, v in model.state_dict().items())
+
+    with pytest.raises(CheckpointError, match="other vocabularies"):
+        job.restore(state, fresh, fresh_optimizer, fresh_scheduler, {"src": "a", "tgt": "c"})

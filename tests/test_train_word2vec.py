@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import json
 
+import io
+
 import mlflow
 import numpy as np
 import pytest
+import torch
 from gensim.models import KeyedVectors
 
 from jobs import train_word2vec as job
-from pipelines.preprocess import preprocess
+from pipelines.contract.errors import CheckpointError, ManifestError
+from rnn_models.skipgram import Word2Vec, Word2VecSettings
+from pipelines.spark.preprocess import preprocess
 from test_preprocess import config as preprocess_config
 
-pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
@@ -44,6 +48,7 @@ def _args(tmp_path, data_dir, out, uri, *extra):
             *extra]
 
 
+@pytest.mark.slow
 def test_two_workers_train_export_and_resume(tmp_path, data_dir, ray_local, capsys):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     out = tmp_path / "vectors"
@@ -86,23 +91,44 @@ def test_two_workers_train_export_and_resume(tmp_path, data_dir, ray_local, caps
     assert json.loads((out / "eval.json").read_text())["analogy"]["covered"] == 2
 
     # a checkpoint of another model is refused, not half loaded
-    with pytest.raises(Exception, match="checkpoint of another model"):
+    with pytest.raises(CheckpointError, match="checkpoint is of another model"):
         job.run(_args(tmp_path, data_dir, tmp_path / "other", uri, "run_name=w2v-test", "train.epochs=3",
                       "model.dim=8"))
     assert not (tmp_path / "other").exists()
+    (*_, refused) = client.search_runs([client.get_experiment_by_name("test-word2vec").experiment_id],
+                                       order_by=["attributes.start_time ASC"])
+    assert refused.info.status == "FAILED" and refused.data.params["model.dim"] == "8"
 
 
+@pytest.mark.slow
 def test_missing_inputs_and_bad_settings_are_clear(tmp_path):
-    with pytest.raises(job.ManifestError, match="no manifest.json"):
+    with pytest.raises(ManifestError, match="no manifest.json"):
         job.run([f"data_dir={tmp_path}", f"output_dir={tmp_path / 'o'}", "mlflow.enabled=false"])
     with pytest.raises(job.ConfigError, match="train.loop must be one of auto, c, tensor"):
         job.run([f"data_dir={tmp_path}", f"output_dir={tmp_path / 'o'}", "mlflow.enabled=false", "train.loop=cuda"])
 
 
-@pytest.mark.skipif(not job.word2vec_native.available(), reason="no C compiler to build the loop")
+@pytest.mark.c_loop
 def test_the_loop_choice():
     cpu, gpu = job.torch.device("cpu"), job.torch.device("cuda")
     assert job.native_loop("c", cpu) and job.native_loop("auto", cpu) and not job.native_loop("tensor", cpu)
     assert not job.native_loop("auto", gpu)
     with pytest.raises(job.ConfigError, match="CPU only"):
         job.native_loop("c", gpu)
+
+
+def test_restore_loads_the_checkpoint_model_and_refuses_another():
+    counts = [0] * 6 + [5, 9, 2, 7]
+    torch.manual_seed(0)
+    model = Word2Vec(Word2VecSettings(10, dim=4), counts)
+    torch.nn.init.normal_(model.output.weight)
+    buffer = io.BytesIO()  # through torch's file format, as the checkpoint goes
+    torch.save({"model": model.state_dict(), "epoch": 1, "step": 7, "settings": model.settings.to_dict()}, buffer)
+    buffer.seek(0)
+    state = torch.load(buffer, weights_only=True)
+    torch.manual_seed(1)
+    fresh = Word2Vec(Word2VecSettings(10, dim=4), counts)
+    assert job.restore(state, fresh) == job.Position(1, 7)
+    assert all(torch.equal(fresh.state_dict()[k], v) for k, v in model.state_dict().items())
+    with pytest.raises(CheckpointError, match="checkpoint is of another model"):
+        job.restore(state, Word2Vec(Word2VecSettings(10, dim=4, loss="negative"), counts))

@@ -11,7 +11,7 @@ from omegaconf import OmegaConf
 
 from jobs import train_translator
 from jobs import tune as job
-from jobs.config import ConfigError
+from jobs.common.config import ConfigError
 
 
 def test_search_space_and_concurrency():
@@ -29,7 +29,7 @@ def test_search_space_and_concurrency():
     from ray.tune.search.optuna import OptunaSearch
 
     assert isinstance(job._search_alg({"search": "optuna", "seed": 0}, 2), OptunaSearch)
-    with pytest.raises(ConfigError, match="random or optuna"):
+    with pytest.raises(ConfigError, match="search must be one of random, optuna"):
         job._search_alg({"search": "grid", "seed": 0}, 2)
 
 
@@ -45,8 +45,10 @@ def test_asha_search_logs_trials_and_its_best_config_trains(tmp_path, data_dir, 
                    "mlflow.experiment=test-tune"]
     args = [f"overrides.data_dir={data_dir}", "overrides.train.epochs=2", "overrides.train.num_workers=1",
             "overrides.train.batch_tokens=300", "overrides.model.embedding_size=16", "overrides.valid.test_split=",
-            "overrides.valid.heatmaps=0", "overrides.decode.beam=2", "num_samples=3", "max_concurrent=2",
-            "space={model.hidden_size: {choice: [8, 16]}, train.lr: {loguniform: [0.001, 0.01]}}",
+            "overrides.valid.heatmaps=0", "overrides.decode.beam=2", "num_samples=1", "max_concurrent=1",
+            # three trials in turn, the last clearly worse: ASHA has two results to compare it with
+            "space={model.hidden_size: {choice: [8, 16]}, train.lr: {grid: [0.01, 0.005, 0.00000001]}}",
+            "metric=valid_loss", "mode=min",
             f"storage_path={tmp_path / 'ray'}", f"output_dir={tmp_path / 'out'}", "name=tune-test", *mlflow_args]
     summary = job.run(args)
     assert summary["trials"] == 3 and summary["trials_failed"] == 0
@@ -54,15 +56,19 @@ def test_asha_search_logs_trials_and_its_best_config_trains(tmp_path, data_dir, 
 
     client = mlflow.MlflowClient(uri)
     parent = client.get_run(summary["mlflow_run_id"])
-    assert parent.info.status == "FINISHED" and parent.data.metrics["best_valid_bleu"] == summary["best_valid_bleu"]
+    assert parent.info.status == "FINISHED" and parent.data.metrics["best_valid_loss"] == summary["best_valid_loss"]
     trials = client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
     assert len(trials) == 3
     for trial in trials:  # ASHA may stop a trial after its first epoch: KILLED, never left RUNNING
-        epochs = [m.step for m in client.get_metric_history(trial.info.run_id, "valid_bleu")]
+        epochs = [m.step for m in client.get_metric_history(trial.info.run_id, "valid_loss")]
         assert trial.info.status == ("FINISHED" if epochs == [0, 1] else "KILLED"), (trial.info.status, epochs)
         assert epochs in ([0], [0, 1]) and trial.data.params["model.embedding_size"] == "16"
+    (worst,) = [t for t in trials if float(t.data.params["train.lr"]) < 1e-6]
+    assert worst.info.status == "KILLED"  # stopped by ASHA after its first epoch
+    assert [m.step for m in client.get_metric_history(worst.info.run_id, "valid_loss")] == [0]
     results = json.loads((tmp_path / "out/results.json").read_text())
-    assert max(t["valid_bleu"] for t in results) == summary["best_valid_bleu"]
+    assert min(t["valid_loss"] for t in results) == summary["best_valid_loss"]
+    assert summary["best_params"]["train.lr"] != 0.00000001
 
     best = OmegaConf.load(summary["best_config"])
     assert best.model.hidden_size == summary["best_params"]["model.hidden_size"] and best.data_dir == str(data_dir)

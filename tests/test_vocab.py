@@ -7,9 +7,12 @@ from collections import Counter
 import pyarrow.compute as pc
 import pytest
 
-from pipelines.normalize import NormalizeOptions, spark_normalize, tokenize
-from pipelines.vocab import (NUM, SPECIALS, UNK, UNK_ID, Vocab, count_tokens, rank_tokens, select_vocab,
-                             top_tokens)
+from pipelines.contract.errors import ConfigError, InputError
+from pipelines.contract.specials import NUM, SPECIALS, UNK, UNK_ID
+from pipelines.contract.vocab import Vocab, rank_tokens, select_vocab
+from pipelines.spark.count import count_tokens, top_tokens
+from pipelines.spark.normalize import spark_normalize
+from pipelines.text.normalize import NormalizeOptions, tokenize
 
 
 def test_special_ids_are_fixed():
@@ -30,7 +33,7 @@ def test_max_size_counts_specials_and_min_count_filters():
     assert vocab.tokens == SPECIALS + ("a", "b")
     assert vocab.counts[SPECIALS.index(NUM)] == 7
     assert vocab.counts[UNK_ID] == 20 - 7 - 5 - 4  # c and d are not covered
-    with pytest.raises(ValueError):
+    with pytest.raises(ConfigError, match="vocab.max_size must be at least 6"):
         select_vocab(ranked, max_size=3, min_count=1, total=20)
 
 
@@ -46,7 +49,7 @@ def test_encode_decode_and_file_round_trip(tmp_path):
 
 def test_load_rejects_other_files(tmp_path):
     (tmp_path / "bad.tsv").write_text("token\tcount\n")
-    with pytest.raises(ValueError, match="not a vocabulary"):
+    with pytest.raises(InputError, match="not a vocabulary"):
         Vocab.load(tmp_path / "bad.tsv")
 
 

@@ -8,15 +8,14 @@ import pytest
 import torch
 
 from rnn_models import word2vec_native
-from rnn_models.nce import noise_distribution
-from rnn_models.skipgram import Stream, Word2Vec, sentence_ids
+from rnn_models.skipgram import Stream, Word2Vec, Word2VecSettings, sentence_ids
 
-pytestmark = pytest.mark.skipif(not word2vec_native.available(), reason="no C compiler to build the loop")
+pytestmark = pytest.mark.c_loop
 
 
 def _model(loss: str, cbow: bool, block: int, vocab: int = 20, dim: int = 12) -> Word2Vec:
     counts = torch.tensor([0] * 6 + [5 + 3 * i for i in range(vocab - 6)])
-    model = Word2Vec(vocab, dim, noise_distribution(counts), negatives=3, loss=loss, cbow=cbow, noise_block=block)
+    model = Word2Vec(Word2VecSettings(vocab, dim, cbow, loss, negatives=3, noise_block=block), counts)
     g = torch.Generator().manual_seed(4)
     for table in (model.input.weight, model.output.weight):
         torch.nn.init.normal_(table, std=0.3, generator=g)
@@ -112,5 +111,25 @@ def test_bad_tables_and_noise_are_refused():
 def test_missing_compiler_is_a_clear_error(monkeypatch, tmp_path):
     monkeypatch.setenv("CC", "no-such-cc")
     monkeypatch.setenv("RNNMT_CACHE", str(tmp_path))
-    with pytest.raises(word2vec_native.NativeUnavailable, match="no C compiler 'no-such-cc'"):
+    with pytest.raises(word2vec_native.NativeUnavailable, match="no C compiler 'no-such-cc'.*train.loop=tensor"):
         word2vec_native._build()
+
+
+def test_the_loop_learns_planted_co_occurrence():
+    """Words 6-12 occur only with each other, 13-19 likewise: after training with the C loop, each
+    word's vector is closer to its own group's than to the other group's."""
+    g = torch.Generator().manual_seed(0)
+    model = _model("nce", False, 1).float()
+    torch.nn.init.uniform_(model.input.weight, -0.05, 0.05, generator=g)
+    torch.nn.init.zeros_(model.output.weight)
+    groups = [torch.arange(6, 13), torch.arange(13, 20)]
+    for _ in range(200):
+        group = groups[int(torch.randint(2, (1,), generator=g))]
+        tokens = group[torch.randint(7, (60,), generator=g)]
+        stream = Stream.draw(tokens, sentence_ids(torch.full((10,), 6)), 2, g)
+        model.train_step(stream, model.draw_noise(stream, g), lr=0.05, native=True)
+    vectors = torch.nn.functional.normalize(model.input.weight[6:].detach(), dim=1)
+    similarity = vectors @ vectors.T
+    same = (similarity[:7, :7].mean() + similarity[7:, 7:].mean()) / 2
+    across = similarity[:7, 7:].mean()
+    assert same > across + 0.5, (same, across)

@@ -19,8 +19,6 @@ def example_hash(columns: Sequence[str], seed: int) -> Column:
 def assign_split(hash_column: Column, valid: float, test: float, fixed: Column | None = None) -> Column:
     """``valid`` for the first ``valid`` fraction of hash buckets, then ``test``, else ``train``;
     a non-null ``fixed`` split wins."""
-    if valid < 0 or test < 0 or valid + test >= 1:
-        raise ValueError(f"split fractions must be >= 0 and leave room for train (valid={valid}, test={test})")
     bucket = F.pmod(hash_column, F.lit(_BUCKETS))
     by_hash = (F.when(bucket < int(valid * _BUCKETS), F.lit("valid"))
                .when(bucket < int((valid + test) * _BUCKETS), F.lit("test"))

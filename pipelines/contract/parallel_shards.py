@@ -10,6 +10,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipelines.contract.errors import ManifestError
+
 
 @dataclass
 class Pairs:
@@ -38,7 +40,7 @@ def _lists(column: pa.ChunkedArray) -> list[np.ndarray]:
 
 def read_pairs(data_dir: Path, files: Sequence[str], text: bool = False) -> Pairs:
     """The examples of ``files`` (relative to ``data_dir``); with ``text`` the raw lines too, or a
-    ValueError when the shards were written without them."""
+    ManifestError when the shards were written without them."""
     columns = ["src", "tgt"] + (["src_text", "tgt_text"] if text else [])
     tables = []
     for name in files:
@@ -46,7 +48,7 @@ def read_pairs(data_dir: Path, files: Sequence[str], text: bool = False) -> Pair
         schema = pq.read_schema(path)
         missing = [c for c in columns if c not in schema.names]
         if missing:
-            raise ValueError(f"{path} has no column(s) {missing}"
+            raise ManifestError(f"{path} has no column(s) {missing}"
                              + ("; preprocess with output.keep_text=true to keep the raw text" if text else ""))
         tables.append(pq.read_table(path, columns=columns))
     if not tables:

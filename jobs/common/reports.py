@@ -1,4 +1,5 @@
-"""What the word2vec job reports about its vectors: evaluation scores and a 2-D projection plot."""
+"""What the training jobs report besides metrics: word2vec's evaluation scores and 2-D projection
+plot, the translator's attention heatmaps."""
 
 from __future__ import annotations
 
@@ -8,8 +9,22 @@ from typing import Any
 
 import torch
 
+from jobs.common.checkpoint import Bundle
+from jobs.common.translation import Translation
+from pipelines.contract.specials import EOS, UNK_ID
 from rnn_models.embedding_eval import (Analogies, analogy_accuracy, load_similarity, nearest_neighbours,
                                        similarity_correlation)
+from rnn_models.translator import frame_target
+
+
+def _pyplot() -> Any:
+    """matplotlib's pyplot on the Agg backend (no display needed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
 def evaluate(words: Sequence[str], vectors: torch.Tensor, cfg: dict[str, Any]) -> dict[str, Any]:
@@ -32,11 +47,7 @@ def evaluate(words: Sequence[str], vectors: torch.Tensor, cfg: dict[str, Any]) -
 
 def projection_plot(words: Sequence[str], vectors: torch.Tensor, count: int, path: Path) -> None:
     """Scatter the ``count`` first (most frequent) words on the first two principal components."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     chosen = [i for i, w in enumerate(words) if any(ch.isalpha() for ch in w)][:count]
     points = vectors[chosen].float()
     points = points - points.mean(0)
@@ -49,3 +60,32 @@ def projection_plot(words: Sequence[str], vectors: torch.Tensor, count: int, pat
     axes.set_title(f"{len(chosen)} most frequent words, first two principal components")
     figure.savefig(path, dpi=100, bbox_inches="tight")
     plt.close(figure)
+
+
+def attention_heatmaps(bundle: Bundle, translations: Sequence[Translation], sources: Sequence[str], count: int,
+                       directory: Path) -> list[Path]:
+    """Attention heatmaps of the first ``count`` translations (source tokens x output tokens)."""
+    plt = _pyplot()
+    index = {t: i for i, t in enumerate(bundle.src_tokens)}
+    paths = []
+    for i, translation in enumerate(translations[:count]):
+        ids = [index.get(t, UNK_ID) for t in translation.source_tokens]
+        if not ids or bundle.model.decoder.attention is None:
+            continue
+        src = torch.tensor([ids])
+        tgt_in, _ = frame_target(torch.tensor([translation.hypothesis.tokens], dtype=torch.long))
+        with torch.no_grad():
+            _, weights = bundle.model(src, torch.tensor([len(ids)]), tgt_in)
+        w = weights[0].numpy()  # output words and <eos> x source positions as fed
+        if bundle.model.settings.reverse_source:
+            w = w[:, ::-1]
+        fig, ax = plt.subplots(figsize=(1 + 0.4 * len(ids), 1 + 0.4 * w.shape[0]))
+        ax.imshow(w, cmap="Greys", aspect="auto")
+        ax.set_xticks(range(len(ids)), translation.source_tokens, rotation=90)
+        ax.set_yticks(range(w.shape[0]), [bundle.tgt_tokens[t] for t in translation.hypothesis.tokens] + [EOS])
+        ax.set_title(sources[i][:60], fontsize=8)
+        fig.tight_layout()
+        paths.append(directory / f"attention-{i}.png")
+        fig.savefig(paths[-1], dpi=100)
+        plt.close(fig)
+    return paths

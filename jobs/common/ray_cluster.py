@@ -6,6 +6,8 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
+from jobs.common.ray_private import init_local
+
 
 def ray_address(cfg: Mapping[str, Any]) -> str | None:
     """The configured cluster address, or None for an in-process Ray."""
@@ -14,16 +16,13 @@ def ray_address(cfg: Mapping[str, Any]) -> str | None:
 
 def connect(cfg: Mapping[str, Any]) -> dict[str, float]:
     """Initialise Ray for the ``ray`` section of a job config (once per process); returns the
-    cluster's resources. An in-process Ray binds to 127.0.0.1, its dashboard too (Ray Train's
-    placement-group cleaner and Tune query the state API it serves)."""
+    cluster's resources. An in-process Ray binds to 127.0.0.1, its dashboard too."""
     import ray
 
     if not ray.is_initialized():
         address = ray_address(cfg)
         if address is None:
-            ray.init(num_cpus=cfg.get("num_cpus"), include_dashboard=True, dashboard_host="127.0.0.1",
-                     _node_ip_address="127.0.0.1")
+            init_local(cfg.get("num_cpus"))
         else:
             ray.init(address=address)
     return ray.cluster_resources()
-

@@ -14,7 +14,8 @@ from typing import Any
 
 from pyspark.sql import SparkSession
 
-from jobs.config import flatten
+from jobs.common.config import flatten
+from pipelines.contract.errors import UserError
 
 MIN_JAVA = 17
 
@@ -22,7 +23,7 @@ MIN_JAVA = 17
 warnings.filterwarnings("ignore", message="PySpark does not yet fully support pandas")
 
 
-class JavaNotFoundError(RuntimeError):
+class JavaNotFoundError(UserError, RuntimeError):
     """PySpark cannot start without a suitable Java."""
 
 

@@ -6,14 +6,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-from pipelines.atomic import write_atomically
+from pipelines.contract.atomic import write_atomically
+from pipelines.contract.errors import ManifestError
 
 MANIFEST_NAME = "manifest.json"
 FORMAT_VERSION = 1
-
-
-class ManifestError(ValueError):
-    """A data directory without a usable manifest."""
 
 
 def write_manifest(directory: Path, manifest: dict[str, Any]) -> Path:

@@ -1,5 +1,5 @@
 """Turn model output back into text: placeholders restored from the source, unknown words handled,
-tokens joined by the inverse of ``pipelines.normalize``'s splitting rules.
+tokens joined by the inverse of ``pipelines.text.normalize``'s splitting rules.
 
 Used alike by ``jobs.translate`` and by the validation BLEU of the trainer, so the scores measure
 what users get.
@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from pipelines.normalize import ELISION_LANGUAGES
-from pipelines.vocab import NUM, UNK, URL
+from pipelines.contract.specials import NUM, UNK, URL
+from pipelines.text.normalize import ELISION_LANGUAGES
 
 _NO_SPACE_BEFORE = frozenset(".,)]}%…")
 _NO_SPACE_AFTER = frozenset("([{¿¡$£€#@")
@@ -18,16 +18,13 @@ _JOINERS = frozenset("-/")  # between two words: peut - être -> peut-être
 _QUOTES = frozenset("\"'")
 # French typography puts a space before these; other languages do not.
 _HIGH_PUNCT = frozenset("!?;:")
-UNK_POLICIES = ("keep", "copy")
 
 
 def restore(tokens: Sequence[str], placeholders: Mapping[str, Sequence[str]], source_tokens: Sequence[str],
-            alignment: Sequence[int], unk: str = "keep") -> list[str]:
+            alignment: Sequence[int], copy_unk: bool = False) -> list[str]:
     """Replace the k-th ``[NUM]``/``[URL]`` of ``tokens`` with the k-th value the source had (the
     last one when the output has more; left as is when the source had none), and with
-    ``unk="copy"`` each ``[UNK]`` with the source token it attended to most."""
-    if unk not in UNK_POLICIES:
-        raise ValueError(f"unk policy must be one of {UNK_POLICIES}, got {unk!r}")
+    ``copy_unk`` each ``[UNK]`` with the source token it attended to most."""
     seen = {NUM: 0, URL: 0}
     out = []
     for i, token in enumerate(tokens):
@@ -35,7 +32,7 @@ def restore(tokens: Sequence[str], placeholders: Mapping[str, Sequence[str]], so
             values = placeholders[token]
             token = values[min(seen[token], len(values) - 1)]
             seen[tokens[i]] += 1
-        elif token == UNK and unk == "copy" and i < len(alignment) and 0 <= alignment[i] < len(source_tokens):
+        elif token == UNK and copy_unk and i < len(alignment) and 0 <= alignment[i] < len(source_tokens):
             token = source_tokens[alignment[i]]
         out.append(token)
     return out

@@ -16,14 +16,14 @@ from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import ConfigKeyError
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
-PROJECT_DIR = Path(__file__).resolve().parent.parent
+from pipelines.contract.errors import ConfigError
+
+__all__ = ["CONF_DIR", "PROJECT_DIR", "ConfigError", "flatten", "load_config", "to_dict", "to_dotlist", "to_yaml"]
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent.parent
 CONF_DIR = PROJECT_DIR / "conf"
-
-
-class ConfigError(ValueError):
-    """A configuration that cannot be used."""
 
 
 def load_config(job: str, argv: Sequence[str] | None = None) -> DictConfig:
@@ -41,14 +41,24 @@ def load_config(job: str, argv: Sequence[str] | None = None) -> DictConfig:
         path = Path(preset)
         if not path.is_file():
             raise ConfigError(f"config file {preset} does not exist")
-        layers.append(OmegaConf.load(path))
+        try:
+            layers.append(OmegaConf.load(path))
+        except Exception as err:  # YAML syntax errors come in several types
+            raise ConfigError(f"config file {preset} is not valid YAML: {err}") from None
     try:
         layers.append(OmegaConf.from_dotlist(overrides))
         cfg = OmegaConf.merge(cfg, *layers)
         OmegaConf.resolve(cfg)
     except ConfigKeyError as err:
-        raise ConfigError(f"unknown config key: {err.msg if hasattr(err, 'msg') else err}") from None
+        raise ConfigError(f"unknown config key {err.full_key or ''}: {_first_line(err)}") from None
+    except OmegaConfBaseException as err:  # a value of the wrong type, an unresolvable ${...}
+        raise ConfigError(f"{err.full_key + ': ' if getattr(err, 'full_key', None) else ''}{_first_line(err)}") from None
     return cfg
+
+
+def _first_line(err: Exception) -> str:
+    """OmegaConf's message without the lines of context it appends."""
+    return str(getattr(err, "msg", None) or err).strip().splitlines()[0]
 
 
 def _open_empty_mappings(node: DictConfig) -> None:

@@ -8,14 +8,18 @@ parallel data), ``fixed_split`` (the split an input is pinned to, or null), ``re
 from __future__ import annotations
 
 import glob
+import gzip
 import hashlib
 import os
+import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
+
+from pipelines.contract.errors import InputError
 
 FORMATS = ("text", "tsv", "aligned")
 SPLITS = ("train", "valid", "test")
@@ -28,10 +32,9 @@ INVALID_UTF8 = "invalid_utf8"
 MISSING_COLUMN = "missing_column"
 # Note for TSV lines with more columns than used (kept; the extra columns are ignored).
 EXTRA_COLUMNS = "extra_columns_ignored"
-
-
-class InputError(ValueError):
-    """An input that cannot be read as configured."""
+# What Spark's error says when a compressed input cannot be read to its end.
+_UNREADABLE = ("Unexpected end of input stream", "Not in GZIP format", "incorrect header check", "ZipException",
+               "EOFException")
 
 
 @dataclass(frozen=True)
@@ -181,3 +184,29 @@ def read_inputs(spark: SparkSession, specs: Sequence[InputSpec]) -> DataFrame:
     frames = [_READERS[spec.format](spark, spec).withColumn("fixed_split", F.lit(spec.split).cast("string"))
               for spec in specs]
     return _union(frames)
+
+
+def explain_read_failure(specs: Sequence[InputSpec], error: BaseException) -> InputError | None:
+    """An InputError naming the input file Spark could not read (a truncated or corrupt ``.gz``),
+    when ``error`` is such a failure; None for any other error. Each compressed input is read
+    through once, on the driver, only after such a failure."""
+    if not any(marker in str(error) for marker in _UNREADABLE):
+        return None
+    for spec in specs:
+        for path in spec.files + spec.tgt_files:
+            problem = _gzip_problem(path) if path.endswith(".gz") else None
+            if problem:
+                return InputError(f"{path}: {problem}; repair or remove the file")
+    return InputError(f"an input could not be read to its end: {str(error).splitlines()[0][:300]}")
+
+
+def _gzip_problem(path: str) -> str | None:
+    try:
+        with gzip.open(path, "rb") as f:
+            while f.read(1 << 24):
+                pass
+    except EOFError:
+        return "truncated gzip file (it ends before its end-of-stream marker)"
+    except (OSError, zlib.error) as err:
+        return f"not a valid gzip file ({err})"
+    return None

@@ -1,4 +1,4 @@
-"""Writing the preprocessing output's Parquet shards (published atomically by ``pipelines.atomic``)."""
+"""Writing the preprocessing output's Parquet shards (published atomically by ``pipelines.contract.atomic``)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pyspark.sql import DataFrame
 
-from pipelines.readers import SPLITS
+from pipelines.spark.readers import SPLITS
 
 
 def shard_name(split: str, shard: int) -> str:

@@ -8,7 +8,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
-from jobs.config import PROJECT_DIR, flatten
+from jobs.common.config import PROJECT_DIR, flatten
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 

@@ -10,9 +10,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-
-class OutputExistsError(FileExistsError):
-    """The output directory exists and overwriting was not asked for."""
+from pipelines.contract.errors import OutputExistsError
 
 
 @contextmanager

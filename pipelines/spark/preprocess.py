@@ -21,15 +21,19 @@ import pyarrow.parquet as pq
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from pipelines import filters, readers
-from pipelines.encode import table_encoder
-from pipelines.manifest import FORMAT_VERSION, write_manifest
-from pipelines.normalize import NormalizeOptions, spark_normalize, spark_token_count
-from pipelines.atomic import atomic_directory
-from pipelines.output import write_shards
-from pipelines.readers import SPLITS, read_inputs, resolve_inputs
-from pipelines.split import assign_split, example_hash, shard_of
-from pipelines.vocab import UNK_ID, Vocab, count_tokens, select_vocab, top_tokens
+from pipelines.contract.atomic import atomic_directory
+from pipelines.contract.errors import ConfigError
+from pipelines.contract.manifest import FORMAT_VERSION, write_manifest
+from pipelines.contract.specials import SPECIALS, UNK_ID
+from pipelines.contract.vocab import Vocab, select_vocab
+from pipelines.spark import filters, readers
+from pipelines.spark.count import count_tokens, top_tokens
+from pipelines.spark.encode import table_encoder
+from pipelines.spark.normalize import spark_normalize, spark_token_count
+from pipelines.spark.output import write_shards
+from pipelines.spark.readers import SPLITS, read_inputs, resolve_inputs
+from pipelines.spark.split import assign_split, example_hash, shard_of
+from pipelines.text.normalize import NormalizeOptions
 
 KINDS = ("parallel", "monolingual")
 
@@ -62,7 +66,7 @@ def sides_for(cfg: Mapping[str, Any]) -> list[Side]:
     """The sides of a corpus: ``words`` for monolingual data, ``src`` and ``tgt`` for pairs."""
     data, norm = cfg["data"], cfg["normalize"]
     if data["kind"] not in KINDS:
-        raise ValueError(f"data.kind must be one of {KINDS}, got {data['kind']!r}")
+        raise ConfigError(f"data.kind must be one of {KINDS}, got {data['kind']!r}")
 
     def options(lang: str) -> NormalizeOptions:
         return NormalizeOptions.for_language(lang, norm["unicode"], bool(norm["lowercase"]), norm["apostrophe"])
@@ -143,21 +147,48 @@ def _versions(spark: SparkSession) -> dict[str, str]:
             "pyarrow": pyarrow.__version__, "java": spark.sparkContext._jvm.System.getProperty("java.version")}
 
 
+def check_settings(cfg: Mapping[str, Any]) -> None:
+    """Refuse numeric settings out of range before any work starts (ConfigError naming the key)."""
+    sides_for(cfg)
+    lowest = {"output.shards": 1, "filter.min_len": 1, "filter.max_len": 1, "filter.max_chars": 1,
+              "vocab.max_size": len(SPECIALS), "vocab.min_count": 1}
+    for key, low in lowest.items():
+        section, name = key.split(".")
+        value = cfg[section][name]
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            reason = " (the special tokens)" if key == "vocab.max_size" else ""
+            raise ConfigError(f"{key} must be an integer >= {low}{reason}, got {value!r}")
+    if cfg["filter"]["max_ratio"] < 0:
+        raise ConfigError(f"filter.max_ratio must be >= 0 (0 = no ratio filter), got {cfg['filter']['max_ratio']}")
+    valid, test = cfg["split"]["valid"], cfg["split"]["test"]
+    if valid < 0 or test < 0 or valid + test >= 1:
+        raise ConfigError(f"split.valid and split.test must be >= 0 and leave room for train (valid={valid}, test={test})")
+
+
 def preprocess(spark: SparkSession, cfg: Mapping[str, Any], output_dir: Path,
                log: Callable[[str], None] = print) -> dict[str, Any]:
     """Run the pipeline described by the resolved config ``cfg`` and publish it at ``output_dir``.
 
-    Returns the manifest. Nothing appears at ``output_dir`` unless the whole run succeeds.
+    Returns the manifest. Nothing appears at ``output_dir`` unless the whole run succeeds; an
+    input Spark cannot read to its end (a truncated ``.gz``) is named in an InputError.
     """
+    check_settings(cfg)
+    specs = resolve_inputs(cfg["data"]["inputs"], cfg["data"]["kind"])
+    try:
+        return _preprocess(spark, cfg, specs, output_dir, log)
+    except Exception as err:
+        explained = readers.explain_read_failure(specs, err)
+        if explained is None:
+            raise
+        raise explained from None
+
+
+def _preprocess(spark: SparkSession, cfg: Mapping[str, Any], specs: Sequence[readers.InputSpec], output_dir: Path,
+                log: Callable[[str], None]) -> dict[str, Any]:
     started = time.perf_counter()
     kind, flt, out = cfg["data"]["kind"], cfg["filter"], cfg["output"]
     sides = sides_for(cfg)
-    specs = resolve_inputs(cfg["data"]["inputs"], kind)
     shards = int(out["shards"])
-    if shards < 1:
-        raise ValueError("output.shards must be at least 1")
-    if flt["min_len"] < 1:
-        raise ValueError("filter.min_len must be at least 1: an example needs a token")
     norm_cols, raw_cols = [s.norm for s in sides], [s.raw for s in sides]
     length_cols = [s.length_column for s in sides]
 

@@ -1,4 +1,4 @@
-"""Vocabulary: special tokens with fixed ids, selection rules and the on-disk format.
+"""Vocabulary: selection rules and the on-disk format (``vocab/<side>.tsv``).
 
 Shared by the preprocessing pipeline (which builds vocabularies) and by the jobs that read them.
 Ids: the special tokens first, then words by descending count, ties broken by the token (code-point
@@ -8,21 +8,13 @@ order, which equals the UTF-8 byte order Spark sorts by), so the same counts giv
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    import pyarrow as pa
-    from pyspark.sql import DataFrame
-
-PAD, UNK, NUM, URL, GO, EOS = "[PAD]", "[UNK]", "[NUM]", "[URL]", "<go>", "<eos>"
-SPECIALS: tuple[str, ...] = (PAD, UNK, NUM, URL, GO, EOS)
-PAD_ID, UNK_ID, NUM_ID, URL_ID, GO_ID, EOS_ID = range(len(SPECIALS))
-# Specials that can occur in normalized text and so are counted like words.
-COUNTED_SPECIALS = (NUM, URL)
+from pipelines.contract.errors import ConfigError, InputError
+from pipelines.contract.specials import SPECIALS, UNK, UNK_ID
 
 
 @dataclass(frozen=True)
@@ -64,11 +56,11 @@ class Vocab:
         tokens, counts = [], []
         with open(path, encoding="utf-8") as f:
             if f.readline().rstrip("\n") != "id\ttoken\tcount":
-                raise ValueError(f"{path}: not a vocabulary file (header 'id<TAB>token<TAB>count' expected)")
+                raise InputError(f"{path}: not a vocabulary file (header 'id<TAB>token<TAB>count' expected)")
             for expected, line in enumerate(f):
                 i, token, count = line.rstrip("\n").split("\t")
                 if int(i) != expected:
-                    raise ValueError(f"{path}: id {i} on line {expected + 2}, expected {expected}")
+                    raise InputError(f"{path}: id {i} on line {expected + 2}, expected {expected}")
                 tokens.append(token)
                 counts.append(int(count))
         return cls(tuple(tokens), tuple(counts))
@@ -82,7 +74,7 @@ def select_vocab(ranked: Sequence[tuple[str, int]], max_size: int, min_count: in
     tokens counted; what the vocabulary does not cover is the count of ``[UNK]``.
     """
     if max_size < len(SPECIALS):
-        raise ValueError(f"vocab.max_size must be at least {len(SPECIALS)} (the special tokens)")
+        raise ConfigError(f"vocab.max_size must be at least {len(SPECIALS)} (the special tokens), got {max_size}")
     special_counts = {t: 0 for t in SPECIALS}
     words: list[tuple[str, int]] = []
     for token, count in ranked:
@@ -101,48 +93,3 @@ def select_vocab(ranked: Sequence[tuple[str, int]], max_size: int, min_count: in
 def rank_tokens(counts: Iterable[tuple[str, int]]) -> list[tuple[str, int]]:
     """Order ``(token, count)`` pairs as vocabularies rank them: count descending, then token."""
     return sorted(counts, key=lambda tc: (-tc[1], tc[0]))
-
-
-def count_tokens(df: "DataFrame", groups: Mapping[str, Sequence[str]]) -> "DataFrame":
-    """Spark: ``(vocab, token, count)``: for each vocabulary name in ``groups``, the tokens of its
-    normalized-text columns (tokens separated by single spaces). Each partition counts with
-    Arrow's C++ kernels (split, value_counts, group_by); Spark adds up the partial counts."""
-    from pyspark.sql import functions as F
-
-    groups = {group: list(columns) for group, columns in groups.items()}
-    columns = sorted({column for group in groups.values() for column in group})
-
-    def count_partition(batches: Iterator["pa.RecordBatch"]) -> Iterator["pa.RecordBatch"]:
-        import pyarrow as pa
-        import pyarrow.compute as pc
-
-        partial = []
-        for batch in batches:
-            for group, names in groups.items():
-                for name in names:
-                    tokens = pc.split_pattern(batch.column(name).drop_null(), " ").flatten()
-                    counted = pc.value_counts(tokens.filter(pc.not_equal(tokens, "")))
-                    partial.append(pa.table({"vocab": pa.array([group] * len(counted), pa.string()),
-                                             "token": counted.field("values"), "count": counted.field("counts")}))
-        if partial:
-            total = pa.concat_tables(partial).group_by(["vocab", "token"]).aggregate([("count", "sum")])
-            yield from total.rename_columns(["vocab", "token", "count"]).to_batches()
-
-    partial = df.select(*columns).mapInArrow(count_partition, "vocab string, token string, count long")
-    return partial.groupBy("vocab", "token").agg(F.sum("count").alias("count"))
-
-
-def top_tokens(counts: "pa.Table", max_size: int, min_count: int) -> tuple[list[tuple[str, int]], int]:
-    """The ranked candidates for a vocabulary of ``max_size`` from a ``(token, count)`` Arrow table
-    (one vocabulary's counts), and the total token count."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    total = pc.sum(counts["count"]).as_py() or 0
-    specials = pa.array(COUNTED_SPECIALS, pa.string())
-    wanted = pc.or_(pc.greater_equal(counts["count"], min_count), pc.is_in(counts["token"], value_set=specials))
-    counts = counts.filter(wanted)
-    # Arrow sorts strings by their UTF-8 bytes, which is the tokens' code-point order.
-    order = pc.sort_indices(counts, sort_keys=[("count", "descending"), ("token", "ascending")])
-    top = counts.take(order[: max_size - len(SPECIALS) + len(COUNTED_SPECIALS)])
-    return list(zip(top["token"].to_pylist(), top["count"].to_pylist())), int(total)

@@ -1,5 +1,6 @@
-"""What the Ray Train jobs share: the trainer built from a config, collectives that also work with
-one worker, MLflow logging from rank 0, and path resolution for workers that run elsewhere."""
+"""What the Ray Train jobs share: the start of a training run, the trainer built from a config,
+collectives that also work with one worker, MLflow logging from rank 0, and path resolution for
+workers that run elsewhere."""
 
 from __future__ import annotations
 
@@ -8,16 +9,20 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import torch
-from ray.train.v2.api.callback import UserCallback
+from omegaconf import DictConfig
+from ray.train import UserCallback
 
-from jobs.config import PROJECT_DIR, ConfigError
-from jobs.ray_cluster import connect
-from jobs.tracking import tracking_uri
+from jobs.common.config import PROJECT_DIR, ConfigError, load_config, to_dict, to_yaml
+from jobs.common.ray_cluster import connect
+from jobs.common.ray_private import in_tune_session, worker_failures
+from jobs.common.tracking import mlflow_run, tracking_uri
+from pipelines.contract.errors import OutputExistsError, UserError
 
 
 def world() -> tuple[int, int]:
@@ -105,22 +110,43 @@ class EpochMetrics(UserCallback):
         MlflowClient(self.tracking_uri).log_batch(self.run_id, metrics=values)
 
 
-def start(config: dict[str, Any], mlflow: Any) -> None:
-    """Connect to Ray and let rank 0 log to the driver's MLflow run (``mlflow`` from
-    ``jobs.tracking.mlflow_run``): its id and tracking URI travel in ``config``."""
-    run = mlflow.active_run() if config["mlflow"]["enabled"] else None
-    config["mlflow_run_id"] = run.info.run_id if run else None
-    config["mlflow_tracking_uri"] = tracking_uri(config["mlflow"])
-    connect(config["ray"])
+@contextmanager
+def training_run(job: str, argv: Sequence[str] | None, path_keys: Sequence[str],
+                 prepare: Callable[[dict[str, Any]], None]) -> Iterator[tuple[DictConfig, dict[str, Any], Any]]:
+    """The start every trainer shares: load and print the config, make its ``path_keys`` absolute
+    (workers may run in another directory or on another machine), let ``prepare`` check the
+    config and add what the workers need, refuse an existing output, open the job's MLflow run,
+    connect to Ray, and let rank 0 log to that run (its id and tracking URI travel in the config).
+    Yields the config as loaded, the worker config and the ``mlflow`` module (or its stand-in)."""
+    cfg = load_config(job, argv)
+    print(to_yaml(cfg), flush=True)
+    config = resolve_paths(to_dict(cfg), path_keys)
+    prepare(config)
+    output_dir = Path(config["output_dir"])
+    if output_dir.exists() and not config["overwrite"]:
+        raise OutputExistsError(f"{output_dir} exists; pass overwrite=true to replace it")
+    with mlflow_run(config["mlflow"], config["run_name"], params=to_dict(cfg)) as mlflow:
+        mlflow.log_text(to_yaml(cfg), "config.yaml")
+        run = mlflow.active_run() if config["mlflow"]["enabled"] else None
+        config["mlflow_run_id"] = run.info.run_id if run else None
+        config["mlflow_tracking_uri"] = tracking_uri(config["mlflow"])
+        connect(config["ray"])
+        yield cfg, config, mlflow
 
 
-def resolve_paths(config: dict[str, Any]) -> dict[str, Any]:
-    """``data_dir`` and ``output_dir`` required and absolute, ``storage_path`` defaulted: workers
-    may run in another directory or on another machine."""
+def resolve_paths(config: dict[str, Any], path_keys: Sequence[str]) -> dict[str, Any]:
+    """``data_dir`` and ``output_dir`` required, every set key of ``path_keys`` (dotted) made
+    absolute, ``storage_path`` defaulted to ``<project>/ray_results``."""
     for key in ("data_dir", "output_dir"):
         if not config.get(key):
             raise ConfigError(f"{key} must be set (e.g. {key}=DIR)")
-        config[key] = str(Path(config[key]).resolve())
+    for key in path_keys:
+        *parents, name = key.split(".")
+        section = config
+        for parent in parents:
+            section = section[parent]
+        if section.get(name):
+            section[name] = str(Path(section[name]).resolve())
     config["storage_path"] = str(Path(config["storage_path"] or PROJECT_DIR / "ray_results").resolve())
     return config
 
@@ -131,9 +157,8 @@ def fit(train_func: Callable[[dict[str, Any]], None], config: dict[str, Any], lo
     ``resume`` is false; returns Ray's result (last metrics, latest checkpoint). With
     ``log_reports`` the reports go to the job's MLflow run (:class:`EpochMetrics`); inside a Ray Tune
     trial they also go to Tune."""
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig, TrainingFailedError
     from ray.train.torch import TorchTrainer
-    from ray.tune.trainable.trainable_fn_utils import _in_tune_session
 
     t = config["train"]
     previous = Path(config["storage_path"]) / config["run_name"]
@@ -143,7 +168,7 @@ def fit(train_func: Callable[[dict[str, Any]], None], config: dict[str, Any], lo
     callbacks: list[UserCallback] = []
     if log_reports and config.get("mlflow_run_id"):
         callbacks.append(EpochMetrics(config["mlflow_tracking_uri"], config["mlflow_run_id"]))
-    if _in_tune_session():
+    if in_tune_session():
         from ray.tune.integration.ray_train import TuneReportCallback
 
         callbacks.append(TuneReportCallback())
@@ -160,6 +185,13 @@ def fit(train_func: Callable[[dict[str, Any]], None], config: dict[str, Any], lo
     previous = signal.getsignal(signal.SIGINT) if main_thread else None
     try:
         return trainer.fit()
+    except TrainingFailedError as error:
+        # a user's mistake found by a worker (a checkpoint of another model, say) is reported as
+        # the one-line error it is, not as a wrapped traceback
+        mistakes = [f for f in worker_failures(error) if isinstance(f, UserError)]
+        if mistakes:
+            raise mistakes[0] from None
+        raise
     except SystemExit as exit:
         # Train V2's SIGINT handler aborts the run and then calls sys.exit: make it the Ctrl-C it
         # was, so that the job's MLflow run ends KILLED rather than FAILED

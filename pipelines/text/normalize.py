@@ -1,8 +1,8 @@
 """Text normalization and tokenization rules, in one place, with two renderings.
 
-``spark_normalize`` builds Spark SQL expressions (JVM only, no Python UDF) and ``tokenize`` /
-``normalize`` are its pure-Python twin, used to translate new text. Both apply the same steps in
-the same order:
+``tokenize`` / ``normalize`` here are the pure-Python rendering, used to translate new text;
+``pipelines.spark.normalize`` renders the same rules (built here by ``patterns(java=True)``) as
+Spark SQL expressions (JVM only, no Python UDF). Both apply the same steps in the same order:
 
 1. Unicode normalization (NFKC by default; ICU in the JVM, ``unicodedata`` in Python).
 2. One character table: control characters and odd spaces (U+00A0, U+202F, U+2009, ...) become a
@@ -28,12 +28,9 @@ from __future__ import annotations
 import re
 import unicodedata
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
-from pipelines.vocab import NUM, URL
-
-if TYPE_CHECKING:
-    from pyspark.sql import Column, DataFrame
+from pipelines.contract.errors import ConfigError
+from pipelines.contract.specials import NUM, URL
 
 UNICODE_FORMS = ("NFKC", "NFC", "none")
 APOSTROPHE_STYLES = ("left", "right")
@@ -54,8 +51,8 @@ _REMOVED: Ranges = (
 _APOSTROPHES = "\u2018\u2019\u201b\u02bc\u0060\u00b4\u2032\uff07"
 _DOUBLE_QUOTES = "\u201c\u201d\u201e\u201f"
 # ASCII characters the table changes: control characters and the backtick.
-_ASCII_IN_TABLE = "[\\x00-\\x1f\\x7f`]"
-_URL_HINTS = ("://", "www.", "WWW.")
+ASCII_IN_TABLE = "[\\x00-\\x1f\\x7f`]"
+URL_HINTS = ("://", "www.", "WWW.")
 
 # Characters split off as tokens of their own (the apostrophe is handled separately).
 _PUNCT: Ranges = (
@@ -78,9 +75,9 @@ class NormalizeOptions:
 
     def __post_init__(self) -> None:
         if self.unicode_form not in UNICODE_FORMS:
-            raise ValueError(f"normalize.unicode must be one of {UNICODE_FORMS}, got {self.unicode_form!r}")
+            raise ConfigError(f"normalize.unicode must be one of {UNICODE_FORMS}, got {self.unicode_form!r}")
         if self.apostrophe not in APOSTROPHE_STYLES:
-            raise ValueError(f"apostrophe style must be one of {APOSTROPHE_STYLES}, got {self.apostrophe!r}")
+            raise ConfigError(f"normalize.apostrophe must be one of {APOSTROPHE_STYLES}, got {self.apostrophe!r}")
 
     @classmethod
     def for_language(cls, lang: str, unicode_form: str = "NFKC", lowercase: bool = True,
@@ -102,7 +99,7 @@ def _char_table() -> dict[int, str]:
     return table
 
 
-_TABLE = _char_table()
+CHAR_TABLE = _char_table()
 
 
 def _escape(c: int, java: bool) -> str:
@@ -133,7 +130,7 @@ class _Patterns:
     punct: str
 
 
-def _patterns(java: bool) -> _Patterns:
+def patterns(java: bool) -> _Patterns:
     url_end = r"[^ \"<>.,;:!?'()\[\]{}]"
     url = r"(?:(?:[hH][tT][tT][pP][sS]?|[fF][tT][pP])://|www\.|WWW\.)[^ \"<>]*" + url_end
     num = r"[0-9]+(?:[.,][0-9]+)*"
@@ -150,14 +147,14 @@ def _patterns(java: bool) -> _Patterns:
                                             f"|({inner_apostrophe}))")
 
 
-_PY = _patterns(java=False)
+_PY = patterns(java=False)
 _PY_URL = re.compile(_PY.url)
 _PY_NUM = re.compile(_PY.num)
 _PY_PUNCT = re.compile(_PY.punct)
-_PY_ASCII_IN_TABLE = re.compile(_ASCII_IN_TABLE)
+_PY_ASCII_IN_TABLE = re.compile(ASCII_IN_TABLE)
 # Group 1 (punctuation, edge apostrophes) is padded with spaces; group 2 (an apostrophe inside a
 # word) goes with the word on its left or right. An unmatched group is replaced by "".
-_REPLACEMENT = {"left": ("\\g<2> \\g<1> ", "$2 $1 "), "right": (" \\g<1> \\g<2>", " $1 $2")}
+REPLACEMENT = {"left": ("\\g<2> \\g<1> ", "$2 $1 "), "right": (" \\g<1> \\g<2>", " $1 $2")}
 
 
 def _clean(text: str, options: NormalizeOptions) -> str:
@@ -165,7 +162,7 @@ def _clean(text: str, options: NormalizeOptions) -> str:
     if options.unicode_form != "none":
         text = unicodedata.normalize(options.unicode_form, text)
     if not text.isascii() or _PY_ASCII_IN_TABLE.search(text):
-        text = text.translate(_TABLE)
+        text = text.translate(CHAR_TABLE)
     return text
 
 
@@ -174,10 +171,10 @@ def tokenize(text: str, options: NormalizeOptions) -> list[str]:
     text = _clean(text, options)
     if options.lowercase:
         text = text.lower()
-    if any(hint in text for hint in _URL_HINTS):
+    if any(hint in text for hint in URL_HINTS):
         text = _PY_URL.sub(f" {URL} ", text)
     text = _PY_NUM.sub(f" {NUM} ", text)
-    text = _PY_PUNCT.sub(_REPLACEMENT[options.apostrophe][0], text)
+    text = _PY_PUNCT.sub(REPLACEMENT[options.apostrophe][0], text)
     return [t for t in text.split(" ") if t]
 
 
@@ -185,7 +182,7 @@ def placeholder_values(text: str, options: NormalizeOptions) -> dict[str, list[s
     """What ``tokenize`` turns into ``[URL]`` and ``[NUM]``, in order of appearance (case kept), so a
     translation's placeholders can be filled back in."""
     text = _clean(text, options)
-    urls = _PY_URL.findall(text) if any(hint in text.lower() for hint in _URL_HINTS) else []
+    urls = _PY_URL.findall(text) if any(hint in text.lower() for hint in URL_HINTS) else []
     if urls:
         text = _PY_URL.sub(" ", text)
     return {URL: urls, NUM: _PY_NUM.findall(text)}
@@ -194,45 +191,3 @@ def placeholder_values(text: str, options: NormalizeOptions) -> dict[str, list[s
 def normalize(text: str, options: NormalizeOptions) -> str:
     """The normalized text: its tokens joined by single spaces."""
     return " ".join(tokenize(text, options))
-
-
-def spark_normalize(df: "DataFrame", text_column: str, output_column: str, options: NormalizeOptions,
-                    where: "Column | None" = None) -> "DataFrame":
-    """Add ``output_column``: the normalized text of ``text_column``, tokens joined by single
-    spaces, as ``normalize`` gives it (rows where ``where`` is false get null). JVM only."""
-    from pyspark.sql import functions as F
-
-    java = _patterns(java=True)
-    text = F.col(text_column)
-    if options.unicode_form != "none":
-        # reflect() counts as non-deterministic, so Spark would evaluate it once per reference:
-        # it gets a projection of its own and later steps refer to its result.
-        text = F.call_function("reflect", F.lit("com.ibm.icu.text.Normalizer"), F.lit("compose"), text,
-                               F.lit(options.unicode_form == "NFKC"))
-    wanted = F.col(text_column).isNotNull() & (F.lit(True) if where is None else where)
-    df = df.withColumn(output_column, F.when(wanted, text))
-    text = F.col(output_column)
-    # translate(): characters of `source` past the end of `target` are deleted.
-    kept = {c: r for c, r in _TABLE.items() if r}
-    deleted = [c for c, r in _TABLE.items() if not r]
-    source = "".join(chr(c) for c in list(kept) + deleted)
-    needs_table = (F.length(text) != F.octet_length(text)) | text.rlike(_ASCII_IN_TABLE)
-    text = F.when(needs_table, F.translate(text, source, "".join(kept.values()))).otherwise(text)
-    if options.lowercase:
-        text = F.lower(text)
-    has_url_hint = F.lit(False)
-    for hint in _URL_HINTS:
-        if not (options.lowercase and hint != hint.lower()):
-            has_url_hint = has_url_hint | (F.instr(text, hint) > 0)
-    text = F.when(has_url_hint, F.regexp_replace(text, java.url, f" {URL} ")).otherwise(text)
-    text = F.regexp_replace(text, java.num, f" {NUM} ")
-    text = F.regexp_replace(text, java.punct, _REPLACEMENT[options.apostrophe][1])
-    return df.withColumn(output_column, F.regexp_replace(F.trim(text), "  +", " "))
-
-
-def spark_token_count(normalized: "Column") -> "Column":
-    """Number of tokens in a normalized text (spaces + 1, or 0 for the empty text)."""
-    from pyspark.sql import functions as F
-
-    spaces = F.octet_length(normalized) - F.octet_length(F.replace(normalized, F.lit(" "), F.lit("")))
-    return F.when(normalized == "", F.lit(0)).otherwise(spaces + 1)

@@ -7,7 +7,8 @@ from collections.abc import Callable, Mapping
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipelines.vocab import UNK_ID, Vocab
+from pipelines.contract.specials import UNK_ID
+from pipelines.contract.vocab import Vocab
 
 
 def encode_texts(texts: pa.Array | pa.ChunkedArray, vocab_tokens: pa.Array) -> pa.ListArray:

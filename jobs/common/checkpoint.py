@@ -1,0 +1,88 @@
+"""The translator checkpoint (``translator.pt``): the weights with everything needed to translate
+raw text (settings, vocabularies, the source normalization, decode settings), as plain data and
+tensors, so it loads with ``torch.load(..., weights_only=True)``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from pipelines.contract.errors import CheckpointError
+from pipelines.contract.vocab import Vocab
+from pipelines.text.normalize import NormalizeOptions
+from rnn_models.search import DecodeSettings
+from rnn_models.translator import Translator, TranslatorSettings
+
+BUNDLE_FILE = "translator.pt"
+
+
+@dataclass
+class Bundle:
+    """A translator, its vocabularies and the source normalization it was trained with."""
+
+    model: Translator
+    src_tokens: list[str]
+    tgt_tokens: list[str]
+    src_options: NormalizeOptions
+    src_lang: str
+    tgt_lang: str
+    tgt_lowercase: bool
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_manifest(cls, model: Translator, manifest: dict[str, Any], src: Vocab, tgt: Vocab) -> "Bundle":
+        sides = manifest["sides"]
+        return cls(model, list(src.tokens), list(tgt.tokens), NormalizeOptions(**sides["src"]["normalize"]),
+                   sides["src"]["lang"], sides["tgt"]["lang"], bool(sides["tgt"]["normalize"]["lowercase"]))
+
+    def state(self, model_state: dict[str, torch.Tensor] | None = None) -> dict[str, Any]:
+        """Everything ``load`` needs, as plain data and tensors (loadable with weights_only=True)."""
+        return {"settings": self.model.settings.to_dict(),
+                "model": model_state if model_state is not None else self.model.state_dict(),
+                "src_tokens": self.src_tokens, "tgt_tokens": self.tgt_tokens,
+                "src_options": vars(self.src_options), "src_lang": self.src_lang, "tgt_lang": self.tgt_lang,
+                "tgt_lowercase": self.tgt_lowercase, "info": self.info}
+
+    def save(self, path: Path, model_state: dict[str, torch.Tensor] | None = None) -> None:
+        torch.save(self.state(model_state), path)
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any], device: torch.device | str = "cpu") -> "Bundle":
+        model = Translator(TranslatorSettings.from_dict(state["settings"]))
+        model.load_state_dict(state["model"])
+        model.to(device).eval()
+        return cls(model, list(state["src_tokens"]), list(state["tgt_tokens"]),
+                   NormalizeOptions(**state["src_options"]), state["src_lang"], state["tgt_lang"],
+                   state["tgt_lowercase"], dict(state.get("info", {})))
+
+    @classmethod
+    def load(cls, path: str | Path, device: torch.device | str = "cpu") -> "Bundle":
+        """From a ``translator.pt`` file, a directory holding one, or an MLflow ``runs:/ID/PATH`` URI."""
+        path = str(path)
+        if path.startswith(("runs:/", "models:/", "mlflow-artifacts:")):
+            import mlflow
+
+            try:
+                path = mlflow.artifacts.download_artifacts(path)
+            except Exception as err:  # MLflow's errors for unknown runs, models and paths differ by store
+                raise CheckpointError(f"cannot fetch {path} from MLflow: {err}") from None
+        file = Path(path)
+        if file.is_dir():
+            file = file / BUNDLE_FILE
+        if not file.is_file():
+            raise CheckpointError(f"no translator checkpoint at {file} (give a {BUNDLE_FILE}, a directory "
+                                  "holding one, or an MLflow URI such as runs:/RUN_ID/best)")
+        try:
+            state = torch.load(file, map_location="cpu", weights_only=True)
+        except Exception as err:  # not a torch file, or one holding more than weights
+            raise CheckpointError(f"{file} is not a translator checkpoint: {err}") from None
+        if not isinstance(state, dict) or not {"settings", "model", "src_tokens", "tgt_tokens"} <= set(state):
+            raise CheckpointError(f"{file} is not a translator checkpoint (no settings, weights and vocabularies)")
+        return cls.from_state(state, device)
+
+    def decode_settings(self) -> DecodeSettings:
+        """The decode settings the model was trained with (the defaults for older checkpoints)."""
+        return DecodeSettings.from_dict(self.info.get("decode"))

@@ -1,0 +1,92 @@
+"""Translating raw text with a trained translator (``jobs.common.checkpoint.Bundle``), and scoring translations.
+
+Shared by ``jobs.train_translator`` (validation BLEU), ``jobs.translate`` and ``jobs.evaluate``, so
+all three normalize, decode and post-process alike.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+import torch
+
+from jobs.common.checkpoint import Bundle
+from pipelines.contract.errors import InputError
+from pipelines.contract.specials import UNK_ID
+from pipelines.text.detokenize import detokenize, restore
+from pipelines.text.normalize import placeholder_values, tokenize
+from rnn_models.batching import pad
+from rnn_models.search import DecodeSettings, Hypothesis, decode
+
+
+def read_lines(data: bytes, name: str) -> list[str]:
+    """Lines of ``data`` (``\\n`` or ``\\r\\n`` ends), decoded strictly; InputError names the first bad line."""
+    lines = data.split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()
+    out = []
+    for number, raw in enumerate(lines, 1):
+        try:
+            out.append(raw.removesuffix(b"\r").decode("utf-8"))
+        except UnicodeDecodeError as err:
+            raise InputError(f"{name}: line {number} is not valid UTF-8 ({err.reason} at byte {err.start})") from None
+    return out
+
+
+@dataclass
+class Translation:
+    text: str
+    tokens: list[str]
+    source_tokens: list[str]
+    hypothesis: Hypothesis
+    truncated: bool
+
+
+def translate(bundle: Bundle, texts: Sequence[str], settings: DecodeSettings,
+              device: torch.device | str = "cpu") -> list[Translation]:
+    """Translate raw sentences: normalize and encode as in training, decode (greedy at beam 1),
+    fill placeholders back from the source, handle unknown words, detokenize. Empty inputs give
+    empty outputs; sources longer than ``settings.max_tokens`` are cut there (``truncated``)."""
+    max_tokens, batch_size = settings.max_tokens, settings.batch_size
+    src_index = {t: i for i, t in enumerate(bundle.src_tokens)}
+    sources = [tokenize(text, bundle.src_options) for text in texts]
+    truncated = [len(s) > max_tokens for s in sources]
+    sources = [s[:max_tokens] for s in sources]
+    ids = [[src_index.get(t, UNK_ID) for t in s] for s in sources]
+    results: list[Translation | None] = [None] * len(texts)
+    order = sorted((i for i in range(len(texts)) if ids[i]), key=lambda i: len(ids[i]))
+    bundle.model.eval()
+    for start in range(0, len(order), batch_size):
+        chunk = order[start:start + batch_size]
+        src, src_len = pad([np.asarray(ids[i], dtype=np.int64) for i in chunk], device)
+        for i, hyp in zip(chunk, decode(bundle.model, src, src_len, settings)):
+            tokens = [bundle.tgt_tokens[t] for t in hyp.tokens]
+            restored = restore(tokens, placeholder_values(texts[i], bundle.src_options), sources[i],
+                               hyp.alignment, settings.copy_unk)
+            results[i] = Translation(detokenize(restored, bundle.tgt_lang), restored, sources[i], hyp, truncated[i])
+    empty = Hypothesis([], [], 0.0)
+    return [r if r is not None else Translation("", [], [], empty, False) for r in results]
+
+
+def translate_and_score(bundle: Bundle, sources: Sequence[str], references: Sequence[str],
+                        settings: DecodeSettings, beam: int, device: torch.device | str = "cpu"
+                        ) -> tuple[dict[str, Any], list[Translation]]:
+    """Translate ``sources`` at ``beam`` with the other ``settings`` and ``score`` the result
+    against ``references``."""
+    translations = translate(bundle, sources, replace(settings, beam=beam), device)
+    return score([t.text for t in translations], references, bundle.tgt_lowercase), translations
+
+
+def score(hypotheses: Sequence[str], references: Sequence[str], lowercase: bool) -> dict[str, Any]:
+    """Corpus BLEU and chrF (sacrebleu) against raw references, with their signatures; case-blind
+    when the model's target side was lowercased."""
+    from sacrebleu.metrics import BLEU, CHRF
+
+    bleu, chrf = BLEU(lowercase=lowercase), CHRF(lowercase=lowercase)
+    refs = [list(references)]
+    b, c = bleu.corpus_score(list(hypotheses), refs), chrf.corpus_score(list(hypotheses), refs)
+    return {"bleu": b.score, "chrf": c.score, "bleu_signature": str(bleu.get_signature()),
+            "chrf_signature": str(chrf.get_signature())}

@@ -1,0 +1,29 @@
+"""The errors a user can fix: every one of them ends a job with one ``error: ...`` line (exit 2),
+never a traceback (``jobs.common.cli.main``). Anything else is a bug and keeps its traceback."""
+
+from __future__ import annotations
+
+
+class UserError(Exception):
+    """A mistake in what the user gave: a config value, a path, an input, a checkpoint. The message
+    names the key or file and what would be accepted."""
+
+
+class ConfigError(UserError, ValueError):
+    """A configuration that cannot be used (unknown key, invalid value)."""
+
+
+class InputError(UserError, ValueError):
+    """An input that cannot be read as configured or given (a missing file, bad bytes, a truncated archive)."""
+
+
+class OutputExistsError(UserError, FileExistsError):
+    """The output exists and overwriting was not asked for."""
+
+
+class ManifestError(UserError, ValueError):
+    """A data directory without a usable manifest, or one that does not fit the stage reading it."""
+
+
+class CheckpointError(UserError, ValueError):
+    """A checkpoint that does not exist or does not fit the run (another model, other vocabularies)."""

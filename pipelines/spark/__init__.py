@@ -1,0 +1,1 @@
+"""The PySpark preprocessing stages: read, normalize, filter, split, count, encode, write."""

@@ -28,7 +28,7 @@ import torch
 from jobs.common import cli, ray_train
 from jobs.common.checkpoint import BUNDLE_FILE, Bundle
 from jobs.common.config import PROJECT_DIR, to_yaml
-from jobs.common.ray_train import MetricsLog, broadcast, worker_log
+from jobs.common.ray_train import MetricsLog, broadcast, check_replicas, worker_log
 from jobs.common.reports import attention_heatmaps
 from jobs.common.translation import Translation, translate, translate_and_score
 from pipelines.contract.atomic import atomic_directory
@@ -243,6 +243,7 @@ class TranslatorTraining:
         """Decay the learning rate, keep the best model, report the epoch with a checkpoint;
         returns whether training stops here (time budget or early stopping)."""
         t, progress = self.t, self.progress
+        check_replicas(self.model, self.device)
         bleu = broadcast([metrics.get("valid_bleu", 0.0)], self.device)[0]  # rank 0's, on every worker
         self.scheduler.step(bleu)
         improved = bleu > progress.best_bleu

@@ -29,7 +29,7 @@ import torch
 
 from jobs.common import cli, ray_train
 from jobs.common.config import ConfigError
-from jobs.common.ray_train import MetricsLog, all_reduce_sum, worker_log
+from jobs.common.ray_train import MetricsLog, all_reduce_sum, check_replicas, worker_log
 from jobs.common.reports import evaluate, projection_plot
 from pipelines.contract.atomic import atomic_directory
 from pipelines.contract.errors import CheckpointError, ManifestError
@@ -166,6 +166,8 @@ class Word2VecTraining:
             save = (step + 1) % checkpoint_every == 0 or last
             if (step + 1) % t["sync_every"] == 0 or save:
                 self.sync()
+                if save:
+                    check_replicas(self.model, self.device)
                 if self._report_due(save):
                     resume = Position(epoch + 1, 0) if last else Position(epoch, step + 1)
                     self._report(epoch, (done + 1) / total_steps, lr, done + 1, resume if save else None)

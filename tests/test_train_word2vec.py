@@ -86,6 +86,10 @@ def test_two_workers_train_export_and_resume(tmp_path, data_dir, ray_local, caps
                                     order_by=["attributes.start_time ASC"])
     epochs = {m.value for m in client.get_metric_history(rerun.info.run_id, "epoch")}
     assert epochs == {1.0} and again["words"] == summary["words"]
+    # the resumed run starts from the trained vectors: its loss goes on below where the first run began
+    first_losses = [m.value for m in client.get_metric_history(run.info.run_id, "loss")]
+    resumed_losses = [m.value for m in client.get_metric_history(rerun.info.run_id, "loss")]
+    assert resumed_losses[0] < first_losses[0] - 0.05, (first_losses, resumed_losses)
     resumed = KeyedVectors.load_word2vec_format(str(out / "vectors.txt"))
     assert not np.allclose(resumed.vectors, text.vectors)
     assert json.loads((out / "eval.json").read_text())["analogy"]["covered"] == 2

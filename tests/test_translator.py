@@ -222,7 +222,7 @@ def test_overfits_a_handful_of_pairs(kwargs):
         optimizer.zero_grad()
         (loss / tokens).backward()
         optimizer.step()
-        first = float(loss / tokens) if first is None else first
+        first = (loss / tokens).item() if first is None else first
     m.eval()
     final = float(sequence_loss(m(src, src_len, tgt_in)[0], tgt_out)[0] / tokens)
     assert first > 2.5 and final < 0.05, (first, final)

@@ -229,3 +229,15 @@ def test_overfits_a_handful_of_pairs(kwargs):
     targets = [row[row != PAD_ID].tolist() for row in tgt]
     assert [h.tokens for h in greedy(m, src, src_len)] == targets
     assert [h.tokens for h in beam_search(m, src, src_len, DecodeSettings(beam=3, alpha=0.0))] == targets
+
+
+def test_decode_settings_defaults_overrides_and_refusals():
+    base = DecodeSettings.from_dict({"beam": 3, "unk": "keep"})
+    assert (base.beam, base.unk, base.alpha) == (3, "keep", DecodeSettings().alpha)
+    on_top = DecodeSettings.from_dict({"beam": None, "max_tokens": 7}, base=base)  # null keeps the base's
+    assert (on_top.beam, on_top.unk, on_top.max_tokens) == (3, "keep", 7)
+    assert DecodeSettings.from_dict(on_top.to_dict()) == on_top
+    for values, message in (({"beam": 0}, "decode.beam"), ({"unk": "guess"}, "decode.unk must be one of keep, copy"),
+                            ({"max_ratio": 0}, "decode.max_ratio"), ({"width": 3}, "unknown DecodeSettings keys")):
+        with pytest.raises(ConfigError, match=message):
+            DecodeSettings.from_dict(values)

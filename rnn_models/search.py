@@ -157,6 +157,8 @@ def beam_search(model: Translator, src: torch.Tensor, src_len: torch.Tensor,
     finished: list[list[Hypothesis]] = [[] for _ in range(batch)]  # the best `beam` ended ones per sentence
     done = [False] * batch
     limit = max_output_length(src_len, settings)
+    # the most a live score can still be divided by: the length penalty at the length limit
+    longest_penalty = float(length_penalty(torch.tensor(limit), alpha))
     for step in range(limit):
         log_probs, state, weights = _next(model, prev, state, memory, last=step == limit - 1)
         vocab = log_probs.size(-1)
@@ -167,7 +169,7 @@ def beam_search(model: Translator, src: torch.Tensor, src_len: torch.Tensor,
         positions = _source_positions(weights, row_len, model.settings.reverse_source)
         keep_origin, keep_word = origin[:, :beam].clone(), word[:, :beam].clone()
         new_scores = torch.full_like(scores, float("-inf"))
-        ended_length = torch.tensor(step + 1)
+        ended_penalty = float(length_penalty(torch.tensor(step + 1), alpha))
         for b, (b_scores, b_origin, b_word) in enumerate(zip(top_scores.tolist(), origin.tolist(), word.tolist())):
             if done[b]:
                 continue
@@ -180,14 +182,14 @@ def beam_search(model: Translator, src: torch.Tensor, src_len: torch.Tensor,
                     # fairseq and Hugging Face's beam search)
                     if rank < beam:
                         _keep_best(finished[b], Hypothesis(history[o].tolist(), aligned[o].tolist(),
-                                                           score / float(length_penalty(ended_length, alpha))), beam)
+                                                           score / ended_penalty), beam)
                 else:
                     keep_origin[b, slot], keep_word[b, slot], new_scores[b, slot] = o, w, score
                     slot += 1
             # done when `beam` translations have ended and no live one can still beat the worst of
             # them: a live score only falls, and the length penalty divides it at most by lp(limit)
             best_live = float(new_scores[b, 0])
-            reachable = best_live / float(length_penalty(torch.tensor(limit), alpha)) if alpha > 0 else best_live
+            reachable = best_live / longest_penalty  # lp is 1 at alpha 0
             if len(finished[b]) >= beam and min(h.score for h in finished[b]) >= reachable:
                 done[b] = True
                 new_scores[b] = float("-inf")

@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from jobs.common import cli, ray_train
@@ -32,11 +33,12 @@ from jobs.common.ray_train import MetricsLog, broadcast, check_replicas, worker_
 from jobs.common.reports import attention_heatmaps
 from jobs.common.translation import Translation, translate, translate_and_score
 from pipelines.contract.atomic import atomic_directory
-from pipelines.contract.errors import CheckpointError, ManifestError
+from pipelines.contract.errors import CheckpointError, ConfigError, ManifestError
 from pipelines.contract.manifest import load_manifest
 from pipelines.contract.parallel_shards import Pairs, read_pairs
-from pipelines.contract.specials import EOS_ID, SPECIALS
-from pipelines.contract.vocab import Vocab
+from pipelines.contract.pieces import PieceModel
+from pipelines.contract.specials import EOS_ID, SPECIALS, UNK_ID
+from pipelines.contract.vocab import Vocab, load_vocab, vocab_identity
 from rnn_models.batching import pad, token_batches, worker_batches
 from rnn_models.search import DecodeSettings
 from rnn_models.translator import Translator, TranslatorSettings, frame_target, sequence_loss
@@ -87,6 +89,25 @@ def build_model(config: dict[str, Any], src: Vocab, tgt: Vocab, sentences: int, 
     return model
 
 
+def load_vocabs(data_dir: Path, manifest: dict[str, Any]) -> dict[str, tuple[Vocab, PieceModel | None]]:
+    """The source and target vocabularies of a preprocessing output, with their piece models."""
+    return {side: load_vocab(data_dir, manifest["vocab"][side]) for side in ("src", "tgt")}
+
+
+def subword_sample(pairs: Pairs, src: PieceModel, tgt: PieceModel, alpha: float, seed: int) -> Pairs:
+    """``pairs`` segmented anew by sampling (subword regularization: BPE-dropout or unigram
+    sampling with ``alpha``), the same for the same ``seed``; examples holding ``[UNK]`` keep theirs."""
+    sides = []
+    for ids, model, side_seed in ((pairs.src, src, seed), (pairs.tgt, tgt, seed + 1)):
+        plain = [i for i, x in enumerate(ids) if not (x == UNK_ID).any()]
+        texts = [model.processor.decode(ids[i].tolist()) for i in plain]
+        drawn = list(ids)
+        for i, new in zip(plain, model.sample(texts, alpha, side_seed % 2**32)):
+            drawn[i] = np.asarray(new, dtype=np.int64)
+        sides.append(drawn)
+    return Pairs(sides[0], sides[1], pairs.src_text, pairs.tgt_text)
+
+
 def make_batch(pairs: Pairs, index: Sequence[int], device: torch.device) -> tuple[torch.Tensor, ...]:
     """Padded source, lengths, and the framed target (``<go>`` + target, target + ``<eos>``)."""
     src, src_len = pad([pairs.src[i] for i in index], device)
@@ -111,7 +132,8 @@ def validate(model: Translator, bundle: Bundle, valid: Pairs, config: dict[str, 
     loss = loss_sum / max(tokens, 1)
     model.train()
     return {"valid_loss": loss, "valid_ppl": math.exp(min(loss, 50)), "valid_bleu": scores["bleu"],
-            "valid_chrf": scores["chrf"], "bleu_signature": scores["bleu_signature"]}, translations
+            "valid_chrf": scores["chrf"], "valid_unk": scores["unk"], "bleu_signature": scores["bleu_signature"]
+            }, translations
 
 
 def decode_settings(config: dict[str, Any]) -> DecodeSettings:
@@ -150,8 +172,9 @@ class TranslatorTraining:
         torch.set_num_threads(max(1, int(t["cpus_per_worker"])))
         data_dir = Path(config["data_dir"])
         self.manifest = load_manifest(data_dir, "parallel")
-        src_vocab, tgt_vocab = (Vocab.load(data_dir / self.manifest["vocab"][s]["file"]) for s in ("src", "tgt"))
-        self.fingerprints = {side: self.manifest["vocab"][side]["fingerprint"] for side in ("src", "tgt")}
+        vocabs = load_vocabs(data_dir, self.manifest)
+        (src_vocab, self.src_pieces), (tgt_vocab, self.tgt_pieces) = vocabs["src"], vocabs["tgt"]
+        self.fingerprints = {side: vocab_identity(self.manifest["vocab"][side]) for side in ("src", "tgt")}
         self.train = read_pairs(data_dir, self.manifest["splits"]["train"]["files"])
         self.valid = valid_pairs(config, self.manifest) if rank == 0 else None
         torch.manual_seed(config["seed"])  # the same initial parameters on every worker
@@ -162,7 +185,7 @@ class TranslatorTraining:
         self.progress = Progress()
         self.best_state: dict[str, Any] | None = None  # rank 0: the best model so far, on the CPU
         self.ddp_model = prepare_model(self.model, move_to_device=False)
-        self.bundle = Bundle.from_manifest(self.model, self.manifest, src_vocab, tgt_vocab)
+        self.bundle = Bundle.from_manifest(self.model, self.manifest, vocabs)
         self.log_metrics = MetricsLog.for_rank(config, rank)
         self.autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" and t["amp"]
                          else nullcontext())
@@ -185,7 +208,8 @@ class TranslatorTraining:
     def train_epoch(self, epoch: int) -> bool:
         """One epoch of DDP steps over this worker's batches; True when the time budget ran out."""
         t, progress = self.t, self.progress
-        src_len, tgt_len = self.train.lengths()
+        train = self.epoch_pairs(epoch)
+        src_len, tgt_len = train.lengths()
         batches = worker_batches(token_batches(src_len, tgt_len, t["batch_tokens"], self.config["seed"], epoch),
                                  self.rank, self.world)
         budget = t["max_minutes"] * 60 or float("inf")
@@ -195,7 +219,7 @@ class TranslatorTraining:
         for step, index in enumerate(batches):
             # the step: forward (autocast on GPU), loss per target token, backward, clip, update
             started = time.perf_counter()
-            src, lengths, tgt_in, tgt_out = make_batch(self.train, index, self.device)
+            src, lengths, tgt_in, tgt_out = make_batch(train, index, self.device)
             with self.autocast:
                 logits, _ = self.ddp_model(src, lengths, tgt_in)
             loss, tokens = sequence_loss(logits, tgt_out, t["label_smoothing"])
@@ -224,6 +248,15 @@ class TranslatorTraining:
                     return True
         progress.loop_seconds += time.perf_counter() - epoch_start
         return False
+
+    def epoch_pairs(self, epoch: int) -> Pairs:
+        """The training pairs of an epoch: as preprocessed, or with ``train.subword_alpha`` their
+        segmentation sampled anew (the same draw on every worker, for the seed and epoch)."""
+        alpha = self.t["subword_alpha"]
+        if not alpha or self.src_pieces is None or self.tgt_pieces is None:
+            return self.train
+        return subword_sample(self.train, self.src_pieces, self.tgt_pieces, alpha,
+                              self.config["seed"] * 1_000_003 + 2 * epoch)
 
     def _log_progress(self, window: dict[str, float], epoch_progress: float) -> None:
         if self.log_metrics is not None:
@@ -314,6 +347,10 @@ def prepare(config: dict[str, Any]) -> None:
     manifest = load_manifest(Path(config["data_dir"]), "parallel")
     if not manifest["splits"]["train"]["files"]:
         raise ManifestError(f"{config['data_dir']} has no train shards")
+    load_vocabs(Path(config["data_dir"]), manifest)  # the vocabularies and piece models the shards were made with
+    alpha = config["train"]["subword_alpha"]
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 <= alpha <= 1:
+        raise ConfigError(f"train.subword_alpha must be a number in [0, 1] (0 = off), got {alpha!r}")
 
 
 def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
@@ -322,7 +359,8 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
         started = time.perf_counter()
         output_dir, data_dir = Path(config["output_dir"]), Path(config["data_dir"])
         manifest = load_manifest(data_dir, "parallel")
-        src_vocab, tgt_vocab = (Vocab.load(data_dir / manifest["vocab"][s]["file"]) for s in ("src", "tgt"))
+        vocabs = load_vocabs(data_dir, manifest)
+        (src_vocab, _), (tgt_vocab, _) = vocabs["src"], vocabs["tgt"]
         result = ray_train.fit(train_func_per_worker, config, log_reports=True)
         with result.checkpoint.as_directory() as directory:
             last = torch.load(Path(directory) / STATE_FILE, map_location="cpu", weights_only=True)
@@ -330,7 +368,7 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
         # the best model as a bundle that translates raw text
         model = build_model(config, src_vocab, tgt_vocab, manifest["splits"]["train"]["examples"], pretrained=False)
-        bundle = Bundle.from_manifest(model, manifest, src_vocab, tgt_vocab)
+        bundle = Bundle.from_manifest(model, manifest, vocabs)
         decode = decode_settings(config)
         bundle.info = {"best_epoch": best["metrics"]["epoch"], "valid_bleu": best["metrics"]["valid_bleu"],
                        "bleu_signature": best["metrics"]["bleu_signature"], "mlflow_run_id": config["mlflow_run_id"],
@@ -389,7 +427,8 @@ def test_scores(bundle: Bundle, config: dict[str, Any], manifest: dict[str, Any]
     out: dict[str, Any] = {}
     for name, beam in (("greedy", 1), (f"beam{decode.beam}", decode.beam)):
         scores, _ = translate_and_score(bundle, pairs.src_text, pairs.tgt_text, decode, beam)
-        out.update({f"test_bleu_{name}": scores["bleu"], f"test_chrf_{name}": scores["chrf"]})
+        out.update({f"test_bleu_{name}": scores["bleu"], f"test_chrf_{name}": scores["chrf"],
+                    f"test_unk_{name}": scores["unk"]})
         out["test_bleu_signature"], out["test_chrf_signature"] = scores["bleu_signature"], scores["chrf_signature"]
     return out
 

@@ -36,7 +36,7 @@ from pipelines.contract.errors import CheckpointError, ManifestError
 from pipelines.contract.manifest import load_manifest
 from pipelines.contract.specials import SPECIALS, STRUCTURAL_IDS
 from pipelines.contract.token_stream import read_token_share
-from pipelines.contract.vocab import Vocab
+from pipelines.contract.vocab import Vocab, load_vocab
 from rnn_models import word2vec_native
 from rnn_models.skipgram import Word2Vec, Word2VecSettings, keep_probabilities, linear_lr, training_stream
 from rnn_models.word_vectors import save_word2vec
@@ -247,7 +247,10 @@ def prepare(config: dict[str, Any]) -> None:
         raise ConfigError(f"train.loop must be one of {', '.join(LOOPS)}, got {config['train']['loop']!r}")
     settings_of(config, len(SPECIALS))  # the settings, before any data is read
     manifest = load_manifest(Path(config["data_dir"]), "monolingual")
-    config["vocab_file"] = str(Path(config["data_dir"]) / manifest["vocab"]["words"]["file"])
+    entry = manifest["vocab"]["words"]
+    load_vocab(Path(config["data_dir"]), entry)  # refuses a vocabulary or piece model the shards were not made with
+    config["vocab_file"] = str(Path(config["data_dir"]) / entry["file"])
+    config["piece_model"] = str(Path(config["data_dir"]) / entry["model"]) if entry.get("model") else None
     config["train_files"] = manifest["splits"]["train"]["files"]
     if not config["train_files"]:
         raise ManifestError(f"{config['data_dir']} has no train shards")
@@ -276,6 +279,8 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
             save_word2vec(tmp / "vectors.txt", words, vectors)
             save_word2vec(tmp / "vectors.bin", words, vectors, binary=True)
             shutil.copyfile(config["vocab_file"], tmp / "vocab.tsv")
+            if config["piece_model"]:  # vectors of pieces: the model that segments text into them
+                shutil.copyfile(config["piece_model"], tmp / "pieces.model")
             (tmp / "eval.json").write_text(json.dumps(scores, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
             projection_plot(words, vectors, config["eval"]["plot_words"], tmp / "projection.png")
         mlflow.log_metrics({"train_seconds": train_seconds, **flat_scores(scores),

@@ -13,8 +13,9 @@ import pytest
 from jobs.common.config import load_config, to_dict
 from pipelines.contract.errors import ConfigError, InputError, ManifestError, OutputExistsError
 from pipelines.contract.manifest import load_manifest
+from pipelines.contract.pieces import Codec
 from pipelines.contract.specials import SPECIALS
-from pipelines.contract.vocab import Vocab
+from pipelines.contract.vocab import Vocab, load_vocab
 from pipelines.spark.preprocess import check_settings, preprocess
 from pipelines.text.normalize import NormalizeOptions, tokenize
 
@@ -57,8 +58,9 @@ def test_toy_pairs(spark, tmp_path, toy_pairs):
 
 
 def _same_output(a: Path, b: Path) -> None:
-    for side in ("src", "tgt"):
-        assert (a / f"vocab/{side}.tsv").read_bytes() == (b / f"vocab/{side}.tsv").read_bytes()
+    assert sorted(p.name for p in (a / "vocab").iterdir()) == sorted(p.name for p in (b / "vocab").iterdir())
+    for file in (a / "vocab").iterdir():  # vocabularies, and piece models where there are
+        assert file.read_bytes() == (b / "vocab" / file.name).read_bytes(), file.name
     for split in ("train", "valid", "test"):
         names = sorted(p.name for p in (a / split).glob("*.parquet"))
         assert names == sorted(p.name for p in (b / split).glob("*.parquet"))
@@ -66,18 +68,71 @@ def _same_output(a: Path, b: Path) -> None:
             assert pq.read_table(a / split / name).equals(pq.read_table(b / split / name)), (split, name)
 
 
-def test_same_output_whatever_the_partitioning(spark, tmp_path, toy_pairs):
+@pytest.mark.parametrize("vocab", [["vocab.min_count=2"], ["vocab.kind=unigram", "vocab.max_size=300"],
+                                   ["vocab.kind=bpe", "vocab.max_size=300", "vocab.sample_sentences=200"]])
+def test_same_output_whatever_the_partitioning(spark, tmp_path, toy_pairs, vocab):
     inputs = [{"path": str(toy_pairs), "format": "tsv"}]
     previous = spark.conf.get("spark.sql.shuffle.partitions")
     try:
         spark.conf.set("spark.sql.shuffle.partitions", "1")
-        one, m1 = run(spark, tmp_path, inputs, "spark.partitions=1", "vocab.min_count=2", name="one")
+        one, m1 = run(spark, tmp_path, inputs, "spark.partitions=1", *vocab, name="one")
         spark.conf.set("spark.sql.shuffle.partitions", "7")
-        many, m2 = run(spark, tmp_path, inputs, "spark.partitions=5", "vocab.min_count=2", name="many")
+        many, m2 = run(spark, tmp_path, inputs, "spark.partitions=5", *vocab, name="many")
     finally:
         spark.conf.set("spark.sql.shuffle.partitions", previous)
     _same_output(one, many)
-    assert m1["counts"] == m2["counts"] and m1["splits"] == m2["splits"]
+    assert m1["counts"] == m2["counts"] and m1["splits"] == m2["splits"] and m1["vocab"] == m2["vocab"]
+
+
+def test_subword_pairs(spark, tmp_path, toy_pairs):
+    out, m = run(spark, tmp_path, [{"path": str(toy_pairs), "format": "tsv"}], "vocab.kind=bpe", "vocab.max_size=400")
+    assert m["vocab_kind"] == "bpe" and load_manifest(out, "parallel") == m
+    rows = read_split(out, "train")
+    for side, lang in (("src", "en"), ("tgt", "fr")):
+        entry = m["vocab"][side]
+        vocab, model = load_vocab(out, entry)
+        assert entry["kind"] == "bpe" and entry["model"] == f"vocab/{side}.model" and len(vocab) == 400
+        assert entry["model_sha256"] == hashlib.sha256((out / entry["model"]).read_bytes()).hexdigest()
+        assert entry["settings"]["sampled_examples"] == m["splits"]["train"]["examples"]  # the whole train split
+        assert vocab.tokens == model.tokens and vocab.tokens[:6] == SPECIALS
+        # the counts are the pieces of the train shards; the length column counts pieces
+        assert sum(vocab.counts) == m["splits"]["train"]["tokens"][side] == sum(len(r[side]) for r in rows)
+        assert all(r[f"{side}_len"] == len(r[side]) for r in rows)
+        words = sum(len(tokenize(r[f"{side}_text"], NormalizeOptions.for_language(lang))) for r in rows)
+        assert entry["pieces_per_word"]["train"] == round(sum(vocab.counts) / words, 4) > 1
+        # every train shard decodes back to its normalized text
+        codec = Codec(vocab.tokens, model)
+        for r in rows:
+            assert codec.decode(r[side])[0] == tokenize(r[f"{side}_text"], NormalizeOptions.for_language(lang))
+    assert m["splits"]["train"]["unk"] == {"src": 0, "tgt": 0}
+
+
+def test_shared_piece_model(spark, tmp_path, toy_pairs):
+    out, m = run(spark, tmp_path, [{"path": str(toy_pairs), "format": "tsv"}], "vocab.kind=unigram",
+                 "vocab.max_size=500", "vocab.shared=true")
+    assert (out / "vocab/src.model").read_bytes() == (out / "vocab/tgt.model").read_bytes()
+    assert (out / "vocab/src.tsv").read_bytes() == (out / "vocab/tgt.tsv").read_bytes()
+    vocab, _ = load_vocab(out, m["vocab"]["src"])
+    assert sum(vocab.counts) == sum(m["splits"]["train"]["tokens"].values())  # both sides counted
+
+
+def test_a_piece_model_that_does_not_match_the_shards_is_refused(spark, tmp_path, toy_pairs):
+    inputs = [{"path": str(toy_pairs), "format": "tsv"}]
+    out, m = run(spark, tmp_path, inputs, "vocab.kind=unigram", "vocab.max_size=300")
+    other, _ = run(spark, tmp_path, inputs, "vocab.kind=unigram", "vocab.max_size=300", "seed=1", name="other")
+    assert (other / "vocab/src.model").read_bytes() != (out / "vocab/src.model").read_bytes()
+    (out / "vocab/src.model").write_bytes((other / "vocab/src.model").read_bytes())
+    with pytest.raises(ManifestError, match="not the piece model the shards were encoded with"):
+        load_vocab(out, m["vocab"]["src"])
+    (out / "vocab/src.model").unlink()
+    with pytest.raises(ManifestError, match="src.model is missing"):
+        load_vocab(out, m["vocab"]["src"])
+
+
+def test_a_corpus_too_small_for_the_piece_vocabulary(spark, tmp_path, toy_pairs):
+    with pytest.raises(InputError, match=r"vocab.max_size=20000 is more than the \d+ unigram pieces"):
+        run(spark, tmp_path, [{"path": str(toy_pairs), "format": "tsv"}], "vocab.kind=unigram", "vocab.max_size=20000")
+    assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out*"))
 
 
 def hostile_tsv(path: Path) -> dict:
@@ -189,7 +244,9 @@ def test_shared_vocabulary(spark, tmp_path, toy_pairs):
     ("split.valid=-0.1", "split.valid and split.test must be >= 0"), ("split.valid=0.96", "leave room for train"),
     ("vocab.max_size=-3", "vocab.max_size must be an integer >= 6"), ("output.shards=0", "output.shards must be"),
     ("filter.min_len=0", "filter.min_len must be"), ("data.kind=images", "data.kind must be one of"),
-    ("filter.max_ratio=-1", "filter.max_ratio must be >= 0")])
+    ("filter.max_ratio=-1", "filter.max_ratio must be >= 0"), ("vocab.kind=chars", "vocab.kind must be one of"),
+    ("vocab.sample_sentences=0", "vocab.sample_sentences must be"),
+    ("vocab.character_coverage=0.5", "vocab.character_coverage must be")])
 def test_bad_settings_are_refused_before_any_work(override, message):
     with pytest.raises(ConfigError, match=message):
         check_settings(config([{"path": "unused", "format": "tsv"}], override))

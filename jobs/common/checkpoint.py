@@ -4,13 +4,16 @@ tensors, so it loads with ``torch.load(..., weights_only=True)``."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from pipelines.contract.errors import CheckpointError
+from pipelines.contract.pieces import Codec, PieceModel
 from pipelines.contract.vocab import Vocab
 from pipelines.text.normalize import NormalizeOptions
 from rnn_models.search import DecodeSettings
@@ -21,7 +24,8 @@ BUNDLE_FILE = "translator.pt"
 
 @dataclass
 class Bundle:
-    """A translator, its vocabularies and the source normalization it was trained with."""
+    """A translator, its vocabularies (with their piece models for subwords) and the source
+    normalization it was trained with."""
 
     model: Translator
     src_tokens: list[str]
@@ -31,12 +35,30 @@ class Bundle:
     tgt_lang: str
     tgt_lowercase: bool
     info: dict[str, Any] = field(default_factory=dict)
+    src_pieces: bytes | None = None  # serialized SentencePiece models; None for word vocabularies
+    tgt_pieces: bytes | None = None
 
     @classmethod
-    def from_manifest(cls, model: Translator, manifest: dict[str, Any], src: Vocab, tgt: Vocab) -> "Bundle":
+    def from_manifest(cls, model: Translator, manifest: dict[str, Any],
+                      vocabs: Mapping[str, tuple[Vocab, PieceModel | None]]) -> "Bundle":
+        """A translator's bundle for the data of ``manifest``, whose ``src``/``tgt`` vocabularies
+        and piece models (None for words) are ``vocabs``."""
         sides = manifest["sides"]
+        (src, src_pieces), (tgt, tgt_pieces) = vocabs["src"], vocabs["tgt"]
         return cls(model, list(src.tokens), list(tgt.tokens), NormalizeOptions(**sides["src"]["normalize"]),
-                   sides["src"]["lang"], sides["tgt"]["lang"], bool(sides["tgt"]["normalize"]["lowercase"]))
+                   sides["src"]["lang"], sides["tgt"]["lang"], bool(sides["tgt"]["normalize"]["lowercase"]),
+                   src_pieces=src_pieces.proto if src_pieces else None,
+                   tgt_pieces=tgt_pieces.proto if tgt_pieces else None)
+
+    @cached_property
+    def src_codec(self) -> Codec:
+        """Source tokens -> ids."""
+        return Codec(self.src_tokens, PieceModel(self.src_pieces) if self.src_pieces else None)
+
+    @cached_property
+    def tgt_codec(self) -> Codec:
+        """Target ids -> tokens."""
+        return Codec(self.tgt_tokens, PieceModel(self.tgt_pieces) if self.tgt_pieces else None)
 
     def state(self, model_state: dict[str, torch.Tensor] | None = None) -> dict[str, Any]:
         """Everything ``load`` needs, as plain data and tensors (loadable with weights_only=True)."""
@@ -44,7 +66,8 @@ class Bundle:
                 "model": model_state if model_state is not None else self.model.state_dict(),
                 "src_tokens": self.src_tokens, "tgt_tokens": self.tgt_tokens,
                 "src_options": vars(self.src_options), "src_lang": self.src_lang, "tgt_lang": self.tgt_lang,
-                "tgt_lowercase": self.tgt_lowercase, "info": self.info}
+                "tgt_lowercase": self.tgt_lowercase, "info": self.info,
+                "src_pieces": self.src_pieces, "tgt_pieces": self.tgt_pieces}
 
     def save(self, path: Path, model_state: dict[str, torch.Tensor] | None = None) -> None:
         torch.save(self.state(model_state), path)
@@ -56,7 +79,8 @@ class Bundle:
         model.to(device).eval()
         return cls(model, list(state["src_tokens"]), list(state["tgt_tokens"]),
                    NormalizeOptions(**state["src_options"]), state["src_lang"], state["tgt_lang"],
-                   state["tgt_lowercase"], dict(state.get("info", {})))
+                   state["tgt_lowercase"], dict(state.get("info", {})), state.get("src_pieces"),
+                   state.get("tgt_pieces"))
 
     @classmethod
     def load(cls, path: str | Path, device: torch.device | str = "cpu") -> "Bundle":

@@ -11,7 +11,7 @@ import torch
 
 from jobs.common.checkpoint import Bundle
 from jobs.common.translation import Translation
-from pipelines.contract.specials import EOS, UNK_ID
+from pipelines.contract.specials import EOS
 from rnn_models.embedding_eval import (Analogies, analogy_accuracy, load_similarity, nearest_neighbours,
                                        similarity_correlation)
 from rnn_models.translator import frame_target
@@ -64,12 +64,11 @@ def projection_plot(words: Sequence[str], vectors: torch.Tensor, count: int, pat
 
 def attention_heatmaps(bundle: Bundle, translations: Sequence[Translation], sources: Sequence[str], count: int,
                        directory: Path) -> list[Path]:
-    """Attention heatmaps of the first ``count`` translations (source tokens x output tokens)."""
+    """Attention heatmaps of the first ``count`` translations (source ids x output ids, as words or pieces)."""
     plt = _pyplot()
-    index = {t: i for i, t in enumerate(bundle.src_tokens)}
     paths = []
     for i, translation in enumerate(translations[:count]):
-        ids = [index.get(t, UNK_ID) for t in translation.source_tokens]
+        ids = translation.source_ids
         if not ids or bundle.model.decoder.attention is None:
             continue
         src = torch.tensor([ids])
@@ -81,7 +80,7 @@ def attention_heatmaps(bundle: Bundle, translations: Sequence[Translation], sour
             w = w[:, ::-1]
         fig, ax = plt.subplots(figsize=(1 + 0.4 * len(ids), 1 + 0.4 * w.shape[0]))
         ax.imshow(w, cmap="Greys", aspect="auto")
-        ax.set_xticks(range(len(ids)), translation.source_tokens, rotation=90)
+        ax.set_xticks(range(len(ids)), [bundle.src_tokens[t] for t in ids], rotation=90)
         ax.set_yticks(range(w.shape[0]), [bundle.tgt_tokens[t] for t in translation.hypothesis.tokens] + [EOS])
         ax.set_title(sources[i][:60], fontsize=8)
         fig.tight_layout()

@@ -15,7 +15,7 @@ import torch
 
 from jobs.common.checkpoint import Bundle
 from pipelines.contract.errors import InputError
-from pipelines.contract.specials import UNK_ID
+from pipelines.contract.specials import UNK, UNK_ID
 from pipelines.text.detokenize import detokenize, restore
 from pipelines.text.normalize import placeholder_values, tokenize
 from rnn_models.batching import pad
@@ -39,9 +39,10 @@ def read_lines(data: bytes, name: str) -> list[str]:
 @dataclass
 class Translation:
     text: str
-    tokens: list[str]
-    source_tokens: list[str]
-    hypothesis: Hypothesis
+    tokens: list[str]         # the output tokens after placeholder restoration and the [UNK] policy
+    source_tokens: list[str]  # the normalized source (as far as it was read: see truncated)
+    source_ids: list[int]     # the source as the model read it (words or pieces)
+    hypothesis: Hypothesis    # the model's output ids, score and attention alignment
     truncated: bool
 
 
@@ -51,11 +52,13 @@ def translate(bundle: Bundle, texts: Sequence[str], settings: DecodeSettings,
     fill placeholders back from the source, handle unknown words, detokenize. Empty inputs give
     empty outputs; sources longer than ``settings.max_tokens`` are cut there (``truncated``)."""
     max_tokens, batch_size = settings.max_tokens, settings.batch_size
-    src_index = {t: i for i, t in enumerate(bundle.src_tokens)}
     sources = [tokenize(text, bundle.src_options) for text in texts]
-    truncated = [len(s) > max_tokens for s in sources]
-    sources = [s[:max_tokens] for s in sources]
-    ids = [[src_index.get(t, UNK_ID) for t in s] for s in sources]
+    # ids, and the source token each id belongs to; cut at max_tokens ids
+    encoded = [bundle.src_codec.encode(s) for s in sources]
+    truncated = [len(ids) > max_tokens for ids, _ in encoded]
+    ids = [ids[:max_tokens] for ids, _ in encoded]
+    owners = [owner[:max_tokens] for _, owner in encoded]
+    sources = [s[:owner[-1] + 1] if owner else [] for s, owner in zip(sources, owners)]
     results: list[Translation | None] = [None] * len(texts)
     order = sorted((i for i in range(len(texts)) if ids[i]), key=lambda i: len(ids[i]))
     bundle.model.eval()
@@ -63,21 +66,37 @@ def translate(bundle: Bundle, texts: Sequence[str], settings: DecodeSettings,
         chunk = order[start:start + batch_size]
         src, src_len = pad([np.asarray(ids[i], dtype=np.int64) for i in chunk], device)
         for i, hyp in zip(chunk, decode(bundle.model, src, src_len, settings)):
-            tokens = [bundle.tgt_tokens[t] for t in hyp.tokens]
+            tokens, heads = bundle.tgt_codec.decode(hyp.tokens)
+            # each output token's source token: the one its head id attended to most
+            alignment = [_at(owners[i], _at(hyp.alignment, h)) for h in heads]
             restored = restore(tokens, placeholder_values(texts[i], bundle.src_options), sources[i],
-                               hyp.alignment, settings.copy_unk)
-            results[i] = Translation(detokenize(restored, bundle.tgt_lang), restored, sources[i], hyp, truncated[i])
+                               alignment, settings.copy_unk)
+            results[i] = Translation(detokenize(restored, bundle.tgt_lang), restored, sources[i], ids[i], hyp,
+                                     truncated[i])
     empty = Hypothesis([], [], 0.0)
-    return [r if r is not None else Translation("", [], [], empty, False) for r in results]
+    return [r if r is not None else Translation("", [], [], [], empty, False) for r in results]
+
+
+def _at(values: Sequence[int], index: int) -> int:
+    """``values[index]``, or -1 (no position) when ``index`` is out of range."""
+    return values[index] if 0 <= index < len(values) else -1
 
 
 def translate_and_score(bundle: Bundle, sources: Sequence[str], references: Sequence[str],
                         settings: DecodeSettings, beam: int, device: torch.device | str = "cpu"
                         ) -> tuple[dict[str, Any], list[Translation]]:
-    """Translate ``sources`` at ``beam`` with the other ``settings`` and ``score`` the result
-    against ``references``."""
+    """Translate ``sources`` at ``beam`` with the other ``settings``, ``score`` the result against
+    ``references`` and count its ``[UNK]``s."""
     translations = translate(bundle, sources, replace(settings, beam=beam), device)
-    return score([t.text for t in translations], references, bundle.tgt_lowercase), translations
+    scores = score([t.text for t in translations], references, bundle.tgt_lowercase)
+    return {**scores, **unk_counts(translations)}, translations
+
+
+def unk_counts(translations: Sequence[Translation]) -> dict[str, int]:
+    """``unk``: the ``[UNK]`` ids the model output; ``unk_kept``: those the output text still holds
+    after the ``[UNK]`` policy."""
+    return {"unk": sum(t.hypothesis.tokens.count(UNK_ID) for t in translations),
+            "unk_kept": sum(t.tokens.count(UNK) for t in translations)}
 
 
 def score(hypotheses: Sequence[str], references: Sequence[str], lowercase: bool) -> dict[str, Any]:

@@ -8,12 +8,14 @@ order, which equals the UTF-8 byte order Spark sorts by), so the same counts giv
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
-from pipelines.contract.errors import ConfigError, InputError
+from pipelines.contract.errors import ConfigError, InputError, ManifestError
+from pipelines.contract.pieces import PieceModel
 from pipelines.contract.specials import SPECIALS, UNK, UNK_ID
 
 
@@ -93,3 +95,32 @@ def select_vocab(ranked: Sequence[tuple[str, int]], max_size: int, min_count: in
 def rank_tokens(counts: Iterable[tuple[str, int]]) -> list[tuple[str, int]]:
     """Order ``(token, count)`` pairs as vocabularies rank them: count descending, then token."""
     return sorted(counts, key=lambda tc: (-tc[1], tc[0]))
+
+
+def load_vocab(data_dir: Path, entry: Mapping[str, Any]) -> tuple[Vocab, PieceModel | None]:
+    """One side's vocabulary from a preprocessing output, given its manifest ``vocab`` entry, and its
+    piece model for ``bpe``/``unigram`` vocabularies (None for words). ManifestError when a file is
+    not the one the shards were encoded with."""
+    path = Path(data_dir) / entry["file"]
+    vocab = Vocab.load(path)
+    if vocab.fingerprint() != entry["fingerprint"]:
+        raise ManifestError(f"{path} is not the vocabulary the shards were encoded with (fingerprint "
+                            f"{vocab.fingerprint()[:12]}, manifest {entry['fingerprint'][:12]})")
+    if not entry.get("model"):
+        return vocab, None
+    model_path = Path(data_dir) / entry["model"]
+    if not model_path.is_file():
+        raise ManifestError(f"{model_path} is missing: the shards hold {entry['kind']} pieces of that model")
+    model = PieceModel(model_path.read_bytes())
+    if model.sha256 != entry["model_sha256"]:
+        raise ManifestError(f"{model_path} is not the piece model the shards were encoded with (SHA-256 "
+                            f"{model.sha256[:12]}, manifest {entry['model_sha256'][:12]}); preprocess again")
+    if model.tokens != vocab.tokens:
+        raise ManifestError(f"{path} does not list the pieces of {model_path}")
+    return vocab, model
+
+
+def vocab_identity(entry: Mapping[str, Any]) -> str:
+    """What a model trained on a vocabulary depends on (the tokens, and the piece model that
+    segments text into them), from its manifest entry: equal identities, interchangeable ids."""
+    return entry["fingerprint"] + (f"+{entry['model_sha256']}" if entry.get("model_sha256") else "")

@@ -1,4 +1,5 @@
-"""Token -> id encoding with Arrow's vectorised kernels."""
+"""Token -> id encoding on Spark's Arrow workers: whole words with Arrow's vectorised kernels,
+pieces with the SentencePiece model shipped to the workers."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from collections.abc import Callable, Mapping
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from pipelines.contract.pieces import PieceModel
 from pipelines.contract.specials import UNK_ID
 from pipelines.contract.vocab import Vocab
 
@@ -22,17 +24,31 @@ def encode_texts(texts: pa.Array | pa.ChunkedArray, vocab_tokens: pa.Array) -> p
     return pa.ListArray.from_arrays(offsets, ids)
 
 
-def table_encoder(vocabs: Mapping[str, Vocab], renames: Mapping[str, str]) -> Callable[[pa.Table], pa.Table]:
-    """A function replacing each normalized-text column named in ``vocabs`` by its ids and renaming
-    columns per ``renames``; it carries the vocabularies when Spark ships it to its workers."""
-    tables = {column: list(vocab.tokens) for column, vocab in vocabs.items()}
-    value_sets: dict[str, pa.Array] = {}
+def encode_pieces(texts: pa.Array | pa.ChunkedArray, model: PieceModel) -> pa.ListArray:
+    """Normalized texts -> ``list<int32>`` piece ids (the most likely segmentation)."""
+    return pa.array(model.encode(texts.to_pylist()), pa.list_(pa.int32()))
+
+
+def table_encoder(vocabs: Mapping[str, Vocab | bytes], renames: Mapping[str, str],
+                  lengths: Mapping[str, str]) -> Callable[[pa.Table], pa.Table]:
+    """A function replacing each normalized-text column named in ``vocabs`` by its ids (a Vocab for
+    words, a serialized piece model for pieces), setting its length column (``lengths``) to the
+    number of ids, and renaming columns per ``renames``. It carries the vocabularies and models
+    when Spark ships it to its workers."""
+    words = {column: list(v.tokens) for column, v in vocabs.items() if isinstance(v, Vocab)}
+    pieces = {column: bytes(v) for column, v in vocabs.items() if not isinstance(v, Vocab)}
+    encoders: dict[str, Callable[[pa.ChunkedArray], pa.ListArray]] = {}
 
     def encode(table: pa.Table) -> pa.Table:
-        if not value_sets:
-            value_sets.update({column: pa.array(tokens, pa.string()) for column, tokens in tables.items()})
-        columns = [encode_texts(table[name], value_sets[name]) if name in value_sets else table[name]
-                   for name in table.column_names]
-        return pa.table(columns, names=[renames.get(n, n) for n in table.column_names])
+        if not encoders:  # built once per worker process, on first use
+            for column, tokens in words.items():
+                encoders[column] = lambda texts, v=pa.array(tokens, pa.string()): encode_texts(texts, v)
+            for column, proto in pieces.items():
+                encoders[column] = lambda texts, m=PieceModel(proto): encode_pieces(texts, m)
+        columns = {name: encoders[name](table[name]) if name in encoders else table[name]
+                   for name in table.column_names}
+        for name, length in lengths.items():
+            columns[length] = pc.list_value_length(columns[name]).cast(pa.int32())
+        return pa.table(list(columns.values()), names=[renames.get(n, n) for n in columns])
 
     return encode

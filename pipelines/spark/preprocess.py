@@ -15,6 +15,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -24,6 +25,7 @@ from pyspark.sql import functions as F
 from pipelines.contract.atomic import atomic_directory
 from pipelines.contract.errors import ConfigError
 from pipelines.contract.manifest import FORMAT_VERSION, write_manifest
+from pipelines.contract.pieces import PIECE_KINDS, VOCAB_KINDS, PieceModel, train_piece_model
 from pipelines.contract.specials import SPECIALS, UNK_ID
 from pipelines.contract.vocab import Vocab, select_vocab
 from pipelines.spark import filters, readers
@@ -98,9 +100,14 @@ def _normalize(records: DataFrame, sides: Sequence[Side], flt: Mapping[str, Any]
     return records.withColumn("reason", F.coalesce(F.col("reason"), lengths))
 
 
+def _groups(sides: Sequence[Side], cfg: Mapping[str, Any]) -> dict[str, list[Side]]:
+    """The sides each vocabulary serves: one per side, or one ``shared`` by all."""
+    return {"shared": list(sides)} if cfg["shared"] else {s.name: [s] for s in sides}
+
+
 def _build_vocabs(train: DataFrame, sides: Sequence[Side], cfg: Mapping[str, Any]) -> dict[str, Vocab]:
-    """One vocabulary per side, or one shared by all; counted in one Spark job, ranked on the driver."""
-    groups = {"shared": list(sides)} if cfg["shared"] else {s.name: [s] for s in sides}
+    """One word vocabulary per side, or one shared by all; counted in one Spark job, ranked on the driver."""
+    groups = _groups(sides, cfg)
     counts = count_tokens(train, {name: [s.norm for s in group] for name, group in groups.items()}).toArrow()
     vocabs = {}
     for name, group in groups.items():
@@ -110,10 +117,43 @@ def _build_vocabs(train: DataFrame, sides: Sequence[Side], cfg: Mapping[str, Any
     return vocabs
 
 
-def _split_stats(directory: Path, files: Mapping[str, list[str]], sides: Sequence[Side]) -> dict[str, dict[str, Any]]:
-    """Examples, tokens and [UNK] tokens per split and side, read back from the written shards
-    (with Arrow on the driver: the output directory is local or shared storage)."""
-    stats = {}
+def _train_piece_models(train: DataFrame, sides: Sequence[Side], cfg: Mapping[str, Any],
+                        log: Callable[[str], None]) -> tuple[dict[str, bytes], dict[str, Any]]:
+    """One SentencePiece model per side, or one shared by all, trained on the driver on the
+    ``vocab.sample_sentences`` training examples of smallest hash (the same sample, in the same
+    order, whatever the partitioning). Returns the serialized models and the training settings."""
+    norm_cols = [s.norm for s in sides]
+    sample = (train.select("hash", *norm_cols).orderBy("hash", *norm_cols)
+              .limit(int(cfg["sample_sentences"])).toArrow())
+    log(f"training {cfg['kind']} piece models on {sample.num_rows} training examples")
+    models = {}
+    for group in _groups(sides, cfg).values():
+        # Each example's sides one after the other (a shared model learns both languages).
+        texts = [text for row in zip(*(sample[s.norm].to_pylist() for s in group)) for text in row]
+        model = train_piece_model(texts, cfg["kind"], int(cfg["max_size"]), float(cfg["character_coverage"]))
+        models.update({s.name: model for s in group})
+    import sentencepiece
+
+    settings = {"kind": cfg["kind"], "size": int(cfg["max_size"]),
+                "character_coverage": float(cfg["character_coverage"]),
+                "sample_sentences": int(cfg["sample_sentences"]), "sampled_examples": sample.num_rows,
+                "sentencepiece": sentencepiece.__version__}
+    return models, settings
+
+
+def _word_totals(examples: DataFrame, sides: Sequence[Side]) -> dict[str, dict[str, int]]:
+    """Words (normalized tokens) per split and side, before encoding (for pieces per word)."""
+    rows = examples.groupBy("split").agg(*(F.sum(s.length_column).alias(s.name) for s in sides)).collect()
+    return {split: {s.name: next((int(r[s.name]) for r in rows if r["split"] == split), 0) for s in sides}
+            for split in SPLITS}
+
+
+def _split_stats(directory: Path, files: Mapping[str, list[str]], sides: Sequence[Side], sizes: Mapping[str, int]
+                 ) -> tuple[dict[str, dict[str, Any]], dict[str, np.ndarray]]:
+    """Examples, tokens and [UNK] tokens per split and side, and each side's id counts in the train
+    split, read back from the written shards (with Arrow on the driver: the output directory is
+    local or shared storage)."""
+    stats, train_counts = {}, {s.name: np.zeros(sizes[s.name], np.int64) for s in sides}
     columns = [c for s in sides for c in (s.ids_column, s.length_column)]
     for split in SPLITS:
         entry: dict[str, Any] = {"examples": 0, "files": files[split],
@@ -127,13 +167,19 @@ def _split_stats(directory: Path, files: Mapping[str, list[str]], sides: Sequenc
                     raise RuntimeError(f"{name}: {s.length_column} does not match the length of {s.ids_column}")
                 entry["tokens"][s.name] += len(ids)
                 entry["unk"][s.name] += pc.sum(pc.equal(ids, UNK_ID)).as_py() or 0
+                if split == "train":
+                    train_counts[s.name] += np.bincount(ids.to_numpy(), minlength=sizes[s.name])
         entry["coverage"] = {s.name: _coverage(entry["tokens"][s.name], entry["unk"][s.name]) for s in sides}
         stats[split] = entry
-    return stats
+    return stats, train_counts
 
 
 def _coverage(tokens: int, unk: int) -> float | None:
     return round(1 - unk / tokens, 6) if tokens else None
+
+
+def _ratio(pieces: int, words: int) -> float | None:
+    return round(pieces / words, 4) if words else None
 
 
 def _versions(spark: SparkSession) -> dict[str, str]:
@@ -150,8 +196,13 @@ def _versions(spark: SparkSession) -> dict[str, str]:
 def check_settings(cfg: Mapping[str, Any]) -> None:
     """Refuse numeric settings out of range before any work starts (ConfigError naming the key)."""
     sides_for(cfg)
+    if cfg["vocab"]["kind"] not in VOCAB_KINDS:
+        raise ConfigError(f"vocab.kind must be one of {', '.join(VOCAB_KINDS)}; got {cfg['vocab']['kind']!r}")
+    coverage = cfg["vocab"]["character_coverage"]
+    if isinstance(coverage, bool) or not isinstance(coverage, (int, float)) or not 0.9 <= coverage <= 1:
+        raise ConfigError(f"vocab.character_coverage must be a number in [0.9, 1], got {coverage!r}")
     lowest = {"output.shards": 1, "filter.min_len": 1, "filter.max_len": 1, "filter.max_chars": 1,
-              "vocab.max_size": len(SPECIALS), "vocab.min_count": 1}
+              "vocab.max_size": len(SPECIALS), "vocab.min_count": 1, "vocab.sample_sentences": 1}
     for key, low in lowest.items():
         section, name = key.split(".")
         value = cfg[section][name]
@@ -187,6 +238,7 @@ def _preprocess(spark: SparkSession, cfg: Mapping[str, Any], specs: Sequence[rea
                 log: Callable[[str], None]) -> dict[str, Any]:
     started = time.perf_counter()
     kind, flt, out = cfg["data"]["kind"], cfg["filter"], cfg["output"]
+    pieces_kind = cfg["vocab"]["kind"] in PIECE_KINDS
     sides = sides_for(cfg)
     shards = int(out["shards"])
     norm_cols, raw_cols = [s.norm for s in sides], [s.raw for s in sides]
@@ -227,13 +279,23 @@ def _preprocess(spark: SparkSession, cfg: Mapping[str, Any], specs: Sequence[rea
                 examples = examples.persist()
                 cached.append(examples)
 
-            vocabs = _build_vocabs(examples.where(F.col("split") == "train"), sides, cfg["vocab"])
-            log("vocabulary sizes: " + ", ".join(f"{s.name} {len(vocabs[s.name])}" for s in sides))
+            train = examples.where(F.col("split") == "train")
+            if pieces_kind:
+                models, piece_settings = _train_piece_models(train, sides, cfg["vocab"], log)
+                encodings: dict[str, Vocab | bytes] = {s.norm: models[s.name] for s in sides}
+                sizes = {s.name: len(PieceModel(models[s.name])) for s in sides}
+                words = _word_totals(examples, sides)
+            else:
+                vocabs = _build_vocabs(train, sides, cfg["vocab"])
+                encodings = {s.norm: vocabs[s.name] for s in sides}
+                sizes = {s.name: len(vocabs[s.name]) for s in sides}
+            log("vocabulary sizes: " + ", ".join(f"{s.name} {sizes[s.name]}" for s in sides))
 
             columns = ["split", "shard", "hash", *norm_cols, *length_cols]
             if out["keep_text"]:
                 columns += [F.col(s.raw).alias(s.text_column) for s in sides]
-            encoder = table_encoder({s.norm: vocabs[s.name] for s in sides}, {s.norm: s.ids_column for s in sides})
+            encoder = table_encoder(encodings, {s.norm: s.ids_column for s in sides},
+                                    {s.norm: s.length_column for s in sides})
             sort_columns = ["hash", *norm_cols] + ([s.text_column for s in sides] if out["keep_text"] else [])
             log(f"encoding and writing {shards} shards per split")
             files = write_shards(examples.select(*columns), tmp, shards, sort_columns, encoder)
@@ -242,18 +304,31 @@ def _preprocess(spark: SparkSession, cfg: Mapping[str, Any], specs: Sequence[rea
                 frame.unpersist()
 
         log("reading the shards back for their statistics")
-        splits = _split_stats(tmp, files, sides)
+        splits, train_counts = _split_stats(tmp, files, sides, sizes)
         kept = sum(splits[s]["examples"] for s in SPLITS)
         if flt["dedup"]:
             dropped[filters.DUPLICATE] = kept_before_dedup - kept
+        if pieces_kind:  # the pieces with their counts in the train shards (summed over shared sides)
+            vocabs = {}
+            for group in _groups(sides, cfg["vocab"]).values():
+                counts = tuple(int(c) for c in sum(train_counts[s.name] for s in group))
+                vocabs.update({s.name: Vocab(PieceModel(models[s.name]).tokens, counts) for s in group})
         (tmp / "vocab").mkdir()
         vocab_entries = {}
         for side in sides:
             path = f"vocab/{side.name}.tsv"
+            entry: dict[str, Any] = {"kind": cfg["vocab"]["kind"], "file": path}
+            if pieces_kind:
+                model = PieceModel(models[side.name])
+                entry["model"] = f"vocab/{side.name}.model"
+                (tmp / entry["model"]).write_bytes(model.proto)
+                entry.update(model_sha256=model.sha256, settings=piece_settings,
+                             pieces_per_word={split: _ratio(splits[split]["tokens"][side.name], words[split][side.name])
+                                              for split in SPLITS})
             vocabs[side.name].save(tmp / path)
-            vocab_entries[side.name] = {"file": path, "size": len(vocabs[side.name]),
-                                        "fingerprint": vocabs[side.name].fingerprint(),
-                                        "coverage": splits["train"]["coverage"][side.name]}
+            entry.update(size=len(vocabs[side.name]), fingerprint=vocabs[side.name].fingerprint(),
+                         coverage=splits["train"]["coverage"][side.name])
+            vocab_entries[side.name] = entry
         manifest = {
             "format_version": FORMAT_VERSION,
             "kind": kind,
@@ -264,6 +339,7 @@ def _preprocess(spark: SparkSession, cfg: Mapping[str, Any], specs: Sequence[rea
                                "text_column": s.text_column if out["keep_text"] else None,
                                "normalize": vars(s.options)} for s in sides},
             "vocab": vocab_entries,
+            "vocab_kind": cfg["vocab"]["kind"],
             "shared_vocab": bool(cfg["vocab"]["shared"]),
             "splits": splits,
             "shards": shards,

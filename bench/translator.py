@@ -1,17 +1,19 @@
 """Benchmark the translator on Multi30k (or Tatoeba) English->French for a fixed wall-clock budget.
 
     python bench/translator.py [--data-dir ../shared/data] [--minutes 35] [--corpus multi30k|tatoeba]
-                               [--prepared DIR] [--rnnmt k=v ...]
+                               [--preset word|bpe] [--prepared DIR] [--rnnmt k=v ...]
 
 Preprocesses the corpus with `conf/preprocess/<corpus>.yaml` and 10,000 words per side (Multi30k:
-case kept, its official splits; Tatoeba: lowercased, hash split), made once under bench/results
-unless --prepared is given, then trains `conf/train_translator/<corpus>.yaml` (256-d embeddings,
+case kept, its official splits; Tatoeba: lowercased, hash split), or with `--preset bpe`
+`conf/preprocess/<corpus>_bpe.yaml` (8,000 BPE pieces per side), made once under bench/results
+unless --prepared is given, then trains `conf/train_translator/<corpus>[_bpe].yaml` (256-d embeddings,
 bidirectional LSTM 256 encoder, LSTM 256 decoder, Bahdanau attention) for `--minutes` of wall
 clock (epochs and their validation), and scores the best checkpoint on the test split (Multi30k:
 test_2016_flickr) greedily and with beam 5 (sacreBLEU against the raw references; case-blind for
 the lowercased Tatoeba). Training
-target tokens/s is tokens trained per second of training steps. Peak memory is the RSS of the job's
-process tree. Ends with one line of JSON.
+target tokens/s is tokens (words, or pieces) trained per second of training steps; for pieces the
+JSON also gives target words/s (pieces/s over the train split's pieces per word) and the `[UNK]`s
+in the test output. Peak memory is the RSS of the job's process tree. Ends with one line of JSON.
 
 The JoeyNMT figures printed next to ours are those the project's issue gives for JoeyNMT 2.3 on
 this kind of machine (same model size and budget); JoeyNMT is not run here.
@@ -36,12 +38,13 @@ JOEYNMT_REPORTED = {"epochs": 7, "target_tokens_per_sec": 1580, "test_bleu_greed
                     "test_chrf_greedy": 70.9, "test_chrf_beam5": 72.1}
 
 
-def prepare(corpus: str, data_dir: Path, out: Path) -> Path:
-    """rnnmt's preprocessing of the corpus, 10,000 words per side (reused if present)."""
+def prepare(corpus: str, preset: str, data_dir: Path, out: Path) -> Path:
+    """rnnmt's preprocessing of the corpus, 10,000 words or the preset's pieces per side (reused if present)."""
     if not (out / "manifest.json").is_file():
-        subprocess.run([sys.executable, "-m", "jobs.preprocess", f"conf/preprocess/{corpus}.yaml",
-                        "vocab.max_size=10006", f"data_root={data_dir}", f"output_dir={out}", "mlflow.enabled=false",
-                        "overwrite=true"],
+        config = [f"conf/preprocess/{corpus}_bpe.yaml"] if preset == "bpe" else [f"conf/preprocess/{corpus}.yaml",
+                                                                                 "vocab.max_size=10006"]
+        subprocess.run([sys.executable, "-m", "jobs.preprocess", *config, f"data_root={data_dir}",
+                        f"output_dir={out}", "mlflow.enabled=false", "overwrite=true"],
                        cwd=PROJECT, check=True, stdout=subprocess.DEVNULL)
     return out
 
@@ -51,6 +54,7 @@ def main() -> None:
     parser.add_argument("--data-dir", type=Path, default=PROJECT.parent / "shared" / "data")
     parser.add_argument("--minutes", type=float, default=35.0)
     parser.add_argument("--corpus", choices=("multi30k", "tatoeba"), default="multi30k")
+    parser.add_argument("--preset", choices=("word", "bpe"), default="word", help="word or subword vocabularies")
     parser.add_argument("--prepared", type=Path, help="an existing preprocessing output of the corpus")
     parser.add_argument("--out", type=Path, default=PROJECT / "bench" / "results")
     parser.add_argument("--rnnmt", nargs="*", default=[], help="extra key=value overrides for the training job")
@@ -59,11 +63,13 @@ def main() -> None:
     if not args.prepared and not (args.data_dir / source).is_dir():
         sys.exit(f"error: {args.data_dir / source} not found (pass --data-dir)")
     args.out.mkdir(parents=True, exist_ok=True)
-    prepared = args.prepared or prepare(args.corpus, args.data_dir, args.out / f"{args.corpus}-10k")
-    output = args.out / f"translator-{args.corpus}"
-    cmd = [sys.executable, "-m", "jobs.train_translator", f"conf/train_translator/{args.corpus}.yaml",
+    name = args.corpus + ("_bpe" if args.preset == "bpe" else "")
+    prepared = args.prepared or prepare(args.corpus, args.preset, args.data_dir,
+                                        args.out / f"{args.corpus}-{'bpe' if args.preset == 'bpe' else '10k'}")
+    output = args.out / f"translator-{name}"
+    cmd = [sys.executable, "-m", "jobs.train_translator", f"conf/train_translator/{name}.yaml",
            f"data_dir={prepared}", f"output_dir={output}", "overwrite=true", f"train.max_minutes={args.minutes}",
-           f"run_name=bench-translator-{args.corpus}-{time.strftime('%Y%m%d-%H%M%S')}", *args.rnnmt]
+           f"run_name=bench-translator-{name}-{time.strftime('%Y%m%d-%H%M%S')}", *args.rnnmt]
     print(" ".join(cmd), file=sys.stderr, flush=True)
     started = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=PROJECT, stdout=subprocess.PIPE, text=True,
@@ -78,13 +84,18 @@ def main() -> None:
         sys.exit(f"error: the training job failed (exit {proc.returncode}); its log is above")
     summary = json.loads(last)
     joey, nan = JOEYNMT_REPORTED, float("nan")
+    tgt_vocab = json.loads((prepared / "manifest.json").read_text(encoding="utf-8"))["vocab"]["tgt"]
+    pieces_per_word = tgt_vocab.get("pieces_per_word", {}).get("train") or 1.0
+    summary["train_target_words_per_sec"] = summary["train_tokens_per_sec"] / pieces_per_word
     result = {"rnnmt": {**summary, "wall_seconds_with_startup": round(time.perf_counter() - started, 1),
                         "peak_rss_mb": round(memory.peak / 2**20)},
-              "corpus": args.corpus, "minutes": args.minutes,
+              "corpus": args.corpus, "preset": args.preset, "vocab_kind": tgt_vocab["kind"],
+              "tgt_vocab_size": tgt_vocab["size"], "tgt_pieces_per_word": pieces_per_word, "minutes": args.minutes,
               **({"joeynmt_reported": JOEYNMT_REPORTED} if args.corpus == "multi30k" else {}),
               "checkpoint": summary["best"]}
     if args.corpus == "multi30k":
-        result["ratios"] = {"target_tokens_per_sec": summary["train_tokens_per_sec"] / joey["target_tokens_per_sec"],
+        # JoeyNMT's tokens are words: compare words (the same as tokens for the word preset)
+        result["ratios"] = {"target_tokens_per_sec": summary["train_target_words_per_sec"] / joey["target_tokens_per_sec"],
                             "bleu_greedy_diff": summary.get("test_bleu_greedy", nan) - joey["test_bleu_greedy"],
                             "bleu_beam5_diff": summary.get("test_bleu_beam5", nan) - joey["test_bleu_beam5"]}
     print(json.dumps(result))

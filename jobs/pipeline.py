@@ -61,10 +61,14 @@ def plan(config: dict[str, Any]) -> list[Stage]:
         return Stage(name, job, run, argv, upstream, Path(wiring.get("output_dir") or wiring.get("checkpoint")))
 
     with_word2vec = s["word2vec"]["enabled"]
-    stages = [stage("corpus", "preprocess", preprocess.run, (), output_dir=str(work / "corpus"), overwrite=True)]
+    vocab = {} if config["vocab_kind"] == "word" else {"vocab.kind": config["vocab_kind"],
+                                                        "vocab.max_size": config["piece_vocab_size"]}
+    stages = [stage("corpus", "preprocess", preprocess.run, (), output_dir=str(work / "corpus"), overwrite=True,
+                    **vocab)]
     embeddings: dict[str, Any] = {}
     if with_word2vec:
-        stages.append(stage("text", "preprocess", preprocess.run, (), output_dir=str(work / "text"), overwrite=True))
+        stages.append(stage("text", "preprocess", preprocess.run, (), output_dir=str(work / "text"), overwrite=True,
+                            **vocab))
         stages.append(stage("word2vec", "train_word2vec", train_word2vec.run, ("text",), data_dir=str(work / "text"),
                             output_dir=str(work / "word2vec"), overwrite=True,
                             **{"model.dim": config["embedding_size"]}))

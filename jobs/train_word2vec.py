@@ -36,6 +36,7 @@ from pipelines.contract.errors import CheckpointError, ManifestError
 from pipelines.contract.manifest import load_manifest
 from pipelines.contract.specials import SPECIALS, STRUCTURAL_IDS
 from pipelines.contract.token_stream import read_token_share
+from pipelines.contract.pieces import word_forms
 from pipelines.contract.vocab import Vocab, load_vocab
 from rnn_models import word2vec_native
 from rnn_models.skipgram import Word2Vec, Word2VecSettings, keep_probabilities, linear_lr, training_stream
@@ -119,7 +120,8 @@ class Word2VecTraining:
             worker_log(f"training with {f'the C loop on {self.threads} threads' if self.native else 'the tensor step'} "
                        f"per worker on {device}, {world} workers")
         vocab = Vocab.load(Path(config["vocab_file"]))
-        self.words = vocab.tokens
+        # the entries as words, for the evaluation sets (pieces: their whole-word forms)
+        self.words = word_forms(vocab.tokens) if config["piece_model"] else vocab.tokens
         share = read_token_share(Path(config["data_dir"]), config["train_files"], rank, world, t["max_words"])
         self.tokens = torch.from_numpy(share.tokens).to(device)
         self.sentences = torch.from_numpy(share.sentences).to(device)

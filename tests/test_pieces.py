@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from pipelines.contract.errors import InputError
-from pipelines.contract.pieces import WORD_START, Codec, PieceModel, train_piece_model
+from pipelines.contract.pieces import WORD_START, Codec, PieceModel, train_piece_model, word_forms
 from pipelines.contract.specials import GO_ID, NUM, NUM_ID, PAD_ID, SPECIALS, UNK, UNK_ID, URL, URL_ID
 from pipelines.text.detokenize import restore
 from pipelines.text.normalize import NormalizeOptions, placeholder_values, tokenize
@@ -114,3 +114,8 @@ def test_a_corpus_too_small_for_the_size_is_a_clear_error(sentences):
 def test_not_a_piece_model_is_a_clear_error():
     with pytest.raises(InputError, match="not a SentencePiece model"):
         PieceModel(b"not a model")
+
+
+def test_word_forms_find_whole_words_among_pieces():
+    assert word_forms(["[PAD]", "[NUM]", "\u2581cat", "s", "\u2581", "\u2581the"]) == \
+        ["[PAD]", "[NUM]", "cat", "##s", "##\u2581", "the"]

@@ -15,6 +15,7 @@ from pipelines.contract.errors import ConfigError, InputError, ManifestError, Ou
 from pipelines.contract.manifest import load_manifest
 from pipelines.contract.pieces import Codec
 from pipelines.contract.specials import SPECIALS
+from pipelines.contract.token_stream import read_token_share
 from pipelines.contract.vocab import Vocab, load_vocab
 from pipelines.spark.preprocess import check_settings, preprocess
 from pipelines.text.normalize import NormalizeOptions, tokenize
@@ -209,6 +210,16 @@ def test_monolingual(spark, tmp_path, toy_text):
     assert 0.5 < m["splits"]["train"]["coverage"]["words"] < 1.0
     with pytest.raises(ManifestError, match="parallel data expected"):
         load_manifest(out, "parallel")
+
+
+def test_monolingual_pieces_read_as_a_token_stream(spark, tmp_path, toy_text):
+    out, m = run(spark, tmp_path, [{"path": str(toy_text), "format": "text"}], "vocab.kind=unigram",
+                 "vocab.max_size=500", "filter.max_len=1000", kind="monolingual")
+    vocab, model = load_vocab(out, m["vocab"]["words"])
+    assert m["vocab"]["words"]["model"] == "vocab/words.model" and model is not None and len(vocab) == 500
+    share = read_token_share(out, m["splits"]["train"]["files"], 0, 1, 0)
+    assert len(share.tokens) == m["splits"]["train"]["tokens"]["words"] == sum(vocab.counts)
+    assert m["vocab"]["words"]["pieces_per_word"]["train"] > 1
 
 
 def test_existing_output_is_kept_unless_overwrite(spark, tmp_path, toy_pairs):

@@ -7,6 +7,7 @@ import io
 import json
 
 import mlflow
+import numpy as np
 import pytest
 import torch
 
@@ -14,7 +15,10 @@ from jobs import evaluate
 from jobs import train_translator as job
 from jobs.common.checkpoint import BUNDLE_FILE, Bundle
 from pipelines.contract.errors import CheckpointError, ConfigError, ManifestError
+from pipelines.contract.parallel_shards import Pairs
+from pipelines.contract.pieces import PieceModel, train_piece_model
 from pipelines.contract.vocab import Vocab
+from pipelines.text.normalize import NormalizeOptions, tokenize
 from rnn_models.translator import Translator, TranslatorSettings, frame_target, sequence_loss
 from rnn_models.word_vectors import save_word2vec
 
@@ -154,3 +158,22 @@ def test_restore_loads_the_checkpoint_state_and_training_goes_on_as_before():
 
     with pytest.raises(CheckpointError, match="other vocabularies"):
         job.restore(state, fresh, fresh_optimizer, fresh_scheduler, {"src": "a", "tgt": "c"})
+
+
+def test_subword_sampling_draws_the_training_pairs_anew_reproducibly(toy_pairs):
+    lines = [line.split("\t") for line in toy_pairs.read_text(encoding="utf-8").splitlines()]
+    texts = [[" ".join(tokenize(pair[side], NormalizeOptions.for_language(lang))) for pair in lines]
+             for side, lang in ((0, "en"), (1, "fr"))]
+    src, tgt = (PieceModel(train_piece_model(t, "unigram", 300)) for t in texts)
+    pairs = Pairs([np.asarray(ids) for ids in src.encode(texts[0])], [np.asarray(ids) for ids in tgt.encode(texts[1])],
+                  None, None)
+    kept = [ids.copy() for ids in pairs.src]
+    first, again, other = (job.subword_sample(pairs, src, tgt, 0.5, seed) for seed in (3, 3, 5))
+    assert all(np.array_equal(a, b) for a, b in zip(first.src + first.tgt, again.src + again.tgt))
+    changed = sum(not np.array_equal(a, b) for a, b in zip(first.tgt, pairs.tgt))
+    assert changed > len(pairs) // 4  # many sentences segmented otherwise than the most likely way
+    assert any(not np.array_equal(a, b) for a, b in zip(first.src, other.src))  # another seed, another draw
+    assert all(np.array_equal(a, b) for a, b in zip(pairs.src, kept))  # the preprocessed pairs stay as they were
+    # a draw spells the same text
+    assert [tgt.processor.decode(ids.tolist()) for ids in first.tgt] == texts[1]
+    assert [src.processor.decode(ids.tolist()) for ids in first.src] == texts[0]

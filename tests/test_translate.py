@@ -9,8 +9,9 @@ from jobs import translate as job
 from jobs.common.checkpoint import BUNDLE_FILE, Bundle
 from jobs.common.translation import translate
 from pipelines.contract.errors import CheckpointError, InputError
+from pipelines.contract.pieces import PieceModel, train_piece_model
 from pipelines.contract.specials import SPECIALS
-from pipelines.text.normalize import NormalizeOptions
+from pipelines.text.normalize import NormalizeOptions, tokenize
 from rnn_models.search import DecodeSettings
 from rnn_models.translator import Translator, TranslatorSettings
 
@@ -81,3 +82,43 @@ def test_stdin_to_stdout(bundle_dir, monkeypatch, capsys):
     monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"the cat\n\n")))
     job.run([str(bundle_dir), "--beam", "1", "--unk", "copy"])
     assert capsys.readouterr().out.count("\n") == 2
+
+
+def _piece_bundle(toy_pairs) -> Bundle:
+    """An untrained translator on BPE pieces of the toy corpus."""
+    lines = [line.split("\t") for line in toy_pairs.read_text(encoding="utf-8").splitlines()]
+    models = [PieceModel(train_piece_model([" ".join(tokenize(pair[side], NormalizeOptions.for_language(lang)))
+                                            for pair in lines], "bpe", 200))
+              for side, lang in ((0, "en"), (1, "fr"))]
+    torch.manual_seed(0)
+    model = Translator(TranslatorSettings(src_vocab=200, tgt_vocab=200, embedding_size=8, hidden_size=8))
+    return Bundle(model.eval(), list(models[0].tokens), list(models[1].tokens), NormalizeOptions.for_language("en"),
+                  "en", "fr", True, {}, models[0].proto, models[1].proto)
+
+
+def test_a_piece_bundle_carries_its_models_and_translates_alike(toy_pairs, tmp_path):
+    original = _piece_bundle(toy_pairs)
+    original.save(tmp_path / BUNDLE_FILE)
+    bundle = Bundle.load(tmp_path)
+    assert bundle.src_pieces == original.src_pieces and bundle.tgt_pieces == original.tgt_pieces
+    assert bundle.src_codec.pieces is not None and bundle.tgt_codec.pieces.sha256 == original.tgt_codec.pieces.sha256
+    texts = ["Tom paid 25 dollars.", "I like cats.", ""]
+    settings = DecodeSettings(beam=2, max_tokens=50)
+    out = translate(bundle, texts, settings)
+    assert [t.text for t in out] == [t.text for t in translate(original, texts, settings)]
+    # the model read pieces; the translation's source tokens are the normalized words
+    assert out[0].source_tokens == ["tom", "paid", "[NUM]", "dollars", "."]
+    assert len(out[0].source_ids) > len(out[0].source_tokens)
+    assert out[2].text == "" and out[2].source_ids == []
+    # output tokens are whole words spelled by the pieces: no piece marks left
+    assert all("\u2581" not in token for t in out for token in t.tokens)
+
+
+def test_truncation_counts_pieces(toy_pairs):
+    bundle = _piece_bundle(toy_pairs)
+    words = ["the", "cat", "sleeps", "on", "the", "mat"]
+    out = translate(bundle, [" ".join(words)], DecodeSettings(max_tokens=4))[0]
+    assert out.truncated and len(out.source_ids) == 4
+    # the source tokens are the words the 4 pieces began (the last perhaps in part)
+    read = bundle.src_codec.decode(out.source_ids)[0]
+    assert out.source_tokens == words[:len(read)] and read[:-1] == words[:len(read) - 1]

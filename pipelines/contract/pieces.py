@@ -145,6 +145,13 @@ class PieceModel:
 _SAMPLING = threading.Lock()
 
 
+def word_forms(pieces: Sequence[str]) -> list[str]:
+    """Pieces as words, for looking words up among them (word-similarity and analogy sets): a piece
+    that is a whole word's start (``▁cat``) -> ``cat``; one that continues a word (``s``) -> ``##s``,
+    which no word equals; the special tokens as they are."""
+    return [p if p in SPECIALS else p[1:] if p.startswith(WORD_START) and len(p) > 1 else "##" + p for p in pieces]
+
+
 class Codec:
     """Normalized tokens <-> ids for one vocabulary: whole words (``pieces`` None) or pieces."""
 

@@ -1,6 +1,7 @@
 """Benchmark the preprocessing job on real corpora against a single-process pure-Python run.
 
     python bench/preprocess.py [--data-dir ../shared/data] [--corpus wikipedia tatoeba] [--skip-local1]
+                               [--subwords] [--skip-python]
 
 For each corpus, in one run on this machine:
 - rnnmt's job (`python -m jobs.preprocess <preset>`) with Spark local[2] and local[1], as a
@@ -8,7 +9,10 @@ For each corpus, in one run on this machine:
   runs twice: as is (the JVM's JIT and GC threads and the Python workers still use the other
   core) and pinned to one CPU with taskset (the cost on one core);
 - the same work in one Python process with the pure-Python twin of the rules: read, tokenize,
-  filter, count, build the vocabulary, encode, write Parquet shards.
+  filter, count, build the vocabulary, encode, write Parquet shards;
+- with --subwords, the job again with the corpus's subword preset (`conf/preprocess/<corpus>_bpe.yaml`:
+  a SentencePiece model trained on the driver, pieces encoded on the workers), and its wall time
+  against the word-level job's in the same run.
 Reports wall seconds, words per second (whitespace words of the input) and peak RSS of the
 process tree, and the ratios. Ends with one line of JSON holding the figures.
 """
@@ -40,6 +44,7 @@ from pipelines.text.normalize import NormalizeOptions, tokenize  # noqa: E402
 from pipelines.contract.vocab import rank_tokens, select_vocab  # noqa: E402
 
 PRESETS = {"wikipedia": "conf/preprocess/wikipedia.yaml", "tatoeba": "conf/preprocess/tatoeba.yaml"}
+SUBWORD_PRESETS = {"wikipedia": "conf/preprocess/wikipedia_bpe.yaml", "tatoeba": "conf/preprocess/tatoeba_bpe.yaml"}
 
 
 def count_words(files: list[Path]) -> int:
@@ -56,8 +61,10 @@ def input_files(corpus: str, data_dir: Path) -> list[Path]:
     return [data_dir / "tatoeba-en-fr" / "fra.txt.gz"]
 
 
-def run_spark(corpus: str, data_dir: Path, master: str, out: Path, one_cpu: bool = False) -> dict:
-    cmd = (["taskset", "-c", "0"] if one_cpu else []) + [sys.executable, "-m", "jobs.preprocess", PRESETS[corpus], f"data_root={data_dir}",
+def run_spark(corpus: str, data_dir: Path, master: str, out: Path, one_cpu: bool = False, subwords: bool = False
+              ) -> dict:
+    preset = (SUBWORD_PRESETS if subwords else PRESETS)[corpus]
+    cmd = (["taskset", "-c", "0"] if one_cpu else []) + [sys.executable, "-m", "jobs.preprocess", preset, f"data_root={data_dir}",
            f"output_dir={out}", f"spark.master={master}", "mlflow.enabled=false", "overwrite=true"]
     started = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=PROJECT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -148,6 +155,8 @@ def main() -> None:
     parser.add_argument("--data-dir", type=Path, default=PROJECT.parent / "shared" / "data")
     parser.add_argument("--corpus", nargs="+", choices=sorted(PRESETS), default=["wikipedia", "tatoeba"])
     parser.add_argument("--skip-local1", action="store_true", help="do not measure Spark local[1]")
+    parser.add_argument("--skip-python", action="store_true", help="do not run the single-process twin")
+    parser.add_argument("--subwords", action="store_true", help="also run the corpus's subword (BPE) preset")
     args = parser.parse_args()
     data_dir = args.data_dir.resolve()
     results = {"machine": {"cpus": os.cpu_count(), "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
@@ -162,14 +171,22 @@ def main() -> None:
                 if shutil.which("taskset"):
                     runs.append(("spark_local1_one_cpu", lambda: run_spark(
                         corpus, data_dir, "local[1]", Path(tmp) / f"{corpus}-1p", one_cpu=True)))
-            runs.append(("python", lambda: run_python(corpus, data_dir, Path(tmp) / f"{corpus}-py")))
+            if args.subwords:
+                runs.append(("spark_local2_bpe", lambda: run_spark(corpus, data_dir, "local[2]",
+                                                                   Path(tmp) / f"{corpus}-bpe", subwords=True)))
+            if not args.skip_python:
+                runs.append(("python", lambda: run_python(corpus, data_dir, Path(tmp) / f"{corpus}-py")))
             for name, fn in runs:
                 result = fn()
                 result["words_per_s"] = round(words / result["seconds"])
                 entry[name] = result
                 print(f"{corpus:10s} {name:20s} {result['seconds']:8.1f} s {result['words_per_s']:>11,} words/s "
                       f"peak {result['peak_rss_mb']:>6,} MB  kept {result['kept']:,}", flush=True)
-            entry["speedup_vs_python"] = round(entry["python"]["seconds"] / entry["spark_local2"]["seconds"], 2)
+            if "python" in entry:
+                entry["speedup_vs_python"] = round(entry["python"]["seconds"] / entry["spark_local2"]["seconds"], 2)
+            if "spark_local2_bpe" in entry:
+                entry["bpe_vs_word_wall"] = round(entry["spark_local2_bpe"]["seconds"] / entry["spark_local2"]["seconds"],
+                                                  2)
             for one in ("spark_local1", "spark_local1_one_cpu"):
                 if one in entry:
                     entry[f"scaling_local2_vs_{one.removeprefix('spark_')}"] = round(

@@ -14,6 +14,8 @@ from gensim.models import KeyedVectors
 
 from jobs import train_word2vec as job
 from pipelines.contract.errors import CheckpointError, ManifestError
+from pipelines.contract.vocab import load_vocab
+from rnn_models.word_vectors import init_embedding
 from rnn_models.skipgram import Word2Vec, Word2VecSettings
 from pipelines.spark.preprocess import preprocess
 from test_preprocess import config as preprocess_config
@@ -102,6 +104,28 @@ def test_two_workers_train_export_and_resume(tmp_path, data_dir, ray_local, caps
     (*_, refused) = client.search_runs([client.get_experiment_by_name("test-word2vec").experiment_id],
                                        order_by=["attributes.start_time ASC"])
     assert refused.info.status == "FAILED" and refused.data.params["model.dim"] == "8"
+
+
+@pytest.mark.slow
+def test_piece_vectors_export_with_their_pieces_and_initialise_a_translator(spark, tmp_path, toy_text, ray_local):
+    data = tmp_path / "pieces"
+    cfg = preprocess_config([{"path": str(toy_text), "format": "text"}], "filter.max_len=1000", "vocab.kind=bpe",
+                            "vocab.max_size=500", "output.shards=2", kind="monolingual")
+    manifest = preprocess(spark, cfg, data, log=lambda m: None)
+    out = tmp_path / "vectors"
+    summary = job.run(_args(tmp_path, data, out, f"sqlite:///{tmp_path / 'mlflow.db'}", "run_name=w2v-pieces",
+                            "train.num_workers=1", "train.cpus_per_worker=1"))
+    vectors = KeyedVectors.load_word2vec_format(str(out / "vectors.txt"))
+    vocab, model = load_vocab(data, manifest["vocab"]["words"])
+    assert (out / "pieces.model").read_bytes() == model.proto
+    assert vectors.index_to_key == [t for t in vocab.tokens if t not in ("[PAD]", "<go>", "<eos>")]
+    assert "\u2581the" in vectors.key_to_index  # piece strings, a word's start marked
+    # the evaluation looks words up by their whole-word pieces ("the" -> "▁the")
+    assert summary["analogy"]["covered"] >= 1 and summary["similarity"]["covered"] >= 2
+    # a translator on the same pieces takes every exported vector
+    embedding = torch.nn.Embedding(len(vocab), 16)
+    coverage = init_embedding(embedding, vocab.tokens, vectors.index_to_key, torch.tensor(vectors.vectors), False)
+    assert coverage.exact == len(vectors.index_to_key) and coverage.missing == 2  # <go>, <eos>
 
 
 @pytest.mark.slow

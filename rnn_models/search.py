@@ -30,15 +30,16 @@ class DecodeSettings(Settings):
     checkpoint carries the settings it was trained with."""
 
     beam: int = 5              # beam size (1 = greedy)
-    alpha: float = 0.6         # length penalty ((5 + len) / 6) ** alpha of beam search
+    alpha: float = 1.5         # length penalty ((5 + len) / 6) ** alpha of beam search (bench/README.md: beam study)
     max_ratio: float = 1.5     # output length limit: max_ratio x source length + max_extra
     max_extra: int = 5
+    min_length: int = 1        # tokens before <eos> may end an output (1: never the empty translation)
     batch_size: int = 100      # sentences per decoding batch
     unk: str = "copy"          # [UNK] in the output: keep it, or copy the source word attended to most
     max_tokens: int = 200      # longer sources are cut to this many tokens (and counted)
 
     def __post_init__(self) -> None:
-        for name, low in (("beam", 1), ("max_extra", 0), ("batch_size", 1), ("max_tokens", 1)):
+        for name, low in (("beam", 1), ("max_extra", 0), ("min_length", 0), ("batch_size", 1), ("max_tokens", 1)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ConfigError(f"decode.{name} must be an integer >= {low}, got {value!r}")
@@ -100,7 +101,7 @@ def greedy(model: Translator, src: torch.Tensor, src_len: torch.Tensor,
     tokens, positions, scores = [], [], src.new_zeros(batch, dtype=torch.float)
     limit = max_output_length(src_len, settings)
     for step in range(limit):
-        log_probs, state, weights = _next(model, prev, state, memory, last=step == limit - 1)
+        log_probs, state, weights = _next(model, prev, state, memory, step, limit, settings.min_length)
         best_score, prev = log_probs.max(-1)
         scores += torch.where(done, 0.0, best_score)
         tokens.append(prev)
@@ -112,15 +113,18 @@ def greedy(model: Translator, src: torch.Tensor, src_len: torch.Tensor,
     return [_hypothesis(t, p, s) for t, p, s in zip(tokens_t, positions_t, scores.tolist())]
 
 
-def _next(model: Translator, prev: torch.Tensor, state: DecoderState, memory: Memory, last: bool
-          ) -> tuple[torch.Tensor, DecoderState, torch.Tensor | None]:
-    """Log-probabilities of the next word; at the length limit only ``<eos>`` may follow."""
+def _next(model: Translator, prev: torch.Tensor, state: DecoderState, memory: Memory, step: int, limit: int,
+          min_length: int) -> tuple[torch.Tensor, DecoderState, torch.Tensor | None]:
+    """Log-probabilities of the word at ``step``: at the length limit only ``<eos>`` may follow,
+    before ``min_length`` anything but ``<eos>``."""
     vector, state, weights = model.decoder.step(prev, state, memory)
     log_probs = torch.log_softmax(model.decoder.logits(vector).float(), -1)
-    if last:
+    if step == limit - 1:
         only_eos = torch.full_like(log_probs, float("-inf"))
         only_eos[:, EOS_ID] = 0.0
         log_probs = log_probs + only_eos
+    elif step < min_length:
+        log_probs[:, EOS_ID] = float("-inf")
     return log_probs, state, weights
 
 
@@ -160,7 +164,7 @@ def beam_search(model: Translator, src: torch.Tensor, src_len: torch.Tensor,
     # the most a live score can still be divided by: the length penalty at the length limit
     longest_penalty = float(length_penalty(torch.tensor(limit), alpha))
     for step in range(limit):
-        log_probs, state, weights = _next(model, prev, state, memory, last=step == limit - 1)
+        log_probs, state, weights = _next(model, prev, state, memory, step, limit, settings.min_length)
         vocab = log_probs.size(-1)
         candidates = (scores.view(-1, 1) + log_probs).view(batch, beam * vocab)
         top_scores, top_index = candidates.topk(2 * beam, dim=-1)  # enough to refill after <eos>

@@ -151,6 +151,18 @@ def test_beam_search_finds_at_least_greedys_score():
     assert all(EOS_ID not in h.tokens and GO_ID not in h.tokens for h in b)
 
 
+def test_min_length_rules_out_the_empty_translation():
+    """A model that prefers to end at once: min_length 0 lets it (empty outputs), 1 does not."""
+    m = model(attention="bahdanau")
+    with torch.no_grad():
+        m.decoder.output.bias[EOS_ID] += 50.0  # <eos> outweighs every other word at every step
+    src, src_len, _ = batch(lengths=(6, 4, 2, 5), tgt_lengths=(1, 1, 1, 1))
+    for search, beam in ((greedy, 1), (beam_search, 4)):
+        assert all(h.tokens == [] for h in search(m, src, src_len, DecodeSettings(beam=beam, min_length=0)))
+        assert all(len(h.tokens) == 1 for h in search(m, src, src_len, DecodeSettings(beam=beam, min_length=1)))
+        assert all(len(h.tokens) == 3 for h in search(m, src, src_len, DecodeSettings(beam=beam, min_length=3)))
+
+
 def test_lstm_forget_gate_bias_starts_at_one():
     m = model()
     hidden = 12

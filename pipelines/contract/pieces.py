@@ -124,13 +124,21 @@ class PieceModel:
             raise RuntimeError("subword sampling failed")
         return out
 
+    def word_of(self, ids: Sequence[int]) -> list[int]:
+        """For each id, the index of the word it belongs to: a word starts at a piece marked ``▁``."""
+        owners, word = [], -1
+        for piece in ids:
+            text = self.tokens[piece] if 0 <= piece < len(self.tokens) else UNK
+            word += text.startswith(WORD_START) or word < 0
+            owners.append(word)
+        return owners
+
     def decode_words(self, ids: Sequence[int]) -> tuple[list[str], list[int]]:
         """Ids -> the normalized tokens they spell (decoded by SentencePiece) and, per token, the
         index of the id that stands for it (its first piece that is more than a bare word start)."""
         groups: list[list[int]] = []
-        for i, piece in enumerate(ids):
-            text = self.tokens[piece] if 0 <= piece < len(self.tokens) else UNK
-            if not groups or text.startswith(WORD_START):
+        for i, word in enumerate(self.word_of(ids)):
+            if word == len(groups):
                 groups.append([])
             groups[-1].append(i)
         words, heads = [], []
@@ -166,11 +174,7 @@ class Codec:
         if self.pieces is None:
             return [self.index.get(w, UNK_ID) for w in words], list(range(len(words)))
         ids = self.pieces.encode([" ".join(words)])[0]
-        owners, word = [], -1
-        for piece in ids:
-            word += self.tokens[piece].startswith(WORD_START) or word < 0
-            owners.append(word)
-        return ids, owners
+        return ids, self.pieces.word_of(ids)
 
     def decode(self, ids: Sequence[int]) -> tuple[list[str], list[int]]:
         """Ids -> tokens, and for each token the index of the id that stands for it."""

@@ -118,10 +118,10 @@ def _build_vocabs(train: DataFrame, sides: Sequence[Side], cfg: Mapping[str, Any
 
 
 def _train_piece_models(train: DataFrame, sides: Sequence[Side], cfg: Mapping[str, Any],
-                        log: Callable[[str], None]) -> tuple[dict[str, bytes], dict[str, Any]]:
+                        log: Callable[[str], None]) -> tuple[dict[str, PieceModel], dict[str, Any]]:
     """One SentencePiece model per side, or one shared by all, trained on the driver on the
     ``vocab.sample_sentences`` training examples of smallest hash (the same sample, in the same
-    order, whatever the partitioning). Returns the serialized models and the training settings."""
+    order, whatever the partitioning). Returns the models and the training settings."""
     norm_cols = [s.norm for s in sides]
     sample = (train.select("hash", *norm_cols).orderBy("hash", *norm_cols)
               .limit(int(cfg["sample_sentences"])).toArrow())
@@ -130,7 +130,8 @@ def _train_piece_models(train: DataFrame, sides: Sequence[Side], cfg: Mapping[st
     for group in _groups(sides, cfg).values():
         # Each example's sides one after the other (a shared model learns both languages).
         texts = [text for row in zip(*(sample[s.norm].to_pylist() for s in group)) for text in row]
-        model = train_piece_model(texts, cfg["kind"], int(cfg["max_size"]), float(cfg["character_coverage"]))
+        model = PieceModel(train_piece_model(texts, cfg["kind"], int(cfg["max_size"]),
+                                             float(cfg["character_coverage"])))
         models.update({s.name: model for s in group})
     import sentencepiece
 
@@ -282,8 +283,8 @@ def _preprocess(spark: SparkSession, cfg: Mapping[str, Any], specs: Sequence[rea
             train = examples.where(F.col("split") == "train")
             if pieces_kind:
                 models, piece_settings = _train_piece_models(train, sides, cfg["vocab"], log)
-                encodings: dict[str, Vocab | bytes] = {s.norm: models[s.name] for s in sides}
-                sizes = {s.name: len(PieceModel(models[s.name])) for s in sides}
+                encodings: dict[str, Vocab | bytes] = {s.norm: models[s.name].proto for s in sides}
+                sizes = {s.name: len(models[s.name]) for s in sides}
                 words = _word_totals(examples, sides)
             else:
                 vocabs = _build_vocabs(train, sides, cfg["vocab"])
@@ -312,14 +313,14 @@ def _preprocess(spark: SparkSession, cfg: Mapping[str, Any], specs: Sequence[rea
             vocabs = {}
             for group in _groups(sides, cfg["vocab"]).values():
                 counts = tuple(int(c) for c in sum(train_counts[s.name] for s in group))
-                vocabs.update({s.name: Vocab(PieceModel(models[s.name]).tokens, counts) for s in group})
+                vocabs.update({s.name: Vocab(models[s.name].tokens, counts) for s in group})
         (tmp / "vocab").mkdir()
         vocab_entries = {}
         for side in sides:
             path = f"vocab/{side.name}.tsv"
             entry: dict[str, Any] = {"kind": cfg["vocab"]["kind"], "file": path}
             if pieces_kind:
-                model = PieceModel(models[side.name])
+                model = models[side.name]
                 entry["model"] = f"vocab/{side.name}.model"
                 (tmp / entry["model"]).write_bytes(model.proto)
                 entry.update(model_sha256=model.sha256, settings=piece_settings,

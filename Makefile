@@ -6,7 +6,7 @@ PYTHON ?= python3
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run ui test test-fast bench-preprocess bench-word2vec bench-translator clean
+.PHONY: install run ui serve test test-fast bench-preprocess bench-word2vec bench-translator clean
 
 install: $(STAMP)
 
@@ -26,6 +26,11 @@ run: install
 # The MLflow UI on the project's tracking store, at http://127.0.0.1:5000 (PORT=... to change).
 ui: install
 	$(PY) -m jobs.ui port=$${PORT:-5000}
+
+# The registered champion translator as a REST endpoint at http://127.0.0.1:5001/invocations
+# (PORT=..., MODEL=models:/rnnmt-translator/3 to change).
+serve: install
+	$(PY) -m jobs.serve port=$${PORT:-5001} model=$${MODEL:-models:/rnnmt-translator@champion}
 
 test: install
 	$(PY) -m pytest

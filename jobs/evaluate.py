@@ -18,7 +18,7 @@ from typing import Any
 from jobs.common import cli
 from jobs.common.checkpoint import Bundle
 from jobs.common.config import ConfigError, load_config, to_dict, to_yaml
-from jobs.common.tracking import mlflow_run
+from jobs.common.tracking import mlflow_run, tracking_uri
 from jobs.common.translation import read_lines, translate_and_score
 from pipelines.contract.errors import InputError
 from pipelines.contract.manifest import load_manifest
@@ -54,7 +54,7 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
     device = "cuda" if config["use_gpu"] else "cpu"
     if not config["beams"] or any(not isinstance(b, int) or b < 1 for b in config["beams"]):
         raise ConfigError(f"beams must be a list of beam sizes >= 1 (1 = greedy), got {config['beams']}")
-    bundle = Bundle.load(config["checkpoint"], device)
+    bundle = Bundle.load(config["checkpoint"], device, tracking_uri(config["mlflow"]))
     settings = DecodeSettings.from_dict(config["decode"], base=bundle.decode_settings())
     results: dict[str, Any] = {"checkpoint": str(config["checkpoint"])}
     with mlflow_run(config["mlflow"], config["run_name"], params=to_dict(cfg)) as mlflow:

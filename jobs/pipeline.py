@@ -177,8 +177,20 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if run_id:
         print(f"Browse the runs: make ui   (or: mlflow ui --backend-store-uri {tracking_uri(config['mlflow'])} "
               "--host 127.0.0.1 --port 5000), then open http://127.0.0.1:5000")
+        registry = records.get("translator", {}).get("summary", {}).get("registry")
+        if registry:
+            print(serve_hint(registry["name"], config["mlflow"]))
     print(json.dumps(summary))
     return summary
+
+
+def serve_hint(name: str, mlflow: dict[str, Any]) -> str:
+    """How to serve the registered champion and translate with it by curl."""
+    store = "" if tracking_uri(mlflow) == tracking_uri({}) else f" mlflow.tracking_uri={tracking_uri(mlflow)}"
+    return (f"Serve the champion: make serve   (or: python -m jobs.serve model=models:/{name}@champion port=5001"
+            f"{store}), then:\n"
+            "  curl -s http://127.0.0.1:5001/invocations -H 'Content-Type: application/json' "
+            "-d '{\"inputs\": [\"I like cats.\"]}'")
 
 
 def _report(records: dict[str, dict[str, Any]], config: dict[str, Any]) -> dict[str, Any]:

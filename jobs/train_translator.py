@@ -28,7 +28,8 @@ import torch
 
 from jobs.common import cli, ray_train
 from jobs.common.checkpoint import BUNDLE_FILE, Bundle
-from jobs.common.config import PROJECT_DIR, to_yaml
+from jobs.common.config import to_yaml
+from jobs.common.model_registry import log_translator, register, pairs_digest
 from jobs.common.ray_train import MetricsLog, broadcast, check_replicas, worker_log
 from jobs.common.reports import attention_heatmaps
 from jobs.common.translation import Translation, translate, translate_and_score
@@ -406,25 +407,47 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
             mlflow.log_artifact(str(output_dir / plot.name), "attention")
         mlflow.log_artifacts(str(output_dir / "best"), "best")
         if config["mlflow"]["enabled"]:
-            import mlflow.pytorch
-
-            # pickle: pt2 traces forward, which the length-dependent packing and loops do not allow;
-            # the models' code travels with it, and the data contract it imports (special ids, errors)
-            mlflow.pytorch.log_model(model, name="model", serialization_format="pickle",
-                                     code_paths=[str(PROJECT_DIR / "rnn_models"), str(PROJECT_DIR / "pipelines")])
+            registry = publish(mlflow, bundle, output_dir / "best" / BUNDLE_FILE, config, test, decode)
+            if registry:
+                summary["registry"] = registry
         mlflow.set_tag("output_dir", str(output_dir))
     print(json.dumps(summary))
     return summary
 
 
+def publish(mlflow: Any, bundle: Bundle, bundle_file: Path, config: dict[str, Any], test: dict[str, Any],
+            decode: DecodeSettings) -> dict[str, Any] | None:
+    """Log the best model as a pyfunc model that translates text and, with ``mlflow.registry_name``
+    set and a test split scored, register it (champion only if it beats the current one); returns
+    the registry's decision."""
+    info = log_translator(mlflow, bundle_file, bundle)
+    name = config["mlflow"]["registry_name"]
+    if not name or "test_set" not in test:
+        return None
+    pairs = read_pairs(Path(config["data_dir"]), load_manifest(Path(config["data_dir"]), "parallel")["splits"][
+        config["valid"]["test_split"]]["files"], text=True)
+
+    def score_champion(uri: str) -> float:
+        champion = Bundle.load(uri, tracking_uri=config["mlflow_tracking_uri"])
+        return translate_and_score(champion, pairs.src_text, pairs.tgt_text, decode, decode.beam)[0]["bleu"]
+
+    decision = register(mlflow, info.model_uri, name, test[f"test_bleu_beam{decode.beam}"], test["test_set"],
+                        score_champion)
+    mlflow.log_dict(decision, "registry.json")
+    mlflow.set_tags({"registry.model": name, "registry.version": decision["version"],
+                     "registry.champion": decision["champion"], "registry.reason": decision["reason"]})
+    return decision
+
+
 def test_scores(bundle: Bundle, config: dict[str, Any], manifest: dict[str, Any], decode: DecodeSettings
                 ) -> dict[str, Any]:
-    """Greedy and beam BLEU/chrF on the test split (none when it is empty or not asked for)."""
+    """Greedy and beam BLEU/chrF on the test split (none when it is empty or not asked for), and
+    the test set's digest."""
     split = config["valid"]["test_split"]
     if not split or not manifest["splits"].get(split, {}).get("files"):
         return {}
     pairs = read_pairs(Path(config["data_dir"]), manifest["splits"][split]["files"], text=True)
-    out: dict[str, Any] = {}
+    out: dict[str, Any] = {"test_set": pairs_digest(pairs.src_text, pairs.tgt_text)}
     for name, beam in (("greedy", 1), (f"beam{decode.beam}", decode.beam)):
         scores, _ = translate_and_score(bundle, pairs.src_text, pairs.tgt_text, decode, beam)
         out.update({f"test_bleu_{name}": scores["bleu"], f"test_chrf_{name}": scores["chrf"],

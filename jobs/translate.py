@@ -1,12 +1,14 @@
 """Translate raw text with a trained translator, one output line per input line.
 
-    python -m jobs.translate CHECKPOINT [--input FILE] [--output FILE] [--beam N] [--unk keep|copy]
+    python -m jobs.translate CHECKPOINT [--input FILE] [--output FILE] [--beam N] [--unk keep|copy] [--nbest N]
 
 CHECKPOINT is a ``translator.pt``, a directory holding one (``output_dir/best``), or an MLflow URI
-(``runs:/RUN_ID/best``). Input is normalized with the rules the model was trained with, output is
+(``runs:/RUN_ID/best``, ``models:/rnnmt-translator@champion``, ``models:/NAME/VERSION``). Input is normalized with the rules the model was trained with, output is
 detokenized with numbers and links filled back in from the source. Empty lines stay empty; lines
 longer than ``--max-tokens`` tokens are translated up to it and counted; input that is not UTF-8
-stops the job with the number of the offending line, before anything is written. Decode settings
+stops the job with the number of the offending line, before anything is written. With ``--nbest N``
+each output line is a JSON object whose ``nbest`` lists the N best ``{"text", "score"}``, best first
+(JSON Lines). Decode settings
 are the checkpoint's (its training config's ``decode``), with the flags given on top. Counts go to
 stderr; ``--output`` is written atomically.
 """
@@ -14,6 +16,7 @@ stderr; ``--output`` is written atomically.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,13 +28,14 @@ from pipelines.contract.atomic import write_atomically
 from pipelines.contract.errors import InputError
 from rnn_models.search import UNK_POLICIES, DecodeSettings
 
-FLAGS = ("beam", "alpha", "unk", "max_tokens", "batch_size")  # the DecodeSettings the command line sets
+FLAGS = ("beam", "alpha", "unk", "max_tokens", "batch_size", "nbest")  # the DecodeSettings the command line sets
 
 
 def run(argv: Sequence[str] | None = None) -> dict[str, int]:
     """Translate; returns the counts it prints to stderr."""
     parser = argparse.ArgumentParser(prog="python -m jobs.translate", description=__doc__.splitlines()[0])
-    parser.add_argument("checkpoint", help="translator.pt, a directory with one, or runs:/RUN_ID/best")
+    parser.add_argument("checkpoint", help="translator.pt, a directory with one, runs:/RUN_ID/best or "
+                                           "models:/NAME@ALIAS")
     parser.add_argument("--input", type=Path, help="input file (default: stdin)")
     parser.add_argument("--output", type=Path, help="output file (default: stdout)")
     parser.add_argument("--beam", type=int, help="beam size (1 = greedy; default: the training config's)")
@@ -40,6 +44,8 @@ def run(argv: Sequence[str] | None = None) -> dict[str, int]:
                         help="[UNK] in the output: keep it or copy the attended source word")
     parser.add_argument("--max-tokens", type=int, help="translate at most this many source tokens per line")
     parser.add_argument("--batch-size", type=int, help="sentences per batch")
+    parser.add_argument("--nbest", type=int, help="write the N best translations of each line as JSON Lines "
+                                                 "(needs a beam of at least N)")
     parser.add_argument("--use-gpu", action="store_true", help="decode on the GPU")
     args = parser.parse_args(argv)
     device = "cuda" if args.use_gpu else "cpu"
@@ -50,7 +56,11 @@ def run(argv: Sequence[str] | None = None) -> dict[str, int]:
         raise InputError(f"--input {args.input}: no such file")
     lines = read_lines(args.input.read_bytes() if args.input else sys.stdin.buffer.read(), name)
     translations = translate(bundle, lines, settings, device)
-    text = "".join(t.text + "\n" for t in translations)
+    if settings.nbest > 1:
+        text = "".join(json.dumps({"nbest": [{"text": text, "score": score} for text, score in t.nbest]},
+                                  ensure_ascii=False) + "\n" for t in translations)
+    else:
+        text = "".join(t.text + "\n" for t in translations)
     if args.output:
         write_atomically(args.output, text)
     else:

@@ -100,7 +100,8 @@ def _trial(params: dict[str, Any], spec: dict[str, Any]) -> None:
     trial_dir = Path(spec["trials_dir"]) / trial
     argv = [spec["trainer_yaml"], *to_dotlist(params), f"run_name={spec['name']}-{trial}",
             f"output_dir={trial_dir / 'output'}", f"storage_path={spec['trials_dir']}", "overwrite=true",
-            f"train.cpus_per_worker={spec['cpus_per_worker']}", f"mlflow.parent_run_id={spec['parent_run_id']}"]
+            f"train.cpus_per_worker={spec['cpus_per_worker']}", f"mlflow.parent_run_id={spec['parent_run_id']}",
+            "mlflow.registry_name="]  # trials are not registered
     importlib.import_module(f"jobs.{spec['trainer']}").run(argv)
 
 

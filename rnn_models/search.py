@@ -8,7 +8,7 @@ attention), which the post-processing uses to copy unknown words.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -37,9 +37,11 @@ class DecodeSettings(Settings):
     batch_size: int = 100      # sentences per decoding batch
     unk: str = "copy"          # [UNK] in the output: keep it, or copy the source word attended to most
     max_tokens: int = 200      # longer sources are cut to this many tokens (and counted)
+    nbest: int = 1             # translations kept per sentence, best first (beam search: needs beam >= nbest)
 
     def __post_init__(self) -> None:
-        for name, low in (("beam", 1), ("max_extra", 0), ("min_length", 0), ("batch_size", 1), ("max_tokens", 1)):
+        for name, low in (("beam", 1), ("max_extra", 0), ("min_length", 0), ("batch_size", 1), ("max_tokens", 1),
+                          ("nbest", 1)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ConfigError(f"decode.{name} must be an integer >= {low}, got {value!r}")
@@ -47,6 +49,8 @@ class DecodeSettings(Settings):
             raise ConfigError(f"decode.alpha must be >= 0, got {self.alpha!r}")
         if not self.max_ratio > 0:
             raise ConfigError(f"decode.max_ratio must be > 0, got {self.max_ratio!r}")
+        if self.nbest > self.beam:
+            raise ConfigError(f"decode.nbest={self.nbest} needs a beam at least as wide; got beam {self.beam}")
         if self.unk not in UNK_POLICIES:
             raise ConfigError(f"decode.unk must be one of {', '.join(UNK_POLICIES)}; got {self.unk!r}")
 
@@ -74,6 +78,7 @@ class Hypothesis:
     tokens: list[int]
     alignment: list[int]
     score: float
+    nbest: list[Hypothesis] = field(default_factory=list)  # beam search with nbest > 1: the best, best first
 
 
 def max_output_length(src_len: torch.Tensor, settings: DecodeSettings) -> int:
@@ -206,7 +211,15 @@ def beam_search(model: Translator, src: torch.Tensor, src_len: torch.Tensor,
         state = state.select(flat_origin)
         prev = keep_word.view(-1)
         scores = new_scores
-    return [max(hyps, key=lambda h: h.score) if hyps else Hypothesis([], [], float("-inf")) for hyps in finished]
+    return [_best(hyps, settings.nbest) for hyps in finished]
+
+
+def _best(hypotheses: list[Hypothesis], nbest: int) -> Hypothesis:
+    """The best of a sentence's ended hypotheses, holding the ``nbest`` best when ``nbest`` > 1."""
+    if not hypotheses:
+        return Hypothesis([], [], float("-inf"))
+    ranked = sorted(hypotheses, key=lambda h: -h.score)
+    return replace(ranked[0], nbest=ranked[:nbest] if nbest > 1 else [])
 
 
 def _keep_best(hypotheses: list[Hypothesis], new: Hypothesis, size: int) -> None:

@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from conftest import DATA, PROJECT
-from jobs import evaluate, pipeline, preprocess, train_translator, train_word2vec, translate, tune, ui
+from jobs import evaluate, pipeline, preprocess, serve, train_translator, train_word2vec, translate, tune, ui
 from jobs.common.cli import USER_ERROR_EXIT
 
 OFF = "mlflow.enabled=false"
@@ -47,6 +47,7 @@ CASES = {
                  ["conf/preprocess/nope.yaml", "does not exist"]),
     "tune": (tune.main, ["space={train.lr: [1, 2]}", OFF], ["space.train.lr", "loguniform"]),
     "ui": (ui.main, ["port=99999"], ["port", "99999"]),
+    "serve": (serve.main, ["model=null"], ["model must be set", "models:/NAME@ALIAS"]),
 }
 
 

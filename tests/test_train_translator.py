@@ -75,6 +75,12 @@ def test_two_workers_train_resume_and_evaluate(tmp_path, data_dir, ray_local, ca
     assert {"best", "attention", "samples.json", "config.yaml"} <= artifacts
     (logged,) = client.search_logged_models([experiment])
     assert logged.source_run_id == run.info.run_id and logged.name == "model"
+    # registered with its test BLEU, and champion as the first version
+    assert summary["registry"]["version"] == 1 and summary["registry"]["reason"] == "no champion yet"
+    first = client.get_model_version_by_alias("rnnmt-translator", "champion")
+    assert int(first.version) == 1 and first.run_id == run.info.run_id
+    assert first.tags["test_bleu"] == f"{summary['test_bleu_beam3']:.2f}"
+    assert run.data.tags["registry.champion"] == "True"
 
     # the same run name resumes after the last epoch: only epoch 2 is trained
     again = job.run(_args(tmp_path, data_dir, out, uri, "run_name=tr-test", "train.epochs=3", "overwrite=true",
@@ -87,6 +93,12 @@ def test_two_workers_train_resume_and_evaluate(tmp_path, data_dir, ray_local, ca
     assert resumed[0] < train_loss[0] - 0.08, (train_loss, resumed)
     assert client.get_metric_history(rerun.info.run_id, "valid_loss")[0].value < valid_loss[0]
     assert again["epochs"] == 3
+    # the second version takes the champion alias only if it scores better on the same test set
+    second = again["registry"]
+    assert second["version"] == 2 and second["test_set"] == summary["registry"]["test_set"]
+    better = round(again["test_bleu_beam3"], 2) > round(summary["test_bleu_beam3"], 2)
+    assert second["champion"] == better and "(its tag)" in second["reason"]
+    assert int(client.get_model_version_by_alias("rnnmt-translator", "champion").version) == (2 if better else 1)
     last_after = Bundle.load(out / "last")
     assert not torch.equal(last_after.model.decoder.output.weight, last_before.model.decoder.output.weight)
 

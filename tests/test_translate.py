@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
 from jobs import translate as job
 from jobs.common.checkpoint import BUNDLE_FILE, Bundle
 from jobs.common.translation import translate
-from pipelines.contract.errors import CheckpointError, InputError
+from pipelines.contract.errors import CheckpointError, ConfigError, InputError
 from pipelines.contract.pieces import PieceModel, train_piece_model
 from pipelines.contract.specials import SPECIALS
 from pipelines.text.normalize import NormalizeOptions, tokenize
@@ -82,6 +84,23 @@ def test_stdin_to_stdout(bundle_dir, monkeypatch, capsys):
     monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"the cat\n\n")))
     job.run([str(bundle_dir), "--beam", "1", "--unk", "copy"])
     assert capsys.readouterr().out.count("\n") == 2
+
+
+def test_nbest_writes_json_lines_best_first(bundle_dir, tmp_path):
+    src = tmp_path / "in.txt"
+    src.write_text("The cat sleeps.\n\nthe mat\n", encoding="utf-8")
+    one, many = tmp_path / "one.txt", tmp_path / "many.jsonl"
+    job.run([str(bundle_dir), "--input", str(src), "--output", str(one), "--beam", "4"])
+    job.run([str(bundle_dir), "--input", str(src), "--output", str(many), "--beam", "4", "--nbest", "3"])
+    best = one.read_text(encoding="utf-8").splitlines()
+    lists = [json.loads(line)["nbest"] for line in many.read_text(encoding="utf-8").splitlines()]
+    assert len(lists) == 3 and lists[1] == []  # the empty line stays empty
+    for first, n in zip(best, lists):
+        if n:
+            assert n[0]["text"] == first and 1 < len(n) <= 3
+            assert [c["score"] for c in n] == sorted((c["score"] for c in n), reverse=True)
+    with pytest.raises(ConfigError, match="nbest=3 needs a beam"):
+        job.run([str(bundle_dir), "--input", str(src), "--beam", "2", "--nbest", "3"])
 
 
 def _piece_bundle(toy_pairs) -> Bundle:

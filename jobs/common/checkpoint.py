@@ -83,22 +83,29 @@ class Bundle:
                    state.get("tgt_pieces"))
 
     @classmethod
-    def load(cls, path: str | Path, device: torch.device | str = "cpu") -> "Bundle":
-        """From a ``translator.pt`` file, a directory holding one, or an MLflow ``runs:/ID/PATH`` URI."""
+    def load(cls, path: str | Path, device: torch.device | str = "cpu", tracking_uri: str | None = None) -> "Bundle":
+        """From a ``translator.pt`` file, a directory holding one (a training output's ``best/``, or
+        an MLflow model's directory), or an MLflow URI: ``runs:/RUN_ID/best``, ``models:/NAME@ALIAS``,
+        ``models:/NAME/VERSION``, fetched from ``tracking_uri`` (default: the project's)."""
         path = str(path)
         if path.startswith(("runs:/", "models:/", "mlflow-artifacts:")):
             import mlflow
 
+            from jobs.common.tracking import tracking_uri as default_uri
+
             try:
-                path = mlflow.artifacts.download_artifacts(path)
+                path = mlflow.artifacts.download_artifacts(path, tracking_uri=tracking_uri or default_uri({}))
             except Exception as err:  # MLflow's errors for unknown runs, models and paths differ by store
                 raise CheckpointError(f"cannot fetch {path} from MLflow: {err}") from None
         file = Path(path)
         if file.is_dir():
-            file = file / BUNDLE_FILE
+            # an MLflow model keeps its translator.pt under artifacts/
+            file = next((f for f in (file / BUNDLE_FILE, file / "artifacts" / BUNDLE_FILE) if f.is_file()),
+                        file / BUNDLE_FILE)
         if not file.is_file():
             raise CheckpointError(f"no translator checkpoint at {file} (give a {BUNDLE_FILE}, a directory "
-                                  "holding one, or an MLflow URI such as runs:/RUN_ID/best)")
+                                  "holding one, or an MLflow URI such as runs:/RUN_ID/best or "
+                                  "models:/rnnmt-translator@champion)")
         try:
             state = torch.load(file, map_location="cpu", weights_only=True)
         except Exception as err:  # not a torch file, or one holding more than weights

@@ -7,7 +7,7 @@ all three normalize, decode and post-process alike.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -44,6 +44,7 @@ class Translation:
     source_ids: list[int]     # the source as the model read it (words or pieces)
     hypothesis: Hypothesis    # the model's output ids, score and attention alignment
     truncated: bool
+    nbest: list[tuple[str, float]] = field(default_factory=list)  # decode.nbest > 1: (text, score), best first
 
 
 def translate(bundle: Bundle, texts: Sequence[str], settings: DecodeSettings,
@@ -66,13 +67,19 @@ def translate(bundle: Bundle, texts: Sequence[str], settings: DecodeSettings,
         chunk = order[start:start + batch_size]
         src, src_len = pad([np.asarray(ids[i], dtype=np.int64) for i in chunk], device)
         for i, hyp in zip(chunk, decode(bundle.model, src, src_len, settings)):
-            tokens, heads = bundle.tgt_codec.decode(hyp.tokens)
-            # each output token's source token: the one its head id attended to most
-            alignment = [_at(owners[i], _at(hyp.alignment, h)) for h in heads]
-            restored = restore(tokens, placeholder_values(texts[i], bundle.src_options), sources[i],
-                               alignment, settings.copy_unk)
+            values = placeholder_values(texts[i], bundle.src_options)
+
+            def finish(h: Hypothesis) -> list[str]:
+                """Output tokens with placeholders filled from the source and the [UNK] policy applied."""
+                tokens, heads = bundle.tgt_codec.decode(h.tokens)
+                # each output token's source token: the one its head id attended to most
+                alignment = [_at(owners[i], _at(h.alignment, head)) for head in heads]
+                return restore(tokens, values, sources[i], alignment, settings.copy_unk)
+
+            restored = finish(hyp)
             results[i] = Translation(detokenize(restored, bundle.tgt_lang), restored, sources[i], ids[i], hyp,
-                                     truncated[i])
+                                     truncated[i],
+                                     [(detokenize(finish(h), bundle.tgt_lang), h.score) for h in hyp.nbest])
     empty = Hypothesis([], [], 0.0)
     return [r if r is not None else Translation("", [], [], [], empty, False) for r in results]
 

@@ -1,0 +1,87 @@
+"""A trained translator in MLflow: logged as a pyfunc model that translates text, registered, and
+given the ``champion`` alias only when it beats the current champion on the same test set."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from jobs.common.checkpoint import Bundle
+
+CHAMPION = "champion"  # the alias of the best registered version
+MODEL_CODE = Path(__file__).with_name("translator_model.py")  # what MLflow runs to load the model
+EXAMPLE = ["I like cats.", "Where is the station?"]
+
+
+def log_translator(mlflow: Any, bundle_file: Path, bundle: Bundle, name: str = "model") -> Any:
+    """Log ``bundle_file`` (the bundle's ``translator.pt``) as a pyfunc model of the active run,
+    with a list-of-strings signature whose parameters default to the bundle's decode settings;
+    returns MLflow's ``ModelInfo``."""
+    from jobs.common.translator_model import ARTIFACT, PARAMS
+
+    decode = bundle.decode_settings().to_dict()
+    params = {key: decode[key] for key in PARAMS}
+    # The model's code is rnnmt itself, installed where the model is loaded (it is not on PyPI,
+    # so the requirements name only what it imports; serve with --env-manager local)
+    return mlflow.pyfunc.log_model(
+        name=name, python_model=str(MODEL_CODE), artifacts={ARTIFACT: str(bundle_file)},
+        input_example=(EXAMPLE, params), pip_requirements=_requirements())
+
+
+def _requirements() -> list[str]:
+    from importlib.metadata import version
+
+    return [f"{package}=={version(package)}" for package in ("mlflow", "torch", "sentencepiece", "sacrebleu")]
+
+
+def pairs_digest(sources: Sequence[str], references: Sequence[str]) -> str:
+    """Identifies a test set by its sentence pairs: two scores compare only on the same digest."""
+    digest = hashlib.sha256()
+    for src, ref in zip(sources, references, strict=True):
+        digest.update(f"{src}\t{ref}\n".encode())
+    return digest.hexdigest()[:16]
+
+
+def register(mlflow: Any, model_uri: str, name: str, bleu: float, digest: str,
+             score_champion: Callable[[str], float]) -> dict[str, Any]:
+    """Register ``model_uri`` as a new version of ``name``, tagged with its test ``bleu`` and the
+    test set's ``digest``, and move the ``champion`` alias to it when it beats the current
+    champion's BLEU on that test set (taken from the champion's tags when it was scored on the same
+    set, else from ``score_champion(champion_uri)``). Returns the decision with its reason."""
+    client = mlflow.MlflowClient()
+    version = mlflow.register_model(model_uri, name).version
+    client.set_model_version_tag(name, version, "test_bleu", f"{bleu:.2f}")
+    client.set_model_version_tag(name, version, "test_set", digest)
+    champion = _champion(client, name)
+    if champion is None:
+        promote, reason, champion_bleu = True, "no champion yet", None
+    else:
+        if champion.tags.get("test_set") == digest and "test_bleu" in champion.tags:
+            champion_bleu = float(champion.tags["test_bleu"])
+            source = "its tag"
+        else:  # scored on another test set: score it on this one
+            champion_bleu = score_champion(f"models:/{name}/{champion.version}")
+            source = "scored now on this test set"
+        promote = round(bleu, 2) > round(champion_bleu, 2)
+        reason = (f"test BLEU {bleu:.2f} {'beats' if promote else 'does not beat'} champion version "
+                  f"{champion.version}'s {champion_bleu:.2f} ({source})")
+    if promote:
+        client.set_registered_model_alias(name, CHAMPION, version)
+    decision = {"name": name, "version": int(version), "test_bleu": round(bleu, 2), "test_set": digest,
+                "champion": promote, "champion_version": int(version) if promote else int(champion.version),
+                "previous_champion_bleu": champion_bleu, "reason": reason}
+    print(f"registry: {name} version {version}: {reason}; {CHAMPION} is version {decision['champion_version']}",
+          flush=True)
+    return decision
+
+
+def _champion(client: Any, name: str) -> Any:
+    """The version the champion alias points at, or None."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_model_version_by_alias(name, CHAMPION)
+    except MlflowException:
+        return None

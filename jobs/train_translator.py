@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from jobs.common import cli, ray_train
-from jobs.common.checkpoint import BUNDLE_FILE, Bundle
+from jobs.common.checkpoint import BUNDLE_FILE, Bundle, average_states
 from jobs.common.config import to_yaml
 from jobs.common.model_registry import log_translator, register, pairs_digest
 from jobs.common.ray_train import MetricsLog, broadcast, check_replicas, worker_log
@@ -349,6 +349,9 @@ def prepare(config: dict[str, Any]) -> None:
     if not manifest["splits"]["train"]["files"]:
         raise ManifestError(f"{config['data_dir']} has no train shards")
     load_vocabs(Path(config["data_dir"]), manifest)  # the vocabularies and piece models the shards were made with
+    n = config["train"]["average_last"]
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise ConfigError(f"train.average_last must be an integer >= 0 (0 or 1 = off), got {n!r}")
     alpha = config["train"]["subword_alpha"]
     if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 <= alpha <= 1:
         raise ConfigError(f"train.subword_alpha must be a number in [0, 1] (0 = off), got {alpha!r}")
@@ -362,7 +365,7 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
         manifest = load_manifest(data_dir, "parallel")
         vocabs = load_vocabs(data_dir, manifest)
         (src_vocab, _), (tgt_vocab, _) = vocabs["src"], vocabs["tgt"]
-        result = ray_train.fit(train_func_per_worker, config, log_reports=True)
+        result = ray_train.fit(train_func_per_worker, config, log_reports=True, keep=config["train"]["average_last"])
         with result.checkpoint.as_directory() as directory:
             last = torch.load(Path(directory) / STATE_FILE, map_location="cpu", weights_only=True)
             best = torch.load(Path(directory) / BEST_FILE, map_location="cpu", weights_only=True)
@@ -374,11 +377,18 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
         bundle.info = {"best_epoch": best["metrics"]["epoch"], "valid_bleu": best["metrics"]["valid_bleu"],
                        "bleu_signature": best["metrics"]["bleu_signature"], "mlflow_run_id": config["mlflow_run_id"],
                        "decode": decode.to_dict()}
+        valid = valid_pairs(config, manifest)
+
+        # checkpoint averaging: the mean of the last epochs replaces the best epoch if it validates better
+        averaged = average_last(result.best_checkpoints or [], bundle, valid, config, best["metrics"]["valid_bleu"])
+        if averaged.get("published"):
+            best = {"model": averaged.pop("model"), "metrics": {**best["metrics"], **averaged["metrics"]}}
+            bundle.info.update(valid_bleu=best["metrics"]["valid_bleu"], averaged_epochs=averaged["epochs"])
+        averaged.pop("model", None)
         model.load_state_dict(best["model"])
         model.eval()
 
         # publish best/ and last/ with sample translations and attention heatmaps, then test
-        valid = valid_pairs(config, manifest)
         v = config["valid"]
         with atomic_directory(output_dir, overwrite=config["overwrite"]) as tmp:
             for name, state in (("best", best["model"]), ("last", last["model"])):
@@ -397,10 +407,15 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
                    "train_seconds": round(progress.train_seconds, 1),
                    "train_tokens_per_sec": progress.train_tokens / max(progress.train_seconds, 1e-9),
                    "wall_seconds": round(time.perf_counter() - started, 1), **test}
+        if averaged:
+            summary["averaging"] = {k: v for k, v in averaged.items() if k != "metrics"}
 
         # MLflow: the summary, samples, heatmaps, the best checkpoint and the model
         per_epoch = {"epochs", "best_epoch", "valid_bleu", "valid_chrf"}  # already logged per epoch
         mlflow.log_metrics({k: v for k, v in summary.items() if isinstance(v, (int, float)) and k not in per_epoch})
+        if averaged:  # both validation scores, and which one was published
+            mlflow.log_metrics({k: averaged[k] for k in ("valid_bleu_averaged", "valid_bleu_best_epoch")})
+            mlflow.set_tags({"averaging.epochs": averaged["epochs"], "averaging.published": averaged["published"]})
         mlflow.log_table({"source": valid.src_text[:v["samples"]], "reference": valid.tgt_text[:v["samples"]],
                           "translation": [t.text for t in translations[:v["samples"]]]}, "samples.json")
         for plot in plots:
@@ -413,6 +428,33 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
         mlflow.set_tag("output_dir", str(output_dir))
     print(json.dumps(summary))
     return summary
+
+
+def average_last(checkpoints: list[tuple[Any, dict[str, Any]]], bundle: Bundle, valid: Pairs,
+                 config: dict[str, Any], best_bleu: float) -> dict[str, Any]:
+    """With ``train.average_last`` N > 1: the mean of the parameters of the last N epochs' checkpoints
+    (of those Ray kept, as ``(checkpoint, metrics)``), validated as every epoch is. Returns the
+    epochs, both validation BLEUs and whether the average validates better than the best epoch
+    (then with its ``model`` state and validation ``metrics``); empty when off."""
+    n = config["train"]["average_last"]
+    if n < 2:
+        return {}
+    epochs = sorted(((m["epoch"], c) for c, m in checkpoints if "epoch" in m), key=lambda e: e[0])[-n:]
+    if len(epochs) < 2:
+        print(f"train.average_last={n}: only {len(epochs)} epoch checkpoint(s), nothing to average", flush=True)
+        return {}
+    states = []
+    for _, checkpoint in epochs:
+        with checkpoint.as_directory() as directory:
+            states.append(torch.load(Path(directory) / STATE_FILE, map_location="cpu", weights_only=True)["model"])
+    state = average_states(states)
+    bundle.model.load_state_dict(state)
+    metrics = validate(bundle.model, bundle, valid, config, torch.device("cpu"))[0]
+    published = metrics["valid_bleu"] > best_bleu
+    print(f"averaged epochs {[e for e, _ in epochs]}: valid BLEU {metrics['valid_bleu']:.2f} against the best "
+          f"epoch's {best_bleu:.2f}: {'published as best' if published else 'the best epoch stays'}", flush=True)
+    return {"epochs": [e for e, _ in epochs], "valid_bleu_averaged": metrics["valid_bleu"],
+            "valid_bleu_best_epoch": best_bleu, "published": published, "model": state, "metrics": metrics}
 
 
 def publish(mlflow: Any, bundle: Bundle, bundle_file: Path, config: dict[str, Any], test: dict[str, Any],

@@ -3,6 +3,7 @@ pretrained embeddings from a word2vec export, and jobs.evaluate on the result.""
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 
@@ -65,6 +66,11 @@ def test_two_workers_train_resume_and_evaluate(tmp_path, data_dir, ray_local, ca
     experiment = client.get_experiment_by_name("test-translator").experiment_id
     (run,) = client.search_runs([experiment])
     assert run.info.status == "FINISHED" and run.data.params["model.hidden_size"] == "16"
+    # a model-training experiment (the UI opens on its runs), the run's dataset the preprocessing output
+    assert client.get_experiment(experiment).tags["mlflow.experimentKind"] == "custom_model_development"
+    (dataset,) = [d.dataset for d in run.inputs.dataset_inputs]
+    assert dataset.name == data_dir.name and json.loads(dataset.source) == {"uri": str(data_dir / "manifest.json")}
+    assert dataset.digest == hashlib.sha256((data_dir / "manifest.json").read_bytes()).hexdigest()[:16]
     bleu = client.get_metric_history(run.info.run_id, "valid_bleu")
     assert [m.step for m in bleu] == [0, 1]
     valid_loss = [m.value for m in client.get_metric_history(run.info.run_id, "valid_loss")]
@@ -84,7 +90,7 @@ def test_two_workers_train_resume_and_evaluate(tmp_path, data_dir, ray_local, ca
 
     # the same run name resumes after the last epoch: only epoch 2 is trained
     again = job.run(_args(tmp_path, data_dir, out, uri, "run_name=tr-test", "train.epochs=3", "overwrite=true",
-                          f"embeddings.src={tmp_path}", "embeddings.freeze=true"))
+                          f"embeddings.src={tmp_path}", "embeddings.freeze=true", "train.average_last=2"))
     (_, rerun) = client.search_runs([experiment], order_by=["attributes.start_time ASC"])
     assert [m.step for m in client.get_metric_history(rerun.info.run_id, "valid_bleu")] == [2]
     # the resumed run goes on from the trained weights: its first loss continues the curve, far
@@ -93,6 +99,12 @@ def test_two_workers_train_resume_and_evaluate(tmp_path, data_dir, ray_local, ca
     assert resumed[0] < train_loss[0] - 0.08, (train_loss, resumed)
     assert client.get_metric_history(rerun.info.run_id, "valid_loss")[0].value < valid_loss[0]
     assert again["epochs"] == 3
+    # the last two epochs averaged and validated; published as best only if it validates better
+    averaging = again["averaging"]
+    assert averaging["epochs"] == [1, 2]
+    assert averaging["published"] == (averaging["valid_bleu_averaged"] > averaging["valid_bleu_best_epoch"])
+    assert ("averaged_epochs" in Bundle.load(out / "best").info) == averaging["published"]
+    assert {"valid_bleu_averaged", "valid_bleu_best_epoch"} <= set(client.get_run(rerun.info.run_id).data.metrics)
     # the second version takes the champion alias only if it scores better on the same test set
     second = again["registry"]
     assert second["version"] == 2 and second["test_set"] == summary["registry"]["test_set"]

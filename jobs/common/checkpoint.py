@@ -114,6 +114,34 @@ class Bundle:
             raise CheckpointError(f"{file} is not a translator checkpoint (no settings, weights and vocabularies)")
         return cls.from_state(state, device)
 
+    @classmethod
+    def average(cls, bundles: list["Bundle"]) -> "Bundle":
+        """One bundle whose parameters are the mean of ``bundles``' (checkpoints of one model: the
+        same settings and vocabularies, else CheckpointError); the rest is the first one's."""
+        first = bundles[0]
+        for other in bundles[1:]:
+            if other.model.settings != first.model.settings:
+                raise CheckpointError("cannot average checkpoints of different model settings: "
+                                      f"{first.model.settings} and {other.model.settings}")
+            if (other.src_tokens, other.tgt_tokens, other.src_pieces, other.tgt_pieces) != \
+                    (first.src_tokens, first.tgt_tokens, first.src_pieces, first.tgt_pieces):
+                raise CheckpointError("cannot average checkpoints trained on different vocabularies")
+        model = Translator(first.model.settings)
+        model.load_state_dict(average_states([b.model.state_dict() for b in bundles]))
+        model.to(next(first.model.parameters()).device).eval()
+        return cls(model, first.src_tokens, first.tgt_tokens, first.src_options, first.src_lang, first.tgt_lang,
+                   first.tgt_lowercase, dict(first.info), first.src_pieces, first.tgt_pieces)
+
     def decode_settings(self) -> DecodeSettings:
         """The decode settings the model was trained with (the defaults for older checkpoints)."""
         return DecodeSettings.from_dict(self.info.get("decode"))
+
+
+def average_states(states: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """The element-wise mean of model state dicts with the same keys and shapes (checkpoint
+    averaging); integer tensors, such as counters, are taken from the last state."""
+    keys = states[0].keys()
+    if any(state.keys() != keys for state in states):
+        raise CheckpointError("cannot average checkpoints with different parameters")
+    return {key: (torch.stack([state[key].float() for state in states]).mean(0).to(states[0][key].dtype)
+                  if states[0][key].is_floating_point() else states[-1][key].clone()) for key in keys}

@@ -21,7 +21,7 @@ from ray.train import UserCallback
 from jobs.common.config import PROJECT_DIR, ConfigError, load_config, to_dict, to_yaml
 from jobs.common.ray_cluster import connect
 from jobs.common.ray_private import in_tune_session, worker_failures
-from jobs.common.tracking import mlflow_run, tracking_uri
+from jobs.common.tracking import log_dataset, mlflow_run, tracking_uri
 from pipelines.contract.errors import OutputExistsError, UserError
 
 
@@ -145,6 +145,8 @@ def training_run(job: str, argv: Sequence[str] | None, path_keys: Sequence[str],
     with mlflow_run(config["mlflow"], config["run_name"], params=to_dict(cfg)) as mlflow:
         mlflow.log_text(to_yaml(cfg), "config.yaml")
         run = mlflow.active_run() if config["mlflow"]["enabled"] else None
+        if run:
+            log_dataset(mlflow, Path(config["data_dir"]))
         config["mlflow_run_id"] = run.info.run_id if run else None
         config["mlflow_tracking_uri"] = tracking_uri(config["mlflow"])
         connect(config["ray"])
@@ -168,12 +170,13 @@ def resolve_paths(config: dict[str, Any], path_keys: Sequence[str]) -> dict[str,
     return config
 
 
-def fit(train_func: Callable[[dict[str, Any]], None], config: dict[str, Any], log_reports: bool = False) -> Any:
+def fit(train_func: Callable[[dict[str, Any]], None], config: dict[str, Any], log_reports: bool = False,
+        keep: int = 2) -> Any:
     """Run ``train_func`` on ``train.num_workers`` Ray Train workers (DDP: gloo on CPU, NCCL on
     GPU) under ``run_name`` in ``storage_path``, which resumes an earlier run of that name unless
     ``resume`` is false; returns Ray's result (last metrics, latest checkpoint). With
     ``log_reports`` the reports go to the job's MLflow run (:class:`EpochMetrics`); inside a Ray Tune
-    trial they also go to Tune."""
+    trial they also go to Tune. The ``keep`` latest checkpoints are kept (``result.best_checkpoints``)."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig, TrainingFailedError
     from ray.train.torch import TorchTrainer
 
@@ -196,7 +199,7 @@ def fit(train_func: Callable[[dict[str, Any]], None], config: dict[str, Any], lo
                                      resources_per_worker={"CPU": t["cpus_per_worker"]}),
         run_config=RunConfig(name=config["run_name"], storage_path=config["storage_path"],
                              failure_config=FailureConfig(max_failures=t["max_failures"]),
-                             checkpoint_config=CheckpointConfig(num_to_keep=2), callbacks=callbacks),
+                             checkpoint_config=CheckpointConfig(num_to_keep=max(2, keep)), callbacks=callbacks),
     )
     main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.getsignal(signal.SIGINT) if main_thread else None

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from jobs.common.config import PROJECT_DIR, flatten
@@ -34,14 +36,37 @@ class _NoRun:
         return lambda *args, **kwargs: None
 
 
+# MLflow 3's UI opens an experiment of this kind on its training runs (else it may infer a GenAI one
+# and land on empty trace views).
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+
+
 def experiment_id(cfg: Mapping[str, Any]) -> str:
-    """The id of the configured experiment, created (with its artifact location) if new."""
+    """The id of the configured experiment, created (with its artifact location) if new, and
+    marked as a model-training experiment unless it has a kind already."""
     import mlflow
 
     mlflow.set_tracking_uri(tracking_uri(cfg))
     experiment = mlflow.get_experiment_by_name(cfg["experiment"])
-    return (experiment.experiment_id if experiment else
-            mlflow.create_experiment(cfg["experiment"], artifact_location=artifact_location(cfg)))
+    if experiment is None:
+        return mlflow.create_experiment(cfg["experiment"], artifact_location=artifact_location(cfg),
+                                        tags=EXPERIMENT_KIND)
+    if not set(EXPERIMENT_KIND) & set(experiment.tags):
+        for key, value in EXPERIMENT_KIND.items():
+            mlflow.MlflowClient().set_experiment_tag(experiment.experiment_id, key, value)
+    return experiment.experiment_id
+
+
+def log_dataset(mlflow: Any, data_dir: Path, context: str = "training") -> None:
+    """Record a preprocessing output as the run's input dataset: its manifest is the source, the
+    manifest's SHA-256 the digest (the UI's Dataset column)."""
+    from mlflow.data.meta_dataset import MetaDataset
+    from mlflow.data.sources import LocalArtifactDatasetSource
+
+    manifest = data_dir / "manifest.json"
+    digest = hashlib.sha256(manifest.read_bytes()).hexdigest()[:16]
+    dataset = MetaDataset(LocalArtifactDatasetSource(str(manifest)), name=data_dir.name, digest=digest)
+    mlflow.log_input(dataset, context=context)
 
 
 @contextmanager

@@ -27,7 +27,7 @@ from jobs import evaluate, preprocess, train_translator, train_word2vec
 from jobs.common import cli
 from jobs.common.config import load_config, to_dict, to_dotlist, to_yaml
 from jobs.common.spark_session import spark_session
-from jobs.common.tracking import mlflow_run, tracking_uri
+from jobs.common.tracking import mlflow_run, project_store, runs_page, tracking_uri
 from pipelines.contract.atomic import write_atomically
 from pipelines.spark.readers import resolve_inputs
 
@@ -175,8 +175,9 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
                "report": str(work / "report.md")}
     print(f"\nReport: {work / 'report.md'}")
     if run_id:
+        experiment = mlflow.get_run(run_id).info.experiment_id
         print(f"Browse the runs: make ui   (or: mlflow ui --backend-store-uri {tracking_uri(config['mlflow'])} "
-              "--host 127.0.0.1 --port 5000), then open http://127.0.0.1:5000")
+              f"--host 127.0.0.1 --port 5000), then open {runs_page('http://127.0.0.1:5000', experiment)}")
         registry = records.get("translator", {}).get("summary", {}).get("registry")
         if registry:
             print(serve_hint(registry["name"], config["mlflow"]))
@@ -186,7 +187,7 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
 def serve_hint(name: str, mlflow: dict[str, Any]) -> str:
     """How to serve the registered champion and translate with it by curl."""
-    store = "" if tracking_uri(mlflow) == tracking_uri({}) else f" mlflow.tracking_uri={tracking_uri(mlflow)}"
+    store = "" if tracking_uri(mlflow) == project_store() else f" mlflow.tracking_uri={tracking_uri(mlflow)}"
     return (f"Serve the champion: make serve   (or: python -m jobs.serve model=models:/{name}@champion port=5001"
             f"{store}), then:\n"
             "  curl -s http://127.0.0.1:5001/invocations -H 'Content-Type: application/json' "

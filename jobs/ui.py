@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from jobs.common import cli
 from jobs.common.config import ConfigError, load_config, to_dict
-from jobs.common.tracking import tracking_uri
+from jobs.common.tracking import runs_page, tracking_uri
 
 
 def command(argv: Sequence[str] | None = None) -> list[str]:
@@ -32,11 +32,23 @@ def command(argv: Sequence[str] | None = None) -> list[str]:
     return cmd
 
 
+def _experiment_id(argv: Sequence[str] | None) -> str | None:
+    """The configured experiment's id in the tracking store, if it exists there yet."""
+    import mlflow
+
+    config = to_dict(load_config("ui", argv))["mlflow"]
+    try:
+        experiment = mlflow.MlflowClient(tracking_uri(config)).get_experiment_by_name(config["experiment"])
+    except Exception:  # a store that cannot be read yet: the UI says why
+        return None
+    return experiment.experiment_id if experiment else None
+
+
 def serve(argv: Sequence[str] | None = None) -> None:
     """Replace this process with ``mlflow ui``."""
     cmd = command(argv)
-    print(f"MLflow UI: http://{cmd[cmd.index('--host') + 1]}:{cmd[cmd.index('--port') + 1]}  ({' '.join(cmd)})",
-          flush=True)
+    base = f"http://{cmd[cmd.index('--host') + 1]}:{cmd[cmd.index('--port') + 1]}"
+    print(f"MLflow UI: {runs_page(base, _experiment_id(argv))}  ({' '.join(cmd)})", flush=True)
     os.execv(cmd[0], cmd)
 
 

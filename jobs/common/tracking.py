@@ -19,8 +19,13 @@ _MAX_PARAM = 6000
 
 
 def tracking_uri(cfg: Mapping[str, Any]) -> str:
-    """Config, then ``MLFLOW_TRACKING_URI``, then a SQLite file in the project directory (absolute)."""
-    return cfg.get("tracking_uri") or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{PROJECT_DIR / 'mlflow.db'}"
+    """Config, then ``MLFLOW_TRACKING_URI``, then :func:`project_store`."""
+    return cfg.get("tracking_uri") or os.environ.get("MLFLOW_TRACKING_URI") or project_store()
+
+
+def project_store() -> str:
+    """The default tracking store: a SQLite file in the project directory (absolute)."""
+    return f"sqlite:///{PROJECT_DIR / 'mlflow.db'}"
 
 
 def artifact_location(cfg: Mapping[str, Any]) -> str:
@@ -55,6 +60,13 @@ def experiment_id(cfg: Mapping[str, Any]) -> str:
         for key, value in EXPERIMENT_KIND.items():
             mlflow.MlflowClient().set_experiment_tag(experiment.experiment_id, key, value)
     return experiment.experiment_id
+
+
+def runs_page(base_url: str, experiment_id: str | None) -> str:
+    """The UI page of an experiment's training runs. MLflow 3.17's UI opens on its GenAI views
+    (traces) unless the address asks for the model-training workflow."""
+    page = f"#/experiments/{experiment_id}" if experiment_id else "#/experiments"
+    return f"{base_url.rstrip('/')}/{page}?workflowType=machine_learning"
 
 
 def log_dataset(mlflow: Any, data_dir: Path, context: str = "training") -> None:

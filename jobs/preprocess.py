@@ -17,9 +17,11 @@ from typing import Any
 from jobs.common import cli
 from jobs.common.config import load_config, to_dict, to_yaml
 from jobs.common.spark_session import spark_session
-from jobs.common.tracking import mlflow_run
+from jobs.common.checkpoint import Bundle
+from jobs.common.tracking import mlflow_run, tracking_uri
 from pipelines.contract.errors import OutputExistsError
 from pipelines.contract.manifest import MANIFEST_NAME
+from pipelines.contract.vocab import GivenVocab, given_from_output
 from pipelines.spark.preprocess import check_settings, preprocess
 from pipelines.spark.readers import resolve_inputs
 
@@ -35,6 +37,15 @@ def summary(manifest: dict[str, Any], output_dir: Path) -> dict[str, Any]:
             "seconds": manifest["seconds"]}
 
 
+def given_vocabs(source: str, mlflow: dict[str, Any]) -> dict[str, GivenVocab]:
+    """The vocabularies ``vocab.from`` names: a preprocessing output's, or a trained translator's
+    (a ``translator.pt``, its directory, or an MLflow URI)."""
+    path = Path(source)
+    if (path / MANIFEST_NAME).is_file():
+        return given_from_output(path)
+    return Bundle.load(source, tracking_uri=tracking_uri(mlflow)).given_vocabs(source)
+
+
 def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Run the job; returns the manifest."""
     cfg = load_config("preprocess", argv)
@@ -45,11 +56,12 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if output_dir.exists() and not config["overwrite"]:
         raise OutputExistsError(f"{output_dir} exists; pass overwrite=true to replace it")
     resolve_inputs(config["data"]["inputs"], config["data"]["kind"])
+    given = given_vocabs(config["vocab"]["from"], config["mlflow"]) if config["vocab"]["from"] else None
     started = time.perf_counter()
     with mlflow_run(config["mlflow"], config["run_name"], params=config) as mlflow:
         mlflow.log_text(to_yaml(cfg), "config.yaml")
         with spark_session(config["spark"], app_name="rnnmt-preprocess") as spark:
-            manifest = preprocess(spark, config, output_dir)
+            manifest = preprocess(spark, config, output_dir, given=given)
         counts = manifest["counts"]
         metrics = {"read": counts["read"], "kept": counts["kept"], "seconds": time.perf_counter() - started}
         metrics.update({f"dropped.{k}": v for k, v in counts["dropped"].items()})

@@ -32,6 +32,7 @@ from jobs.common.config import to_yaml
 from jobs.common.model_registry import log_translator, register, pairs_digest
 from jobs.common.ray_train import MetricsLog, broadcast, check_replicas, worker_log
 from jobs.common.reports import attention_heatmaps
+from jobs.common.tracking import tracking_uri
 from jobs.common.translation import Translation, translate, translate_and_score
 from pipelines.contract.atomic import atomic_directory
 from pipelines.contract.errors import CheckpointError, ConfigError, ManifestError
@@ -179,7 +180,10 @@ class TranslatorTraining:
         self.train = read_pairs(data_dir, self.manifest["splits"]["train"]["files"])
         self.valid = valid_pairs(config, self.manifest) if rank == 0 else None
         torch.manual_seed(config["seed"])  # the same initial parameters on every worker
-        self.model = build_model(config, src_vocab, tgt_vocab, len(self.train), quiet=rank != 0).to(device)
+        self.model = build_model(config, src_vocab, tgt_vocab, len(self.train), quiet=rank != 0)
+        if config.get("init_weights"):  # fine-tuning: a trained translator's weights (a checkpoint still wins)
+            self.model.load_state_dict(torch.load(config["init_weights"], map_location="cpu", weights_only=True))
+        self.model.to(device)
         self.optimizer = torch.optim.Adam([p for p in self.model.parameters() if p.requires_grad], lr=t["lr"])
         self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
             self.optimizer, mode="max", factor=t["lr_decay"], patience=t["lr_patience"], min_lr=t["min_lr"])
@@ -348,7 +352,9 @@ def prepare(config: dict[str, Any]) -> None:
     manifest = load_manifest(Path(config["data_dir"]), "parallel")
     if not manifest["splits"]["train"]["files"]:
         raise ManifestError(f"{config['data_dir']} has no train shards")
-    load_vocabs(Path(config["data_dir"]), manifest)  # the vocabularies and piece models the shards were made with
+    vocabs = load_vocabs(Path(config["data_dir"]), manifest)  # those the shards were made with
+    if config["init_from"]:
+        config["init_weights"] = stage_init_weights(config, vocabs)
     n = config["train"]["average_last"]
     if isinstance(n, bool) or not isinstance(n, int) or n < 0:
         raise ConfigError(f"train.average_last must be an integer >= 0 (0 or 1 = off), got {n!r}")
@@ -357,11 +363,44 @@ def prepare(config: dict[str, Any]) -> None:
         raise ConfigError(f"train.subword_alpha must be a number in [0, 1] (0 = off), got {alpha!r}")
 
 
+def stage_init_weights(config: dict[str, Any], vocabs: dict[str, tuple[Vocab, PieceModel | None]]) -> str:
+    """Check that ``init_from`` (a trained translator) fits this config's model and this data's
+    vocabularies, and write its weights where every worker can read them (next to the run's Ray
+    checkpoints); returns that file. Only the weights carry over: optimizer, learning rate,
+    early stopping and best score start afresh."""
+    source = config["init_from"]
+    if config["embeddings"]["src"] or config["embeddings"]["tgt"]:
+        raise ConfigError("init_from starts from a trained model's weights: leave embeddings.src/tgt unset")
+    parent = Bundle.load(source, tracking_uri=tracking_uri(config["mlflow"]))
+    (src, src_pieces), (tgt, tgt_pieces) = vocabs["src"], vocabs["tgt"]
+    for side, vocab, pieces, tokens, proto in (("src", src, src_pieces, parent.src_tokens, parent.src_pieces),
+                                               ("tgt", tgt, tgt_pieces, parent.tgt_tokens, parent.tgt_pieces)):
+        if list(vocab.tokens) != list(tokens) or (pieces.proto if pieces else None) != proto:
+            raise CheckpointError(f"init_from={source}: the {side} vocabulary of {config['data_dir']} is not the "
+                                  f"model's; preprocess the data with vocab.from={source}")
+    ours, theirs = settings_of(config, len(src), len(tgt)).to_dict(), parent.model.settings.to_dict()
+    # every setting that shapes the parameters or their meaning must agree (dropout may change)
+    differ = [f"model.{k}={ours[k]!r} here, {theirs.get(k)!r} there" for k in ours
+              if k != "dropout" and ours[k] != theirs.get(k)]
+    if differ:
+        raise CheckpointError(f"init_from={source} is another model: " + "; ".join(differ) +
+                              " (set model.* to its settings)")
+    path = Path(config["storage_path"]) / f".init-{config['run_name']}.pt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(parent.model.state_dict(), path.with_suffix(".tmp"))
+    path.with_suffix(".tmp").replace(path)  # atomic: a reader sees no half-written file
+    config["init_parent_run_id"] = parent.info.get("mlflow_run_id")
+    return str(path)
+
+
 def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Run the job; returns the summary it prints last."""
     with ray_train.training_run("train_translator", argv, PATH_KEYS, prepare) as (cfg, config, mlflow):
         started = time.perf_counter()
         output_dir, data_dir = Path(config["output_dir"]), Path(config["data_dir"])
+        if config["init_from"]:  # fine-tuning: the parent model
+            mlflow.set_tags({"parent_model": config["init_from"],
+                             "parent_model.run_id": config["init_parent_run_id"] or ""})
         manifest = load_manifest(data_dir, "parallel")
         vocabs = load_vocabs(data_dir, manifest)
         (src_vocab, _), (tgt_vocab, _) = vocabs["src"], vocabs["tgt"]
@@ -376,7 +415,7 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
         decode = decode_settings(config)
         bundle.info = {"best_epoch": best["metrics"]["epoch"], "valid_bleu": best["metrics"]["valid_bleu"],
                        "bleu_signature": best["metrics"]["bleu_signature"], "mlflow_run_id": config["mlflow_run_id"],
-                       "decode": decode.to_dict()}
+                       "decode": decode.to_dict(), "parent_model": config["init_from"]}
         valid = valid_pairs(config, manifest)
 
         # checkpoint averaging: the mean of the last epochs replaces the best epoch if it validates better

@@ -16,7 +16,7 @@ from pipelines.contract.manifest import load_manifest
 from pipelines.contract.pieces import Codec
 from pipelines.contract.specials import SPECIALS
 from pipelines.contract.token_stream import read_token_share
-from pipelines.contract.vocab import Vocab, load_vocab
+from pipelines.contract.vocab import Vocab, given_from_output, load_vocab
 from pipelines.spark.preprocess import check_settings, preprocess
 from pipelines.text.normalize import NormalizeOptions, tokenize
 
@@ -27,9 +27,9 @@ def config(inputs, *overrides, kind="parallel"):
     return cfg
 
 
-def run(spark, tmp_path, inputs, *overrides, name="out", kind="parallel"):
+def run(spark, tmp_path, inputs, *overrides, name="out", kind="parallel", given=None):
     out = tmp_path / name
-    manifest = preprocess(spark, config(inputs, *overrides, kind=kind), out, log=lambda m: None)
+    manifest = preprocess(spark, config(inputs, *overrides, kind=kind), out, log=lambda m: None, given=given)
     return out, manifest
 
 
@@ -115,6 +115,35 @@ def test_shared_piece_model(spark, tmp_path, toy_pairs):
     assert (out / "vocab/src.tsv").read_bytes() == (out / "vocab/tgt.tsv").read_bytes()
     vocab, _ = load_vocab(out, m["vocab"]["src"])
     assert sum(vocab.counts) == sum(m["splits"]["train"]["tokens"].values())  # both sides counted
+
+
+@pytest.mark.parametrize("kind", ["word", "bpe"])
+def test_a_new_corpus_encoded_with_an_earlier_vocabulary(spark, tmp_path, toy_pairs, kind):
+    inputs = [{"path": str(toy_pairs), "format": "tsv"}]
+    first, m = run(spark, tmp_path, inputs, f"vocab.kind={kind}", "vocab.max_size=300")
+    # another corpus (half the pairs, and a line of words the first has never seen), with the
+    # first one's vocabularies: the same ids, unseen words [UNK] (words) and counted
+    lines = toy_pairs.read_text(encoding="utf-8").splitlines()[::2] + ["zyxwv qqqq.\tzyxwv qqqq."]
+    corpus = tmp_path / "new.tsv"
+    corpus.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    given = given_from_output(first)
+    out, new = run(spark, tmp_path, [{"path": str(corpus), "format": "tsv"}], "split.test=0.0",
+                   f"vocab.from={first}", name="new", given=given)
+    for side in ("src", "tgt"):
+        assert new["vocab"][side]["fingerprint"] == m["vocab"][side]["fingerprint"]
+        assert new["vocab"][side]["from"] == str(first) and new["vocab_kind"] == kind
+        assert new["vocab"][side].get("model_sha256") == m["vocab"][side].get("model_sha256")
+        vocab, _ = load_vocab(out, new["vocab"][side])
+        assert sum(vocab.counts) == new["splits"]["train"]["tokens"][side]  # counted in the new shards
+    unk = sum(new["splits"][s]["unk"]["src"] for s in ("train", "valid"))
+    assert unk > 0 if kind == "word" else unk == 0  # pieces spell unseen words out of seen characters
+    # vocabularies made for another language or normalization are refused, naming the key
+    with pytest.raises(ConfigError, match="normalize.lowercase=True on the src side, this config gives False"):
+        run(spark, tmp_path, inputs, "normalize.lowercase=false", name="x", given=given)
+    with pytest.raises(ConfigError, match="its tgt side is 'fr', this data's is 'de'"):
+        run(spark, tmp_path, inputs, "data.tgt_lang=de", name="y", given=given)
+    with pytest.raises(ConfigError, match="has vocabularies for .'src', 'tgt'.; this data needs .'words'."):
+        run(spark, tmp_path, inputs, kind="monolingual", name="z", given=given)
 
 
 def test_a_piece_model_that_does_not_match_the_shards_is_refused(spark, tmp_path, toy_pairs):

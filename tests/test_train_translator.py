@@ -16,7 +16,7 @@ from jobs import evaluate
 from jobs import train_translator as job
 from jobs.common.checkpoint import BUNDLE_FILE, Bundle
 from pipelines.contract.errors import CheckpointError, ConfigError, ManifestError
-from pipelines.contract.parallel_shards import Pairs
+from pipelines.contract.parallel_shards import Pairs, read_pairs
 from pipelines.contract.pieces import PieceModel, train_piece_model
 from pipelines.contract.vocab import Vocab
 from pipelines.text.normalize import NormalizeOptions, tokenize
@@ -201,3 +201,69 @@ def test_subword_sampling_draws_the_training_pairs_anew_reproducibly(toy_pairs):
     # a draw spells the same text
     assert [tgt.processor.decode(ids.tolist()) for ids in first.tgt] == texts[1]
     assert [src.processor.decode(ids.tolist()) for ids in first.src] == texts[0]
+
+
+# A synthetic domain: word-by-word pairs built from words both toy vocabularies know (subject, verb, object).
+DOMAIN = {"subject": [("tom", "tom"), ("i", "je"), ("you", "vous"), ("he", "il"), ("she", "elle"), ("we", "nous")],
+          "verb": [("want", "veux"), ("have", "ai"), ("know", "sais"), ("like", "aime"), ("see", "vois")],
+          "object": [("cat", "chat"), ("dog", "chien"), ("book", "livre"), ("house", "maison"), ("car", "voiture"),
+                     ("money", "argent"), ("school", "école")]}
+
+
+def _domain_pairs(src_vocab: Vocab, tgt_vocab: Vocab) -> list[str]:
+    known = {slot: [(e, f) for e, f in words if e in src_vocab.index and f in tgt_vocab.index]
+             for slot, words in DOMAIN.items()}
+    assert all(len(words) >= 3 for words in known.values()), known
+    return [f"{s} {v} {o} .\t{s2} {v2} {o2} ." for s, s2 in known["subject"] for v, v2 in known["verb"]
+            for o, o2 in known["object"]]
+
+
+@pytest.mark.slow
+def test_fine_tuning_on_an_in_domain_corpus_raises_its_bleu(tmp_path, data_dir, spark, ray_local):
+    from jobs.preprocess import given_vocabs
+    from jobs.common.translation import translate_and_score
+    from pipelines.contract.manifest import load_manifest
+    from pipelines.spark.preprocess import preprocess
+    from test_preprocess import config as preprocess_config
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    small = ["model.embedding_size=32", "model.hidden_size=32", "train.num_workers=1", "train.cpus_per_worker=1",
+             "train.batch_tokens=200", "train.lr=0.01", "train.patience=0", "decode.beam=2"]
+    base = job.run(_args(tmp_path, data_dir, tmp_path / "base", uri, "run_name=ft-base", "train.num_workers=1",
+                         "train.epochs=2", *small))
+    parent = Bundle.load(base["best"])
+
+    # the in-domain corpus, encoded with the base model's vocabularies (vocab.from)
+    corpus = tmp_path / "domain.tsv"
+    src_vocab, tgt_vocab = Vocab(tuple(parent.src_tokens), (0,) * len(parent.src_tokens)), \
+        Vocab(tuple(parent.tgt_tokens), (0,) * len(parent.tgt_tokens))
+    corpus.write_text("\n".join(_domain_pairs(src_vocab, tgt_vocab)) + "\n", encoding="utf-8")
+    domain = tmp_path / "domain"
+    cfg = preprocess_config([{"path": str(corpus), "format": "tsv"}], "split.valid=0.1", "split.test=0.2",
+                            f"vocab.from={base['best']}")
+    preprocess(spark, cfg, domain, log=lambda m: None, given=given_vocabs(base["best"], {}))
+    manifest = load_manifest(domain, "parallel")
+    assert manifest["vocab"]["src"]["fingerprint"] == Vocab.load(data_dir / "vocab/src.tsv").fingerprint()
+    assert manifest["vocab"]["tgt"]["from"] == base["best"] and manifest["vocab_kind"] == "word"
+
+    # the base model on the in-domain test split, then fine-tuned from it
+    test = read_pairs(domain, manifest["splits"]["test"]["files"], text=True)
+    before = translate_and_score(parent, test.src_text, test.tgt_text, parent.decode_settings(), 1)[0]["bleu"]
+    tuned = job.run(_args(tmp_path, domain, tmp_path / "tuned", uri, "run_name=ft-tuned", "train.epochs=12",
+                          f"init_from={base['best']}", *small))
+    print(f"in-domain test BLEU: base {before:.2f}, fine-tuned {tuned['test_bleu_greedy']:.2f}")
+    assert tuned["test_bleu_greedy"] > before + 20
+    run = mlflow.MlflowClient(uri).search_runs([mlflow.MlflowClient(uri).get_experiment_by_name(
+        "test-translator").experiment_id], "tags.mlflow.runName = 'ft-tuned'")[0]
+    assert run.data.tags["parent_model"] == base["best"]
+    assert Bundle.load(tmp_path / "tuned/best").info["parent_model"] == base["best"]
+
+    # a model of another shape, or data with other vocabularies, is refused before training
+    with pytest.raises(CheckpointError, match="model.hidden_size=16 here, 32 there"):
+        job.run(_args(tmp_path, domain, tmp_path / "x", uri, "run_name=ft-x", f"init_from={base['best']}",
+                      *small, "model.hidden_size=16"))
+    with pytest.raises(CheckpointError, match="preprocess the data with vocab.from"):
+        other = tmp_path / "other"
+        preprocess(spark, preprocess_config([{"path": str(corpus), "format": "tsv"}], "split.valid=0.1",
+                                            "split.test=0.2"), other, log=lambda m: None)
+        job.run(_args(tmp_path, other, tmp_path / "y", uri, "run_name=ft-y", f"init_from={base['best']}", *small))

@@ -14,7 +14,7 @@ import torch
 
 from pipelines.contract.errors import CheckpointError
 from pipelines.contract.pieces import Codec, PieceModel
-from pipelines.contract.vocab import Vocab
+from pipelines.contract.vocab import GivenVocab, Vocab
 from pipelines.text.normalize import NormalizeOptions
 from rnn_models.search import DecodeSettings
 from rnn_models.translator import Translator, TranslatorSettings
@@ -131,6 +131,13 @@ class Bundle:
         model.to(next(first.model.parameters()).device).eval()
         return cls(model, first.src_tokens, first.tgt_tokens, first.src_options, first.src_lang, first.tgt_lang,
                    first.tgt_lowercase, dict(first.info), first.src_pieces, first.tgt_pieces)
+
+    def given_vocabs(self, source: str) -> dict[str, GivenVocab]:
+        """The vocabularies to encode new data with so that this model reads it (``vocab.from``)."""
+        return {"src": GivenVocab(tuple(self.src_tokens), self.src_pieces, self.src_lang, vars(self.src_options),
+                                  source),
+                "tgt": GivenVocab(tuple(self.tgt_tokens), self.tgt_pieces, self.tgt_lang,
+                                  {"lowercase": self.tgt_lowercase}, source)}
 
     def decode_settings(self) -> DecodeSettings:
         """The decode settings the model was trained with (the defaults for older checkpoints)."""

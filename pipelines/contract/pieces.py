@@ -94,6 +94,14 @@ class PieceModel:
         """The pieces in id order."""
         return tuple(self.processor.id_to_piece(i) for i in range(self.processor.get_piece_size()))
 
+    @cached_property
+    def kind(self) -> str:
+        """``bpe`` or ``unigram``: the model type it was trained as."""
+        from sentencepiece import sentencepiece_model_pb2
+
+        spec = sentencepiece_model_pb2.ModelProto.FromString(self.proto).trainer_spec
+        return sentencepiece_model_pb2.TrainerSpec.ModelType.Name(spec.model_type).lower()
+
     def __len__(self) -> int:
         return len(self.tokens)
 

@@ -124,3 +124,35 @@ def vocab_identity(entry: Mapping[str, Any]) -> str:
     """What a model trained on a vocabulary depends on (the tokens, and the piece model that
     segments text into them), from its manifest entry: equal identities, interchangeable ids."""
     return entry["fingerprint"] + (f"+{entry['model_sha256']}" if entry.get("model_sha256") else "")
+
+
+@dataclass(frozen=True)
+class GivenVocab:
+    """One side's vocabulary taken from an earlier preprocessing output or a trained model
+    (``vocab.from``), so that new data gets the ids that model knows: its tokens, its piece model
+    (None for words), and the language and normalization it was made with (the normalization
+    fields known: a translator records only whether its target was lowercased)."""
+
+    tokens: tuple[str, ...]
+    pieces: bytes | None
+    lang: str
+    normalize: Mapping[str, Any]
+    source: str
+
+    @property
+    def kind(self) -> str:
+        return PieceModel(self.pieces).kind if self.pieces else "word"
+
+
+def given_from_output(data_dir: Path) -> dict[str, GivenVocab]:
+    """Every side's vocabulary of a preprocessing output, checked against its manifest."""
+    from pipelines.contract.manifest import load_manifest
+
+    manifest = load_manifest(Path(data_dir))
+    given = {}
+    for side, entry in manifest["vocab"].items():
+        vocab, pieces = load_vocab(data_dir, entry)
+        info = manifest["sides"][side]
+        given[side] = GivenVocab(tuple(vocab.tokens), pieces.proto if pieces else None, info["lang"],
+                                 dict(info["normalize"]), str(data_dir))
+    return given

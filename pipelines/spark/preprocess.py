@@ -27,7 +27,7 @@ from pipelines.contract.errors import ConfigError
 from pipelines.contract.manifest import FORMAT_VERSION, write_manifest
 from pipelines.contract.pieces import PIECE_KINDS, VOCAB_KINDS, PieceModel, train_piece_model
 from pipelines.contract.specials import SPECIALS, UNK_ID
-from pipelines.contract.vocab import Vocab, select_vocab
+from pipelines.contract.vocab import GivenVocab, Vocab, select_vocab
 from pipelines.spark import filters, readers
 from pipelines.spark.count import count_tokens, top_tokens
 from pipelines.spark.encode import table_encoder
@@ -217,17 +217,43 @@ def check_settings(cfg: Mapping[str, Any]) -> None:
         raise ConfigError(f"split.valid and split.test must be >= 0 and leave room for train (valid={valid}, test={test})")
 
 
+def check_given(given: Mapping[str, GivenVocab], sides: Sequence[Side]) -> dict[str, Any]:
+    """Refuse vocabularies (``vocab.from``) made for other sides, languages or normalization; returns
+    the ``vocab`` settings they amount to (kind, shared)."""
+    source = next(iter(given.values())).source
+    if set(given) != {s.name for s in sides}:
+        raise ConfigError(f"vocab.from={source} has vocabularies for {sorted(given)}; this data needs "
+                          f"{sorted(s.name for s in sides)}")
+    keys = {"unicode_form": "normalize.unicode", "lowercase": "normalize.lowercase", "apostrophe": "normalize.apostrophe"}
+    for side in sides:
+        g, ours = given[side.name], vars(side.options)
+        if g.lang != side.lang:
+            raise ConfigError(f"vocab.from={source}: its {side.name} side is {g.lang!r}, this data's is {side.lang!r}")
+        for key, value in g.normalize.items():
+            if ours.get(key) != value:
+                raise ConfigError(f"vocab.from={source} was normalized with {keys.get(key, key)}={value!r} on the "
+                                  f"{side.name} side, this config gives {ours.get(key)!r}: set it to match")
+    kinds = {g.kind for g in given.values()}
+    if len(kinds) > 1:
+        raise ConfigError(f"vocab.from={source} mixes vocabulary kinds {sorted(kinds)}")
+    shared = len({(g.tokens, g.pieces) for g in given.values()}) == 1 and len(sides) > 1
+    return {"kind": kinds.pop(), "shared": shared, "from": source}
+
+
 def preprocess(spark: SparkSession, cfg: Mapping[str, Any], output_dir: Path,
-               log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Run the pipeline described by the resolved config ``cfg`` and publish it at ``output_dir``.
+               log: Callable[[str], None] = print, given: Mapping[str, GivenVocab] | None = None) -> dict[str, Any]:
+    """Run the pipeline described by the resolved config ``cfg`` and publish it at ``output_dir``;
+    with ``given`` vocabularies (``vocab.from``) encode with them instead of building new ones.
 
     Returns the manifest. Nothing appears at ``output_dir`` unless the whole run succeeds; an
     input Spark cannot read to its end (a truncated ``.gz``) is named in an InputError.
     """
     check_settings(cfg)
+    if given:  # the vocabulary settings become those of the given vocabularies
+        cfg = {**cfg, "vocab": {**cfg["vocab"], **check_given(given, sides_for(cfg))}}
     specs = resolve_inputs(cfg["data"]["inputs"], cfg["data"]["kind"])
     try:
-        return _preprocess(spark, cfg, specs, output_dir, log)
+        return _preprocess(spark, cfg, specs, output_dir, log, given or {})
     except Exception as err:
         explained = readers.explain_read_failure(specs, err)
         if explained is None:
@@ -236,7 +262,7 @@ def preprocess(spark: SparkSession, cfg: Mapping[str, Any], output_dir: Path,
 
 
 def _preprocess(spark: SparkSession, cfg: Mapping[str, Any], specs: Sequence[readers.InputSpec], output_dir: Path,
-                log: Callable[[str], None]) -> dict[str, Any]:
+                log: Callable[[str], None], given: Mapping[str, GivenVocab]) -> dict[str, Any]:
     started = time.perf_counter()
     kind, flt, out = cfg["data"]["kind"], cfg["filter"], cfg["output"]
     pieces_kind = cfg["vocab"]["kind"] in PIECE_KINDS
@@ -281,9 +307,20 @@ def _preprocess(spark: SparkSession, cfg: Mapping[str, Any], specs: Sequence[rea
                 cached.append(examples)
 
             train = examples.where(F.col("split") == "train")
-            if pieces_kind:
-                models, piece_settings = _train_piece_models(train, sides, cfg["vocab"], log)
+            if given and pieces_kind:
+                log(f"encoding with the {cfg['vocab']['kind']} piece models of {cfg['vocab']['from']}")
+                models = {s.name: PieceModel(given[s.name].pieces) for s in sides}
+                piece_settings = {"from": cfg["vocab"]["from"]}
                 encodings: dict[str, Vocab | bytes] = {s.norm: models[s.name].proto for s in sides}
+                sizes = {s.name: len(models[s.name]) for s in sides}
+                words = _word_totals(examples, sides)
+            elif given:
+                log(f"encoding with the word vocabularies of {cfg['vocab']['from']}")
+                encodings = {s.norm: Vocab(given[s.name].tokens, (0,) * len(given[s.name].tokens)) for s in sides}
+                sizes = {s.name: len(given[s.name].tokens) for s in sides}
+            elif pieces_kind:
+                models, piece_settings = _train_piece_models(train, sides, cfg["vocab"], log)
+                encodings = {s.norm: models[s.name].proto for s in sides}
                 sizes = {s.name: len(models[s.name]) for s in sides}
                 words = _word_totals(examples, sides)
             else:
@@ -309,16 +346,19 @@ def _preprocess(spark: SparkSession, cfg: Mapping[str, Any], specs: Sequence[rea
         kept = sum(splits[s]["examples"] for s in SPLITS)
         if flt["dedup"]:
             dropped[filters.DUPLICATE] = kept_before_dedup - kept
-        if pieces_kind:  # the pieces with their counts in the train shards (summed over shared sides)
+        if pieces_kind or given:  # the entries with their counts in the train shards (summed over shared sides)
             vocabs = {}
             for group in _groups(sides, cfg["vocab"]).values():
                 counts = tuple(int(c) for c in sum(train_counts[s.name] for s in group))
-                vocabs.update({s.name: Vocab(models[s.name].tokens, counts) for s in group})
+                tokens = models[group[0].name].tokens if pieces_kind else given[group[0].name].tokens
+                vocabs.update({s.name: Vocab(tokens, counts) for s in group})
         (tmp / "vocab").mkdir()
         vocab_entries = {}
         for side in sides:
             path = f"vocab/{side.name}.tsv"
             entry: dict[str, Any] = {"kind": cfg["vocab"]["kind"], "file": path}
+            if given:
+                entry["from"] = cfg["vocab"]["from"]
             if pieces_kind:
                 model = models[side.name]
                 entry["model"] = f"vocab/{side.name}.model"

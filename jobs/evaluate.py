@@ -1,6 +1,7 @@
 """Score a trained translator on named test sets and log the scores to MLflow.
 
     python -m jobs.evaluate checkpoint=PATH [CONFIG.yaml] [key=value ...]
+    python -m jobs.evaluate "checkpoint=[A, B]" ...      # an ensemble of A and B
 
 For each set and beam size: corpus BLEU and chrF (sacrebleu) of the detokenized translations
 against the raw references, with their signatures. Decode settings are the checkpoint's (its
@@ -54,7 +55,8 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
     device = "cuda" if config["use_gpu"] else "cpu"
     if not config["beams"] or any(not isinstance(b, int) or b < 1 for b in config["beams"]):
         raise ConfigError(f"beams must be a list of beam sizes >= 1 (1 = greedy), got {config['beams']}")
-    bundle = Bundle.load(config["checkpoint"], device, tracking_uri(config["mlflow"]))
+    sources = config["checkpoint"] if isinstance(config["checkpoint"], list) else [config["checkpoint"]]
+    bundle = Bundle.load_all([str(c) for c in sources], device, tracking_uri(config["mlflow"]))
     settings = DecodeSettings.from_dict(config["decode"], base=bundle.decode_settings())
     results: dict[str, Any] = {"checkpoint": str(config["checkpoint"])}
     with mlflow_run(config["mlflow"], config["run_name"], params=to_dict(cfg)) as mlflow:

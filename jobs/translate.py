@@ -1,9 +1,10 @@
 """Translate raw text with a trained translator, one output line per input line.
 
-    python -m jobs.translate CHECKPOINT [--input FILE] [--output FILE] [--beam N] [--unk keep|copy] [--nbest N]
+    python -m jobs.translate CHECKPOINT [CHECKPOINT ...] [--input FILE] [--output FILE] [--beam N] [--unk keep|copy] [--nbest N]
 
 CHECKPOINT is a ``translator.pt``, a directory holding one (``output_dir/best``), or an MLflow URI
-(``runs:/RUN_ID/best``, ``models:/rnnmt-translator@champion``, ``models:/NAME/VERSION``). Input is normalized with the rules the model was trained with, output is
+(``runs:/RUN_ID/best``, ``models:/rnnmt-translator@champion``, ``models:/NAME/VERSION``); several
+checkpoints with the same vocabularies decode as an ensemble (log-probabilities averaged). Input is normalized with the rules the model was trained with, output is
 detokenized with numbers and links filled back in from the source. Empty lines stay empty; lines
 longer than ``--max-tokens`` tokens are translated up to it and counted; input that is not UTF-8
 stops the job with the number of the offending line, before anything is written. With ``--nbest N``
@@ -34,8 +35,8 @@ FLAGS = ("beam", "alpha", "unk", "max_tokens", "batch_size", "nbest")  # the Dec
 def run(argv: Sequence[str] | None = None) -> dict[str, int]:
     """Translate; returns the counts it prints to stderr."""
     parser = argparse.ArgumentParser(prog="python -m jobs.translate", description=__doc__.splitlines()[0])
-    parser.add_argument("checkpoint", help="translator.pt, a directory with one, runs:/RUN_ID/best or "
-                                           "models:/NAME@ALIAS")
+    parser.add_argument("checkpoints", nargs="+", help="translator.pt, a directory with one, runs:/RUN_ID/best "
+                                                       "or models:/NAME@ALIAS; several: an ensemble")
     parser.add_argument("--input", type=Path, help="input file (default: stdin)")
     parser.add_argument("--output", type=Path, help="output file (default: stdout)")
     parser.add_argument("--beam", type=int, help="beam size (1 = greedy; default: the training config's)")
@@ -49,7 +50,7 @@ def run(argv: Sequence[str] | None = None) -> dict[str, int]:
     parser.add_argument("--use-gpu", action="store_true", help="decode on the GPU")
     args = parser.parse_args(argv)
     device = "cuda" if args.use_gpu else "cpu"
-    bundle = Bundle.load(args.checkpoint, device)
+    bundle = Bundle.load_all(args.checkpoints, device)
     settings = DecodeSettings.from_dict({key: getattr(args, key) for key in FLAGS}, base=bundle.decode_settings())
     name = str(args.input) if args.input else "<stdin>"
     if args.input and not args.input.is_file():

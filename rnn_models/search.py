@@ -17,7 +17,10 @@ from pipelines.contract.errors import ConfigError
 from pipelines.contract.specials import EOS_ID, GO_ID
 from rnn_models.decoder import DecoderState, Memory
 from rnn_models.settings import Settings
+from rnn_models.ensemble import Ensemble
 from rnn_models.translator import Translator
+
+Decodable = Translator | Ensemble  # what the searches decode with
 
 UNK_POLICIES = ("keep", "copy")
 
@@ -65,7 +68,7 @@ class DecodeSettings(Settings):
         return self.unk == "copy"
 
 
-def decode(model: Translator, src: torch.Tensor, src_len: torch.Tensor, settings: DecodeSettings
+def decode(model: Decodable, src: torch.Tensor, src_len: torch.Tensor, settings: DecodeSettings
            ) -> list[Hypothesis]:
     """Greedy search at beam 1, else beam search."""
     if settings.beam > 1:
@@ -94,12 +97,12 @@ def _source_positions(weights: torch.Tensor | None, src_len: torch.Tensor, rever
 
 
 @torch.no_grad()
-def greedy(model: Translator, src: torch.Tensor, src_len: torch.Tensor,
+def greedy(model: Decodable, src: torch.Tensor, src_len: torch.Tensor,
            settings: DecodeSettings = DecodeSettings()) -> list[Hypothesis]:
     """The most likely word at every step, until ``<eos>`` or the length limit (``settings``'
     beam and alpha play no part)."""
     memory = model.encode(src, src_len)
-    state = model.decoder.initial_state(memory.encoded)
+    state = model.start(memory)
     batch = src.size(0)
     prev = src.new_full((batch,), GO_ID)
     done = torch.zeros(batch, dtype=torch.bool, device=src.device)
@@ -110,7 +113,7 @@ def greedy(model: Translator, src: torch.Tensor, src_len: torch.Tensor,
         best_score, prev = log_probs.max(-1)
         scores += torch.where(done, 0.0, best_score)
         tokens.append(prev)
-        positions.append(_source_positions(weights, src_len, model.settings.reverse_source))
+        positions.append(_source_positions(weights, src_len, model.reverse_source))
         done |= prev == EOS_ID
         if done.all():
             break
@@ -118,12 +121,11 @@ def greedy(model: Translator, src: torch.Tensor, src_len: torch.Tensor,
     return [_hypothesis(t, p, s) for t, p, s in zip(tokens_t, positions_t, scores.tolist())]
 
 
-def _next(model: Translator, prev: torch.Tensor, state: DecoderState, memory: Memory, step: int, limit: int,
+def _next(model: Decodable, prev: torch.Tensor, state: DecoderState, memory: Memory, step: int, limit: int,
           min_length: int) -> tuple[torch.Tensor, DecoderState, torch.Tensor | None]:
     """Log-probabilities of the word at ``step``: at the length limit only ``<eos>`` may follow,
     before ``min_length`` anything but ``<eos>``."""
-    vector, state, weights = model.decoder.step(prev, state, memory)
-    log_probs = torch.log_softmax(model.decoder.logits(vector).float(), -1)
+    log_probs, state, weights = model.next_log_probs(prev, state, memory)
     if step == limit - 1:
         only_eos = torch.full_like(log_probs, float("-inf"))
         only_eos[:, EOS_ID] = 0.0
@@ -144,7 +146,7 @@ def length_penalty(length: torch.Tensor, alpha: float) -> torch.Tensor:
 
 
 @torch.no_grad()
-def beam_search(model: Translator, src: torch.Tensor, src_len: torch.Tensor,
+def beam_search(model: Decodable, src: torch.Tensor, src_len: torch.Tensor,
                 settings: DecodeSettings = DecodeSettings()) -> list[Hypothesis]:
     """Keep the ``settings.beam`` best partial translations per sentence. Ended translations are
     ranked by log-probability / length_penalty (``<eos>`` counted in the length), the best ``beam``
@@ -154,7 +156,7 @@ def beam_search(model: Translator, src: torch.Tensor, src_len: torch.Tensor,
     batch, device = src.size(0), src.device
     rows = torch.arange(batch, device=device).repeat_interleave(beam)  # B*K rows, sentence-major
     memory = model.encode(src, src_len).select(rows)
-    state = model.decoder.initial_state(memory.encoded)
+    state = model.start(memory)
     row_len = src_len.to(device).index_select(0, rows)
     prev = src.new_full((batch * beam,), GO_ID)
     # Only the first copy of each sentence is live at the start, so the first step does not pick
@@ -175,7 +177,7 @@ def beam_search(model: Translator, src: torch.Tensor, src_len: torch.Tensor,
         top_scores, top_index = candidates.topk(2 * beam, dim=-1)  # enough to refill after <eos>
         origin = top_index // vocab + torch.arange(batch, device=device).unsqueeze(1) * beam
         word = top_index % vocab
-        positions = _source_positions(weights, row_len, model.settings.reverse_source)
+        positions = _source_positions(weights, row_len, model.reverse_source)
         keep_origin, keep_word = origin[:, :beam].clone(), word[:, :beam].clone()
         new_scores = torch.full_like(scores, float("-inf"))
         ended_penalty = float(length_penalty(torch.tensor(step + 1), alpha))

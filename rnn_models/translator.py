@@ -13,7 +13,7 @@ from torch.nn import functional as F
 from pipelines.contract.errors import ConfigError
 from pipelines.contract.specials import EOS_ID, GO_ID, PAD_ID
 from rnn_models.attention import KINDS
-from rnn_models.decoder import INITS, Decoder, Memory
+from rnn_models.decoder import INITS, Decoder, DecoderState, Memory
 from rnn_models.encoder import Encoder
 from rnn_models.recurrent import CELLS
 from rnn_models.settings import Settings
@@ -85,6 +85,22 @@ class Translator(nn.Module):
 
     def encode(self, src: torch.Tensor, src_len: torch.Tensor) -> Memory:
         return self.decoder.prepare(self.encoder(src, src_len))
+
+    # Decoding, one word at a time (rnn_models/search.py; an Ensemble answers the same three calls).
+    @property
+    def reverse_source(self) -> bool:
+        return self.settings.reverse_source
+
+    def start(self, memory: Memory) -> DecoderState:
+        """The decoder state before the first word."""
+        return self.decoder.initial_state(memory.encoded)
+
+    def next_log_probs(self, prev: torch.Tensor, state: DecoderState, memory: Memory
+                       ) -> tuple[torch.Tensor, DecoderState, torch.Tensor | None]:
+        """Log-probabilities (B, V) of the next word after ``prev``, the new state, and the
+        attention weights (None without attention)."""
+        vector, state, weights = self.decoder.step(prev, state, memory)
+        return torch.log_softmax(self.decoder.logits(vector).float(), -1), state, weights
 
     def forward(self, src: torch.Tensor, src_len: torch.Tensor, tgt_in: torch.Tensor
                 ) -> tuple[torch.Tensor, torch.Tensor | None]:

@@ -103,6 +103,22 @@ def test_nbest_writes_json_lines_best_first(bundle_dir, tmp_path):
         job.run([str(bundle_dir), "--input", str(src), "--beam", "2", "--nbest", "3"])
 
 
+def test_several_checkpoints_translate_as_an_ensemble(bundle_dir, tmp_path):
+    other = _original()
+    torch.manual_seed(5)
+    for p in other.model.parameters():
+        torch.nn.init.normal_(p)
+    (tmp_path / "other").mkdir()
+    other.save(tmp_path / "other" / BUNDLE_FILE)
+    src = tmp_path / "in.txt"
+    src.write_text("The cat sleeps.\na mat\n", encoding="utf-8")
+    out = tmp_path / "out.txt"
+    job.run([str(bundle_dir), str(tmp_path / "other"), "--input", str(src), "--output", str(out)])
+    ensemble = Bundle.ensemble([Bundle.load(bundle_dir), Bundle.load(tmp_path / "other")])
+    expected = [t.text for t in translate(ensemble, ["The cat sleeps.", "a mat"], ensemble.decode_settings())]
+    assert out.read_text(encoding="utf-8").splitlines() == expected
+
+
 def _piece_bundle(toy_pairs) -> Bundle:
     """An untrained translator on BPE pieces of the toy corpus."""
     lines = [line.split("\t") for line in toy_pairs.read_text(encoding="utf-8").splitlines()]

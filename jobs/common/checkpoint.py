@@ -16,6 +16,7 @@ from pipelines.contract.errors import CheckpointError
 from pipelines.contract.pieces import Codec, PieceModel
 from pipelines.contract.vocab import GivenVocab, Vocab
 from pipelines.text.normalize import NormalizeOptions
+from rnn_models.ensemble import Ensemble
 from rnn_models.search import DecodeSettings
 from rnn_models.translator import Translator, TranslatorSettings
 
@@ -27,7 +28,7 @@ class Bundle:
     """A translator, its vocabularies (with their piece models for subwords) and the source
     normalization it was trained with."""
 
-    model: Translator
+    model: Translator | Ensemble  # an Ensemble only from Bundle.ensemble (translates, is not saved)
     src_tokens: list[str]
     tgt_tokens: list[str]
     src_options: NormalizeOptions
@@ -123,14 +124,34 @@ class Bundle:
             if other.model.settings != first.model.settings:
                 raise CheckpointError("cannot average checkpoints of different model settings: "
                                       f"{first.model.settings} and {other.model.settings}")
-            if (other.src_tokens, other.tgt_tokens, other.src_pieces, other.tgt_pieces) != \
-                    (first.src_tokens, first.tgt_tokens, first.src_pieces, first.tgt_pieces):
+            if _reading(other) != _reading(first):
                 raise CheckpointError("cannot average checkpoints trained on different vocabularies")
         model = Translator(first.model.settings)
         model.load_state_dict(average_states([b.model.state_dict() for b in bundles]))
         model.to(next(first.model.parameters()).device).eval()
         return cls(model, first.src_tokens, first.tgt_tokens, first.src_options, first.src_lang, first.tgt_lang,
                    first.tgt_lowercase, dict(first.info), first.src_pieces, first.tgt_pieces)
+
+    @classmethod
+    def ensemble(cls, bundles: list["Bundle"]) -> "Bundle":
+        """One bundle that decodes with all of ``bundles`` (their log-probabilities averaged at each
+        step); they must share vocabularies and source normalization (else CheckpointError). Its
+        decode settings are the first one's. It translates; it is not saved."""
+        first = bundles[0]
+        for other in bundles[1:]:
+            if _reading(other) != _reading(first):
+                raise CheckpointError("cannot ensemble translators with different vocabularies, piece models, "
+                                      "languages or source normalization")
+        return cls(Ensemble([b.model for b in bundles]), first.src_tokens, first.tgt_tokens, first.src_options,
+                   first.src_lang, first.tgt_lang, first.tgt_lowercase, dict(first.info), first.src_pieces,
+                   first.tgt_pieces)
+
+    @classmethod
+    def load_all(cls, sources: list[str], device: torch.device | str = "cpu",
+                 tracking_uri: str | None = None) -> "Bundle":
+        """One checkpoint, or the ensemble of several."""
+        bundles = [cls.load(source, device, tracking_uri) for source in sources]
+        return bundles[0] if len(bundles) == 1 else cls.ensemble(bundles)
 
     def given_vocabs(self, source: str) -> dict[str, GivenVocab]:
         """The vocabularies to encode new data with so that this model reads it (``vocab.from``)."""
@@ -142,6 +163,12 @@ class Bundle:
     def decode_settings(self) -> DecodeSettings:
         """The decode settings the model was trained with (the defaults for older checkpoints)."""
         return DecodeSettings.from_dict(self.info.get("decode"))
+
+
+def _reading(bundle: Bundle) -> tuple:
+    """What decides the ids a translator reads and writes."""
+    return (bundle.src_tokens, bundle.tgt_tokens, bundle.src_pieces, bundle.tgt_pieces, bundle.src_options,
+            bundle.src_lang, bundle.tgt_lang, bundle.tgt_lowercase)
 
 
 def average_states(states: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:

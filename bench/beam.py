@@ -24,16 +24,12 @@ from pathlib import Path
 PROJECT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT))
 
+from measure import cpu_name  # noqa: E402
 from jobs.common.checkpoint import Bundle  # noqa: E402
 from jobs.common.translation import translate  # noqa: E402
 from pipelines.contract.manifest import load_manifest  # noqa: E402
 from pipelines.contract.parallel_shards import read_pairs  # noqa: E402
 from rnn_models.search import length_penalty  # noqa: E402
-
-
-def cpu_name() -> str:
-    with open("/proc/cpuinfo", encoding="utf-8") as f:
-        return next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "unknown")
 
 
 def log_probability(hypothesis, beam: int, alpha: float) -> float:

@@ -1,4 +1,4 @@
-"""What the benchmarks measure besides time: the peak memory of a process tree."""
+"""What the benchmarks measure besides time: the peak memory of a process tree, and the CPU."""
 
 from __future__ import annotations
 
@@ -33,3 +33,9 @@ class PeakMemory:
     def __exit__(self, *exc) -> None:
         self._stop.set()
         self._thread.join()
+
+
+def cpu_name() -> str:
+    """The CPU model, as /proc/cpuinfo names it (every figure is reported with it)."""
+    with open("/proc/cpuinfo", encoding="utf-8") as f:
+        return next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "unknown")

@@ -34,7 +34,9 @@ def store(tmp_path_factory):
     root = tmp_path_factory.mktemp("registry")
     uri = f"sqlite:///{root / 'mlflow.db'}"
     mlflow.set_tracking_uri(uri)
-    mlflow.set_experiment(experiment_name="registry-test")
+    # artifacts in the test's directory (a new experiment's default is ./mlruns)
+    mlflow.set_experiment(experiment_id=mlflow.create_experiment(
+        "registry-test", artifact_location=(root / "artifacts").as_uri()))
     _original().save(root / BUNDLE_FILE)
     yield root, uri
     mlflow.set_tracking_uri(None)

@@ -505,10 +505,12 @@ def publish(mlflow: Any, bundle: Bundle, bundle_file: Path, config: dict[str, An
     name = config["mlflow"]["registry_name"]
     if not name or "test_set" not in test:
         return None
-    pairs = read_pairs(Path(config["data_dir"]), load_manifest(Path(config["data_dir"]), "parallel")["splits"][
-        config["valid"]["test_split"]]["files"], text=True)
 
     def score_champion(uri: str) -> float:
+        """The champion's BLEU on this run's test split (when it was scored on another)."""
+        data_dir = Path(config["data_dir"])
+        split = load_manifest(data_dir, "parallel")["splits"][config["valid"]["test_split"]]
+        pairs = read_pairs(data_dir, split["files"], text=True)
         champion = Bundle.load(uri, tracking_uri=config["mlflow_tracking_uri"])
         return translate_and_score(champion, pairs.src_text, pairs.tgt_text, decode, decode.beam)[0]["bleu"]
 

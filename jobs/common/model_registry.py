@@ -11,6 +11,8 @@ from typing import Any
 from jobs.common.checkpoint import Bundle
 
 CHAMPION = "champion"  # the alias of the best registered version
+ARTIFACT = "translator"  # the name of translator.pt among the model's artifacts
+PARAMS = ("beam", "alpha", "unk", "nbest", "max_tokens")  # the DecodeSettings a request may set
 MODEL_CODE = Path(__file__).with_name("translator_model.py")  # what MLflow runs to load the model
 EXAMPLE = ["I like cats.", "Where is the station?"]
 
@@ -19,8 +21,6 @@ def log_translator(mlflow: Any, bundle_file: Path, bundle: Bundle, name: str = "
     """Log ``bundle_file`` (the bundle's ``translator.pt``) as a pyfunc model of the active run,
     with a list-of-strings signature whose parameters default to the bundle's decode settings;
     returns MLflow's ``ModelInfo``."""
-    from jobs.common.translator_model import ARTIFACT, PARAMS
-
     decode = bundle.decode_settings().to_dict()
     params = {key: decode[key] for key in PARAMS}
     # The model's code is rnnmt itself, installed where the model is loaded (it is not on PyPI,

@@ -4,7 +4,7 @@ MLflow runs this file to load a logged translator (models from code): nothing is
 weights come from the model's ``translator.pt`` artifact, loaded with ``weights_only=True``, and
 translation is ``jobs.translate``'s (the same normalization, decoding, placeholder restoration,
 ``[UNK]`` policy and detokenization). Decode settings are inference parameters whose defaults are
-the model's training config's (``jobs.common.model_registry.log_translator`` declares them).
+the model's training config's (``jobs.common.model_registry`` names them and declares the defaults).
 
     {"inputs": ["I like cats."], "params": {"beam": 5}}  ->  {"predictions": ["<its translation>"]}
 
@@ -21,12 +21,10 @@ from mlflow.pyfunc import PythonModel
 from mlflow.pyfunc.utils import pyfunc
 
 from jobs.common.checkpoint import Bundle
+from jobs.common.model_registry import ARTIFACT, PARAMS
 from jobs.common.translation import translate
 from pipelines.contract.errors import UserError
 from rnn_models.search import DecodeSettings
-
-ARTIFACT = "translator"              # the name of translator.pt among the model's artifacts
-PARAMS = ("beam", "alpha", "unk", "nbest", "max_tokens")  # the DecodeSettings a request may set
 
 
 class TranslatorModel(PythonModel):

@@ -5,7 +5,7 @@ tensors, so it loads with ``torch.load(..., weights_only=True)``."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -129,8 +129,7 @@ class Bundle:
         model = Translator(first.model.settings)
         model.load_state_dict(average_states([b.model.state_dict() for b in bundles]))
         model.to(next(first.model.parameters()).device).eval()
-        return cls(model, first.src_tokens, first.tgt_tokens, first.src_options, first.src_lang, first.tgt_lang,
-                   first.tgt_lowercase, dict(first.info), first.src_pieces, first.tgt_pieces)
+        return replace(first, model=model, info=dict(first.info))
 
     @classmethod
     def ensemble(cls, bundles: list["Bundle"]) -> "Bundle":
@@ -142,9 +141,7 @@ class Bundle:
             if _reading(other) != _reading(first):
                 raise CheckpointError("cannot ensemble translators with different vocabularies, piece models, "
                                       "languages or source normalization")
-        return cls(Ensemble([b.model for b in bundles]), first.src_tokens, first.tgt_tokens, first.src_options,
-                   first.src_lang, first.tgt_lang, first.tgt_lowercase, dict(first.info), first.src_pieces,
-                   first.tgt_pieces)
+        return replace(first, model=Ensemble([b.model for b in bundles]), info=dict(first.info))
 
     @classmethod
     def load_all(cls, sources: list[str], device: torch.device | str = "cpu",

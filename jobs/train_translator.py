@@ -420,19 +420,29 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
         # checkpoint averaging: the mean of the last epochs replaces the best epoch if it validates better
         averaged = average_last(result.best_checkpoints or [], bundle, valid, config, best["metrics"]["valid_bleu"])
+        outputs = {"best": best["model"], "last": last["model"]}
+        if averaged:  # both candidates are kept, whichever is published as best
+            outputs.update(best_epoch=best["model"], averaged=averaged["model"])
         if averaged.get("published"):
-            best = {"model": averaged.pop("model"), "metrics": {**best["metrics"], **averaged["metrics"]}}
+            best = {"model": averaged["model"], "metrics": {**best["metrics"], **averaged["metrics"]}}
+            outputs["best"] = best["model"]
             bundle.info.update(valid_bleu=best["metrics"]["valid_bleu"], averaged_epochs=averaged["epochs"])
         averaged.pop("model", None)
         model.load_state_dict(best["model"])
         model.eval()
 
-        # publish best/ and last/ with sample translations and attention heatmaps, then test
+        # publish best/ and last/ (best_epoch/ and averaged/ too when averaging ran) with sample
+        # translations and attention heatmaps, then test
         v = config["valid"]
         with atomic_directory(output_dir, overwrite=config["overwrite"]) as tmp:
-            for name, state in (("best", best["model"]), ("last", last["model"])):
+            for name, state in outputs.items():
                 (tmp / name).mkdir()
-                bundle.save(tmp / name / BUNDLE_FILE, state)
+                info = {k: w for k, w in bundle.info.items() if k != "averaged_epochs"}
+                if name in ("best_epoch", "averaged"):
+                    info["valid_bleu"] = averaged[f"valid_bleu_{name}"]
+                if name == "averaged" or name == "best" and "averaged_epochs" in bundle.info:
+                    info["averaged_epochs"] = averaged["epochs"]
+                replace(bundle, info=info).save(tmp / name / BUNDLE_FILE, state)
             (tmp / "config.yaml").write_text(to_yaml(cfg), encoding="utf-8")
             shown = valid.src_text[:max(v["samples"], v["heatmaps"])]
             translations = translate(bundle, shown, replace(decode, beam=1))

@@ -104,6 +104,16 @@ def test_two_workers_train_resume_and_evaluate(tmp_path, data_dir, ray_local, ca
     assert averaging["epochs"] == [1, 2]
     assert averaging["published"] == (averaging["valid_bleu_averaged"] > averaging["valid_bleu_best_epoch"])
     assert ("averaged_epochs" in Bundle.load(out / "best").info) == averaging["published"]
+    # both candidates are kept; best/ is the one published
+    kept = {name: Bundle.load(out / name) for name in ("best", "best_epoch", "averaged")}
+    assert kept["averaged"].info["averaged_epochs"] == [1, 2] and "averaged_epochs" not in kept["best_epoch"].info
+    assert kept["averaged"].info["valid_bleu"] == averaging["valid_bleu_averaged"]
+    assert kept["best_epoch"].info["valid_bleu"] == averaging["valid_bleu_best_epoch"]
+    published = kept["averaged" if averaging["published"] else "best_epoch"].model.state_dict()
+    other = kept["best_epoch" if averaging["published"] else "averaged"].model.state_dict()
+    weights = kept["best"].model.state_dict()
+    assert all(torch.equal(weights[k], published[k]) for k in weights)
+    assert not all(torch.equal(weights[k], other[k]) for k in weights)
     assert {"valid_bleu_averaged", "valid_bleu_best_epoch"} <= set(client.get_run(rerun.info.run_id).data.metrics)
     # the second version takes the champion alias only if it scores better on the same test set
     second = again["registry"]

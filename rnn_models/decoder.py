@@ -20,7 +20,7 @@ from torch import nn
 from pipelines.contract.errors import ConfigError
 from rnn_models.attention import Attention
 from rnn_models.encoder import Encoded
-from rnn_models.recurrent import State, recurrent_layers
+from rnn_models.recurrent import WITH_CELL_STATE, State, recurrent_layers
 
 INITS = ("bridge", "zero")
 
@@ -71,7 +71,7 @@ class Decoder(nn.Module):
             self.combine = nn.Linear(hidden_size + encoder_size, hidden_size, bias=False)
         if init == "bridge":
             self.bridge = nn.Linear(encoder_size, hidden_size)
-            if cell == "lstm":
+            if cell in WITH_CELL_STATE:
                 self.bridge_cell = nn.Linear(encoder_size, hidden_size)
         self.output = nn.Linear(hidden_size, embedding.num_embeddings, bias=not tied)
         if tied:
@@ -91,7 +91,7 @@ class Decoder(nn.Module):
         else:
             hidden = torch.tanh(self.bridge(encoded.final)).unsqueeze(0).expand(self.layers, -1, -1).contiguous()
         state: State = hidden
-        if self.cell == "lstm":
+        if self.cell in WITH_CELL_STATE:
             cell = zeros if self.init == "zero" or encoded.final_cell is None else \
                 torch.tanh(self.bridge_cell(encoded.final_cell)).unsqueeze(0).expand(self.layers, -1, -1).contiguous()
             state = (hidden, cell)

@@ -9,15 +9,8 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from rnn_models.padding import reverse_padded
 from rnn_models.recurrent import recurrent_layers
-
-
-def reverse_padded(ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-    """Each row of ``ids`` (B, S) reversed within its length; padding stays at the end."""
-    positions = torch.arange(ids.size(1), device=ids.device).unsqueeze(0)
-    lengths = lengths.to(ids.device).unsqueeze(1)
-    index = torch.where(positions < lengths, lengths - 1 - positions, positions)
-    return ids.gather(1, index)
 
 
 @dataclass

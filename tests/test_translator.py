@@ -7,7 +7,7 @@ import torch
 
 from pipelines.contract.errors import ConfigError
 from pipelines.contract.specials import EOS_ID, GO_ID, PAD_ID, SPECIALS
-from rnn_models.encoder import reverse_padded
+from rnn_models.padding import reverse_padded
 from rnn_models.search import DecodeSettings, beam_search, greedy
 from rnn_models.translator import Translator, TranslatorSettings, frame_target, sequence_loss
 from rnn_models.word_vectors import init_embedding

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import threading
+import time
+from pathlib import Path
 
 import psutil
 
@@ -39,3 +45,22 @@ def cpu_name() -> str:
     """The CPU model, as /proc/cpuinfo names it (every figure is reported with it)."""
     with open("/proc/cpuinfo", encoding="utf-8") as f:
         return next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "unknown")
+
+
+def run_job(cmd: list[str], cwd: Path) -> tuple[dict, float, int]:
+    """Run a job's command line, passing its log on to stderr; returns the JSON summary it prints
+    last, its wall-clock seconds (start-up included) and the peak RSS of its process tree in bytes.
+    Exits with the job's status when it fails."""
+    print(" ".join(cmd), file=sys.stderr, flush=True)
+    started = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, text=True,
+                            env={**os.environ, "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "disabled")})
+    last = ""
+    with PeakMemory(proc.pid, interval=1.0) as memory:
+        for line in proc.stdout:  # the job's log, passed on; its last line is the summary
+            print(line, end="", file=sys.stderr, flush=True)
+            last = line if line.strip() else last
+        proc.wait()
+    if proc.returncode != 0:
+        sys.exit(f"error: the job failed (exit {proc.returncode}); its log is above")
+    return json.loads(last), time.perf_counter() - started, memory.peak

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import time
@@ -32,7 +31,7 @@ from pathlib import Path
 PROJECT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT))
 
-from measure import PeakMemory  # noqa: E402
+from measure import run_job  # noqa: E402
 
 JOEYNMT_REPORTED = {"epochs": 7, "target_tokens_per_sec": 1580, "test_bleu_greedy": 53.1, "test_bleu_beam5": 55.2,
                     "test_chrf_greedy": 70.9, "test_chrf_beam5": 72.1}
@@ -70,25 +69,12 @@ def main() -> None:
     cmd = [sys.executable, "-m", "jobs.train_translator", f"conf/train_translator/{name}.yaml",
            f"data_dir={prepared}", f"output_dir={output}", "overwrite=true", f"train.max_minutes={args.minutes}",
            f"run_name=bench-translator-{name}-{time.strftime('%Y%m%d-%H%M%S')}", *args.rnnmt]
-    print(" ".join(cmd), file=sys.stderr, flush=True)
-    started = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=PROJECT, stdout=subprocess.PIPE, text=True,
-                            env={**os.environ, "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "disabled")})
-    last = ""
-    with PeakMemory(proc.pid, interval=1.0) as memory:
-        for line in proc.stdout:  # the job's log, passed on; its last line is the summary
-            print(line, end="", file=sys.stderr, flush=True)
-            last = line if line.strip() else last
-        proc.wait()
-    if proc.returncode != 0:
-        sys.exit(f"error: the training job failed (exit {proc.returncode}); its log is above")
-    summary = json.loads(last)
+    summary, wall, peak = run_job(cmd, PROJECT)
     joey, nan = JOEYNMT_REPORTED, float("nan")
     tgt_vocab = json.loads((prepared / "manifest.json").read_text(encoding="utf-8"))["vocab"]["tgt"]
     pieces_per_word = tgt_vocab.get("pieces_per_word", {}).get("train") or 1.0
     summary["train_target_words_per_sec"] = summary["train_tokens_per_sec"] / pieces_per_word
-    result = {"rnnmt": {**summary, "wall_seconds_with_startup": round(time.perf_counter() - started, 1),
-                        "peak_rss_mb": round(memory.peak / 2**20)},
+    result = {"rnnmt": {**summary, "wall_seconds_with_startup": round(wall, 1), "peak_rss_mb": round(peak / 2**20)},
               "corpus": args.corpus, "preset": args.preset, "vocab_kind": tgt_vocab["kind"],
               "tgt_vocab_size": tgt_vocab["size"], "tgt_pieces_per_word": pieces_per_word, "minutes": args.minutes,
               **({"joeynmt_reported": JOEYNMT_REPORTED} if args.corpus == "multi30k" else {}),

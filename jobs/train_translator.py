@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import math
-import tempfile
 import time
 from collections.abc import Sequence
 from contextlib import nullcontext
@@ -199,10 +198,9 @@ class TranslatorTraining:
         """Go on from a Ray Train checkpoint (None: start afresh)."""
         if checkpoint is None:
             return
-        with checkpoint.as_directory() as directory:
-            state = torch.load(Path(directory) / STATE_FILE, map_location=self.device, weights_only=True)
-            if self.rank == 0 and (Path(directory) / BEST_FILE).exists():
-                self.best_state = torch.load(Path(directory) / BEST_FILE, map_location="cpu", weights_only=True)
+        state = ray_train.read_checkpoint(checkpoint, [STATE_FILE], self.device)[STATE_FILE]
+        if self.rank == 0:
+            self.best_state = ray_train.read_checkpoint(checkpoint, [BEST_FILE]).get(BEST_FILE)
         try:
             self.progress = restore(state, self.model, self.optimizer, self.scheduler, self.fingerprints)
         except CheckpointError as err:
@@ -301,23 +299,11 @@ class TranslatorTraining:
             worker_log(f"epoch {epoch}: valid loss {metrics['valid_loss']:.3f} ppl {metrics['valid_ppl']:.2f} "
                        f"BLEU {metrics['valid_bleu']:.2f} chrF {metrics['valid_chrf']:.2f}, "
                        f"{metrics['train_tokens_per_sec']:,.0f} target tokens/s")
-        self._report(metrics)
+        # the checkpoint (rank 0's): the training state and the best model so far
+        ray_train.report(metrics, self.rank, {
+            STATE_FILE: training_state(self.model, self.optimizer, self.scheduler, self.progress, self.fingerprints)
+            if self.rank == 0 else None, BEST_FILE: self.best_state})
         return stop
-
-
-    def _report(self, metrics: dict[str, Any]) -> None:
-        """Report the epoch to Ray Train; rank 0 attaches the checkpoint (training state + best model)."""
-        import ray.train
-
-        if self.rank != 0:
-            ray.train.report(metrics)
-            return
-        with tempfile.TemporaryDirectory() as directory:
-            torch.save(training_state(self.model, self.optimizer, self.scheduler, self.progress, self.fingerprints),
-                       Path(directory) / STATE_FILE)
-            if self.best_state is not None:
-                torch.save(self.best_state, Path(directory) / BEST_FILE)
-            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory))
 
 
 def train_func_per_worker(config: dict[str, Any]) -> None:

@@ -61,6 +61,12 @@ class LanguageModel(nn.Module):
         self.dropout = nn.Dropout(s.dropout)
         self.rnn = recurrent_layers(s.cell, s.embedding_size, s.hidden_size, s.layers, s.dropout)
         self.output = nn.Linear(s.hidden_size, s.vocab)
+        # small uniform embeddings and output weights (Zaremba et al. 2014), not N(0, 1)
+        with torch.no_grad():
+            self.embedding.weight.uniform_(-0.1, 0.1)
+            self.embedding.weight[PAD_ID].zero_()
+            self.output.weight.uniform_(-0.1, 0.1)
+            self.output.bias.zero_()
         if s.tie_embeddings:  # one matrix for reading and writing tokens (Press & Wolf 2017)
             self.output.weight = self.embedding.weight
 

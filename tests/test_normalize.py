@@ -8,6 +8,7 @@ import pytest
 from pyspark.sql import functions as F
 
 from pipelines.spark.normalize import spark_normalize, spark_token_count
+from pipelines.text.chars import char_tokens
 from pipelines.text.normalize import NormalizeOptions, normalize, tokenize
 from pipelines.contract.errors import ConfigError
 from tests.conftest import PROJECT
@@ -103,6 +104,39 @@ def _spark_tokens(spark, texts, options):
                                      NormalizeOptions(unicode_form="none", apostrophe="left")])
 def test_spark_equals_python_on_hard_cases(spark, options):
     assert _spark_tokens(spark, HARD_CASES, options) == [tokenize(t, options) for t in HARD_CASES]
+
+
+def test_tokenize_spaces_keeps_a_tokenized_corpus_and_maps_its_unknown_mark():
+    ptb = NormalizeOptions(unicode_form="none", lowercase=False, tokenize="spaces", unk_token="<unk>")
+    line = " pierre <unk> N years old will join the board as a nonexecutive director nov. N <unk>-ish n't $ "
+    assert tokenize(line, ptb) == ["pierre", "[UNK]", "N", "years", "old", "will", "join", "the", "board", "as",
+                                   "a", "nonexecutive", "director", "nov.", "N", "<unk>-ish", "n't", "$"]
+    assert normalize(" a\tb  c ", NormalizeOptions(tokenize="spaces")) == "a b c"
+    with pytest.raises(ConfigError, match="unk_token needs normalize.tokenize=spaces"):
+        NormalizeOptions(unk_token="<unk>")
+    with pytest.raises(ConfigError, match="one token"):
+        NormalizeOptions(tokenize="spaces", unk_token="a b")
+
+
+def test_tokenize_none_keeps_the_text_for_characters():
+    kept = NormalizeOptions(lowercase=False, tokenize="none")
+    assert normalize("  First Citizen:  3 \u00a0x ", kept) == "  First Citizen:  3  x "
+    assert normalize("", kept) == "" and tokenize("  a  b ", kept) == ["a", "b"]
+    assert char_tokens("a [NUM]b [UNK][URL] \U0001F600") == ["a", " ", "[NUM]", "b", " ", "[UNK]", "[URL]", " ",
+                                                           "\U0001F600"]
+
+
+@pytest.mark.parametrize("options", [NormalizeOptions(lowercase=False, tokenize="none"),
+                                     NormalizeOptions(unicode_form="none", tokenize="spaces", unk_token="<unk>"),
+                                     NormalizeOptions(tokenize="spaces", unk_token="[x]*.")])
+def test_spark_equals_python_for_each_tokenize_mode(spark, options):
+    texts = HARD_CASES + [" <unk> a<unk> <unk>b <unk>  <unk> ", "[x]*. [x]*.. a[x]*.", "  lead and trail  ", ""]
+    df = spark.createDataFrame([(i, t) for i, t in enumerate(texts)], "i int, text string")
+    norm = F.col("norm")
+    rows = (spark_normalize(df, "text", "norm", options)
+            .select("i", "norm", spark_token_count(norm, options).alias("n")).orderBy("i").collect())
+    assert [r["norm"] for r in rows] == [normalize(t, options) for t in texts]
+    assert [r["n"] for r in rows] == [len(tokenize(t, options)) for t in texts]
 
 
 def test_spark_equals_python_on_sample_corpora(spark):

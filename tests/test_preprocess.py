@@ -18,6 +18,7 @@ from pipelines.contract.specials import SPECIALS
 from pipelines.contract.token_stream import read_token_share
 from pipelines.contract.vocab import Vocab, given_from_output, load_vocab
 from pipelines.spark.preprocess import check_settings, preprocess
+from pipelines.spark.readers import resolve_inputs
 from pipelines.text.normalize import NormalizeOptions, tokenize
 
 
@@ -251,6 +252,65 @@ def test_monolingual_pieces_read_as_a_token_stream(spark, tmp_path, toy_text):
     assert m["vocab"]["words"]["pieces_per_word"]["train"] > 1
 
 
+def _stream(out, manifest, split):
+    """A split's text as the language model reads it: ids in order, <eos> after each line."""
+    vocab = Vocab.load(out / "vocab/words.tsv")
+    return [vocab.tokens[i] for i in read_token_share(out, manifest["splits"][split]["files"], 0, 1, eos=True).tokens]
+
+
+def test_a_text_kept_in_order_by_characters_and_split_by_offset(spark, tmp_path):
+    speeches = [["First Citizen:", "Before we proceed any further, hear me speak."], ["All:", "Speak, speak."],
+                ["Second Citizen:", "  One word, good citizens: 3 or 4!"]]
+    lines = [line for n in range(40) for speech in speeches[n % 3:] + [[f"Line {n}."]] for line in speech + [""]]
+    path = tmp_path / "play.txt"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    settings = ["vocab.kind=char", "normalize.tokenize=none", "normalize.lowercase=false", "filter.min_len=0",
+                "filter.dedup=false", "output.order=input", "filter.max_len=1000"]
+    inputs = [{"path": str(path), "format": "text", "split_at": [0.8, 0.9]}]
+    out, m = run(spark, tmp_path, inputs, *settings, kind="monolingual")
+    # by hand: a line goes where the character offset of its start falls
+    total = sum(len(line) + 1 for line in lines)
+    expected, offset = {"train": [], "valid": [], "test": []}, 0
+    for line in lines:
+        split = "train" if offset < int(total * 0.8) else "valid" if offset < int(total * 0.9) else "test"
+        expected[split] += [*line, "<eos>"]
+        offset += len(line) + 1
+    for split in ("train", "valid", "test"):
+        assert _stream(out, m, split) == expected[split], split
+    assert m["order"] == "input" and m["counts"]["dropped"]["empty"] == 0
+    assert m["splits"]["train"]["examples"] + m["splits"]["valid"]["examples"] + m["splits"]["test"]["examples"] \
+        == len(lines)
+    vocab = Vocab.load(out / "vocab/words.tsv")
+    assert set(vocab.tokens[len(SPECIALS):]) == set(expected["train"]) - {"<eos>"}  # the train characters
+    assert vocab.counts[vocab.index[" "]] == expected["train"].count(" ") and vocab.counts[1] == 0
+    # the same shards whatever the partitioning
+    again, _ = run(spark, tmp_path, inputs, *settings, "spark.partitions=5", name="again", kind="monolingual")
+    for split in ("train", "valid", "test"):
+        assert read_split(out, split) == read_split(again, split)
+    assert (out / "vocab/words.tsv").read_bytes() == (again / "vocab/words.tsv").read_bytes()
+
+
+def test_a_tokenized_corpus_read_as_it_is(spark, tmp_path):
+    files = {"train": [" the <unk> rose N N to $ N <unk> ", " it 's n't over ", " it 's n't over ", " a b-c "],
+             "valid": [" the rose <unk> "], "test": [" new-york rose "]}
+    inputs = []
+    for split, lines in files.items():
+        (tmp_path / f"ptb.{split}.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+        inputs.append({"path": str(tmp_path / f"ptb.{split}.txt"), "format": "text", "split": split})
+    out, m = run(spark, tmp_path, inputs, "normalize.tokenize=spaces", "normalize.unk_token=<unk>",
+                 "normalize.unicode=none", "normalize.lowercase=false", "filter.dedup=false", "output.order=input",
+                 kind="monolingual")
+    vocab = Vocab.load(out / "vocab/words.tsv")
+    assert "<unk>" not in vocab.index and "n't" in vocab.index and "$" in vocab.index and "b-c" in vocab.index
+    assert vocab.counts[1] == 2  # the corpus's own <unk>s are [UNK]
+    for split, lines in files.items():
+        words = [("[UNK]" if w == "<unk>" or w not in vocab.index else w) for line in lines
+                 for w in line.split() + ["<eos>"]]
+        assert _stream(out, m, split) == words, split
+    assert m["splits"]["test"]["unk"]["words"] == 1  # new-york is not in train
+    assert m["splits"]["train"]["examples"] == 4  # the repeated line kept
+
+
 def test_existing_output_is_kept_unless_overwrite(spark, tmp_path, toy_pairs):
     inputs = [{"path": str(toy_pairs), "format": "tsv"}]
     out, first = run(spark, tmp_path, inputs)
@@ -286,7 +346,24 @@ def test_shared_vocabulary(spark, tmp_path, toy_pairs):
     ("filter.min_len=0", "filter.min_len must be"), ("data.kind=images", "data.kind must be one of"),
     ("filter.max_ratio=-1", "filter.max_ratio must be >= 0"), ("vocab.kind=chars", "vocab.kind must be one of"),
     ("vocab.sample_sentences=0", "vocab.sample_sentences must be"),
-    ("vocab.character_coverage=0.5", "vocab.character_coverage must be")])
+    ("vocab.character_coverage=0.5", "vocab.character_coverage must be"),
+    ("normalize.tokenize=none", "needs vocab.kind=char"), ("output.order=input", "it is for monolingual data"),
+    ("output.order=random", "output.order must be one of hash, input"),
+    ("normalize.tokenize=lines", "normalize.tokenize must be one of")])
 def test_bad_settings_are_refused_before_any_work(override, message):
     with pytest.raises(ConfigError, match=message):
         check_settings(config([{"path": "unused", "format": "tsv"}], override))
+
+
+def test_bad_stream_settings_are_refused(tmp_path):
+    with pytest.raises(ConfigError, match="set filter.dedup=false"):
+        check_settings(config([], "output.order=input", kind="monolingual"))
+    with pytest.raises(ConfigError, match="unk_token works with word and char"):
+        check_settings(config([], "normalize.tokenize=spaces", "normalize.unk_token=<unk>", "vocab.kind=bpe",
+                              kind="monolingual"))
+    (tmp_path / "a.txt").write_text("x\n")
+    for split_at in ([0.9], [0.95, 0.9], [0, 0.5], "0.9"):
+        with pytest.raises(InputError, match="split_at must be two character fractions"):
+            resolve_inputs([{"path": str(tmp_path / "a.txt"), "split_at": split_at}], "monolingual")
+    with pytest.raises(InputError, match="split or split_at, not both"):
+        resolve_inputs([{"path": str(tmp_path / "a.txt"), "split_at": [0.8, 0.9], "split": "train"}], "monolingual")

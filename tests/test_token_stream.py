@@ -7,6 +7,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from pipelines.contract.specials import EOS_ID
 from pipelines.contract.token_stream import read_token_share
 
 
@@ -41,3 +42,12 @@ def test_max_tokens_takes_the_beginning(shards):
     stream = np.concatenate(sentences)
     parts = [read_token_share(directory, files, rank, 2, max_tokens=25) for rank in range(2)]
     assert np.array_equal(np.concatenate([p.tokens for p in parts]), stream[:25])
+
+
+@pytest.mark.parametrize("world", [1, 3])
+def test_documents_ended_by_eos(shards, world):
+    directory, files, sentences = shards
+    stream = np.concatenate([np.append(s, EOS_ID) for s in sentences])
+    parts = [read_token_share(directory, files, rank, world, eos=True) for rank in range(world)]
+    assert np.array_equal(np.concatenate([p.tokens for p in parts]), stream)
+    assert all(p.total == stream.size for p in parts)

@@ -53,6 +53,13 @@ def test_load_rejects_other_files(tmp_path):
         Vocab.load(tmp_path / "bad.tsv")
 
 
+def test_a_corpus_with_its_own_unknown_words():
+    # the text's own [UNK]s (normalize.unk_token) and the words left out both count as [UNK]
+    ranked = rank_tokens([("a", 5), (UNK, 4), ("b", 2), ("c", 1)])
+    vocab = select_vocab(ranked, max_size=8, min_count=1, total=12)
+    assert vocab.tokens[6:] == ("a", "b") and vocab.counts[UNK_ID] == 4 + 1 and sum(vocab.counts) == 12
+
+
 def test_spark_counting_matches_python(spark, toy_text):
     lines = toy_text.read_text(encoding="utf-8").splitlines()
     options = NormalizeOptions()
@@ -64,5 +71,6 @@ def test_spark_counting_matches_python(spark, toy_text):
     assert dict(zip(both["token"].to_pylist(), both["count"].to_pylist())) == {t: 2 * c for t, c in expected.items()}
     ranked, total = top_tokens(counts.filter(pc.equal(counts["vocab"], "one")), max_size=200, min_count=2)
     assert total == sum(expected.values())
-    python_ranked = [(t, c) for t, c in rank_tokens(expected.items()) if c >= 2 or t == NUM][: 200 - 6 + 2]
+    # candidates: the words, plus the specials text can hold ([UNK], [NUM], [URL]), which take no word slot
+    python_ranked = [(t, c) for t, c in rank_tokens(expected.items()) if c >= 2 or t == NUM][: 200 - 6 + 3]
     assert ranked == python_ranked

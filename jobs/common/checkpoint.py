@@ -88,31 +88,8 @@ class Bundle:
         """From a ``translator.pt`` file, a directory holding one (a training output's ``best/``, or
         an MLflow model's directory), or an MLflow URI: ``runs:/RUN_ID/best``, ``models:/NAME@ALIAS``,
         ``models:/NAME/VERSION``, fetched from ``tracking_uri`` (default: the project's)."""
-        path = str(path)
-        if path.startswith(("runs:/", "models:/", "mlflow-artifacts:")):
-            import mlflow
-
-            from jobs.common.tracking import tracking_uri as default_uri
-
-            try:
-                path = mlflow.artifacts.download_artifacts(path, tracking_uri=tracking_uri or default_uri({}))
-            except Exception as err:  # MLflow's errors for unknown runs, models and paths differ by store
-                raise CheckpointError(f"cannot fetch {path} from MLflow: {err}") from None
-        file = Path(path)
-        if file.is_dir():
-            # an MLflow model keeps its translator.pt under artifacts/
-            file = next((f for f in (file / BUNDLE_FILE, file / "artifacts" / BUNDLE_FILE) if f.is_file()),
-                        file / BUNDLE_FILE)
-        if not file.is_file():
-            raise CheckpointError(f"no translator checkpoint at {file} (give a {BUNDLE_FILE}, a directory "
-                                  "holding one, or an MLflow URI such as runs:/RUN_ID/best or "
-                                  "models:/rnnmt-translator@champion)")
-        try:
-            state = torch.load(file, map_location="cpu", weights_only=True)
-        except Exception as err:  # not a torch file, or one holding more than weights
-            raise CheckpointError(f"{file} is not a translator checkpoint: {err}") from None
-        if not isinstance(state, dict) or not {"settings", "model", "src_tokens", "tgt_tokens"} <= set(state):
-            raise CheckpointError(f"{file} is not a translator checkpoint (no settings, weights and vocabularies)")
+        state = load_state(path, BUNDLE_FILE, "translator", {"settings", "model", "src_tokens", "tgt_tokens"},
+                           tracking_uri, "models:/rnnmt-translator@champion")
         return cls.from_state(state, device)
 
     @classmethod
@@ -160,6 +137,39 @@ class Bundle:
     def decode_settings(self) -> DecodeSettings:
         """The decode settings the model was trained with (the defaults for older checkpoints)."""
         return DecodeSettings.from_dict(self.info.get("decode"))
+
+
+def load_state(path: str | Path, file_name: str, what: str, keys: set[str], tracking_uri: str | None = None,
+               example_uri: str = "runs:/RUN_ID/best") -> dict[str, Any]:
+    """The saved state of a ``file_name`` checkpoint (loaded with ``weights_only=True``) from that
+    file, a directory holding one (a training output's ``best/``, or an MLflow model's directory),
+    or an MLflow URI (``runs:/``, ``models:/NAME@ALIAS``, ``models:/NAME/VERSION``) fetched from
+    ``tracking_uri`` (default: the project's). CheckpointError, naming the ``what``, when it is not
+    there or lacks one of ``keys``."""
+    path = str(path)
+    if path.startswith(("runs:/", "models:/", "mlflow-artifacts:")):
+        import mlflow
+
+        from jobs.common.tracking import tracking_uri as default_uri
+
+        try:
+            path = mlflow.artifacts.download_artifacts(path, tracking_uri=tracking_uri or default_uri({}))
+        except Exception as err:  # MLflow's errors for unknown runs, models and paths differ by store
+            raise CheckpointError(f"cannot fetch {path} from MLflow: {err}") from None
+    file = Path(path)
+    if file.is_dir():
+        # an MLflow model keeps its checkpoint under artifacts/
+        file = next((f for f in (file / file_name, file / "artifacts" / file_name) if f.is_file()), file / file_name)
+    if not file.is_file():
+        raise CheckpointError(f"no {what} checkpoint at {file} (give a {file_name}, a directory holding one, or "
+                              f"an MLflow URI such as runs:/RUN_ID/best or {example_uri})")
+    try:
+        state = torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as err:  # not a torch file, or one holding more than weights
+        raise CheckpointError(f"{file} is not a {what} checkpoint: {err}") from None
+    if not isinstance(state, dict) or not keys <= set(state):
+        raise CheckpointError(f"{file} is not a {what} checkpoint (no {', '.join(sorted(keys))})")
+    return state
 
 
 def _reading(bundle: Bundle) -> tuple:

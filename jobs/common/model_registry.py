@@ -1,5 +1,6 @@
-"""A trained translator in MLflow: logged as a pyfunc model that translates text, registered, and
-given the ``champion`` alias only when it beats the current champion on the same test set."""
+"""Trained models in MLflow: a translator logged as a pyfunc model that translates text, registered,
+and given the ``champion`` alias only when it beats the current champion on the same test set; a
+language model logged as a pyfunc model that continues prompts."""
 
 from __future__ import annotations
 
@@ -15,6 +16,9 @@ ARTIFACT = "translator"  # the name of translator.pt among the model's artifacts
 PARAMS = ("beam", "alpha", "unk", "nbest", "max_tokens")  # the DecodeSettings a request may set
 MODEL_CODE = Path(__file__).with_name("translator_model.py")  # what MLflow runs to load the model
 EXAMPLE = ["I like cats.", "Where is the station?"]
+LM_ARTIFACT = "lm"  # the name of lm.pt among a language model's artifacts
+LM_MODEL_CODE = Path(__file__).with_name("lm_model.py")
+LM_EXAMPLE = ["The"]
 
 
 def log_translator(mlflow: Any, bundle_file: Path, bundle: Bundle, name: str = "model") -> Any:
@@ -28,6 +32,16 @@ def log_translator(mlflow: Any, bundle_file: Path, bundle: Bundle, name: str = "
     return mlflow.pyfunc.log_model(
         name=name, python_model=str(MODEL_CODE), artifacts={ARTIFACT: str(bundle_file)},
         input_example=(EXAMPLE, params), pip_requirements=_requirements())
+
+
+def log_language_model(mlflow: Any, lm_file: Path, bundle: Any, name: str = "model") -> Any:
+    """Log ``lm_file`` (an ``lm.pt``) as a pyfunc model of the active run that continues prompts,
+    with a list-of-strings signature whose parameters default to the model's sampling settings;
+    returns MLflow's ``ModelInfo``."""
+    params = {**bundle.sample_settings().to_dict(), "tokens": 50, "seed": 0}
+    return mlflow.pyfunc.log_model(
+        name=name, python_model=str(LM_MODEL_CODE), artifacts={LM_ARTIFACT: str(lm_file)},
+        input_example=(LM_EXAMPLE, params), pip_requirements=_requirements())
 
 
 def _requirements() -> list[str]:

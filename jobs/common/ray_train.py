@@ -7,6 +7,7 @@ from __future__ import annotations
 import shutil
 import signal
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -125,6 +126,29 @@ class EpochMetrics(UserCallback):
         now, step = int(time.time() * 1000), int(metrics[0].get(self.step_key, 0))
         values = [Metric(k, float(v), now, step) for k, v in metrics[0].items() if isinstance(v, (int, float))]
         MlflowClient(self.tracking_uri).log_batch(self.run_id, metrics=values)
+
+
+def report(metrics: dict[str, Any], rank: int, files: dict[str, Any]) -> None:
+    """Report an epoch to Ray Train; rank 0 attaches a checkpoint holding ``files`` (file name ->
+    what ``torch.save`` writes there; None values are left out)."""
+    import ray.train
+
+    if rank != 0:
+        ray.train.report(metrics)
+        return
+    with tempfile.TemporaryDirectory() as directory:
+        for name, value in files.items():
+            if value is not None:
+                torch.save(value, Path(directory) / name)
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory))
+
+
+def read_checkpoint(checkpoint: Any, names: Sequence[str], device: torch.device | str = "cpu") -> dict[str, Any]:
+    """The files of a Ray Train checkpoint that ``report`` wrote, by name (those present), loaded
+    with ``weights_only=True``."""
+    with checkpoint.as_directory() as directory:
+        return {name: torch.load(Path(directory) / name, map_location=device, weights_only=True)
+                for name in names if (Path(directory) / name).exists()}
 
 
 @contextmanager

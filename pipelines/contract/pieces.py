@@ -19,7 +19,7 @@ from functools import cached_property
 from pipelines.contract.errors import ConfigError, InputError
 from pipelines.contract.specials import COUNTED_SPECIALS, EOS, EOS_ID, GO, GO_ID, PAD, PAD_ID, SPECIALS, UNK, UNK_ID
 
-VOCAB_KINDS = ("word", "bpe", "unigram")
+VOCAB_KINDS = ("word", "char", "bpe", "unigram")
 PIECE_KINDS = ("bpe", "unigram")
 # SentencePiece's mark of a word start ("▁", U+2581).
 WORD_START = "\u2581"

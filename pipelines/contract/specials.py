@@ -11,8 +11,12 @@ from __future__ import annotations
 PAD, UNK, NUM, URL, GO, EOS = "[PAD]", "[UNK]", "[NUM]", "[URL]", "<go>", "<eos>"
 SPECIALS: tuple[str, ...] = (PAD, UNK, NUM, URL, GO, EOS)
 PAD_ID, UNK_ID, NUM_ID, URL_ID, GO_ID, EOS_ID = range(len(SPECIALS))
-# Specials that can occur in normalized text, and so are counted like words.
+# Specials that normalization puts in the text, and so are counted like words (and are symbols of
+# their own in piece models).
 COUNTED_SPECIALS: tuple[str, ...] = (NUM, URL)
+# Specials that can occur in normalized text: those, and [UNK] where a corpus marks its own unknown
+# words (``normalize.unk_token``).
+TEXT_SPECIALS: tuple[str, ...] = (UNK, NUM, URL)
 # Specials that stand for words of the text (and so may be drawn as word2vec noise, or exported).
 PLACEHOLDER_IDS: tuple[int, ...] = (UNK_ID, NUM_ID, URL_ID)
 # Specials that are never words: padding and the sequence frame.

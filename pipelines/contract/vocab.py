@@ -73,7 +73,8 @@ def select_vocab(ranked: Sequence[tuple[str, int]], max_size: int, min_count: in
 
     ``max_size`` counts the special tokens; words below ``min_count`` are left out. ``[NUM]`` and
     ``[URL]`` take their counts from ``ranked`` and never use a word slot. ``total`` is the number of
-    tokens counted; what the vocabulary does not cover is the count of ``[UNK]``.
+    tokens counted; what the vocabulary does not cover is the count of ``[UNK]`` (with the text's own
+    ``[UNK]``s, where a corpus marks them).
     """
     if max_size < len(SPECIALS):
         raise ConfigError(f"vocab.max_size must be at least {len(SPECIALS)} (the special tokens), got {max_size}")
@@ -84,7 +85,7 @@ def select_vocab(ranked: Sequence[tuple[str, int]], max_size: int, min_count: in
             special_counts[token] = count
         elif count >= min_count and len(words) < max_size - len(SPECIALS):
             words.append((token, count))
-    special_counts[UNK] = total - sum(special_counts.values()) - sum(c for _, c in words)
+    special_counts[UNK] = total - sum(c for t, c in special_counts.items() if t != UNK) - sum(c for _, c in words)
     if special_counts[UNK] < 0:
         raise ValueError(f"total={total} is smaller than the counts of the selected tokens")
     tokens = SPECIALS + tuple(t for t, _ in words)
@@ -138,10 +139,11 @@ class GivenVocab:
     lang: str
     normalize: Mapping[str, Any]
     source: str
+    chars: bool = False  # a character vocabulary
 
     @property
     def kind(self) -> str:
-        return PieceModel(self.pieces).kind if self.pieces else "word"
+        return PieceModel(self.pieces).kind if self.pieces else "char" if self.chars else "word"
 
 
 def given_from_output(data_dir: Path) -> dict[str, GivenVocab]:
@@ -154,5 +156,5 @@ def given_from_output(data_dir: Path) -> dict[str, GivenVocab]:
         vocab, pieces = load_vocab(data_dir, entry)
         info = manifest["sides"][side]
         given[side] = GivenVocab(tuple(vocab.tokens), pieces.proto if pieces else None, info["lang"],
-                                 dict(info["normalize"]), str(data_dir))
+                                 dict(info["normalize"]), str(data_dir), entry["kind"] == "char")
     return given

@@ -9,13 +9,15 @@ import pyarrow.compute as pc
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from pipelines.contract.specials import COUNTED_SPECIALS, SPECIALS
+from pipelines.contract.specials import SPECIALS, TEXT_SPECIALS
+from pipelines.text.chars import char_tokens
 
 
-def count_tokens(df: DataFrame, groups: Mapping[str, Sequence[str]]) -> DataFrame:
+def count_tokens(df: DataFrame, groups: Mapping[str, Sequence[str]], chars: bool = False) -> DataFrame:
     """Spark: ``(vocab, token, count)``: for each vocabulary name in ``groups``, the tokens of its
-    normalized-text columns (tokens separated by single spaces). Each partition counts with
-    Arrow's C++ kernels (split, value_counts, group_by); Spark adds up the partial counts."""
+    normalized-text columns (tokens separated by single spaces; with ``chars``, their character
+    tokens). Each partition counts with Arrow's C++ kernels (split, value_counts, group_by);
+    Spark adds up the partial counts."""
     groups = {group: list(columns) for group, columns in groups.items()}
     columns = sorted({column for group in groups.values() for column in group})
 
@@ -24,7 +26,11 @@ def count_tokens(df: DataFrame, groups: Mapping[str, Sequence[str]]) -> DataFram
         for batch in batches:
             for group, names in groups.items():
                 for name in names:
-                    tokens = pc.split_pattern(batch.column(name).drop_null(), " ").flatten()
+                    texts = batch.column(name).drop_null()
+                    if chars:
+                        tokens = pa.array([c for text in texts.to_pylist() for c in char_tokens(text)], pa.string())
+                    else:
+                        tokens = pc.split_pattern(texts, " ").flatten()
                     counted = pc.value_counts(tokens.filter(pc.not_equal(tokens, "")))
                     partial.append(pa.table({"vocab": pa.array([group] * len(counted), pa.string()),
                                              "token": counted.field("values"), "count": counted.field("counts")}))
@@ -40,10 +46,10 @@ def top_tokens(counts: pa.Table, max_size: int, min_count: int) -> tuple[list[tu
     """The ranked candidates for a vocabulary of ``max_size`` from a ``(token, count)`` Arrow table
     (one vocabulary's counts), and the total token count."""
     total = pc.sum(counts["count"]).as_py() or 0
-    specials = pa.array(COUNTED_SPECIALS, pa.string())
+    specials = pa.array(TEXT_SPECIALS, pa.string())
     wanted = pc.or_(pc.greater_equal(counts["count"], min_count), pc.is_in(counts["token"], value_set=specials))
     counts = counts.filter(wanted)
     # Arrow sorts strings by their UTF-8 bytes, which is the tokens' code-point order.
     order = pc.sort_indices(counts, sort_keys=[("count", "descending"), ("token", "ascending")])
-    top = counts.take(order[: max_size - len(SPECIALS) + len(COUNTED_SPECIALS)])
+    top = counts.take(order[: max_size - len(SPECIALS) + len(TEXT_SPECIALS)])
     return list(zip(top["token"].to_pylist(), top["count"].to_pylist())), int(total)

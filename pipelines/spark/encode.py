@@ -1,5 +1,5 @@
 """Token -> id encoding on Spark's Arrow workers: whole words with Arrow's vectorised kernels,
-pieces with the SentencePiece model shipped to the workers."""
+characters and pieces in Python (pieces with the SentencePiece model shipped to the workers)."""
 
 from __future__ import annotations
 
@@ -11,17 +11,27 @@ import pyarrow.compute as pc
 from pipelines.contract.pieces import PieceModel
 from pipelines.contract.specials import UNK_ID
 from pipelines.contract.vocab import Vocab
+from pipelines.text.chars import char_tokens
 
 
 def encode_texts(texts: pa.Array | pa.ChunkedArray, vocab_tokens: pa.Array) -> pa.ListArray:
-    """Normalized texts (tokens joined by single spaces, never empty) -> ``list<int32>`` ids;
-    tokens missing from ``vocab_tokens`` become ``[UNK]``."""
+    """Normalized texts (tokens joined by single spaces) -> ``list<int32>`` ids; tokens missing
+    from ``vocab_tokens`` become ``[UNK]``; an empty text has no ids."""
     if isinstance(texts, pa.ChunkedArray):
         texts = texts.combine_chunks()
+    # an empty text would split into one empty token: split a null instead, which gives no tokens
+    texts = pc.if_else(pc.equal(texts, ""), pa.scalar(None, pa.string()), texts)
     tokens = pc.split_pattern(texts, " ")
     offsets = pc.subtract(tokens.offsets, tokens.offsets[0])
     ids = pc.fill_null(pc.index_in(tokens.flatten(), value_set=vocab_tokens), UNK_ID).cast(pa.int32())
     return pa.ListArray.from_arrays(offsets, ids)
+
+
+def encode_chars(texts: pa.Array | pa.ChunkedArray, index: Mapping[str, int]) -> pa.ListArray:
+    """Normalized texts -> ``list<int32>`` ids of their character tokens (``[UNK]`` for characters
+    outside the vocabulary)."""
+    return pa.array([[index.get(c, UNK_ID) for c in char_tokens(text)] for text in texts.to_pylist()],
+                    pa.list_(pa.int32()))
 
 
 def encode_pieces(texts: pa.Array | pa.ChunkedArray, model: PieceModel) -> pa.ListArray:
@@ -30,11 +40,11 @@ def encode_pieces(texts: pa.Array | pa.ChunkedArray, model: PieceModel) -> pa.Li
 
 
 def table_encoder(vocabs: Mapping[str, Vocab | bytes], renames: Mapping[str, str],
-                  lengths: Mapping[str, str]) -> Callable[[pa.Table], pa.Table]:
+                  lengths: Mapping[str, str], chars: bool = False) -> Callable[[pa.Table], pa.Table]:
     """A function replacing each normalized-text column named in ``vocabs`` by its ids (a Vocab for
-    words, a serialized piece model for pieces), setting its length column (``lengths``) to the
-    number of ids, and renaming columns per ``renames``. It carries the vocabularies and models
-    when Spark ships it to its workers."""
+    words, or characters with ``chars``; a serialized piece model for pieces), setting its length
+    column (``lengths``) to the number of ids, and renaming columns per ``renames``. It carries the
+    vocabularies and models when Spark ships it to its workers."""
     words = {column: list(v.tokens) for column, v in vocabs.items() if isinstance(v, Vocab)}
     pieces = {column: bytes(v) for column, v in vocabs.items() if not isinstance(v, Vocab)}
     encoders: dict[str, Callable[[pa.ChunkedArray], pa.ListArray]] = {}
@@ -42,7 +52,10 @@ def table_encoder(vocabs: Mapping[str, Vocab | bytes], renames: Mapping[str, str
     def encode(table: pa.Table) -> pa.Table:
         if not encoders:  # built once per worker process, on first use
             for column, tokens in words.items():
-                encoders[column] = lambda texts, v=pa.array(tokens, pa.string()): encode_texts(texts, v)
+                if chars:
+                    encoders[column] = lambda texts, i={t: n for n, t in enumerate(tokens)}: encode_chars(texts, i)
+                else:
+                    encoders[column] = lambda texts, v=pa.array(tokens, pa.string()): encode_texts(texts, v)
             for column, proto in pieces.items():
                 encoders[column] = lambda texts, m=PieceModel(proto): encode_pieces(texts, m)
         columns = {name: encoders[name](table[name]) if name in encoders else table[name]

@@ -29,12 +29,15 @@ def too_long_line(raw_columns: Sequence[str], max_chars: int) -> Column:
 
 def length_reason(length_columns: Sequence[str], min_len: int, max_len: int, max_ratio: float) -> Column:
     """The drop reason for token counts, or null. Inputs pinned to valid/test skip the max-length
-    and ratio rules, so a published test set stays whole."""
+    and ratio rules, so a published test set stays whole; ``min_len`` 0 keeps empty texts."""
     lengths = [F.col(c) for c in length_columns]
     shortest, longest = (F.least(*lengths), F.greatest(*lengths)) if len(lengths) > 1 else (lengths[0], lengths[0])
     pinned = F.coalesce(F.col("fixed_split").isin(*HELD_OUT), F.lit(False))
-    reason = F.when(shortest == 0, F.lit(EMPTY)).when(shortest < min_len, F.lit(TOO_SHORT))
-    reason = reason.when(~pinned & (longest > max_len), F.lit(TOO_LONG))
+    too_long = ~pinned & (longest > max_len)
+    if min_len > 0:
+        reason = F.when(shortest == 0, F.lit(EMPTY)).when(shortest < min_len, F.lit(TOO_SHORT)).when(too_long, F.lit(TOO_LONG))
+    else:  # empty texts kept (monolingual text whose blank lines matter)
+        reason = F.when(too_long, F.lit(TOO_LONG))
     if len(lengths) > 1 and max_ratio > 0:
         reason = reason.when(~pinned & (longest > shortest * max_ratio), F.lit(LENGTH_RATIO))
     return reason

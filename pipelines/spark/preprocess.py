@@ -19,7 +19,7 @@ import numpy as np
 import pyarrow
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from pipelines.contract.atomic import atomic_directory
@@ -38,6 +38,7 @@ from pipelines.spark.split import assign_split, example_hash, shard_of
 from pipelines.text.normalize import NormalizeOptions
 
 KINDS = ("parallel", "monolingual")
+ORDERS = ("hash", "input")  # rows within a split: by the example hash, or as the input has them
 
 
 @dataclass(frozen=True)
@@ -71,7 +72,8 @@ def sides_for(cfg: Mapping[str, Any]) -> list[Side]:
         raise ConfigError(f"data.kind must be one of {KINDS}, got {data['kind']!r}")
 
     def options(lang: str) -> NormalizeOptions:
-        return NormalizeOptions.for_language(lang, norm["unicode"], bool(norm["lowercase"]), norm["apostrophe"])
+        return NormalizeOptions.for_language(lang, norm["unicode"], bool(norm["lowercase"]), norm["apostrophe"],
+                                             norm.get("tokenize", "words"), norm.get("unk_token"))
 
     if data["kind"] == "monolingual":
         return [Side("words", "ids", "text", data["src_lang"], options(data["src_lang"]))]
@@ -94,7 +96,7 @@ def _normalize(records: DataFrame, sides: Sequence[Side], flt: Mapping[str, Any]
     records = records.withColumn("reason", reason)
     for side in sides:
         records = spark_normalize(records, side.raw, side.norm, side.options, where=F.col("reason").isNull())
-        records = records.withColumn(side.length_column, spark_token_count(F.col(side.norm)))
+        records = records.withColumn(side.length_column, spark_token_count(F.col(side.norm), side.options))
     lengths = filters.length_reason([s.length_column for s in sides], flt["min_len"], flt["max_len"],
                                     flt["max_ratio"])
     return records.withColumn("reason", F.coalesce(F.col("reason"), lengths))
@@ -106,9 +108,11 @@ def _groups(sides: Sequence[Side], cfg: Mapping[str, Any]) -> dict[str, list[Sid
 
 
 def _build_vocabs(train: DataFrame, sides: Sequence[Side], cfg: Mapping[str, Any]) -> dict[str, Vocab]:
-    """One word vocabulary per side, or one shared by all; counted in one Spark job, ranked on the driver."""
+    """One word (or character) vocabulary per side, or one shared by all; counted in one Spark job,
+    ranked on the driver."""
     groups = _groups(sides, cfg)
-    counts = count_tokens(train, {name: [s.norm for s in group] for name, group in groups.items()}).toArrow()
+    counts = count_tokens(train, {name: [s.norm for s in group] for name, group in groups.items()},
+                          chars=cfg["kind"] == "char").toArrow()
     vocabs = {}
     for name, group in groups.items():
         ranked, total = top_tokens(counts.filter(pc.equal(counts["vocab"], name)), cfg["max_size"], cfg["min_count"])
@@ -195,14 +199,28 @@ def _versions(spark: SparkSession) -> dict[str, str]:
 
 
 def check_settings(cfg: Mapping[str, Any]) -> None:
-    """Refuse numeric settings out of range before any work starts (ConfigError naming the key)."""
-    sides_for(cfg)
+    """Refuse settings out of range or that do not go together before any work starts (ConfigError
+    naming the key)."""
     if cfg["vocab"]["kind"] not in VOCAB_KINDS:
         raise ConfigError(f"vocab.kind must be one of {', '.join(VOCAB_KINDS)}; got {cfg['vocab']['kind']!r}")
     coverage = cfg["vocab"]["character_coverage"]
     if isinstance(coverage, bool) or not isinstance(coverage, (int, float)) or not 0.9 <= coverage <= 1:
         raise ConfigError(f"vocab.character_coverage must be a number in [0.9, 1], got {coverage!r}")
-    lowest = {"output.shards": 1, "filter.min_len": 1, "filter.max_len": 1, "filter.max_chars": 1,
+    sides = sides_for(cfg)
+    kind, norm = cfg["vocab"]["kind"], sides[0].options
+    if norm.tokenize == "none" and kind != "char":
+        raise ConfigError("normalize.tokenize=none keeps the text unsplit: it needs vocab.kind=char")
+    if norm.unk_token and kind in PIECE_KINDS:
+        raise ConfigError(f"normalize.unk_token works with word and char vocabularies, not {kind}")
+    if cfg["output"]["order"] not in ORDERS:
+        raise ConfigError(f"output.order must be one of {', '.join(ORDERS)}; got {cfg['output']['order']!r}")
+    if cfg["output"]["order"] == "input":
+        if cfg["data"]["kind"] != "monolingual":
+            raise ConfigError("output.order=input keeps a text stream in order: it is for monolingual data")
+        if cfg["filter"]["dedup"]:
+            raise ConfigError("output.order=input keeps the text as a stream: set filter.dedup=false")
+    least_len = 0 if cfg["data"]["kind"] == "monolingual" else 1  # monolingual: empty lines may be kept
+    lowest = {"output.shards": 1, "filter.min_len": least_len, "filter.max_len": 1, "filter.max_chars": 1,
               "vocab.max_size": len(SPECIALS), "vocab.min_count": 1, "vocab.sample_sentences": 1}
     for key, low in lowest.items():
         section, name = key.split(".")
@@ -265,7 +283,8 @@ def _preprocess(spark: SparkSession, cfg: Mapping[str, Any], specs: Sequence[rea
                 log: Callable[[str], None], given: Mapping[str, GivenVocab]) -> dict[str, Any]:
     started = time.perf_counter()
     kind, flt, out = cfg["data"]["kind"], cfg["filter"], cfg["output"]
-    pieces_kind = cfg["vocab"]["kind"] in PIECE_KINDS
+    pieces_kind, chars = cfg["vocab"]["kind"] in PIECE_KINDS, cfg["vocab"]["kind"] == "char"
+    ordered = out["order"] == "input"
     sides = sides_for(cfg)
     shards = int(out["shards"])
     norm_cols, raw_cols = [s.norm for s in sides], [s.raw for s in sides]
@@ -274,10 +293,10 @@ def _preprocess(spark: SparkSession, cfg: Mapping[str, Any], specs: Sequence[rea
     with atomic_directory(Path(output_dir), overwrite=bool(cfg["overwrite"])) as tmp:
         log(f"reading {sum(len(s.files) + len(s.tgt_files) for s in specs)} file(s)")
         inputs = [entry for spec in specs for entry in spec.describe()]
-        records = _normalize(_spread(read_inputs(spark, specs), int(cfg["spark"]["partitions"])), sides, flt)
+        records = _normalize(_spread(read_inputs(spark, specs, ordered), int(cfg["spark"]["partitions"])), sides, flt)
         # Cache what later steps read: the raw text only where it is kept or breaks dedup ties.
         keep_raw = bool(out["keep_text"] or flt["dedup"])
-        records = records.select("reason", "note", "fixed_split", *norm_cols, *length_cols,
+        records = records.select("reason", "note", "fixed_split", "position", *norm_cols, *length_cols,
                                   *(raw_cols if keep_raw else [])).persist()
         cached = [records]
         try:
@@ -300,8 +319,10 @@ def _preprocess(spark: SparkSession, cfg: Mapping[str, Any], specs: Sequence[rea
             hashed = F.col("hash")
             examples = (examples.withColumn("hash", example_hash(norm_cols, int(cfg["seed"])))
                         .withColumn("split", assign_split(hashed, cfg["split"]["valid"], cfg["split"]["test"],
-                                                          F.col("fixed_split")))
-                        .withColumn("shard", shard_of(hashed, shards)))
+                                                          F.col("fixed_split"))))
+            # in order: each split's rows cut into contiguous shards; else spread by hash
+            examples = examples.withColumn("shard", F.ntile(shards).over(Window.partitionBy("split").orderBy("position"))
+                                           - 1 if ordered else shard_of(hashed, shards))
             if flt["dedup"]:
                 examples = examples.persist()
                 cached.append(examples)
@@ -315,7 +336,7 @@ def _preprocess(spark: SparkSession, cfg: Mapping[str, Any], specs: Sequence[rea
                 sizes = {s.name: len(models[s.name]) for s in sides}
                 words = _word_totals(examples, sides)
             elif given:
-                log(f"encoding with the word vocabularies of {cfg['vocab']['from']}")
+                log(f"encoding with the {cfg['vocab']['kind']} vocabularies of {cfg['vocab']['from']}")
                 encodings = {s.norm: Vocab(given[s.name].tokens, (0,) * len(given[s.name].tokens)) for s in sides}
                 sizes = {s.name: len(given[s.name].tokens) for s in sides}
             elif pieces_kind:
@@ -329,12 +350,13 @@ def _preprocess(spark: SparkSession, cfg: Mapping[str, Any], specs: Sequence[rea
                 sizes = {s.name: len(vocabs[s.name]) for s in sides}
             log("vocabulary sizes: " + ", ".join(f"{s.name} {sizes[s.name]}" for s in sides))
 
-            columns = ["split", "shard", "hash", *norm_cols, *length_cols]
+            columns = ["split", "shard", "hash", *(["position"] if ordered else []), *norm_cols, *length_cols]
             if out["keep_text"]:
                 columns += [F.col(s.raw).alias(s.text_column) for s in sides]
             encoder = table_encoder(encodings, {s.norm: s.ids_column for s in sides},
-                                    {s.norm: s.length_column for s in sides})
-            sort_columns = ["hash", *norm_cols] + ([s.text_column for s in sides] if out["keep_text"] else [])
+                                    {s.norm: s.length_column for s in sides}, chars=chars)
+            sort_columns = (["position"] if ordered else
+                            ["hash", *norm_cols] + ([s.text_column for s in sides] if out["keep_text"] else []))
             log(f"encoding and writing {shards} shards per split")
             files = write_shards(examples.select(*columns), tmp, shards, sort_columns, encoder)
         finally:
@@ -381,6 +403,7 @@ def _preprocess(spark: SparkSession, cfg: Mapping[str, Any], specs: Sequence[rea
                                "normalize": vars(s.options)} for s in sides},
             "vocab": vocab_entries,
             "vocab_kind": cfg["vocab"]["kind"],
+            "order": out["order"],
             "shared_vocab": bool(cfg["vocab"]["shared"]),
             "splits": splits,
             "shards": shards,

@@ -2,7 +2,8 @@
 
 Every line read becomes exactly one row, so ``read`` counts are exact: rows that cannot be used
 carry a drop ``reason`` instead of disappearing. Output columns: ``src_raw`` (and ``tgt_raw`` for
-parallel data), ``fixed_split`` (the split an input is pinned to, or null), ``reason`` and ``note``.
+parallel data), ``fixed_split`` (the split an input is pinned to, or null), ``reason``, ``note``
+and ``position`` (where the line is in the inputs, to keep text in order: null unless asked for).
 """
 
 from __future__ import annotations
@@ -16,14 +17,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from pipelines.contract.errors import InputError
 
 FORMATS = ("text", "tsv", "aligned")
 SPLITS = ("train", "valid", "test")
-_INPUT_KEYS = {"text": {"path", "split"},
+_INPUT_KEYS = {"text": {"path", "split", "split_at"},
                "tsv": {"path", "split", "src_column", "tgt_column"},
                "aligned": {"src", "tgt", "split"}}
 
@@ -47,10 +48,12 @@ class InputSpec:
     split: str | None = None
     src_column: int = 0
     tgt_column: int = 1
+    split_at: tuple[float, float] | None = None  # text split by character offset: train | valid | test
 
     def describe(self) -> list[dict[str, Any]]:
         """Path, size and SHA-256 of every file, for the manifest."""
-        return [_describe_file(p, self.format, self.split) for p in self.files + self.tgt_files]
+        files = [_describe_file(p, self.format, self.split) for p in self.files + self.tgt_files]
+        return [{**f, "split_at": list(self.split_at)} for f in files] if self.split_at else files
 
 
 def _describe_file(path: str, fmt: str, split: str | None) -> dict[str, Any]:
@@ -90,6 +93,16 @@ def resolve_inputs(inputs: Sequence[Mapping[str, Any]], kind: str) -> list[Input
         split = entry.get("split")
         if split is not None and split not in SPLITS:
             raise InputError(f"{where}: split must be one of {SPLITS} or null, got {split!r}")
+        split_at = entry.get("split_at")
+        if split_at is not None:
+            if split is not None:
+                raise InputError(f"{where}: give split or split_at, not both")
+            if (not isinstance(split_at, (list, tuple)) or len(split_at) != 2
+                    or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in split_at)
+                    or not 0 < split_at[0] <= split_at[1] < 1):
+                raise InputError(f"{where}: split_at must be two character fractions 0 < valid start <= test "
+                                 f"start < 1, such as [0.9, 0.95]; got {split_at!r}")
+            split_at = (float(split_at[0]), float(split_at[1]))
         if fmt == "aligned":
             for key in ("src", "tgt"):
                 if key not in entry:
@@ -106,7 +119,7 @@ def resolve_inputs(inputs: Sequence[Mapping[str, Any]], kind: str) -> list[Input
             if min(src_col, tgt_col) < 0 or src_col == tgt_col:
                 raise InputError(f"{where}: src_column and tgt_column must be different and >= 0")
             specs.append(InputSpec(fmt, _expand(entry["path"], where), split=split,
-                                   src_column=src_col, tgt_column=tgt_col))
+                                   src_column=src_col, tgt_column=tgt_col, split_at=split_at))
     return specs
 
 
@@ -124,12 +137,34 @@ def _read_lines(spark: SparkSession, files: Sequence[str]) -> DataFrame:
     return spark.read.option("lineSep", "\n").text(list(files))
 
 
-def _read_text(spark: SparkSession, spec: InputSpec) -> DataFrame:
+def _read_text(spark: SparkSession, spec: InputSpec, index: int, ordered: bool) -> DataFrame:
+    if not (ordered or spec.split_at):
+        return _text_rows(_read_lines(spark, spec.files), F.lit(None).cast("long"), F.lit(spec.split))
+    # in order: each file read whole, so that line numbers come from the JVM
+    lines = _union([_numbered_lines(spark, path).select(F.lit(n).alias("file_no"), "line_no", F.col("line").alias("value"))
+                    for n, path in enumerate(spec.files)])
+    position = (F.lit(index).cast("long") * (1 << 48) + F.col("file_no").cast("long") * (1 << 32) + F.col("line_no"))
+    split = F.lit(spec.split)
+    if spec.split_at:
+        # the character offset where each line starts (its newline counted), over the input's files
+        # in order; one window over the whole input, so for corpora of modest size
+        chars = F.length("value") + 1
+        before = F.coalesce(F.sum(chars).over(Window.orderBy("file_no", "line_no")
+                                              .rowsBetween(Window.unboundedPreceding, -1)), F.lit(0))
+        total = F.sum(chars).over(Window.partitionBy())
+        valid_at, test_at = (F.floor(total * f) for f in spec.split_at)
+        split = F.when(before < valid_at, "train").when(before < test_at, "valid").otherwise("test")
+    return _text_rows(lines, position, split)
+
+
+def _text_rows(lines: DataFrame, position: Column, split: Column) -> DataFrame:
     value = F.col("value")
-    return _read_lines(spark, spec.files).select(
+    return lines.select(
         _strip_cr("value").alias("src_raw"),
         F.when(_invalid(value), F.lit(INVALID_UTF8)).alias("reason"),
-        F.lit(None).cast("string").alias("note"))
+        F.lit(None).cast("string").alias("note"),
+        position.alias("position"),
+        split.cast("string").alias("fixed_split"))
 
 
 def _read_tsv(spark: SparkSession, spec: InputSpec) -> DataFrame:
@@ -176,13 +211,16 @@ def _union(frames: Sequence[DataFrame]) -> DataFrame:
     return result
 
 
-_READERS = {"text": _read_text, "tsv": _read_tsv, "aligned": _read_aligned}
+_READERS = {"tsv": _read_tsv, "aligned": _read_aligned}
 
 
-def read_inputs(spark: SparkSession, specs: Sequence[InputSpec]) -> DataFrame:
-    """All inputs as one DataFrame of raw records (see the module docstring for its columns)."""
-    frames = [_READERS[spec.format](spark, spec).withColumn("fixed_split", F.lit(spec.split).cast("string"))
-              for spec in specs]
+def read_inputs(spark: SparkSession, specs: Sequence[InputSpec], ordered: bool = False) -> DataFrame:
+    """All inputs as one DataFrame of raw records (see the module docstring for its columns);
+    ``ordered`` numbers the lines of text inputs by input, file and line."""
+    frames = [_read_text(spark, spec, n, ordered) if spec.format == "text" else
+              _READERS[spec.format](spark, spec).withColumn("position", F.lit(None).cast("long"))
+              .withColumn("fixed_split", F.lit(spec.split).cast("string"))
+              for n, spec in enumerate(specs)]
     return _union(frames)
 
 

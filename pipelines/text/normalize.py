@@ -13,7 +13,14 @@ Spark SQL expressions (JVM only, no Python UDF). Both apply the same steps in th
 5. Punctuation is split into tokens (``[URL]`` and ``[NUM]`` stay whole); apostrophes at a word's
    edge are tokens, an apostrophe inside a word stays with the left part (``l' homme``, French
    style) or the right part (``don 't``).
-6. Split on spaces (Spark keeps the normalized text: the tokens joined by single spaces).
+6. A corpus's own mark for unknown words (``unk_token``, e.g. the Penn Treebank's ``<unk>``)
+   becomes ``[UNK]`` where it is a whole token.
+7. Split on spaces (Spark keeps the normalized text: the tokens joined by single spaces).
+
+``tokenize`` chooses how much of this applies: ``words`` (all of it, the default), ``spaces``
+(steps 4 and 5 skipped: text that is already tokenized, such as the Penn Treebank, keeps its
+tokens) or ``none`` (steps 4 to 7 skipped: the text is kept as it is after lowercasing, spaces
+included, for character vocabularies that model the text itself).
 
 Some steps are skipped where they cannot change the text (no ``://`` or ``www.`` for URLs, ASCII
 without control characters or backticks for the character table): the same guards in both
@@ -30,10 +37,11 @@ import unicodedata
 from dataclasses import dataclass
 
 from pipelines.contract.errors import ConfigError
-from pipelines.contract.specials import NUM, URL
+from pipelines.contract.specials import NUM, UNK, URL
 
 UNICODE_FORMS = ("NFKC", "NFC", "none")
 APOSTROPHE_STYLES = ("left", "right")
+TOKENIZE_MODES = ("words", "spaces", "none")
 # Languages whose apostrophe marks an elision of the word on its left (l'homme, dell'anno).
 ELISION_LANGUAGES = frozenset({"fr", "it", "ca", "oc", "ga"})
 
@@ -72,20 +80,31 @@ class NormalizeOptions:
     unicode_form: str = "NFKC"
     lowercase: bool = True
     apostrophe: str = "right"
+    tokenize: str = "words"
+    unk_token: str | None = None
 
     def __post_init__(self) -> None:
         if self.unicode_form not in UNICODE_FORMS:
             raise ConfigError(f"normalize.unicode must be one of {UNICODE_FORMS}, got {self.unicode_form!r}")
         if self.apostrophe not in APOSTROPHE_STYLES:
             raise ConfigError(f"normalize.apostrophe must be one of {APOSTROPHE_STYLES}, got {self.apostrophe!r}")
+        if self.tokenize not in TOKENIZE_MODES:
+            raise ConfigError(f"normalize.tokenize must be one of {TOKENIZE_MODES}, got {self.tokenize!r}")
+        if self.unk_token is not None:
+            if not isinstance(self.unk_token, str) or not self.unk_token or " " in self.unk_token:
+                raise ConfigError(f"normalize.unk_token must be one token (no spaces) or null, got {self.unk_token!r}")
+            if self.tokenize != "spaces":
+                raise ConfigError("normalize.unk_token needs normalize.tokenize=spaces (a corpus tokenized already)")
 
     @classmethod
     def for_language(cls, lang: str, unicode_form: str = "NFKC", lowercase: bool = True,
-                     apostrophe: str = "auto") -> "NormalizeOptions":
+                     apostrophe: str = "auto", tokenize: str = "words", unk_token: str | None = None
+                     ) -> "NormalizeOptions":
         """Options for ``lang``; ``apostrophe='auto'`` picks the elision style for French and kin."""
         if apostrophe == "auto":
             apostrophe = "left" if lang.lower().split("-")[0] in ELISION_LANGUAGES else "right"
-        return cls(unicode_form=unicode_form, lowercase=lowercase, apostrophe=apostrophe)
+        return cls(unicode_form=unicode_form, lowercase=lowercase, apostrophe=apostrophe, tokenize=tokenize,
+                   unk_token=unk_token)
 
 
 def _char_table() -> dict[int, str]:
@@ -121,6 +140,12 @@ def _fast_class(ranges: Ranges, java: bool, extra: str = "") -> str:
         return f"[{extra}{low}]"
     guard = _char_class(((high[0][0], high[-1][1]),), java)
     return f"(?:[{extra}{low}]|(?={guard}){_char_class(high, java)})"
+
+
+def unk_pattern(token: str) -> str:
+    """The regular expression (Java and Python alike) of ``token`` as a whole space-separated token."""
+    escaped = "".join(f"\\{c}" if c.isascii() and not c.isalnum() else c for c in token)
+    return f"(?<![^ ]){escaped}(?![^ ])"
 
 
 @dataclass(frozen=True)
@@ -166,16 +191,25 @@ def _clean(text: str, options: NormalizeOptions) -> str:
     return text
 
 
-def tokenize(text: str, options: NormalizeOptions) -> list[str]:
-    """Normalize ``text`` and split it into tokens (pure Python; same rules as ``spark_normalize``)."""
+def _steps(text: str, options: NormalizeOptions) -> str:
+    """Steps 1 to 6: the text before it is split (pure Python; the rules of ``spark_normalize``)."""
     text = _clean(text, options)
     if options.lowercase:
         text = text.lower()
-    if any(hint in text for hint in URL_HINTS):
-        text = _PY_URL.sub(f" {URL} ", text)
-    text = _PY_NUM.sub(f" {NUM} ", text)
-    text = _PY_PUNCT.sub(REPLACEMENT[options.apostrophe][0], text)
-    return [t for t in text.split(" ") if t]
+    if options.tokenize == "words":
+        if any(hint in text for hint in URL_HINTS):
+            text = _PY_URL.sub(f" {URL} ", text)
+        text = _PY_NUM.sub(f" {NUM} ", text)
+        text = _PY_PUNCT.sub(REPLACEMENT[options.apostrophe][0], text)
+    if options.unk_token:
+        text = re.sub(unk_pattern(options.unk_token), UNK, text)
+    return text
+
+
+def tokenize(text: str, options: NormalizeOptions) -> list[str]:
+    """Normalize ``text`` and split it into tokens (words; with ``tokenize=none`` the words of the
+    kept text)."""
+    return [t for t in _steps(text, options).split(" ") if t]
 
 
 def placeholder_values(text: str, options: NormalizeOptions) -> dict[str, list[str]]:
@@ -189,5 +223,8 @@ def placeholder_values(text: str, options: NormalizeOptions) -> dict[str, list[s
 
 
 def normalize(text: str, options: NormalizeOptions) -> str:
-    """The normalized text: its tokens joined by single spaces."""
+    """The normalized text: its tokens joined by single spaces (with ``tokenize=none``, the text
+    itself after steps 1 to 3)."""
+    if options.tokenize == "none":
+        return _steps(text, options)
     return " ".join(tokenize(text, options))

@@ -1,0 +1,129 @@
+"""The language-model checkpoint (``lm.pt``): the weights with everything needed to read and write
+raw text (settings, the vocabulary and its kind, the piece model for subwords, the normalization,
+generation settings), as plain data and tensors, so it loads with ``torch.load(..., weights_only=True)``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from jobs.common.checkpoint import load_state
+from pipelines.contract.errors import CheckpointError
+from pipelines.contract.pieces import PieceModel
+from pipelines.contract.specials import EOS_ID, SPECIALS, UNK_ID
+from pipelines.contract.vocab import Vocab
+from pipelines.text.chars import char_tokens, join_chars
+from pipelines.text.detokenize import detokenize
+from pipelines.text.normalize import NormalizeOptions, normalize
+from rnn_models.language_model import LanguageModel, LanguageModelSettings
+from rnn_models.sampling import SampleSettings, generate
+
+LM_FILE = "lm.pt"
+
+
+@dataclass
+class Generated:
+    """Samples generated after one prompt, and how the prompt was read."""
+
+    texts: list[str]          # each sample's continuation, as text
+    prompt_tokens: int        # tokens of the prompt
+    truncated: int            # of them left out, from the start, to fit ``max_context``
+
+
+@dataclass
+class LMBundle:
+    """A language model, its vocabulary (``kind``: word, char, bpe or unigram) and the
+    normalization it was trained with."""
+
+    model: LanguageModel
+    tokens: list[str]
+    kind: str
+    options: NormalizeOptions
+    lang: str
+    pieces: bytes | None = None  # the SentencePiece model of a bpe/unigram vocabulary
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_manifest(cls, model: LanguageModel, manifest: dict[str, Any], vocab: Vocab,
+                      pieces: PieceModel | None) -> "LMBundle":
+        """The bundle of a model trained on the monolingual data of ``manifest``."""
+        side = manifest["sides"]["words"]
+        return cls(model, list(vocab.tokens), manifest["vocab"]["words"]["kind"],
+                   NormalizeOptions(**side["normalize"]), side["lang"], pieces.proto if pieces else None)
+
+    @cached_property
+    def index(self) -> dict[str, int]:
+        return {t: i for i, t in enumerate(self.tokens)}
+
+    @cached_property
+    def piece_model(self) -> PieceModel | None:
+        return PieceModel(self.pieces) if self.pieces else None
+
+    def encode(self, text: str) -> list[int]:
+        """Raw text -> ids, normalized with the training rules."""
+        norm = normalize(text, self.options)
+        if self.piece_model is not None:
+            return self.piece_model.encode([norm])[0] if norm else []
+        tokens = char_tokens(norm) if self.kind == "char" else norm.split(" ") if norm else []
+        return [self.index.get(t, UNK_ID) for t in tokens]
+
+    def decode(self, ids: list[int]) -> str:
+        """Ids -> text; ``<eos>`` ends a line."""
+        lines, line = [], []
+        for i in list(ids) + [None]:
+            if i is not None and i != EOS_ID:
+                line.append(i)
+                continue
+            if self.piece_model is not None:
+                lines.append(self.piece_model.processor.decode(line))
+            else:
+                tokens = [self.tokens[t] for t in line]
+                lines.append(join_chars(tokens) if self.kind == "char" else
+                             detokenize(tokens, self.lang) if self.options.tokenize == "words" else " ".join(tokens))
+            line = []
+        return "\n".join(lines)
+
+    def generate(self, prompt: str, steps: int, settings: SampleSettings, samples: int = 1, seed: int = 0,
+                 max_context: int = 0, device: torch.device | str = "cpu") -> Generated:
+        """``samples`` continuations of ``steps`` tokens after ``prompt`` (read as a new line, after
+        an ``<eos>``; an empty prompt starts a line), reproducible for the ``seed``. A prompt
+        longer than ``max_context`` tokens (0 = no limit) keeps its end."""
+        prompt_ids = self.encode(prompt)
+        ids = [EOS_ID] + prompt_ids
+        if 0 < max_context < len(ids):
+            ids = ids[-max_context:]
+        generator = torch.Generator(device=device).manual_seed(seed)
+        drawn = generate(self.model, ids, steps, settings, samples, generator, device)
+        return Generated([self.decode(d) for d in drawn], len(prompt_ids), max(0, len(prompt_ids) - len(ids)))
+
+    def sample_settings(self) -> SampleSettings:
+        """The generation settings the model was trained with (the defaults where none)."""
+        return SampleSettings.from_dict(self.info.get("sampling") or {})
+
+    def state(self, model_state: dict[str, torch.Tensor] | None = None) -> dict[str, Any]:
+        """Everything ``load`` needs, as plain data and tensors (loadable with weights_only=True)."""
+        return {"settings": self.model.settings.to_dict(),
+                "model": model_state if model_state is not None else self.model.state_dict(),
+                "tokens": self.tokens, "kind": self.kind, "options": vars(self.options), "lang": self.lang,
+                "pieces": self.pieces, "info": self.info}
+
+    def save(self, path: Path, model_state: dict[str, torch.Tensor] | None = None) -> None:
+        torch.save(self.state(model_state), path)
+
+    @classmethod
+    def load(cls, path: str | Path, device: torch.device | str = "cpu", tracking_uri: str | None = None
+             ) -> "LMBundle":
+        """From an ``lm.pt`` file, a directory holding one, or an MLflow URI (see ``load_state``)."""
+        state = load_state(path, LM_FILE, "language model", {"settings", "model", "tokens", "kind"}, tracking_uri,
+                           "models:/rnnmt-lm@champion")
+        model = LanguageModel(LanguageModelSettings.from_dict(state["settings"]))
+        model.load_state_dict(state["model"])
+        model.to(device).eval()
+        if list(state["tokens"][:len(SPECIALS)]) != list(SPECIALS):
+            raise CheckpointError("a language model's vocabulary must start with the special tokens")
+        return cls(model, list(state["tokens"]), state["kind"], NormalizeOptions(**state["options"]), state["lang"],
+                   state.get("pieces"), dict(state.get("info", {})))

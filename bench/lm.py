@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -27,7 +26,7 @@ from pathlib import Path
 PROJECT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT))
 
-from measure import cpu_name, run_job  # noqa: E402
+from measure import cpu_name, preprocess_once, run_job  # noqa: E402
 
 CORPORA = {"ptb": ("ptb", "ptb"), "shakespeare": ("tinyshakespeare", "tinyshakespeare")}  # data dir, preset
 ANCHORS = {"ptb": {"zaremba_small_test_perplexity": 114.5, "zaremba_medium_test_perplexity": 82.7,
@@ -37,11 +36,7 @@ ANCHORS = {"ptb": {"zaremba_small_test_perplexity": 114.5, "zaremba_medium_test_
 
 def prepare(corpus: str, data_dir: Path, out: Path) -> Path:
     """rnnmt's preprocessing of the corpus with its preset (reused if present)."""
-    if not (out / "manifest.json").is_file():
-        subprocess.run([sys.executable, "-m", "jobs.preprocess", f"conf/preprocess/{CORPORA[corpus][1]}.yaml",
-                        f"data_root={data_dir}", f"output_dir={out}", "mlflow.enabled=false", "overwrite=true"],
-                       cwd=PROJECT, check=True, stdout=subprocess.DEVNULL)
-    return out
+    return preprocess_once([f"conf/preprocess/{CORPORA[corpus][1]}.yaml"], data_dir, out, PROJECT)
 
 
 def main() -> None:

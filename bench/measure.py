@@ -1,4 +1,4 @@
-"""What the benchmarks measure besides time: the peak memory of a process tree, and the CPU."""
+"""What the benchmarks share: the peak memory of a process tree, the CPU, and running the jobs."""
 
 from __future__ import annotations
 
@@ -64,3 +64,13 @@ def run_job(cmd: list[str], cwd: Path) -> tuple[dict, float, int]:
     if proc.returncode != 0:
         sys.exit(f"error: the job failed (exit {proc.returncode}); its log is above")
     return json.loads(last), time.perf_counter() - started, memory.peak
+
+
+def preprocess_once(config: list[str], data_root: Path, out: Path, cwd: Path) -> Path:
+    """``out``, made by ``jobs.preprocess`` with the ``config`` arguments unless it holds a
+    preprocessing output already."""
+    if not (out / "manifest.json").is_file():
+        subprocess.run([sys.executable, "-m", "jobs.preprocess", *config, f"data_root={data_root}",
+                        f"output_dir={out}", "mlflow.enabled=false", "overwrite=true"],
+                       cwd=cwd, check=True, stdout=subprocess.DEVNULL)
+    return out

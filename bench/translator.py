@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -31,7 +30,7 @@ from pathlib import Path
 PROJECT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT))
 
-from measure import run_job  # noqa: E402
+from measure import preprocess_once, run_job  # noqa: E402
 
 JOEYNMT_REPORTED = {"epochs": 7, "target_tokens_per_sec": 1580, "test_bleu_greedy": 53.1, "test_bleu_beam5": 55.2,
                     "test_chrf_greedy": 70.9, "test_chrf_beam5": 72.1}
@@ -39,13 +38,9 @@ JOEYNMT_REPORTED = {"epochs": 7, "target_tokens_per_sec": 1580, "test_bleu_greed
 
 def prepare(corpus: str, preset: str, data_dir: Path, out: Path) -> Path:
     """rnnmt's preprocessing of the corpus, 10,000 words or the preset's pieces per side (reused if present)."""
-    if not (out / "manifest.json").is_file():
-        config = [f"conf/preprocess/{corpus}_bpe.yaml"] if preset == "bpe" else [f"conf/preprocess/{corpus}.yaml",
-                                                                                 "vocab.max_size=10006"]
-        subprocess.run([sys.executable, "-m", "jobs.preprocess", *config, f"data_root={data_dir}",
-                        f"output_dir={out}", "mlflow.enabled=false", "overwrite=true"],
-                       cwd=PROJECT, check=True, stdout=subprocess.DEVNULL)
-    return out
+    config = [f"conf/preprocess/{corpus}_bpe.yaml"] if preset == "bpe" else [f"conf/preprocess/{corpus}.yaml",
+                                                                             "vocab.max_size=10006"]
+    return preprocess_once(config, data_dir, out, PROJECT)
 
 
 def main() -> None:

@@ -146,12 +146,11 @@ class LMTraining:
         t, progress = self.t, self.progress
         for group in self.optimizer.param_groups:
             group["lr"] = progress.lr
-        budget = t["max_minutes"] * 60 or float("inf")
         torch.manual_seed(self.config["seed"] * 1_000_003 + epoch * 101 + self.rank)  # dropout masks
         self.model.train()
         window = {"loss": 0.0, "tokens": 0, "seconds": 0.0}  # since the last progress report
-        epoch_start = last_report = time.perf_counter()
-        state = None
+        clock = ray_train.EpochClock(progress.loop_seconds, t["max_minutes"], t["report_seconds"], self.device)
+        state, out_of_time = None, False
         for step, (inputs, targets) in enumerate(segments(self.rows, t["bptt"])):
             if step == self.steps:  # every worker takes the same number of steps
                 break
@@ -171,20 +170,15 @@ class LMTraining:
                       "seconds": window["seconds"] + seconds}
             progress.train_seconds += seconds
             progress.train_tokens += tokens * self.world
-            # every 10 steps rank 0's clock decides for all: time budget spent? progress report due?
-            if step % 10 == 9 or step + 1 == self.steps:
-                now = time.perf_counter()
-                out_of_time, report = (flag > 0 for flag in broadcast(
-                    [progress.loop_seconds + now - epoch_start >= budget, now - last_report >= t["report_seconds"]],
-                    self.device))
-                if report:
-                    self._log_progress(window, epoch + (step + 1) / max(self.steps, 1))
-                    window, last_report = {"loss": 0.0, "tokens": 0, "seconds": 0.0}, time.perf_counter()
-                if out_of_time:
-                    progress.loop_seconds += time.perf_counter() - epoch_start
-                    return True
-        progress.loop_seconds += time.perf_counter() - epoch_start
-        return False
+            # rank 0's clock decides for all: is the time budget spent, is a progress report due
+            out_of_time, report = clock.check(step, self.steps)
+            if report:
+                self._log_progress(window, epoch + (step + 1) / self.steps)
+                window = {"loss": 0.0, "tokens": 0, "seconds": 0.0}
+            if out_of_time:
+                break
+        progress.loop_seconds += clock.elapsed()
+        return out_of_time
 
     def _log_progress(self, window: dict[str, float], epoch_progress: float) -> None:
         if self.log_metrics is not None:
@@ -320,7 +314,7 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
         summary = {"best": str(output_dir / "best"), "last": str(output_dir / "last"),
                    "best_epoch": best["metrics"]["epoch"], "epochs": progress.epoch,
                    **{k: best["metrics"][k] for k in best["metrics"] if k.startswith("valid_")},
-                   "train_seconds": round(progress.train_seconds, 1),
+                   "train_seconds": round(progress.train_seconds, 1), "train_tokens": int(progress.train_tokens),
                    "train_tokens_per_sec": progress.train_tokens / max(progress.train_seconds, 1e-9),
                    "wall_seconds": round(time.perf_counter() - started, 1), **test, "samples": samples}
 

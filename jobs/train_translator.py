@@ -215,10 +215,10 @@ class TranslatorTraining:
         src_len, tgt_len = train.lengths()
         batches = worker_batches(token_batches(src_len, tgt_len, t["batch_tokens"], self.config["seed"], epoch),
                                  self.rank, self.world)
-        budget = t["max_minutes"] * 60 or float("inf")
         self.model.train()
         window = {"loss": 0.0, "tokens": 0, "seconds": 0.0}  # since the last progress report
-        epoch_start = last_report = time.perf_counter()
+        clock = ray_train.EpochClock(progress.loop_seconds, t["max_minutes"], t["report_seconds"], self.device)
+        out_of_time = False
         for step, index in enumerate(batches):
             # the step: forward (autocast on GPU), loss per target token, backward, clip, update
             started = time.perf_counter()
@@ -236,21 +236,15 @@ class TranslatorTraining:
                       "seconds": window["seconds"] + seconds}
             progress.train_seconds += seconds
             progress.train_tokens += tokens * self.world
-            # every 10 steps (the same steps on every worker) rank 0's clock decides for all:
-            # whether the time budget is spent, and whether to report progress
-            if step % 10 == 9 or step + 1 == len(batches):
-                now = time.perf_counter()
-                out_of_time, report = (flag > 0 for flag in broadcast(
-                    [progress.loop_seconds + now - epoch_start >= budget, now - last_report >= t["report_seconds"]],
-                    self.device))
-                if report:
-                    self._log_progress(window, epoch + (step + 1) / len(batches))
-                    window, last_report = {"loss": 0.0, "tokens": 0, "seconds": 0.0}, time.perf_counter()
-                if out_of_time:
-                    progress.loop_seconds += time.perf_counter() - epoch_start
-                    return True
-        progress.loop_seconds += time.perf_counter() - epoch_start
-        return False
+            # rank 0's clock decides for all: is the time budget spent, is a progress report due
+            out_of_time, report = clock.check(step, len(batches))
+            if report:
+                self._log_progress(window, epoch + (step + 1) / len(batches))
+                window = {"loss": 0.0, "tokens": 0, "seconds": 0.0}
+            if out_of_time:
+                break
+        progress.loop_seconds += clock.elapsed()
+        return out_of_time
 
     def epoch_pairs(self, epoch: int) -> Pairs:
         """The training pairs of an epoch: as preprocessed, or with ``train.subword_alpha`` their

@@ -140,3 +140,8 @@ def test_characters_of_a_text_in_order(spark, tmp_path, ray_local):
     assert out["samples"][0].startswith("one tw") and len(out["samples"][0]) == len("one tw") + 3
     with pytest.raises(ConfigError, match="--words counts words: this is a char model"):
         generate.run([str(tmp_path / "lm" / "best"), "--words", "3"])
+    # the time budget ends training within the first epoch (checked every 10 steps)
+    budget = job.run(_args(tmp_path, tmp_path / "data", tmp_path / "lm-budget", uri, "run_name=lm-budget",
+                           "train.epochs=5", "train.num_workers=1", "train.cpus_per_worker=1", "train.max_minutes=1e-4"))
+    assert budget["epochs"] == 1 and 0 < budget["train_tokens"] <= 10 * 4 * 12  # 10 segments of 4 x 12 at most
+    assert summary["train_tokens"] > 10 * 4 * 12

@@ -54,6 +54,33 @@ def broadcast(values: list[float], device: torch.device) -> list[float]:
     return tensor.tolist()
 
 
+class EpochClock:
+    """Rank 0's clock, for every worker: at every 10th step of an epoch (the same steps on every
+    worker) and at its last, it says whether the time budget (``max_minutes`` of epochs, ``spent``
+    already; 0 = none) has run out and whether a progress report (every ``report_seconds``) is due."""
+
+    def __init__(self, spent: float, max_minutes: float, report_seconds: float, device: torch.device):
+        self.spent, self.budget = spent, max_minutes * 60 or float("inf")
+        self.report_seconds, self.device = report_seconds, device
+        self.start = self.last_report = time.perf_counter()
+
+    def check(self, step: int, steps: int) -> tuple[bool, bool]:
+        """(out of time, report due) after ``step`` of ``steps``, as rank 0 sees it."""
+        if step % 10 != 9 and step + 1 != steps:
+            return False, False
+        now = time.perf_counter()
+        out_of_time, report = (flag > 0 for flag in broadcast(
+            [self.spent + now - self.start >= self.budget, now - self.last_report >= self.report_seconds],
+            self.device))
+        if report:
+            self.last_report = now
+        return out_of_time, report
+
+    def elapsed(self) -> float:
+        """Seconds since the epoch started."""
+        return time.perf_counter() - self.start
+
+
 def check_replicas(model: torch.nn.Module, device: torch.device) -> None:
     """Raise when the workers' copies of ``model`` differ: data-parallel training keeps them equal
     (DDP averages the gradients, word2vec adds up the updates), so a difference is a broken sync.

@@ -34,7 +34,6 @@ from jobs.common.ray_train import MetricsLog, broadcast, check_replicas, worker_
 from pipelines.contract.atomic import atomic_directory
 from pipelines.contract.errors import CheckpointError, ConfigError, ManifestError
 from pipelines.contract.manifest import load_manifest
-from pipelines.contract.specials import EOS_ID
 from pipelines.contract.token_stream import read_token_share
 from pipelines.contract.vocab import load_vocab, vocab_identity
 from rnn_models.language_model import LanguageModel, LanguageModelSettings, segment_count, segments, stream_loss, \
@@ -112,9 +111,6 @@ class LMTraining:
             if rank == 0 else None
         torch.manual_seed(config["seed"])  # the same initial parameters on every worker
         self.model = LanguageModel(settings_of(config, len(vocab)))
-        counts = list(vocab.counts)
-        counts[EOS_ID] = self.manifest["splits"]["train"]["examples"]  # one per document
-        self.model.init_output_bias(counts)
         self.model.to(device)
         optimizer = torch.optim.SGD if t["optimizer"] == "sgd" else torch.optim.Adam
         self.optimizer = optimizer(self.model.parameters(), lr=t["lr"])

@@ -45,7 +45,8 @@ def _args(tmp_path, data_dir, out, uri, *extra):
             f"mlflow.tracking_uri={uri}", f"mlflow.artifact_location={(tmp_path / 'artifacts').as_uri()}",
             "mlflow.experiment=test-lm", "model.embedding_size=24", "model.hidden_size=24", "model.layers=1",
             "train.batch_size=4", "train.bptt=12", "train.num_workers=2", "train.cpus_per_worker=0.5",
-            "train.optimizer=adam", "train.lr=0.01", "train.schedule=plateau", "train.report_seconds=0",
+            "train.optimizer=adam", "train.lr=0.01", "train.clip_norm=5.0", "train.schedule=plateau",
+            "train.report_seconds=0",
             "valid.samples=2", "valid.sample_tokens=12", *extra]
 
 
@@ -142,6 +143,7 @@ def test_characters_of_a_text_in_order(spark, tmp_path, ray_local):
         generate.run([str(tmp_path / "lm" / "best"), "--words", "3"])
     # the time budget ends training within the first epoch (checked every 10 steps)
     budget = job.run(_args(tmp_path, tmp_path / "data", tmp_path / "lm-budget", uri, "run_name=lm-budget",
-                           "train.epochs=5", "train.num_workers=1", "train.cpus_per_worker=1", "train.max_minutes=1e-4"))
+                           "train.epochs=5", "train.num_workers=1", "train.cpus_per_worker=1",
+                           "train.max_minutes=1e-4"))
     assert budget["epochs"] == 1 and 0 < budget["train_tokens"] <= 10 * 4 * 12  # 10 segments of 4 x 12 at most
     assert summary["train_tokens"] > 10 * 4 * 12

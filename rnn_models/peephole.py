@@ -25,7 +25,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
-from rnn_models.padding import reverse_padded
+from rnn_models.padding import length_mask, reverse_padded
 
 
 class PeepholeLSTM(nn.Module):
@@ -70,7 +70,7 @@ class PeepholeLSTM(nn.Module):
             zeros = x.new_zeros(layers, batch, self.hidden_size)
             state = (zeros, zeros)
         # positions past a row's length keep its state and output zeros, as nn.LSTM over packed input
-        mask = (torch.arange(x.size(1), device=x.device).unsqueeze(0) < lengths.unsqueeze(1)).unsqueeze(-1)
+        mask = length_mask(lengths, x.size(1)).unsqueeze(-1)
         finals_h, finals_c = [], []
         for layer in range(self.num_layers):
             if layer and self.dropout and self.training:

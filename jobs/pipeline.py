@@ -1,11 +1,12 @@
-"""Run every stage as one MLflow parent run: preprocess -> word2vec -> translator -> evaluate.
+"""Run every stage as one MLflow parent run: preprocess -> word2vec (-> language model) -> translator -> evaluate.
 
     python -m jobs.pipeline [CONFIG.yaml] [key=value ...]
 
 Stages, each a job run in this process as a child run of the pipeline's MLflow run:
 ``corpus`` (jobs.preprocess on the parallel corpus), ``text`` (jobs.preprocess on monolingual text),
-``word2vec`` (jobs.train_word2vec on ``text``), ``translator`` (jobs.train_translator on ``corpus``,
-its embeddings initialised from ``word2vec``) and ``evaluate`` (jobs.evaluate on the test split).
+``word2vec`` (jobs.train_word2vec on ``text``), ``lm`` (jobs.train_lm on ``text``; off unless
+``stages.lm.enabled``), ``translator`` (jobs.train_translator on ``corpus``, its embeddings initialised
+from ``word2vec``) and ``evaluate`` (jobs.evaluate on the test split).
 A stage whose output exists from an earlier run with the same inputs and resolved config (its
 fingerprint, kept in ``work_dir/stages/<stage>.json``) is reused, not recomputed. Writes
 ``work_dir/report.md`` and ``report.json``; prints how to open the MLflow UI, and last one line of
@@ -23,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from jobs import evaluate, preprocess, train_translator, train_word2vec
+from jobs import evaluate, preprocess, train_lm, train_translator, train_word2vec
 from jobs.common import cli
 from jobs.common.config import load_config, to_dict, to_dotlist, to_yaml
 from jobs.common.spark_session import spark_session
@@ -51,7 +52,8 @@ def plan(config: dict[str, Any]) -> list[Stage]:
     """The stages to run, in order, with their arguments wired together."""
     work = Path(config["work_dir"]).resolve()
     shared = {section: config[section] for section in ("spark", "ray", "mlflow")}
-    shared["mlflow"] = {k: v for k, v in shared["mlflow"].items() if k != "parent_run_id"}
+    # each trainer registers under its own name: the pipeline's registry_name is the translator's
+    shared["mlflow"] = {k: v for k, v in shared["mlflow"].items() if k not in ("parent_run_id", "registry_name")}
     s = config["stages"]
 
     def stage(name: str, job: str, run: Callable[..., Any], upstream: tuple[str, ...], **wiring: Any) -> Stage:
@@ -60,23 +62,28 @@ def plan(config: dict[str, Any]) -> list[Stage]:
         argv = preset + to_dotlist(s[name]["overrides"]) + to_dotlist(shared) + to_dotlist(wiring)
         return Stage(name, job, run, argv, upstream, Path(wiring.get("output_dir") or wiring.get("checkpoint")))
 
-    with_word2vec = s["word2vec"]["enabled"]
+    with_word2vec, with_lm = s["word2vec"]["enabled"], s["lm"]["enabled"]
     vocab = {} if config["vocab_kind"] == "word" else {"vocab.kind": config["vocab_kind"],
                                                         "vocab.max_size": config["piece_vocab_size"]}
     stages = [stage("corpus", "preprocess", preprocess.run, (), output_dir=str(work / "corpus"), overwrite=True,
                     **vocab)]
     embeddings: dict[str, Any] = {}
-    if with_word2vec:
+    if with_word2vec or with_lm:
         stages.append(stage("text", "preprocess", preprocess.run, (), output_dir=str(work / "text"), overwrite=True,
                             **vocab))
+    if with_word2vec:
         stages.append(stage("word2vec", "train_word2vec", train_word2vec.run, ("text",), data_dir=str(work / "text"),
                             output_dir=str(work / "word2vec"), overwrite=True,
                             **{"model.dim": config["embedding_size"]}))
         embeddings = {f"embeddings.{s['word2vec']['init']}": str(work / "word2vec")}
+    if with_lm:
+        stages.append(stage("lm", "train_lm", train_lm.run, ("text",), data_dir=str(work / "text"),
+                            output_dir=str(work / "lm"), overwrite=True))
     stages.append(stage("translator", "train_translator", train_translator.run,
                         ("corpus", "word2vec") if with_word2vec else ("corpus",), data_dir=str(work / "corpus"),
                         output_dir=str(work / "translator"), overwrite=True,
-                        **{"model.embedding_size": config["embedding_size"]}, **embeddings))
+                        **{"model.embedding_size": config["embedding_size"],
+                           "mlflow.registry_name": config["mlflow"]["registry_name"]}, **embeddings))
     stages.append(stage("evaluate", "evaluate", evaluate.run, ("translator",), checkpoint=str(work / "translator/best"),
                         sets=[{"name": "test", "data_dir": str(work / "corpus"), "split": "test"}]))
     return stages
@@ -97,7 +104,7 @@ def fingerprint(stage: Stage, upstream: dict[str, str]) -> str:
 def _checkpoints(work: Path, stage: Stage, fingerprint: str) -> list[str]:
     """A trainer's checkpoints go to a directory named for its fingerprint: an interrupted stage
     resumes when rerun unchanged, a changed one starts over (older directories are removed)."""
-    if stage.job not in ("train_word2vec", "train_translator"):
+    if stage.job not in ("train_word2vec", "train_lm", "train_translator"):
         return []
     storage = work / "checkpoints" / f"{stage.name}-{fingerprint[:12]}"
     for old in storage.parent.glob(f"{stage.name}-*"):
@@ -211,6 +218,8 @@ def _report(records: dict[str, dict[str, Any]], config: dict[str, Any]) -> dict[
             for name, value in (w2v.get(group) or {}).items():
                 if isinstance(value, (int, float)):
                     scores[f"word2vec_{group}_{name}"] = value
+    if "lm" in records:
+        scores["lm_valid_perplexity"] = records["lm"]["summary"]["valid_perplexity"]
     corpus = records["corpus"]["summary"]
     return {"scores": scores, "bleu_signature": signature, "corpus": {k: corpus[k] for k in ("read", "kept", "splits")},
             "outputs": {name: r["output"] for name, r in records.items() if name != "evaluate"},

@@ -9,7 +9,8 @@ detached); DDP averages the gradients (gloo on CPU, NCCL on GPU). After each epo
 valid stream (perplexity; bits per character for character models), draws sample texts, and reports a
 checkpoint with the training state and the best model so far; a rerun with the same ``run_name``
 resumes from it. The driver then publishes ``output_dir/best`` and ``output_dir/last``, scores the
-test stream, and logs it all to MLflow. The last line printed is a JSON summary.
+test stream, logs it all to MLflow and registers the model (``mlflow.registry_name``; the alias
+``champion`` goes to the lowest test perplexity). The last line printed is a JSON summary.
 """
 
 from __future__ import annotations
@@ -29,15 +30,15 @@ import torch
 from jobs.common import cli, ray_train
 from jobs.common.config import to_yaml
 from jobs.common.lm_checkpoint import LM_FILE, LMBundle
-from jobs.common.model_registry import log_language_model
+from jobs.common.model_registry import PERPLEXITY, log_language_model, register, tokens_digest
 from jobs.common.ray_train import MetricsLog, broadcast, check_replicas, worker_log
 from pipelines.contract.atomic import atomic_directory
 from pipelines.contract.errors import CheckpointError, ConfigError, ManifestError
 from pipelines.contract.manifest import load_manifest
 from pipelines.contract.token_stream import read_token_share
 from pipelines.contract.vocab import load_vocab, vocab_identity
-from rnn_models.language_model import LanguageModel, LanguageModelSettings, segment_count, segments, stream_loss, \
-    stream_rows
+from rnn_models.language_model import LanguageModel, LanguageModelSettings, loss_metrics, segment_count, segments, \
+    stream_loss, stream_rows
 from rnn_models.recurrent import detach_state
 from rnn_models.sampling import SampleSettings
 from rnn_models.translator import sequence_loss
@@ -78,14 +79,6 @@ def stream_length(manifest: dict[str, Any], split: str, max_tokens: int = 0) -> 
     entry = manifest["splits"][split]
     total = entry["tokens"]["words"] + entry["examples"]
     return min(total, max_tokens) if max_tokens > 0 else total
-
-
-def loss_metrics(prefix: str, loss: float, tokens: int, chars: bool) -> dict[str, float]:
-    """Loss in nats per token, perplexity, and bits per character for a character model."""
-    metrics = {f"{prefix}_loss": loss, f"{prefix}_perplexity": math.exp(min(loss, 50)), f"{prefix}_tokens": tokens}
-    if chars:
-        metrics[f"{prefix}_bits_per_char"] = loss / math.log(2)
-    return metrics
 
 
 class LMTraining:
@@ -299,10 +292,10 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
         # the test stream's perplexity, and samples from the best model
         v = config["valid"]
-        test = {}
+        test, test_tokens = {}, None
         if manifest["splits"].get(v["test_split"], {}).get("tokens", {}).get("words"):
-            total, tokens = stream_loss(model, stream(data_dir, manifest, v["test_split"]), v["batch_size"],
-                                        config["train"]["bptt"])
+            test_tokens = stream(data_dir, manifest, v["test_split"])
+            total, tokens = stream_loss(model, test_tokens, v["batch_size"], config["train"]["bptt"])
             test = loss_metrics("test", total / max(tokens, 1), tokens, chars)
         samples = bundle.generate("", v["sample_tokens"], bundle.sample_settings(), max(1, v["samples"]),
                                   config["seed"]).texts
@@ -314,16 +307,37 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
                    "train_tokens_per_sec": progress.train_tokens / max(progress.train_seconds, 1e-9),
                    "wall_seconds": round(time.perf_counter() - started, 1), **test, "samples": samples}
 
-        # MLflow: the summary, the samples and the best checkpoint
+        # MLflow: the summary, the samples and the best checkpoint; the model logged and registered
         per_epoch = {"epochs", "best_epoch"} | {k for k in summary if k.startswith("valid_")}
         mlflow.log_metrics({k: v for k, v in summary.items() if isinstance(v, (int, float)) and k not in per_epoch})
         mlflow.log_text("\n\n".join(samples), "samples/best.txt")
         mlflow.log_artifacts(str(output_dir / "best"), "best")
         if config["mlflow"]["enabled"]:  # the model that continues prompts (models from code, no pickle)
-            log_language_model(mlflow, output_dir / "best" / LM_FILE, bundle)
+            info = log_language_model(mlflow, output_dir / "best" / LM_FILE, bundle)
+            if config["mlflow"]["registry_name"] and test_tokens is not None:
+                summary["registry"] = publish(mlflow, info.model_uri, bundle, config, manifest, test_tokens,
+                                              test["test_perplexity"])
         mlflow.set_tag("output_dir", str(output_dir))
     print(json.dumps(summary))
     return summary
+
+
+def publish(mlflow: Any, model_uri: str, bundle: LMBundle, config: dict[str, Any], manifest: dict[str, Any],
+            test_tokens: np.ndarray, perplexity: float) -> dict[str, Any]:
+    """Register the logged model under ``mlflow.registry_name``: champion when its test perplexity is
+    below the champion's on the same test stream (a champion with another vocabulary stays)."""
+
+    def score_champion(uri: str) -> float | None:
+        """The champion's perplexity on this run's test stream, if it reads the same ids."""
+        champion = LMBundle.load(uri, tracking_uri=config["mlflow_tracking_uri"])
+        if (champion.tokens, champion.kind, champion.pieces) != (bundle.tokens, bundle.kind, bundle.pieces):
+            return None
+        total, count = stream_loss(champion.model, test_tokens, config["valid"]["batch_size"], config["train"]["bptt"])
+        return math.exp(total / max(count, 1))
+
+    digest = tokens_digest(vocab_identity(manifest["vocab"]["words"]), test_tokens)
+    return register(mlflow, model_uri, config["mlflow"]["registry_name"], perplexity, digest, score_champion,
+                    PERPLEXITY)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

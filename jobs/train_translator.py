@@ -504,12 +504,8 @@ def publish(mlflow: Any, bundle: Bundle, bundle_file: Path, config: dict[str, An
         champion = Bundle.load(uri, tracking_uri=config["mlflow_tracking_uri"])
         return translate_and_score(champion, pairs.src_text, pairs.tgt_text, decode, decode.beam)[0]["bleu"]
 
-    decision = register(mlflow, info.model_uri, name, test[f"test_bleu_beam{decode.beam}"], test["test_set"],
-                        score_champion)
-    mlflow.log_dict(decision, "registry.json")
-    mlflow.set_tags({"registry.model": name, "registry.version": decision["version"],
-                     "registry.champion": decision["champion"], "registry.reason": decision["reason"]})
-    return decision
+    return register(mlflow, info.model_uri, name, test[f"test_bleu_beam{decode.beam}"], test["test_set"],
+                    score_champion)
 
 
 def test_scores(bundle: Bundle, config: dict[str, Any], manifest: dict[str, Any], decode: DecodeSettings

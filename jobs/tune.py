@@ -3,7 +3,7 @@
     python -m jobs.tune [CONFIG.yaml] [key=value ...]
     python -m jobs.tune conf/tune/word2vec.yaml num_samples=8
 
-Each trial runs the training job itself (``jobs.train_translator`` or ``jobs.train_word2vec``,
+Each trial runs the training job itself (``jobs.train_translator``, ``jobs.train_word2vec`` or ``jobs.train_lm``,
 the Ray Train V2 pattern: a function trainable that fits a TorchTrainer, whose reports reach Tune)
 with the sampled keys as overrides. MLflow gets one parent run for the search and a child run per
 trial (its params, metrics per epoch, and FINISHED, FAILED or KILLED at the end: trials ASHA stops
@@ -29,7 +29,7 @@ from jobs.common.ray_cluster import connect
 from jobs.common.tracking import mlflow_run, tracking_uri
 from pipelines.contract.atomic import write_atomically
 
-TRAINERS = ("train_translator", "train_word2vec")
+TRAINERS = ("train_translator", "train_word2vec", "train_lm")
 SAMPLERS = ("choice", "grid", "uniform", "loguniform", "randint")
 SEARCHES = ("random", "optuna")
 TRIAL_CPU = 0.1  # the trial's own process: it starts the trainer and publishes its output
@@ -61,7 +61,9 @@ def trainer_config(config: dict[str, Any]) -> dict[str, Any]:
         raise ConfigError("space is empty: give a preset (conf/tune/*.yaml) or space={key: {choice: [...]}, ...}")
     if config["trainer"] not in TRAINERS:
         raise ConfigError(f"trainer must be one of {TRAINERS}, got {config['trainer']!r}")
-    shared = {"mlflow": {k: v for k, v in config["mlflow"].items() if k != "parent_run_id"}, "ray": config["ray"]}
+    # the trainer's own registry_name (trials register nothing; best.yaml keeps the trainer's name)
+    shared = {"mlflow": {k: v for k, v in config["mlflow"].items() if k not in ("parent_run_id", "registry_name")},
+              "ray": config["ray"]}
     argv = ([config["preset"]] if config["preset"] else []) + to_dotlist(config["overrides"]) + to_dotlist(shared)
     trainer = to_dict(load_config(config["trainer"], argv))
     unknown = [k for k in config["space"] if k not in flatten(trainer)]

@@ -114,3 +114,10 @@ def stream_loss(model: LanguageModel, tokens: np.ndarray, batch: int, bptt: int,
     model.train(was_training)
     return total, count
 
+
+def loss_metrics(prefix: str, loss: float, tokens: int, chars: bool) -> dict[str, float]:
+    """Loss in nats per token, perplexity, and bits per character for a character model."""
+    metrics = {f"{prefix}_loss": loss, f"{prefix}_perplexity": math.exp(min(loss, 50)), f"{prefix}_tokens": tokens}
+    if chars:
+        metrics[f"{prefix}_bits_per_char"] = loss / math.log(2)
+    return metrics

@@ -78,6 +78,6 @@ def test_pipeline_job_submitted_to_a_local_head(head, tmp_path):
     runs = client.search_runs([experiment])
     (parent,) = [r for r in runs if r.info.run_name == "pipeline"]
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
-    assert parent.info.status == "FINISHED" and len(children) == 5
+    assert parent.info.status == "FINISHED" and len(children) == 6
     assert all(r.info.status == "FINISHED" for r in children)
     assert (tmp_path / "work/translator/best/translator.pt").is_file()

@@ -74,10 +74,14 @@ def test_every_stage_of_the_pipeline_loads(preset, monkeypatch):
     monkeypatch.chdir(PROJECT)
     config = to_dict(load_config("pipeline", [str(preset)] if preset else []))
     stages = pipeline.plan(config)
-    assert [s.name for s in stages] == ["corpus", "text", "word2vec", "translator", "evaluate"]
+    lm = ["lm"] if config["stages"]["lm"]["enabled"] else []  # the toy preset trains one, the default not
+    assert [s.name for s in stages] == ["corpus", "text", "word2vec", *lm, "translator", "evaluate"]
     for stage in stages:
         cfg = to_dict(load_config(stage.job, stage.argv))
         assert "${" not in str(cfg) and cfg["run_name"] == f"pipeline-{stage.name}"
+        # each trainer registers under its own name
+        registry = {"train_translator": "rnnmt-translator", "train_lm": "rnnmt-lm"}.get(stage.job)
+        assert registry is None or cfg["mlflow"]["registry_name"] == registry
 
 
 def test_flatten():

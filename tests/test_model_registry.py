@@ -19,7 +19,7 @@ import pytest
 from mlflow.exceptions import MlflowException
 
 from jobs.common.checkpoint import BUNDLE_FILE, Bundle
-from jobs.common.model_registry import CHAMPION, log_translator, register, pairs_digest
+from jobs.common.model_registry import CHAMPION, PERPLEXITY, log_translator, pairs_digest, register
 from jobs.common.translation import translate
 from rnn_models.search import DecodeSettings
 from conftest import free_port
@@ -114,6 +114,20 @@ def test_champion_moves_only_to_a_better_version_on_the_same_test_set(store):
     by_alias = Bundle.load(f"models:/{name}@{CHAMPION}", tracking_uri=uri)
     by_version = Bundle.load(f"models:/{name}/3", tracking_uri=uri)
     assert by_alias.src_tokens == by_version.src_tokens == _original().src_tokens
+
+
+def test_a_lower_perplexity_wins_and_a_champion_that_cannot_be_scored_stays(store):
+    name, client = "toy-lm", mlflow.MlflowClient()
+    decisions = []
+    for perplexity, test_set in ((50.0, "ptb"), (60.0, "ptb"), (40.0, "ptb"), (10.0, "other-vocabulary")):
+        with mlflow.start_run():
+            decisions.append(register(mlflow, _log(store), name, perplexity, test_set, lambda uri: None, PERPLEXITY))
+    assert [d["champion"] for d in decisions] == [True, False, True, False]
+    assert "test perplexity 60.00 does not beat champion version 1's 50.00 (its tag)" in decisions[1]["reason"]
+    assert decisions[2]["previous_champion_perplexity"] == 50.0
+    assert "champion version 3 cannot be scored on this test set" in decisions[3]["reason"]
+    assert int(client.get_model_version_by_alias(name, CHAMPION).version) == 3
+    assert client.get_model_version(name, "4").tags["test_perplexity"] == "10.00"
 
 
 def _post(url: str, body: bytes) -> tuple[int, dict]:

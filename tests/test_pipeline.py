@@ -17,7 +17,7 @@ from jobs import pipeline
 
 pytestmark = pytest.mark.slow
 
-STAGES = ["corpus", "text", "word2vec", "translator", "evaluate"]
+STAGES = ["corpus", "text", "word2vec", "lm", "translator", "evaluate"]
 
 
 @pytest.fixture(scope="module")
@@ -40,11 +40,12 @@ def test_stages_run_as_child_runs_of_one_parent(first_run, capsys):
     tmp, _, uri, summary = first_run
     assert summary["tracking_uri"] == uri and summary["reused"] == []
     assert 0 <= summary["bleu"] <= 100 and summary["bleu_signature"].startswith("nrefs:1")
-    for stage in ("corpus", "text", "word2vec", "translator"):
+    for stage in ("corpus", "text", "word2vec", "lm", "translator"):
         assert (tmp / "work" / stage).is_dir() and summary["outputs"][stage] == str(tmp / "work" / stage)
     assert (tmp / "work/word2vec/vectors.txt").is_file() and (tmp / "work/translator/best/translator.pt").is_file()
     report = (tmp / "work/report.md").read_text()
     assert "test_greedy_bleu" in report and summary["bleu_signature"] in report
+    assert "lm_valid_perplexity" in report and (tmp / "work/lm/best/lm.pt").is_file()
 
     client = mlflow.MlflowClient(uri)
     parent = client.get_run(summary["mlflow_run_id"])
@@ -71,7 +72,7 @@ def test_rerun_reuses_stages_and_reruns_what_changed(first_run, capsys, monkeypa
     client = mlflow.MlflowClient(uri)
     assert _children(client, client.get_run(again["mlflow_run_id"])) == {}
     changed = pipeline.run(args + ["stages.evaluate.overrides.beams=[1]"])
-    assert changed["reused"] == ["corpus", "text", "word2vec", "translator"]
+    assert changed["reused"] == ["corpus", "text", "word2vec", "lm", "translator"]
     assert set(_children(client, client.get_run(changed["mlflow_run_id"]))) == {"pipeline-evaluate"}
 
 

@@ -85,11 +85,20 @@ def test_two_workers_learn_to_count_resume_and_generate(tmp_path, counting, ray_
     finally:
         mlflow.set_tracking_uri(None)
 
+    # registered: the first version is champion, its test perplexity its tag
+    assert summary["registry"]["version"] == 1 and summary["registry"]["reason"] == "no champion yet"
+    assert client.get_model_version("rnnmt-lm", "1").tags["test_perplexity"] == f"{summary['test_perplexity']:.2f}"
+
     # the same run name resumes after the last epoch: only epoch 3 is trained
     again = job.run(_args(tmp_path, data_dir, out, uri, "run_name=lm-test", "train.epochs=4", "overwrite=true"))
     assert again["epochs"] == 4
     (_, rerun) = client.search_runs([experiment], order_by=["attributes.start_time ASC"])
     assert [m.step for m in client.get_metric_history(rerun.info.run_id, "valid_perplexity")] == [3]
+    # version 2, on the same test stream: champion only with a lower perplexity
+    registry = again["registry"]
+    assert registry["version"] == 2 and registry["test_set"] == summary["registry"]["test_set"]
+    assert "(its tag)" in registry["reason"]
+    assert registry["champion"] == (round(again["test_perplexity"], 2) < round(summary["test_perplexity"], 2))
 
     # generation: counting goes on, the same seed gives the same samples, temperature 0 is greedy
     capsys.readouterr()

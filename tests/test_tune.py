@@ -1,9 +1,11 @@
 """jobs.tune end to end: a small ASHA search over the translator on the toy corpus, its MLflow
-parent and child runs, the best config training as it is, and resuming a finished search."""
+parent and child runs, the best config training as it is, and resuming a finished search; a search
+over the language model; every preset names keys its trainer knows."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import mlflow
 import pytest
@@ -11,7 +13,7 @@ from omegaconf import OmegaConf
 
 from jobs import train_translator
 from jobs import tune as job
-from jobs.common.config import ConfigError
+from jobs.common.config import PROJECT_DIR, ConfigError, load_config, to_dict
 
 
 def test_search_space_and_concurrency():
@@ -31,6 +33,12 @@ def test_search_space_and_concurrency():
     assert isinstance(job._search_alg({"search": "optuna", "seed": 0}, 2), OptunaSearch)
     with pytest.raises(ConfigError, match="search must be one of random, optuna"):
         job._search_alg({"search": "grid", "seed": 0}, 2)
+
+
+@pytest.mark.parametrize("preset", sorted((PROJECT_DIR / "conf/tune").glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_preset_searches_keys_its_trainer_knows(preset: Path):
+    config = job.trainer_config(to_dict(load_config("tune", [str(preset)])))
+    assert config["data_dir"].startswith("/")  # made absolute for the trials
 
 
 @pytest.fixture(scope="module")
@@ -80,3 +88,25 @@ def test_asha_search_logs_trials_and_its_best_config_trains(tmp_path, data_dir, 
     assert again["mlflow_run_id"] == summary["mlflow_run_id"] and again["best_params"] == summary["best_params"]
     assert len(client.search_runs([parent.info.experiment_id],
                                   f"tags.mlflow.parentRunId = '{parent.info.run_id}'")) == 3
+
+
+@pytest.mark.slow
+def test_a_search_over_the_language_model(tmp_path, spark, toy_text, ray_local):
+    from pipelines.spark.preprocess import preprocess
+    from test_preprocess import config as preprocess_config
+
+    text = tmp_path / "text"
+    preprocess(spark, preprocess_config([{"path": str(toy_text), "format": "text"}], "split.valid=0.1",
+                                        "filter.max_len=1000", kind="monolingual"), text, log=lambda m: None)
+    args = [str(PROJECT_DIR / "conf/tune/lm.yaml"), f"overrides.data_dir={text}", "overrides.train.epochs=2",
+            "overrides.model.embedding_size=16", "overrides.model.hidden_size=16", "overrides.train.batch_size=4",
+            "overrides.valid.samples=0", "overrides.valid.test_split=", "num_samples=2", "max_concurrent=1",
+            f"mlflow.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}", "mlflow.experiment=test-tune-lm",
+            f"mlflow.artifact_location={(tmp_path / 'artifacts').as_uri()}",
+            f"storage_path={tmp_path / 'ray'}", f"output_dir={tmp_path / 'out'}", "name=tune-lm-test"]
+    summary = job.run(args)
+    assert summary["trials"] == 2 and summary["trials_failed"] == 0
+    results = json.loads((tmp_path / "out/results.json").read_text())
+    assert min(t["valid_perplexity"] for t in results) == summary["best_valid_perplexity"] < 1000
+    best = OmegaConf.load(summary["best_config"])
+    assert best.model.cell == summary["best_params"]["model.cell"] and best.data_dir == str(text)

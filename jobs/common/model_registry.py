@@ -1,13 +1,16 @@
-"""Trained models in MLflow: a translator logged as a pyfunc model that translates text, registered,
-and given the ``champion`` alias only when it beats the current champion on the same test set; a
-language model logged as a pyfunc model that continues prompts."""
+"""Trained models in MLflow: a translator logged as a pyfunc model that translates text, a language
+model as one that continues prompts; each registered, and given the ``champion`` alias only when it
+beats the current champion on the same test set (BLEU for translators, perplexity for language models)."""
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from jobs.common.checkpoint import Bundle
 
@@ -19,6 +22,19 @@ EXAMPLE = ["I like cats.", "Where is the station?"]
 LM_ARTIFACT = "lm"  # the name of lm.pt among a language model's artifacts
 LM_MODEL_CODE = Path(__file__).with_name("lm_model.py")
 LM_EXAMPLE = ["The"]
+
+
+@dataclass(frozen=True)
+class TestMetric:
+    """The score that decides the champion: its version tag, whether higher is better, its name."""
+
+    tag: str
+    higher_is_better: bool
+    label: str
+
+
+BLEU = TestMetric("test_bleu", True, "test BLEU")
+PERPLEXITY = TestMetric("test_perplexity", False, "test perplexity")
 
 
 def log_translator(mlflow: Any, bundle_file: Path, bundle: Bundle, name: str = "model") -> Any:
@@ -58,36 +74,54 @@ def pairs_digest(sources: Sequence[str], references: Sequence[str]) -> str:
     return digest.hexdigest()[:16]
 
 
-def register(mlflow: Any, model_uri: str, name: str, bleu: float, digest: str,
-             score_champion: Callable[[str], float]) -> dict[str, Any]:
-    """Register ``model_uri`` as a new version of ``name``, tagged with its test ``bleu`` and the
+def tokens_digest(vocab: str, tokens: np.ndarray) -> str:
+    """Identifies a language model's test set: the vocabulary's identity and the test stream's ids."""
+    digest = hashlib.sha256(vocab.encode())
+    digest.update(np.ascontiguousarray(tokens, dtype=np.int64).tobytes())
+    return digest.hexdigest()[:16]
+
+
+def register(mlflow: Any, model_uri: str, name: str, score: float, digest: str,
+             score_champion: Callable[[str], float | None], metric: TestMetric = BLEU) -> dict[str, Any]:
+    """Register ``model_uri`` as a new version of ``name``, tagged with its test ``score`` and the
     test set's ``digest``, and move the ``champion`` alias to it when it beats the current
-    champion's BLEU on that test set (taken from the champion's tags when it was scored on the same
-    set, else from ``score_champion(champion_uri)``). Returns the decision with its reason."""
+    champion's score on that test set (taken from the champion's tags when it was scored on the same
+    set, else from ``score_champion(champion_uri)``; None there: the champion cannot be scored on
+    this set, and stays). Records the decision on the active run and returns it, with its reason."""
     client = mlflow.MlflowClient()
     version = mlflow.register_model(model_uri, name).version
-    client.set_model_version_tag(name, version, "test_bleu", f"{bleu:.2f}")
+    client.set_model_version_tag(name, version, metric.tag, f"{score:.2f}")
     client.set_model_version_tag(name, version, "test_set", digest)
     champion = _champion(client, name)
     if champion is None:
-        promote, reason, champion_bleu = True, "no champion yet", None
+        promote, reason, champion_score = True, "no champion yet", None
     else:
-        if champion.tags.get("test_set") == digest and "test_bleu" in champion.tags:
-            champion_bleu = float(champion.tags["test_bleu"])
+        if champion.tags.get("test_set") == digest and metric.tag in champion.tags:
+            champion_score = float(champion.tags[metric.tag])
             source = "its tag"
         else:  # scored on another test set: score it on this one
-            champion_bleu = score_champion(f"models:/{name}/{champion.version}")
+            champion_score = score_champion(f"models:/{name}/{champion.version}")
             source = "scored now on this test set"
-        promote = round(bleu, 2) > round(champion_bleu, 2)
-        reason = (f"test BLEU {bleu:.2f} {'beats' if promote else 'does not beat'} champion version "
-                  f"{champion.version}'s {champion_bleu:.2f} ({source})")
+        if champion_score is None:
+            promote = False
+            reason = (f"champion version {champion.version} cannot be scored on this test set (another vocabulary), "
+                      f"so it stays")
+        else:
+            ours, theirs = round(score, 2), round(champion_score, 2)
+            promote = ours > theirs if metric.higher_is_better else ours < theirs
+            reason = (f"{metric.label} {score:.2f} {'beats' if promote else 'does not beat'} champion version "
+                      f"{champion.version}'s {champion_score:.2f} ({source})")
     if promote:
         client.set_registered_model_alias(name, CHAMPION, version)
-    decision = {"name": name, "version": int(version), "test_bleu": round(bleu, 2), "test_set": digest,
+    short = metric.tag.removeprefix("test_")
+    decision = {"name": name, "version": int(version), metric.tag: round(score, 2), "test_set": digest,
                 "champion": promote, "champion_version": int(version) if promote else int(champion.version),
-                "previous_champion_bleu": champion_bleu, "reason": reason}
+                f"previous_champion_{short}": champion_score, "reason": reason}
     print(f"registry: {name} version {version}: {reason}; {CHAMPION} is version {decision['champion_version']}",
           flush=True)
+    mlflow.log_dict(decision, "registry.json")  # and on the active run
+    mlflow.set_tags({"registry.model": name, "registry.version": decision["version"],
+                     "registry.champion": decision["champion"], "registry.reason": decision["reason"]})
     return decision
 
 

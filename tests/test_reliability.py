@@ -123,7 +123,7 @@ def test_ctrl_c_ends_the_run_killed_and_publishes_nothing(tmp_path, data_dir):
 
 def test_ctrl_c_ends_the_pipeline_and_its_running_stage_killed(tmp_path):
     job, client = _launch(tmp_path, "jobs.pipeline", str(DATA / "pipeline-toy.yaml"), f"work_dir={tmp_path / 'work'}",
-                          "stages.translator.overrides.train.epochs=100")
+                          "stages.lm.enabled=false", "stages.translator.overrides.train.epochs=100")
     try:
         _wait_for_epoch(job, client, 0, "pipeline-translator")
         os.killpg(job.pid, signal.SIGINT)

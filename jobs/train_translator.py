@@ -43,7 +43,7 @@ from pipelines.contract.vocab import Vocab, load_vocab, vocab_identity
 from rnn_models.batching import pad, token_batches, worker_batches
 from rnn_models.search import DecodeSettings
 from rnn_models.translator import Translator, TranslatorSettings, frame_target, sequence_loss
-from rnn_models.word_vectors import init_embedding, load_word2vec
+from rnn_models.word_vectors import init_embedding_from
 
 # Config keys holding paths, made absolute on the driver (jobs.tune uses them too).
 PATH_KEYS = ("data_dir", "output_dir", "embeddings.src", "embeddings.tgt")
@@ -78,15 +78,9 @@ def build_model(config: dict[str, Any], src: Vocab, tgt: Vocab, sentences: int, 
     e = config["embeddings"]
     for side, vocab, embedding in (("src", src, model.encoder.embedding), ("tgt", tgt, model.decoder.embedding)):
         if pretrained and e[side]:
-            path = Path(e[side])
-            file = path / "vectors.txt" if path.is_dir() else path
-            words, vectors = load_word2vec(file, binary=file.suffix == ".bin")
-            coverage = init_embedding(embedding, vocab.tokens, words, vectors, e["freeze"], rescale=e["rescale"])
+            coverage = init_embedding_from(embedding, vocab.tokens, e[side], e["freeze"], e["rescale"])
             if not quiet:
-                worker_log(f"{side} embeddings from {file}: {coverage.exact} tokens matched, {coverage.lowercased} "
-                           f"by their lowercase form, {coverage.missing} initialised randomly "
-                           f"(e.g. {coverage.missing_examples[:8]}), scaled by {coverage.scale:.4g}; "
-                           f"{'frozen' if e['freeze'] else 'fine-tuned'}")
+                worker_log(f"{side} {coverage}")
     return model
 
 

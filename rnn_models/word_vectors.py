@@ -102,3 +102,16 @@ def init_embedding(embedding: torch.nn.Embedding, tokens: Sequence[str], words: 
         embedding.weight[torch.tensor(rows, dtype=torch.long)] = pretrained
     embedding.weight.requires_grad_(not freeze)
     return Coverage(exact, lowercased, len(missing), missing[:20], scale)
+
+
+def init_embedding_from(embedding: torch.nn.Embedding, tokens: Sequence[str], path: str | Path, freeze: bool,
+                        rescale: bool) -> str:
+    """:func:`init_embedding` with the vectors of a word2vec output (a directory holding
+    ``vectors.txt``, or a ``.txt``/``.bin`` file); returns a line saying how the tokens matched."""
+    path = Path(path)
+    file = path / "vectors.txt" if path.is_dir() else path
+    words, vectors = load_word2vec(file, binary=file.suffix == ".bin")
+    coverage = init_embedding(embedding, tokens, words, vectors, freeze, rescale=rescale)
+    return (f"embeddings from {file}: {coverage.exact} tokens matched, {coverage.lowercased} by their lowercase "
+            f"form, {coverage.missing} initialised randomly (e.g. {coverage.missing_examples[:8]}), scaled by "
+            f"{coverage.scale:.4g}; {'frozen' if freeze else 'fine-tuned'}")

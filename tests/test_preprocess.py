@@ -367,3 +367,67 @@ def test_bad_stream_settings_are_refused(tmp_path):
             resolve_inputs([{"path": str(tmp_path / "a.txt"), "split_at": split_at}], "monolingual")
     with pytest.raises(InputError, match="split or split_at, not both"):
         resolve_inputs([{"path": str(tmp_path / "a.txt"), "split_at": [0.8, 0.9], "split": "train"}], "monolingual")
+
+
+def labelled_tsv(path: Path) -> dict[str, int]:
+    """Labelled lines, hostile ones included; returns the drops expected with data.labels=[neg, pos]."""
+    lines = [b"pos\tA fine film.", b"neg\tA dull film.", b" pos \tLabels are trimmed.", b"neg\tThe same text.",
+             b"pos\tThe same text.",                      # duplicates by text: one is dropped
+             b"\tNo label here.",                         # missing_label
+             b"meh\tAn unknown label.",                   # unknown_label
+             b"pos",                                      # missing_column
+             b"neg\t",                                    # empty
+             b"pos\tBad \xff byte.",                      # invalid_utf8
+             b"neg\tExtra\tcolumn."]                      # kept, noted
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    return {"missing_label": 1, "unknown_label": 1, "missing_column": 1, "empty": 1, "invalid_utf8": 1,
+            "duplicate": 1}
+
+
+def test_labelled_text_keeps_and_counts_its_labels(spark, tmp_path):
+    expected = labelled_tsv(tmp_path / "labelled.tsv")
+    out, m = run(spark, tmp_path, [{"path": str(tmp_path / "labelled.tsv"), "format": "labelled"}],
+                 "data.labels=[neg,pos]", "split.valid=0.0", "split.test=0.0", kind="labelled")
+    assert m["kind"] == "labelled" and list(m["vocab"]) == ["words"]
+    assert {k: v for k, v in m["counts"]["dropped"].items() if v} == expected
+    assert m["counts"]["read"] == 11 and m["counts"]["kept"] == 5
+    assert m["counts"]["notes"] == {"extra_columns_ignored": 1}
+    rows = read_split(out, "train")
+    assert set(rows[0]) == {"hash", "ids", "ids_len", "label", "text"}
+    by_text = {r["text"]: r["label"] for r in rows}
+    assert by_text["A fine film."] == 1 and by_text["A dull film."] == 0 and by_text["Labels are trimmed."] == 1
+    assert by_text["Extra"] == 0  # the text column of a line with one column too many
+    assert m["labels"]["names"] == ["neg", "pos"] and m["labels"]["from"] == "data.labels"
+    assert m["labels"]["counts"]["train"] == [sum(1 for v in by_text.values() if v == k) for k in (0, 1)]
+    assert (out / "vocab/labels.tsv").read_text().splitlines() == [
+        "id\tlabel\tcount", f"0\tneg\t{m['labels']['counts']['train'][0]}", f"1\tpos\t{m['labels']['counts']['train'][1]}"]
+
+
+def test_labels_taken_from_the_data_sorted_as_numbers(spark, tmp_path):
+    (tmp_path / "l.tsv").write_text("10\tten\n2\ttwo\n-1\tminus one\n2\tdeux\n\tnone\n")
+    out, m = run(spark, tmp_path, [{"path": str(tmp_path / "l.tsv")}], "split.valid=0.0", "split.test=0.0",
+                 kind="labelled")
+    assert m["labels"]["names"] == ["-1", "2", "10"] and m["labels"]["from"] == "data"
+    assert {r["text"]: r["label"] for r in read_split(out, "train")} == {"ten": 2, "two": 1, "minus one": 0, "deux": 1}
+    assert m["counts"]["dropped"]["missing_label"] == 1 and m["counts"]["dropped"]["unknown_label"] == 0
+
+
+def test_labelled_output_is_the_same_whatever_the_partitioning(spark, tmp_path):
+    inputs = [{"path": str(Path(__file__).parent.parent / "data/sample/sentiment-en.tsv.gz"), "format": "labelled"}]
+    one, _ = run(spark, tmp_path, inputs, "spark.partitions=1", "output.shards=2", name="one", kind="labelled")
+    four, m = run(spark, tmp_path, inputs, "spark.partitions=4", "output.shards=2", name="four", kind="labelled")
+    _same_output(one, four)
+    assert sum(m["labels"]["counts"]["test"]) == m["splits"]["test"]["examples"] > 0
+
+
+@pytest.mark.parametrize("override, message", [
+    ("data.labels=[pos]", "two or more distinct labels"), ("data.labels=[a,a]", "two or more distinct labels")])
+def test_bad_label_settings_are_refused(override, message):
+    with pytest.raises(ConfigError, match=message):
+        check_settings(config([], override, kind="labelled"))
+    with pytest.raises(ConfigError, match="data.labels is for data.kind=labelled"):
+        check_settings(config([], "data.labels=[a,b]"))
+    with pytest.raises(InputError, match="does not fit data.kind='labelled'"):
+        resolve_inputs([{"path": __file__, "format": "tsv"}], "labelled")
+    with pytest.raises(InputError, match="label_column and text_column must be different"):
+        resolve_inputs([{"path": __file__, "label_column": 1}], "labelled")

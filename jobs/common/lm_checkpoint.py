@@ -14,11 +14,12 @@ import torch
 from jobs.common.checkpoint import load_state
 from pipelines.contract.errors import CheckpointError
 from pipelines.contract.pieces import PieceModel
-from pipelines.contract.specials import EOS_ID, SPECIALS, UNK_ID
+from pipelines.contract.specials import EOS_ID, SPECIALS
+from pipelines.text.text_ids import TextIds
 from pipelines.contract.vocab import Vocab
-from pipelines.text.chars import char_tokens, join_chars
+from pipelines.text.chars import join_chars
 from pipelines.text.detokenize import detokenize
-from pipelines.text.normalize import NormalizeOptions, normalize
+from pipelines.text.normalize import NormalizeOptions
 from rnn_models.language_model import LanguageModel, LanguageModelSettings
 from rnn_models.sampling import SampleSettings, generate
 
@@ -56,20 +57,16 @@ class LMBundle:
                    NormalizeOptions(**side["normalize"]), side["lang"], pieces.proto if pieces else None)
 
     @cached_property
-    def index(self) -> dict[str, int]:
-        return {t: i for i, t in enumerate(self.tokens)}
+    def reader(self) -> TextIds:
+        return TextIds(self.tokens, self.kind, self.options, self.pieces)
 
-    @cached_property
+    @property
     def piece_model(self) -> PieceModel | None:
-        return PieceModel(self.pieces) if self.pieces else None
+        return self.reader.piece_model
 
     def encode(self, text: str) -> list[int]:
         """Raw text -> ids, normalized with the training rules."""
-        norm = normalize(text, self.options)
-        if self.piece_model is not None:
-            return self.piece_model.encode([norm])[0] if norm else []
-        tokens = char_tokens(norm) if self.kind == "char" else norm.split(" ") if norm else []
-        return [self.index.get(t, UNK_ID) for t in tokens]
+        return self.reader.encode(text)
 
     def decode(self, ids: list[int]) -> str:
         """Ids -> text; ``<eos>`` ends a line."""

@@ -31,7 +31,8 @@ class Pairs:
                 np.fromiter((len(t) for t in self.tgt), np.int64, len(self.tgt)))
 
 
-def _lists(column: pa.ChunkedArray) -> list[np.ndarray]:
+def id_lists(column: pa.ChunkedArray) -> list[np.ndarray]:
+    """A ``list<int32>`` column as one int64 array per row."""
     column = column.combine_chunks()
     values = column.values.to_numpy().astype(np.int64)
     offsets = column.offsets.to_numpy()
@@ -54,6 +55,6 @@ def read_pairs(data_dir: Path, files: Sequence[str], text: bool = False) -> Pair
     if not tables:
         return Pairs([], [], [] if text else None, [] if text else None)
     table = pa.concat_tables(tables)
-    return Pairs(_lists(table.column("src")), _lists(table.column("tgt")),
+    return Pairs(id_lists(table.column("src")), id_lists(table.column("tgt")),
                  table.column("src_text").to_pylist() if text else None,
                  table.column("tgt_text").to_pylist() if text else None)

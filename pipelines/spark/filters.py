@@ -13,6 +13,8 @@ TOO_SHORT = "too_short"
 TOO_LONG = "too_long"
 LENGTH_RATIO = "length_ratio"
 DUPLICATE = "duplicate"
+MISSING_LABEL = "missing_label"   # labelled data: an empty label field
+UNKNOWN_LABEL = "unknown_label"   # labelled data: a label outside data.labels
 
 HELD_OUT = ("valid", "test")
 

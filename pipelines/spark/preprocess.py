@@ -37,7 +37,7 @@ from pipelines.spark.readers import SPLITS, read_inputs, resolve_inputs
 from pipelines.spark.split import assign_split, example_hash, shard_of
 from pipelines.text.normalize import NormalizeOptions
 
-KINDS = ("parallel", "monolingual")
+KINDS = ("parallel", "monolingual", "labelled")
 ORDERS = ("hash", "input")  # rows within a split: by the example hash, or as the input has them
 
 
@@ -66,7 +66,7 @@ class Side:
 
 
 def sides_for(cfg: Mapping[str, Any]) -> list[Side]:
-    """The sides of a corpus: ``words`` for monolingual data, ``src`` and ``tgt`` for pairs."""
+    """The sides of a corpus: ``words`` for monolingual and labelled data, ``src`` and ``tgt`` for pairs."""
     data, norm = cfg["data"], cfg["normalize"]
     if data["kind"] not in KINDS:
         raise ConfigError(f"data.kind must be one of {KINDS}, got {data['kind']!r}")
@@ -75,7 +75,7 @@ def sides_for(cfg: Mapping[str, Any]) -> list[Side]:
         return NormalizeOptions.for_language(lang, norm["unicode"], bool(norm["lowercase"]), norm["apostrophe"],
                                              norm.get("tokenize", "words"), norm.get("unk_token"))
 
-    if data["kind"] == "monolingual":
+    if data["kind"] != "parallel":
         return [Side("words", "ids", "text", data["src_lang"], options(data["src_lang"]))]
     return [Side("src", "src", "src_text", data["src_lang"], options(data["src_lang"])),
             Side("tgt", "tgt", "tgt_text", data["tgt_lang"], options(data["tgt_lang"]))]
@@ -100,6 +100,45 @@ def _normalize(records: DataFrame, sides: Sequence[Side], flt: Mapping[str, Any]
     lengths = filters.length_reason([s.length_column for s in sides], flt["min_len"], flt["max_len"],
                                     flt["max_ratio"])
     return records.withColumn("reason", F.coalesce(F.col("reason"), lengths))
+
+
+def label_names(cfg: Mapping[str, Any], records: DataFrame) -> list[str]:
+    """The labels of labelled data, in id order: ``data.labels`` as given, else every label the
+    usable records carry, sorted (as numbers when all are integers)."""
+    if cfg["data"].get("labels"):
+        return [str(label) for label in cfg["data"]["labels"]]
+    seen = [r["label_raw"] for r in records.where(F.col("reason").isNull() & (F.col("label_raw") != ""))
+            .select("label_raw").distinct().collect()]
+    numeric = all(label.lstrip("-").isdigit() for label in seen)
+    return sorted(seen, key=lambda label: (int(label), label) if numeric else (0, label))
+
+
+def _label(records: DataFrame, names: Sequence[str]) -> DataFrame:
+    """Add each record's label id (``label``, its index in ``names``); a missing or unknown label
+    becomes the record's drop reason."""
+    label = F.col("label_raw")
+    reason = F.coalesce(F.col("reason"), F.when(label.isNull() | (label == ""), F.lit(filters.MISSING_LABEL))
+                        .when(~label.isin(*names), F.lit(filters.UNKNOWN_LABEL)))
+    ids = (F.array_position(F.array(*(F.lit(n) for n in names)), label) - 1).cast("int")
+    return records.withColumn("reason", reason).withColumn("label", F.when(reason.isNull(), ids))
+
+
+def _label_counts(directory: Path, files: Mapping[str, list[str]], classes: int) -> dict[str, list[int]]:
+    """Examples per label id in each split, read back from the shards."""
+    counts = {}
+    for split in SPLITS:
+        total = np.zeros(classes, np.int64)
+        for name in files[split]:
+            total += np.bincount(pq.read_table(directory / name, columns=["label"])["label"].to_numpy(),
+                                 minlength=classes)
+        counts[split] = [int(c) for c in total]
+    return counts
+
+
+def _write_labels(path: Path, names: Sequence[str], counts: Sequence[int]) -> None:
+    """``vocab/labels.tsv``: ``id<TAB>label<TAB>count`` (count in the train split), with that header."""
+    lines = ["id\tlabel\tcount"] + [f"{i}\t{name}\t{count}" for i, (name, count) in enumerate(zip(names, counts))]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
 def _groups(sides: Sequence[Side], cfg: Mapping[str, Any]) -> dict[str, list[Side]]:
@@ -219,6 +258,14 @@ def check_settings(cfg: Mapping[str, Any]) -> None:
             raise ConfigError("output.order=input keeps a text stream in order: it is for monolingual data")
         if cfg["filter"]["dedup"]:
             raise ConfigError("output.order=input keeps the text as a stream: set filter.dedup=false")
+    labels = cfg["data"].get("labels")
+    if labels is not None:
+        if cfg["data"]["kind"] != "labelled":
+            raise ConfigError("data.labels is for data.kind=labelled")
+        names = [str(label) for label in labels] if isinstance(labels, (list, tuple)) else []
+        if len(names) < 2 or len(set(names)) != len(names) or any(not n or n != n.strip() for n in names):
+            raise ConfigError(f"data.labels must list two or more distinct labels as the inputs write them "
+                              f"(or be null: every label in the data), got {labels!r}")
     least_len = 0 if cfg["data"]["kind"] == "monolingual" else 1  # monolingual: empty lines may be kept
     lowest = {"output.shards": 1, "filter.min_len": least_len, "filter.max_len": 1, "filter.max_chars": 1,
               "vocab.max_size": len(SPECIALS), "vocab.min_count": 1, "vocab.sample_sentences": 1}
@@ -289,14 +336,21 @@ def _preprocess(spark: SparkSession, cfg: Mapping[str, Any], specs: Sequence[rea
     shards = int(out["shards"])
     norm_cols, raw_cols = [s.norm for s in sides], [s.raw for s in sides]
     length_cols = [s.length_column for s in sides]
+    labelled = kind == "labelled"
+    label_cols = ["label"] if labelled else []
 
     with atomic_directory(Path(output_dir), overwrite=bool(cfg["overwrite"])) as tmp:
         log(f"reading {sum(len(s.files) + len(s.tgt_files) for s in specs)} file(s)")
         inputs = [entry for spec in specs for entry in spec.describe()]
-        records = _normalize(_spread(read_inputs(spark, specs, ordered), int(cfg["spark"]["partitions"])), sides, flt)
+        records = _spread(read_inputs(spark, specs, ordered), int(cfg["spark"]["partitions"]))
+        if labelled:
+            labels = label_names(cfg, records)
+            log(f"{len(labels)} labels: {labels[:20]}")
+            records = _label(records, labels)
+        records = _normalize(records, sides, flt)
         # Cache what later steps read: the raw text only where it is kept or breaks dedup ties.
         keep_raw = bool(out["keep_text"] or flt["dedup"])
-        records = records.select("reason", "note", "fixed_split", "position", *norm_cols, *length_cols,
+        records = records.select("reason", "note", "fixed_split", "position", *norm_cols, *length_cols, *label_cols,
                                   *(raw_cols if keep_raw else [])).persist()
         cached = [records]
         try:
@@ -315,7 +369,7 @@ def _preprocess(spark: SparkSession, cfg: Mapping[str, Any], specs: Sequence[rea
             examples = records.where(F.col("reason").isNull()).drop("reason", "note")
             if flt["dedup"]:
                 pinned = any(spec.split in filters.HELD_OUT for spec in specs)
-                examples = filters.deduplicate(examples, norm_cols, length_cols + raw_cols, pinned)
+                examples = filters.deduplicate(examples, norm_cols, length_cols + label_cols + raw_cols, pinned)
             hashed = F.col("hash")
             examples = (examples.withColumn("hash", example_hash(norm_cols, int(cfg["seed"])))
                         .withColumn("split", assign_split(hashed, cfg["split"]["valid"], cfg["split"]["test"],
@@ -350,13 +404,14 @@ def _preprocess(spark: SparkSession, cfg: Mapping[str, Any], specs: Sequence[rea
                 sizes = {s.name: len(vocabs[s.name]) for s in sides}
             log("vocabulary sizes: " + ", ".join(f"{s.name} {sizes[s.name]}" for s in sides))
 
-            columns = ["split", "shard", "hash", *(["position"] if ordered else []), *norm_cols, *length_cols]
+            columns = ["split", "shard", "hash", *(["position"] if ordered else []), *norm_cols, *length_cols,
+                       *label_cols]
             if out["keep_text"]:
                 columns += [F.col(s.raw).alias(s.text_column) for s in sides]
             encoder = table_encoder(encodings, {s.norm: s.ids_column for s in sides},
                                     {s.norm: s.length_column for s in sides}, chars=chars)
             sort_columns = (["position"] if ordered else
-                            ["hash", *norm_cols] + ([s.text_column for s in sides] if out["keep_text"] else []))
+                            ["hash", *norm_cols, *label_cols] + ([s.text_column for s in sides] if out["keep_text"] else []))
             log(f"encoding and writing {shards} shards per split")
             files = write_shards(examples.select(*columns), tmp, shards, sort_columns, encoder)
         finally:
@@ -392,6 +447,12 @@ def _preprocess(spark: SparkSession, cfg: Mapping[str, Any], specs: Sequence[rea
             entry.update(size=len(vocabs[side.name]), fingerprint=vocabs[side.name].fingerprint(),
                          coverage=splits["train"]["coverage"][side.name])
             vocab_entries[side.name] = entry
+        label_entry = None
+        if labelled:
+            label_counts = _label_counts(tmp, files, len(labels))
+            _write_labels(tmp / "vocab/labels.tsv", labels, label_counts["train"])
+            label_entry = {"file": "vocab/labels.tsv", "names": labels,
+                           "from": "data.labels" if cfg["data"].get("labels") else "data", "counts": label_counts}
         manifest = {
             "format_version": FORMAT_VERSION,
             "kind": kind,
@@ -402,6 +463,7 @@ def _preprocess(spark: SparkSession, cfg: Mapping[str, Any], specs: Sequence[rea
                                "text_column": s.text_column if out["keep_text"] else None,
                                "normalize": vars(s.options)} for s in sides},
             "vocab": vocab_entries,
+            **({"labels": label_entry} if label_entry else {}),
             "vocab_kind": cfg["vocab"]["kind"],
             "order": out["order"],
             "shared_vocab": bool(cfg["vocab"]["shared"]),
@@ -420,8 +482,10 @@ def _preprocess(spark: SparkSession, cfg: Mapping[str, Any], specs: Sequence[rea
 def _reasons(kind: str, specs: Sequence[readers.InputSpec], dedup: bool) -> list[str]:
     """Every drop reason that applies to this run, so the manifest lists zeros too."""
     reasons = [readers.INVALID_UTF8]
-    if any(s.format == "tsv" for s in specs):
+    if any(s.format in ("tsv", "labelled") for s in specs):
         reasons.append(readers.MISSING_COLUMN)
+    if kind == "labelled":
+        reasons += [filters.MISSING_LABEL, filters.UNKNOWN_LABEL]
     reasons += [filters.LINE_TOO_LONG, filters.EMPTY, filters.TOO_SHORT, filters.TOO_LONG]
     if kind == "parallel":
         reasons.append(filters.LENGTH_RATIO)

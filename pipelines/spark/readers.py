@@ -2,7 +2,7 @@
 
 Every line read becomes exactly one row, so ``read`` counts are exact: rows that cannot be used
 carry a drop ``reason`` instead of disappearing. Output columns: ``src_raw`` (and ``tgt_raw`` for
-parallel data), ``fixed_split`` (the split an input is pinned to, or null), ``reason``, ``note``
+parallel data, ``label_raw`` for labelled data), ``fixed_split`` (the split an input is pinned to, or null), ``reason``, ``note``
 and ``position`` (where the line is in the inputs, to keep text in order: null unless asked for).
 """
 
@@ -22,11 +22,13 @@ from pyspark.sql import functions as F
 
 from pipelines.contract.errors import InputError
 
-FORMATS = ("text", "tsv", "aligned")
+FORMATS = ("text", "tsv", "aligned", "labelled")
 SPLITS = ("train", "valid", "test")
 _INPUT_KEYS = {"text": {"path", "split", "split_at"},
                "tsv": {"path", "split", "src_column", "tgt_column"},
-               "aligned": {"src", "tgt", "split"}}
+               "aligned": {"src", "tgt", "split"},
+               "labelled": {"path", "split", "label_column", "text_column"}}
+_KIND_FORMATS = {"parallel": ("tsv", "aligned"), "monolingual": ("text",), "labelled": ("labelled",)}
 
 # Drop reasons a reader can give.
 INVALID_UTF8 = "invalid_utf8"
@@ -49,6 +51,8 @@ class InputSpec:
     src_column: int = 0
     tgt_column: int = 1
     split_at: tuple[float, float] | None = None  # text split by character offset: train | valid | test
+    label_column: int = 0  # labelled: the columns of the label and of the text
+    text_column: int = 1
 
     def describe(self) -> list[dict[str, Any]]:
         """Path, size and SHA-256 of every file, for the manifest."""
@@ -81,14 +85,14 @@ def resolve_inputs(inputs: Sequence[Mapping[str, Any]], kind: str) -> list[Input
     for n, entry in enumerate(inputs):
         where = f"data.inputs[{n}]"
         entry = dict(entry)
-        fmt = entry.pop("format", "aligned" if "src" in entry else ("text" if kind == "monolingual" else "tsv"))
+        fmt = entry.pop("format", "aligned" if "src" in entry else _KIND_FORMATS.get(kind, ("tsv",))[0])
         if fmt not in FORMATS:
             raise InputError(f"{where}: format must be one of {FORMATS}, got {fmt!r}")
         unknown = set(entry) - _INPUT_KEYS[fmt]
         if unknown:
             raise InputError(f"{where}: unknown keys {sorted(unknown)} for format {fmt!r} "
                              f"(allowed: {sorted(_INPUT_KEYS[fmt])})")
-        if (fmt == "text") != (kind == "monolingual"):
+        if fmt not in _KIND_FORMATS.get(kind, ()):
             raise InputError(f"{where}: format {fmt!r} does not fit data.kind={kind!r}")
         split = entry.get("split")
         if split is not None and split not in SPLITS:
@@ -115,11 +119,15 @@ def resolve_inputs(inputs: Sequence[Mapping[str, Any]], kind: str) -> list[Input
         else:
             if "path" not in entry:
                 raise InputError(f"{where}: {fmt} input needs 'path'")
-            src_col, tgt_col = int(entry.get("src_column", 0)), int(entry.get("tgt_column", 1))
-            if min(src_col, tgt_col) < 0 or src_col == tgt_col:
-                raise InputError(f"{where}: src_column and tgt_column must be different and >= 0")
-            specs.append(InputSpec(fmt, _expand(entry["path"], where), split=split,
-                                   src_column=src_col, tgt_column=tgt_col, split_at=split_at))
+            names = ("label_column", "text_column") if fmt == "labelled" else ("src_column", "tgt_column")
+            first, second = (entry.get(name, default) for name, default in zip(names, (0, 1)))
+            if (not all(isinstance(c, int) and not isinstance(c, bool) for c in (first, second))
+                    or min(first, second) < 0 or first == second):
+                raise InputError(f"{where}: {names[0]} and {names[1]} must be different integers >= 0, "
+                                 f"got {first!r} and {second!r}")
+            columns = ({"label_column": first, "text_column": second} if fmt == "labelled" else
+                       {"src_column": first, "tgt_column": second})
+            specs.append(InputSpec(fmt, _expand(entry["path"], where), split=split, split_at=split_at, **columns))
     return specs
 
 
@@ -167,16 +175,26 @@ def _text_rows(lines: DataFrame, position: Column, split: Column) -> DataFrame:
         split.cast("string").alias("fixed_split"))
 
 
-def _read_tsv(spark: SparkSession, spec: InputSpec) -> DataFrame:
+def _read_columns(spark: SparkSession, spec: InputSpec, columns: Mapping[str, int]) -> DataFrame:
+    """Tab-separated lines -> the ``columns`` (output name -> field index) of each."""
     value = F.col("value")
     fields = F.split(_strip_cr("value"), "\t", -1)
-    needed = max(spec.src_column, spec.tgt_column) + 1
+    needed = max(columns.values()) + 1
     return _read_lines(spark, spec.files).select(
-        F.when(F.size(fields) >= needed, fields[spec.src_column]).alias("src_raw"),
-        F.when(F.size(fields) >= needed, fields[spec.tgt_column]).alias("tgt_raw"),
+        *(F.when(F.size(fields) >= needed, fields[index]).alias(name) for name, index in columns.items()),
         F.when(_invalid(value), F.lit(INVALID_UTF8))
          .when(F.size(fields) < needed, F.lit(MISSING_COLUMN)).alias("reason"),
-        F.when(F.size(fields) > 2, F.lit(EXTRA_COLUMNS)).alias("note"))
+        F.when(F.size(fields) > len(columns), F.lit(EXTRA_COLUMNS)).alias("note"))
+
+
+def _read_tsv(spark: SparkSession, spec: InputSpec) -> DataFrame:
+    return _read_columns(spark, spec, {"src_raw": spec.src_column, "tgt_raw": spec.tgt_column})
+
+
+def _read_labelled(spark: SparkSession, spec: InputSpec) -> DataFrame:
+    """``label<TAB>text`` lines (or the configured columns); the label with surrounding spaces trimmed."""
+    rows = _read_columns(spark, spec, {"label_raw": spec.label_column, "src_raw": spec.text_column})
+    return rows.withColumn("label_raw", F.trim(F.col("label_raw")))
 
 
 def _numbered_lines(spark: SparkSession, path: str) -> DataFrame:
@@ -211,7 +229,7 @@ def _union(frames: Sequence[DataFrame]) -> DataFrame:
     return result
 
 
-_READERS = {"tsv": _read_tsv, "aligned": _read_aligned}
+_READERS = {"tsv": _read_tsv, "aligned": _read_aligned, "labelled": _read_labelled}
 
 
 def read_inputs(spark: SparkSession, specs: Sequence[InputSpec], ordered: bool = False) -> DataFrame:

@@ -1,0 +1,133 @@
+"""Benchmark the sentiment classifier on SST-2 and SST-5 (sentence level, official splits), side by
+side with a TF-IDF logistic regression, in one run.
+
+    python bench/classifier.py [--data-dir ../shared/data] [--minutes 15] [--tasks sst2 sst5]
+                               [--vectors DIR] [--rnnmt k=v ...]
+
+First word2vec vectors are trained by rnnmt on English Wikipedia (`bench/word2vec.py`'s
+preprocessing and settings: one epoch of skip-gram, 200 dimensions, one worker with two threads),
+unless --vectors names a `jobs.train_word2vec` output; their time is reported. Then, for each task,
+rnnmt's preprocessing with `conf/preprocess/<task>.yaml` (made once under bench/results) and three
+contenders trained on its train split, chosen on its valid split (the official dev set) and scored
+on its test split:
+- `rnnmt`: `conf/train_classifier/sst.yaml` (a bidirectional LSTM with max pooling) on the
+  word2vec vectors, fine-tuned, for at most `--minutes` of wall clock;
+- `rnnmt_random_embeddings`: the same with random embeddings;
+- `tfidf_logreg`: scikit-learn's logistic regression on TF-IDF word 1-2-grams of the same
+  normalized tokens, its C chosen on the dev set.
+Training uses the sentences only (no phrase-level labels from the trees). Ends with one line of
+JSON: per task and contender, test accuracy and macro-F1 in percent, with the published anchors
+and the CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+PROJECT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(PROJECT))
+
+from measure import cpu_name, preprocess_once, run_job  # noqa: E402
+from word2vec import prepare as prepare_wikipedia, run_rnnmt as train_word2vec  # noqa: E402
+
+ANCHORS = {"sst2": {"tai2015_lstm": 84.9, "tai2015_bilstm": 87.5, "kim2014_cnn_non_static": 87.2, "target": 84.9},
+           "sst5": {"tai2015_lstm": 46.4, "tai2015_bilstm": 49.1, "kim2014_cnn_non_static": 48.0, "target": 46.4}}
+
+
+def word2vec_vectors(data_dir: Path, out: Path) -> tuple[Path, dict]:
+    """rnnmt's word2vec vectors of Wikipedia, trained once under ``out`` (with how long they took)."""
+    record = out / "bench-classifier.json"
+    if record.is_file():
+        return out, json.loads(record.read_text())
+    started = time.perf_counter()
+    prepared = prepare_wikipedia(data_dir, out.parent / "wikipedia-min5")
+    preprocess_seconds = time.perf_counter() - started
+    trained = train_word2vec(prepared, data_dir, 0, out, "1x2", [])
+    info = {"preprocess_seconds": round(preprocess_seconds, 1), "train_wall_seconds": trained["wall_seconds"],
+            "words_per_sec": trained["words_per_sec"], "train_words": trained["train_words"],
+            "analogy": trained["analogy"], "wordsim353": trained["wordsim353"]}
+    record.write_text(json.dumps(info))
+    return out, info
+
+
+def rnnmt(prepared: Path, out: Path, minutes: float, vectors: Path | None, extra: list[str]) -> dict:
+    """Train and test the classifier preset; its summary's figures."""
+    cmd = [sys.executable, "-m", "jobs.train_classifier", "conf/train_classifier/sst.yaml", f"data_dir={prepared}",
+           f"output_dir={out}", "overwrite=true", f"train.max_minutes={minutes}",
+           f"run_name=bench-classifier-{out.name}-{time.strftime('%Y%m%d-%H%M%S')}",
+           *([f"embeddings.path={vectors}"] if vectors else []), *extra]
+    summary, wall, peak = run_job(cmd, PROJECT)
+    return {"test_accuracy": round(summary["test_accuracy"], 2), "test_macro_f1": round(summary["test_macro_f1"], 2),
+            "valid_accuracy": round(summary["valid_accuracy"], 2), "best_epoch": summary["best_epoch"],
+            "epochs": summary["epochs"], "train_seconds": summary["train_seconds"], "wall_seconds": round(wall, 1),
+            "peak_rss_mb": round(peak / 2**20)}
+
+
+def tfidf_logreg(prepared: Path) -> dict:
+    """A logistic regression on TF-IDF 1-2-grams of the normalized tokens, C chosen on valid."""
+    import numpy as np
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import f1_score
+
+    from pipelines.contract.labelled_shards import read_labelled
+    from pipelines.contract.manifest import load_manifest
+    from pipelines.contract.vocab import load_vocab
+
+    started = time.perf_counter()
+    manifest = load_manifest(prepared, "labelled")
+    vocab, _ = load_vocab(prepared, manifest["vocab"]["words"])
+    splits = {}
+    for split in ("train", "valid", "test"):
+        data = read_labelled(prepared, manifest["splits"][split]["files"])
+        # the token ids as words: the tokens rnnmt's models read, [UNK] included
+        splits[split] = ([" ".join(f"w{i}" for i in ids) for ids in data.ids], data.labels)
+    vectorizer = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, token_pattern=r"\S+")
+    train_x = vectorizer.fit_transform(splits["train"][0])
+    best = None
+    for c in (0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0):
+        model = LogisticRegression(C=c, max_iter=2000).fit(train_x, splits["train"][1])
+        accuracy = float(np.mean(model.predict(vectorizer.transform(splits["valid"][0])) == splits["valid"][1]))
+        if best is None or accuracy > best[0]:
+            best = (accuracy, c, model)
+    accuracy, c, model = best
+    predicted = model.predict(vectorizer.transform(splits["test"][0]))
+    labels = splits["test"][1]
+    return {"test_accuracy": round(100 * float(np.mean(predicted == labels)), 2),
+            "test_macro_f1": round(100 * float(f1_score(labels, predicted, average="macro")), 2),
+            "valid_accuracy": round(100 * accuracy, 2), "C": c, "wall_seconds": round(time.perf_counter() - started, 1)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", type=Path, default=PROJECT.parent / "shared" / "data")
+    parser.add_argument("--minutes", type=float, default=15.0, help="training budget of each rnnmt run")
+    parser.add_argument("--tasks", nargs="+", choices=tuple(ANCHORS), default=list(ANCHORS))
+    parser.add_argument("--vectors", type=Path, help="a jobs.train_word2vec output to use instead of training one")
+    parser.add_argument("--out", type=Path, default=PROJECT / "bench" / "results")
+    parser.add_argument("--rnnmt", nargs="*", default=[], help="extra key=value overrides for the training job")
+    args = parser.parse_args()
+    if not (args.data_dir / "sst").is_dir():
+        sys.exit(f"error: {args.data_dir / 'sst'} not found (pass --data-dir)")
+    args.out.mkdir(parents=True, exist_ok=True)
+    if args.vectors:
+        vectors, word2vec = args.vectors, {"given": str(args.vectors)}
+    else:
+        vectors, word2vec = word2vec_vectors(args.data_dir, args.out / "classifier-word2vec")
+    result: dict = {"cpu": cpu_name(), "word2vec": word2vec, "minutes": args.minutes, "training": "sentences only"}
+    for task in args.tasks:
+        prepared = preprocess_once([f"conf/preprocess/{task}.yaml"], args.data_dir, args.out / task, PROJECT)
+        result[task] = {"rnnmt": rnnmt(prepared, args.out / f"classifier-{task}", args.minutes, vectors, args.rnnmt),
+                        "rnnmt_random_embeddings": rnnmt(prepared, args.out / f"classifier-{task}-random", args.minutes,
+                                                         None, args.rnnmt),
+                        "tfidf_logreg": tfidf_logreg(prepared), "anchors": ANCHORS[task]}
+        print(json.dumps({task: result[task]}), file=sys.stderr, flush=True)
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,111 @@
+"""The classifier checkpoint (``classifier.pt``): the weights with everything needed to classify
+raw text (settings, the vocabulary and its kind, the piece model for subwords, the normalization,
+the label names), as plain data and tensors, so it loads with ``torch.load(..., weights_only=True)``."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from jobs.common.checkpoint import load_state
+from pipelines.contract.errors import CheckpointError
+from pipelines.contract.pieces import PieceModel
+from pipelines.contract.specials import SPECIALS
+from pipelines.text.text_ids import TextIds
+from pipelines.contract.vocab import Vocab
+from pipelines.text.normalize import NormalizeOptions
+from rnn_models.batching import pad
+from rnn_models.classifier import Classifier, ClassifierSettings
+
+CLASSIFIER_FILE = "classifier.pt"
+
+
+@dataclass
+class Prediction:
+    """One text's label, its probability, and every label's probability."""
+
+    label: str
+    probability: float
+    probabilities: dict[str, float]
+    truncated: bool = False  # the text had more tokens than were read
+
+
+@dataclass
+class ClassifierBundle:
+    """A classifier, its vocabulary (``kind``: word, char, bpe or unigram), the normalization it was
+    trained with and its labels (by id)."""
+
+    model: Classifier
+    tokens: list[str]
+    kind: str
+    options: NormalizeOptions
+    lang: str
+    labels: list[str]
+    pieces: bytes | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_manifest(cls, model: Classifier, manifest: dict[str, Any], vocab: Vocab,
+                      pieces: PieceModel | None) -> "ClassifierBundle":
+        """The bundle of a model trained on the labelled data of ``manifest``."""
+        side = manifest["sides"]["words"]
+        return cls(model, list(vocab.tokens), manifest["vocab"]["words"]["kind"],
+                   NormalizeOptions(**side["normalize"]), side["lang"], list(manifest["labels"]["names"]),
+                   pieces.proto if pieces else None)
+
+    @cached_property
+    def reader(self) -> TextIds:
+        return TextIds(self.tokens, self.kind, self.options, self.pieces)
+
+    @torch.no_grad()
+    def classify(self, texts: Sequence[str], batch_size: int = 64, max_tokens: int = 0,
+                 device: torch.device | str = "cpu") -> list[Prediction | None]:
+        """Each text's most likely label and the label probabilities (None for a text without
+        tokens); a text is read with the training rules and cut to its first ``max_tokens`` tokens
+        (0 = all)."""
+        self.model.eval()
+        ids = [self.reader.encode(text) for text in texts]
+        truncated = [0 < max_tokens < len(i) for i in ids]
+        ids = [i[:max_tokens] if max_tokens > 0 else i for i in ids]
+        predictions: list[Prediction | None] = [None] * len(ids)
+        present = [n for n, i in enumerate(ids) if i]
+        for start in range(0, len(present), batch_size):
+            chunk = present[start:start + batch_size]
+            batch, lengths = pad([ids[n] for n in chunk], device)
+            probabilities = torch.softmax(self.model(batch, lengths).float(), dim=-1).cpu()
+            for n, row in zip(chunk, probabilities.tolist()):
+                best = max(range(len(row)), key=row.__getitem__)
+                predictions[n] = Prediction(self.labels[best], row[best], dict(zip(self.labels, row)), truncated[n])
+        return predictions
+
+    def state(self, model_state: dict[str, torch.Tensor] | None = None) -> dict[str, Any]:
+        """Everything ``load`` needs, as plain data and tensors (loadable with weights_only=True)."""
+        return {"settings": self.model.settings.to_dict(),
+                "model": model_state if model_state is not None else self.model.state_dict(),
+                "tokens": self.tokens, "kind": self.kind, "options": vars(self.options), "lang": self.lang,
+                "labels": self.labels, "pieces": self.pieces, "info": self.info}
+
+    def save(self, path: Path, model_state: dict[str, torch.Tensor] | None = None) -> None:
+        torch.save(self.state(model_state), path)
+
+    @classmethod
+    def load(cls, path: str | Path, device: torch.device | str = "cpu", tracking_uri: str | None = None
+             ) -> "ClassifierBundle":
+        """From a ``classifier.pt`` file, a directory holding one, or an MLflow URI (see ``load_state``)."""
+        state = load_state(path, CLASSIFIER_FILE, "classifier", {"settings", "model", "tokens", "kind", "labels"},
+                           tracking_uri)
+        model = Classifier(ClassifierSettings.from_dict(state["settings"]))
+        model.load_state_dict(state["model"])
+        model.to(device).eval()
+        if list(state["tokens"][:len(SPECIALS)]) != list(SPECIALS):
+            raise CheckpointError("a classifier's vocabulary must start with the special tokens")
+        if len(state["labels"]) != model.settings.classes:
+            raise CheckpointError(f"the checkpoint names {len(state['labels'])} labels for a model of "
+                                  f"{model.settings.classes}")
+        return cls(model, list(state["tokens"]), state["kind"], NormalizeOptions(**state["options"]), state["lang"],
+                   list(state["labels"]), state.get("pieces"), dict(state.get("info", {})))

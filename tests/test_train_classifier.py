@@ -1,0 +1,107 @@
+"""The classifier job end to end (2 DDP workers on CPU, MLflow, best/last outputs, resume) and
+jobs.classify on its result: the same predictions from raw text, bad input refused."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import mlflow
+import pytest
+
+from jobs import classify
+from jobs import train_classifier as job
+from jobs.common.classifier_checkpoint import ClassifierBundle
+from pipelines.contract.errors import CheckpointError, InputError
+from pipelines.contract.labelled_shards import read_labelled
+from pipelines.contract.manifest import load_manifest
+from pipelines.spark.preprocess import preprocess
+from test_preprocess import config as preprocess_config
+
+SAMPLE = Path(__file__).resolve().parent.parent / "data/sample/sentiment-en.tsv.gz"
+
+
+@pytest.fixture(scope="module")
+def sentiment(spark, tmp_path_factory):
+    """The first 3,000 lines of the generated sentiment sample, hash-split 80/10/10."""
+    root = tmp_path_factory.mktemp("classifier")
+    with gzip.open(SAMPLE, "rt", encoding="utf-8") as f:
+        lines = f.read().splitlines()[:3000]
+    (root / "sentiment.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    cfg = preprocess_config([{"path": str(root / "sentiment.tsv"), "format": "labelled"}], "split.valid=0.1",
+                            "split.test=0.1", "data.labels=[0,1]", kind="labelled")
+    preprocess(spark, cfg, root / "data", log=lambda m: None)
+    return root / "data"
+
+
+def _args(tmp_path, data_dir, out, uri, *extra):
+    return [f"data_dir={data_dir}", f"output_dir={out}", f"storage_path={tmp_path / 'ray'}",
+            f"mlflow.tracking_uri={uri}", f"mlflow.artifact_location={(tmp_path / 'artifacts').as_uri()}",
+            "mlflow.experiment=test-classifier", "model.embedding_size=24", "model.hidden_size=24",
+            "train.batch_size=16", "train.num_workers=2", "train.cpus_per_worker=0.5", "train.lr=0.01",
+            "train.report_seconds=0", "valid.misclassified=5", *extra]
+
+
+@pytest.mark.slow
+def test_two_workers_learn_sentiment_resume_and_classify(tmp_path, sentiment, ray_local, capsys):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    out = tmp_path / "classifier"
+    summary = job.run(_args(tmp_path, sentiment, out, uri, "run_name=cls-test", "train.epochs=4",
+                            "train.patience=0"))
+    assert summary["epochs"] == 4 and summary["labels"] == ["0", "1"]
+    # it learns: far above always answering the most common test label (counted from the shards)
+    manifest = load_manifest(sentiment, "labelled")
+    test = read_labelled(sentiment, manifest["splits"]["test"]["files"], text=True)
+    majority = 100 * max(test.labels.mean(), 1 - test.labels.mean())
+    assert majority < 60 and summary["test_accuracy"] > 90, (majority, summary["test_accuracy"])
+    assert summary["test_examples"] == len(test) and 0 < summary["test_macro_f1"] <= 100
+
+    client = mlflow.MlflowClient(uri)
+    experiment = client.get_experiment_by_name("test-classifier").experiment_id
+    (run,) = client.search_runs([experiment])
+    assert run.info.status == "FINISHED"
+    accuracy = client.get_metric_history(run.info.run_id, "valid_accuracy")
+    assert [m.step for m in accuracy] == [0, 1, 2, 3]
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"confusion_matrix.png", "misclassified.jsonl", "best", "config.yaml"} <= artifacts
+
+    # the same run name resumes after the last epoch: only epoch 4 is trained
+    again = job.run(_args(tmp_path, sentiment, out, uri, "run_name=cls-test", "train.epochs=5", "overwrite=true",
+                          "train.patience=0"))
+    assert again["epochs"] == 5
+    (_, rerun) = client.search_runs([experiment], order_by=["attributes.start_time ASC"])
+    assert [m.step for m in client.get_metric_history(rerun.info.run_id, "valid_accuracy")] == [4]
+
+    # jobs.classify reads the raw test texts as the pipeline did: the same accuracy
+    (tmp_path / "test.txt").write_text("\n".join(test.text) + "\n", encoding="utf-8")
+    capsys.readouterr()
+    counts = classify.run([str(out / "best"), "--input", str(tmp_path / "test.txt")])
+    lines = capsys.readouterr().out.splitlines()
+    assert counts == {"lines": len(test), "empty": 0, "truncated": 0, "classified": len(test)}
+    right = sum(line.split("\t")[0] == str(label) for line, label in zip(lines, test.labels))
+    assert 100 * right / len(test) == pytest.approx(again["test_accuracy"])
+    # every probability, as JSON Lines; an empty line stays empty
+    (tmp_path / "two.txt").write_text("the plot was not dull .\n\nthe cast was not brilliant .\n")
+    classify.run([str(out / "best"), "--input", str(tmp_path / "two.txt"), "--all", "--output",
+                  str(tmp_path / "two.jsonl")])
+    first, empty, third = (tmp_path / "two.jsonl").read_text().split("\n")[:3]
+    assert empty == "" and json.loads(first)["label"] == "1" and json.loads(third)["label"] == "0"
+    assert sum(json.loads(first)["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
+    bundle = ClassifierBundle.load(out / "best")
+    cut = bundle.classify(["the plot was not dull ."], max_tokens=2)[0]
+    assert cut.truncated and not bundle.classify(["the plot was not dull ."])[0].truncated
+
+
+def test_classify_refuses_bad_input(tmp_path):
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(b"fine\nnot \xff fine\n")
+    with pytest.raises(InputError, match=r"bad.txt: line 2 is not valid UTF-8 \(invalid start byte at byte 4\)"):
+        classify.run([str(tmp_path / "nowhere"), "--input", str(bad)])
+    (tmp_path / "good.txt").write_text("fine\n")
+    with pytest.raises(CheckpointError, match="no classifier checkpoint"):
+        classify.run([str(tmp_path / "nowhere"), "--input", str(tmp_path / "good.txt")])
+    with pytest.raises(InputError, match="--input .*missing.txt: no such file"):
+        classify.run([str(tmp_path), "--input", str(tmp_path / "missing.txt")])
+    with pytest.raises(InputError, match="--max-tokens must be >= 0"):
+        classify.run([str(tmp_path), "--max-tokens", "-1"])

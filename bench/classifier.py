@@ -1,8 +1,8 @@
 """Benchmark the sentiment classifier on SST-2 and SST-5 (sentence level, official splits), side by
 side with a TF-IDF logistic regression, in one run.
 
-    python bench/classifier.py [--data-dir ../shared/data] [--minutes 15] [--tasks sst2 sst5]
-                               [--vectors DIR] [--rnnmt k=v ...]
+    python bench/classifier.py [--data-dir ../shared/data] [--minutes 15] [--tasks sst2 sst5] [--phrases]
+                               [--no-random] [--vectors DIR] [--rnnmt k=v ...]
 
 First word2vec vectors are trained by rnnmt on English Wikipedia (`bench/word2vec.py`'s
 preprocessing and settings: one epoch of skip-gram, 200 dimensions, one worker with two threads),
@@ -12,10 +12,11 @@ contenders trained on its train split, chosen on its valid split (the official d
 on its test split:
 - `rnnmt`: `conf/train_classifier/sst.yaml` (a bidirectional LSTM with max pooling) on the
   word2vec vectors, fine-tuned, for at most `--minutes` of wall clock;
-- `rnnmt_random_embeddings`: the same with random embeddings;
+- `rnnmt_random_embeddings`: the same with random embeddings (left out with --no-random);
 - `tfidf_logreg`: scikit-learn's logistic regression on TF-IDF word 1-2-grams of the same
   normalized tokens, its C chosen on the dev set.
-Training uses the sentences only (no phrase-level labels from the trees). Ends with one line of
+Training uses the training sentences, or with --phrases every labelled phrase of the training trees
+(`conf/preprocess/<task>_phrases.yaml`; dev and test stay the sentences). Ends with one line of
 JSON: per task and contender, test accuracy and macro-F1 in percent, with the published anchors
 and the CPU.
 """
@@ -107,6 +108,8 @@ def main() -> None:
     parser.add_argument("--data-dir", type=Path, default=PROJECT.parent / "shared" / "data")
     parser.add_argument("--minutes", type=float, default=15.0, help="training budget of each rnnmt run")
     parser.add_argument("--tasks", nargs="+", choices=tuple(ANCHORS), default=list(ANCHORS))
+    parser.add_argument("--phrases", action="store_true", help="train on every phrase of the training trees")
+    parser.add_argument("--no-random", action="store_true", help="skip the run with random embeddings")
     parser.add_argument("--vectors", type=Path, help="a jobs.train_word2vec output to use instead of training one")
     parser.add_argument("--out", type=Path, default=PROJECT / "bench" / "results")
     parser.add_argument("--rnnmt", nargs="*", default=[], help="extra key=value overrides for the training job")
@@ -118,13 +121,17 @@ def main() -> None:
         vectors, word2vec = args.vectors, {"given": str(args.vectors)}
     else:
         vectors, word2vec = word2vec_vectors(args.data_dir, args.out / "classifier-word2vec")
-    result: dict = {"cpu": cpu_name(), "word2vec": word2vec, "minutes": args.minutes, "training": "sentences only"}
+    suffix = "_phrases" if args.phrases else ""
+    result: dict = {"cpu": cpu_name(), "word2vec": word2vec, "minutes": args.minutes,
+                    "training": "phrases" if args.phrases else "sentences"}
     for task in args.tasks:
-        prepared = preprocess_once([f"conf/preprocess/{task}.yaml"], args.data_dir, args.out / task, PROJECT)
-        result[task] = {"rnnmt": rnnmt(prepared, args.out / f"classifier-{task}", args.minutes, vectors, args.rnnmt),
-                        "rnnmt_random_embeddings": rnnmt(prepared, args.out / f"classifier-{task}-random", args.minutes,
-                                                         None, args.rnnmt),
-                        "tfidf_logreg": tfidf_logreg(prepared), "anchors": ANCHORS[task]}
+        name = f"{task}{suffix}"
+        prepared = preprocess_once([f"conf/preprocess/{name}.yaml"], args.data_dir, args.out / name, PROJECT)
+        result[task] = {"rnnmt": rnnmt(prepared, args.out / f"classifier-{name}", args.minutes, vectors, args.rnnmt)}
+        if not args.no_random:
+            result[task]["rnnmt_random_embeddings"] = rnnmt(prepared, args.out / f"classifier-{name}-random",
+                                                            args.minutes, None, args.rnnmt)
+        result[task].update(tfidf_logreg=tfidf_logreg(prepared), anchors=ANCHORS[task])
         print(json.dumps({task: result[task]}), file=sys.stderr, flush=True)
     print(json.dumps(result))
 

@@ -28,9 +28,9 @@ import torch
 from jobs.common import cli, ray_train
 from jobs.common.classifier_checkpoint import CLASSIFIER_FILE, ClassifierBundle
 from jobs.common.config import to_yaml
-from jobs.common.ray_train import MetricsLog, broadcast, check_replicas, worker_log
+from jobs.common.ray_train import BEST_FILE, STATE_FILE, MetricsLog, broadcast, check_replicas, worker_log
 from pipelines.contract.atomic import atomic_directory
-from pipelines.contract.errors import CheckpointError, ConfigError, ManifestError
+from pipelines.contract.errors import ConfigError, ManifestError
 from pipelines.contract.labelled_shards import Labelled, read_labelled
 from pipelines.contract.manifest import load_manifest
 from pipelines.contract.vocab import Vocab, load_vocab, vocab_identity
@@ -39,7 +39,6 @@ from rnn_models.classifier import Classifier, ClassifierSettings
 from rnn_models.word_vectors import init_embedding_from
 
 PATH_KEYS = ("data_dir", "output_dir", "embeddings.path")
-STATE_FILE, BEST_FILE = "state.pt", "best.pt"  # a Ray Train checkpoint: training state, best model so far
 OPTIMIZERS = ("adam", "adagrad", "sgd")
 
 
@@ -137,8 +136,10 @@ class ClassifierTraining:
         self.model = build_model(config, vocab, self.n_labels, log=rank == 0)
         self.model.to(device)
         optimizer = {"adam": torch.optim.Adam, "adagrad": torch.optim.Adagrad, "sgd": torch.optim.SGD}[t["optimizer"]]
+        # Adam's fused kernel: one pass over each parameter (a quarter less time per step on CPU here)
+        fused = {"fused": True} if t["optimizer"] == "adam" else {}
         self.optimizer = optimizer([p for p in self.model.parameters() if p.requires_grad], lr=t["lr"],
-                                   weight_decay=t["weight_decay"])
+                                   weight_decay=t["weight_decay"], **fused)
         self.progress = Progress()
         self.best_state: dict[str, Any] | None = None  # rank 0: the best model so far, on the CPU
         self.ddp_model = prepare_model(self.model, move_to_device=False)
@@ -150,16 +151,9 @@ class ClassifierTraining:
         """Go on from a Ray Train checkpoint (None: start afresh)."""
         if checkpoint is None:
             return
-        state = ray_train.read_checkpoint(checkpoint, [STATE_FILE], self.device)[STATE_FILE]
-        if state.get("vocab") != self.fingerprint:
-            raise CheckpointError(f"run {self.config['run_name']!r}: the checkpoint was trained on another vocabulary "
-                                  "than this data's; use another run_name, or resume=false to start over")
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.progress = Progress(**state["progress"])
-        if self.rank == 0:
-            self.best_state = ray_train.read_checkpoint(checkpoint, [BEST_FILE]).get(BEST_FILE)
-            worker_log(f"resumed from the checkpoint after epoch {self.progress.epoch - 1}")
+        progress, self.best_state = ray_train.resume_training(checkpoint, self.config, self.fingerprint, self.model,
+                                                              self.optimizer, self.device, self.rank)
+        self.progress = Progress(**progress)
 
     def train_epoch(self, epoch: int) -> bool:
         """One epoch over this worker's batches; True when the time budget ran out."""

@@ -31,9 +31,9 @@ from jobs.common import cli, ray_train
 from jobs.common.config import to_yaml
 from jobs.common.lm_checkpoint import LM_FILE, LMBundle
 from jobs.common.model_registry import PERPLEXITY, log_language_model, register, tokens_digest
-from jobs.common.ray_train import MetricsLog, broadcast, check_replicas, worker_log
+from jobs.common.ray_train import BEST_FILE, STATE_FILE, MetricsLog, broadcast, check_replicas, worker_log
 from pipelines.contract.atomic import atomic_directory
-from pipelines.contract.errors import CheckpointError, ConfigError, ManifestError
+from pipelines.contract.errors import ConfigError, ManifestError
 from pipelines.contract.manifest import load_manifest
 from pipelines.contract.token_stream import read_token_share
 from pipelines.contract.vocab import load_vocab, vocab_identity
@@ -44,7 +44,6 @@ from rnn_models.sampling import SampleSettings
 from rnn_models.translator import sequence_loss
 
 PATH_KEYS = ("data_dir", "output_dir")
-STATE_FILE, BEST_FILE = "state.pt", "best.pt"  # a Ray Train checkpoint: training state, best model so far
 OPTIMIZERS = ("sgd", "adam")
 SCHEDULES = ("fixed", "plateau")
 
@@ -119,16 +118,9 @@ class LMTraining:
         """Go on from a Ray Train checkpoint (None: start afresh)."""
         if checkpoint is None:
             return
-        state = ray_train.read_checkpoint(checkpoint, [STATE_FILE], self.device)[STATE_FILE]
-        if state.get("vocab") != self.fingerprint:
-            raise CheckpointError(f"run {self.config['run_name']!r}: the checkpoint was trained on another vocabulary "
-                                  "than this data's; use another run_name, or resume=false to start over")
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.progress = Progress(**state["progress"])
-        if self.rank == 0:
-            self.best_state = ray_train.read_checkpoint(checkpoint, [BEST_FILE]).get(BEST_FILE)
-            worker_log(f"resumed from the checkpoint after epoch {self.progress.epoch - 1}")
+        progress, self.best_state = ray_train.resume_training(checkpoint, self.config, self.fingerprint, self.model,
+                                                              self.optimizer, self.device, self.rank)
+        self.progress = Progress(**progress)
 
     def train_epoch(self, epoch: int) -> bool:
         """One epoch over this worker's rows, segment by segment; True when the time budget ran out."""

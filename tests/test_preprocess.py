@@ -431,3 +431,28 @@ def test_bad_label_settings_are_refused(override, message):
         resolve_inputs([{"path": __file__, "format": "tsv"}], "labelled")
     with pytest.raises(InputError, match="label_column and text_column must be different"):
         resolve_inputs([{"path": __file__, "label_column": 1}], "labelled")
+
+
+def test_labelled_trees_give_sentences_or_every_phrase(spark, tmp_path):
+    trees = ["(3 (2 It) (4 (2 's) (4 good)))", "(1 (2 Not) (1 (2 so) (0 bad)))", "(4 (4 Fine)",  # unbalanced
+             "(0 (1 Awful) (0 !))"]
+    (tmp_path / "train.txt").write_text("\n".join(trees) + "\n")
+    (tmp_path / "test.tsv").write_text("1\tIt 's fine .\n0\tNot good .\n")
+    inputs = [{"path": str(tmp_path / "train.txt"), "format": "trees", "phrases": True, "split": "train",
+               "label_map": {0: 0, 1: 0, 3: 1, 4: 1}},
+              {"path": str(tmp_path / "test.tsv"), "format": "labelled", "split": "test"}]
+    out, m = run(spark, tmp_path, inputs, "data.labels=[0,1]", kind="labelled", name="phrases")
+    rows = {r["text"]: r["label"] for r in read_split(out, "train")}
+    # every node of the good trees but the neutral (2) ones, once each; the test file's labels unmapped
+    assert rows == {"It 's good": 1, "'s good": 1, "good": 1, "Not so bad": 0, "so bad": 0, "bad": 0, "Awful !": 0,
+                    "Awful": 0, "!": 0}
+    assert {r["text"]: r["label"] for r in read_split(out, "test")} == {"It 's fine .": 1, "Not good .": 0}
+    dropped = m["counts"]["dropped"]
+    assert dropped["bad_tree"] == 1 and dropped["unknown_label"] == 4 and dropped["duplicate"] == 0
+    assert m["counts"]["read"] == 9 + 1 + 4 + 2  # kept phrases, the bad tree, the neutral ones, the test lines
+    # without phrases: one example per tree, its root
+    out, m = run(spark, tmp_path, [{**inputs[0], "phrases": False}], "data.labels=[0,1]",
+                 "split.valid=0.0", "split.test=0.0", kind="labelled", name="roots")
+    assert {r["text"]: r["label"] for r in read_split(out, "train")} == {"It 's good": 1, "Not so bad": 0, "Awful !": 0}
+    with pytest.raises(InputError, match="label_map must map labels to labels"):
+        resolve_inputs([{"path": str(tmp_path / "train.txt"), "format": "trees", "label_map": [1, 2]}], "labelled")

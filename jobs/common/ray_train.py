@@ -23,7 +23,7 @@ from jobs.common.config import PROJECT_DIR, ConfigError, load_config, to_dict, t
 from jobs.common.ray_cluster import connect
 from jobs.common.ray_private import in_tune_session, worker_failures
 from jobs.common.tracking import log_dataset, mlflow_run, tracking_uri
-from pipelines.contract.errors import OutputExistsError, UserError
+from pipelines.contract.errors import CheckpointError, OutputExistsError, UserError
 
 
 def world() -> tuple[int, int]:
@@ -168,6 +168,27 @@ def report(metrics: dict[str, Any], rank: int, files: dict[str, Any]) -> None:
             if value is not None:
                 torch.save(value, Path(directory) / name)
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory))
+
+
+STATE_FILE, BEST_FILE = "state.pt", "best.pt"  # a trainer's Ray Train checkpoint: training state, best model so far
+
+
+def resume_training(checkpoint: Any, config: dict[str, Any], fingerprint: Any, model: torch.nn.Module,
+                    optimizer: torch.optim.Optimizer, device: torch.device, rank: int
+                    ) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """Load a checkpoint's training state (``state.pt``: model, optimizer, progress, the vocabulary
+    ``fingerprint`` it was trained on, checked) into ``model`` and ``optimizer``; returns its
+    progress and, on rank 0, the best model so far (``best.pt``)."""
+    state = read_checkpoint(checkpoint, [STATE_FILE], device)[STATE_FILE]
+    if state.get("vocab") != fingerprint:
+        raise CheckpointError(f"run {config['run_name']!r}: the checkpoint was trained on another vocabulary "
+                              "than this data's; use another run_name, or resume=false to start over")
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    if rank != 0:
+        return state["progress"], None
+    worker_log(f"resumed from the checkpoint after epoch {state['progress']['epoch'] - 1}")
+    return state["progress"], read_checkpoint(checkpoint, [BEST_FILE]).get(BEST_FILE)
 
 
 def read_checkpoint(checkpoint: Any, names: Sequence[str], device: torch.device | str = "cpu") -> dict[str, Any]:

@@ -104,7 +104,7 @@ def _normalize(records: DataFrame, sides: Sequence[Side], flt: Mapping[str, Any]
 
 def label_names(cfg: Mapping[str, Any], records: DataFrame) -> list[str]:
     """The labels of labelled data, in id order: ``data.labels`` as given, else every label the
-    usable records carry, sorted (as numbers when all are integers)."""
+    usable records carry (after their input's ``label_map``), sorted (as numbers when all are integers)."""
     if cfg["data"].get("labels"):
         return [str(label) for label in cfg["data"]["labels"]]
     seen = [r["label_raw"] for r in records.where(F.col("reason").isNull() & (F.col("label_raw") != ""))
@@ -484,6 +484,8 @@ def _reasons(kind: str, specs: Sequence[readers.InputSpec], dedup: bool) -> list
     reasons = [readers.INVALID_UTF8]
     if any(s.format in ("tsv", "labelled") for s in specs):
         reasons.append(readers.MISSING_COLUMN)
+    if any(s.format == "trees" for s in specs):
+        reasons.append(readers.BAD_TREE)
     if kind == "labelled":
         reasons += [filters.MISSING_LABEL, filters.UNKNOWN_LABEL]
     reasons += [filters.LINE_TOO_LONG, filters.EMPTY, filters.TOO_SHORT, filters.TOO_LONG]

@@ -13,26 +13,29 @@ import gzip
 import hashlib
 import os
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import pyarrow as pa
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from pipelines.contract.errors import InputError
 
-FORMATS = ("text", "tsv", "aligned", "labelled")
+FORMATS = ("text", "tsv", "aligned", "labelled", "trees")
 SPLITS = ("train", "valid", "test")
 _INPUT_KEYS = {"text": {"path", "split", "split_at"},
                "tsv": {"path", "split", "src_column", "tgt_column"},
                "aligned": {"src", "tgt", "split"},
-               "labelled": {"path", "split", "label_column", "text_column"}}
-_KIND_FORMATS = {"parallel": ("tsv", "aligned"), "monolingual": ("text",), "labelled": ("labelled",)}
+               "labelled": {"path", "split", "label_column", "text_column", "label_map"},
+               "trees": {"path", "split", "phrases", "label_map"}}
+_KIND_FORMATS = {"parallel": ("tsv", "aligned"), "monolingual": ("text",), "labelled": ("labelled", "trees")}
 
 # Drop reasons a reader can give.
 INVALID_UTF8 = "invalid_utf8"
 MISSING_COLUMN = "missing_column"
+BAD_TREE = "bad_tree"  # a trees input's line that is not one well-formed labelled tree
 # Note for TSV lines with more columns than used (kept; the extra columns are ignored).
 EXTRA_COLUMNS = "extra_columns_ignored"
 # What Spark's error says when a compressed input cannot be read to its end.
@@ -53,6 +56,8 @@ class InputSpec:
     split_at: tuple[float, float] | None = None  # text split by character offset: train | valid | test
     label_column: int = 0  # labelled: the columns of the label and of the text
     text_column: int = 1
+    phrases: bool = False  # trees: every labelled node is an example (else the root: the sentence)
+    label_map: tuple[tuple[str, str], ...] = ()  # labelled, trees: labels renamed as they are read
 
     def describe(self) -> list[dict[str, Any]]:
         """Path, size and SHA-256 of every file, for the manifest."""
@@ -116,6 +121,14 @@ def resolve_inputs(inputs: Sequence[Mapping[str, Any]], kind: str) -> list[Input
                 raise InputError(f"{where}: {entry['src']!r} matches {len(src)} files but "
                                  f"{entry['tgt']!r} matches {len(tgt)}")
             specs.append(InputSpec(fmt, src, tgt, split))
+        elif fmt == "trees":
+            if "path" not in entry:
+                raise InputError(f"{where}: trees input needs 'path'")
+            phrases = entry.get("phrases", False)
+            if not isinstance(phrases, bool):
+                raise InputError(f"{where}: phrases must be true or false, got {phrases!r}")
+            specs.append(InputSpec(fmt, _expand(entry["path"], where), split=split, phrases=phrases,
+                                   label_map=_label_map(entry, where)))
         else:
             if "path" not in entry:
                 raise InputError(f"{where}: {fmt} input needs 'path'")
@@ -125,10 +138,27 @@ def resolve_inputs(inputs: Sequence[Mapping[str, Any]], kind: str) -> list[Input
                     or min(first, second) < 0 or first == second):
                 raise InputError(f"{where}: {names[0]} and {names[1]} must be different integers >= 0, "
                                  f"got {first!r} and {second!r}")
-            columns = ({"label_column": first, "text_column": second} if fmt == "labelled" else
-                       {"src_column": first, "tgt_column": second})
+            columns = ({"label_column": first, "text_column": second, "label_map": _label_map(entry, where)}
+                       if fmt == "labelled" else {"src_column": first, "tgt_column": second})
             specs.append(InputSpec(fmt, _expand(entry["path"], where), split=split, split_at=split_at, **columns))
     return specs
+
+
+def _label_map(entry: Mapping[str, Any], where: str) -> tuple[tuple[str, str], ...]:
+    """An input's ``label_map`` ({label: new label}) as sorted string pairs."""
+    mapping = entry.get("label_map") or {}
+    if not isinstance(mapping, Mapping):
+        raise InputError(f"{where}: label_map must map labels to labels ({{1: 0, 3: 1}}), got {mapping!r}")
+    return tuple(sorted((str(k), str(v)) for k, v in mapping.items()))
+
+
+def _relabelled(rows: DataFrame, spec: InputSpec) -> DataFrame:
+    """``label_raw`` trimmed and put through the input's ``label_map`` (other labels stay as they are)."""
+    label = F.trim(F.col("label_raw"))
+    if spec.label_map:
+        table = F.create_map(*(F.lit(x) for pair in spec.label_map for x in pair))
+        label = F.coalesce(F.element_at(table, label), label)
+    return rows.withColumn("label_raw", label)
 
 
 def _invalid(text: Column) -> Column:
@@ -193,8 +223,7 @@ def _read_tsv(spark: SparkSession, spec: InputSpec) -> DataFrame:
 
 def _read_labelled(spark: SparkSession, spec: InputSpec) -> DataFrame:
     """``label<TAB>text`` lines (or the configured columns); the label with surrounding spaces trimmed."""
-    rows = _read_columns(spark, spec, {"label_raw": spec.label_column, "src_raw": spec.text_column})
-    return rows.withColumn("label_raw", F.trim(F.col("label_raw")))
+    return _relabelled(_read_columns(spark, spec, {"label_raw": spec.label_column, "src_raw": spec.text_column}), spec)
 
 
 def _numbered_lines(spark: SparkSession, path: str) -> DataFrame:
@@ -229,7 +258,36 @@ def _union(frames: Sequence[DataFrame]) -> DataFrame:
     return result
 
 
-_READERS = {"tsv": _read_tsv, "aligned": _read_aligned, "labelled": _read_labelled}
+def _read_trees(spark: SparkSession, spec: InputSpec) -> DataFrame:
+    """One labelled tree per line (``pipelines.text.trees``): its root's label and sentence, or with
+    ``phrases`` one row per labelled node. A line that is not one tree is one row, dropped as
+    ``bad_tree``."""
+    lines = _read_lines(spark, spec.files).select(
+        _strip_cr("value").alias("line"), F.when(_invalid(F.col("value")), F.lit(INVALID_UTF8)).alias("reason"))
+    every_node = spec.phrases
+
+    def parse(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        from pipelines.text.trees import TreeError, tree_phrases
+
+        for batch in batches:
+            rows: dict[str, list[str | None]] = {"label_raw": [], "src_raw": [], "reason": []}
+            for line, reason in zip(batch.column("line").to_pylist(), batch.column("reason").to_pylist()):
+                try:
+                    phrases = tree_phrases(line, every_node) if reason is None else []
+                except TreeError:
+                    phrases, reason = [], BAD_TREE
+                for label, phrase in phrases or [(None, None)]:
+                    rows["label_raw"].append(label)
+                    rows["src_raw"].append(phrase)
+                    rows["reason"].append(reason)
+            yield pa.RecordBatch.from_pydict(rows, schema=_TREE_ROWS)
+
+    rows = lines.mapInArrow(parse, "label_raw string, src_raw string, reason string")
+    return _relabelled(rows, spec).withColumn("note", F.lit(None).cast("string"))
+
+
+_TREE_ROWS = pa.schema([("label_raw", pa.string()), ("src_raw", pa.string()), ("reason", pa.string())])
+_READERS = {"tsv": _read_tsv, "aligned": _read_aligned, "labelled": _read_labelled, "trees": _read_trees}
 
 
 def read_inputs(spark: SparkSession, specs: Sequence[InputSpec], ordered: bool = False) -> DataFrame:

@@ -254,6 +254,8 @@ def prepare(config: dict[str, Any]) -> None:
             raise ConfigError(f"train.{key} must be an integer >= 1, got {t[key]!r}")
     if not t["lr"] > 0:
         raise ConfigError(f"train.lr must be > 0, got {t['lr']}")
+    if config["valid"]["test_split"] not in ("train", "valid", "test"):
+        raise ConfigError(f"valid.test_split must be train, valid or test; got {config['valid']['test_split']!r}")
     manifest = load_manifest(Path(config["data_dir"]), "labelled")
     settings_of(config, 10, len(manifest["labels"]["names"]))
     for split in ("train", "valid"):

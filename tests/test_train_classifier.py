@@ -105,3 +105,14 @@ def test_classify_refuses_bad_input(tmp_path):
         classify.run([str(tmp_path), "--input", str(tmp_path / "missing.txt")])
     with pytest.raises(InputError, match="--max-tokens must be >= 0"):
         classify.run([str(tmp_path), "--max-tokens", "-1"])
+
+
+@pytest.mark.parametrize("override, message", [("valid.test_split=dev", "valid.test_split must be train, valid or test"),
+                                               ("train.optimizer=lbfgs", "train.optimizer must be one of"),
+                                               ("train.batch_size=0", "train.batch_size must be an integer >= 1")])
+def test_bad_settings_are_refused_before_training(override, message):
+    from jobs.common.config import load_config, to_dict
+    from pipelines.contract.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        job.prepare(to_dict(load_config("train_classifier", [override])))

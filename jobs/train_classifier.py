@@ -224,9 +224,8 @@ class ClassifierTraining:
         if self.rank == 0:
             worker_log(f"epoch {epoch}: valid loss {metrics['valid_loss']:.4f} accuracy {metrics['valid_accuracy']:.2f} "
                        f"macro-F1 {metrics['valid_macro_f1']:.2f}, {metrics['train_examples_per_sec']:,.0f} examples/s")
-        state = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                 "progress": asdict(progress), "vocab": self.fingerprint} if self.rank == 0 else None
-        ray_train.report(metrics, self.rank, {STATE_FILE: state, BEST_FILE: self.best_state})
+        ray_train.report_training(metrics, self.rank, self.model, self.optimizer, asdict(progress), self.fingerprint,
+                                  self.best_state)
         return stop
 
 

@@ -214,9 +214,8 @@ class LMTraining:
             bits = f", {metrics['valid_bits_per_char']:.3f} bits/char" if self.chars else ""
             worker_log(f"epoch {epoch}: valid loss {metrics['valid_loss']:.4f} ppl {metrics['valid_perplexity']:.2f}"
                        f"{bits}, {metrics['train_tokens_per_sec']:,.0f} tokens/s")
-        state = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                 "progress": asdict(progress), "vocab": self.fingerprint} if self.rank == 0 else None
-        ray_train.report(metrics, self.rank, {STATE_FILE: state, BEST_FILE: self.best_state})
+        ray_train.report_training(metrics, self.rank, self.model, self.optimizer, asdict(progress), self.fingerprint,
+                                  self.best_state)
         return stop
 
 

@@ -191,6 +191,15 @@ def resume_training(checkpoint: Any, config: dict[str, Any], fingerprint: Any, m
     return state["progress"], read_checkpoint(checkpoint, [BEST_FILE]).get(BEST_FILE)
 
 
+def report_training(metrics: dict[str, Any], rank: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                    progress: dict[str, Any], fingerprint: Any, best_state: dict[str, Any] | None) -> None:
+    """Report an epoch with the checkpoint :func:`resume_training` reads: rank 0 writes ``state.pt``
+    (model, optimizer, ``progress``, the vocabulary ``fingerprint``) and ``best.pt`` (``best_state``)."""
+    state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "progress": progress,
+             "vocab": fingerprint} if rank == 0 else None
+    report(metrics, rank, {STATE_FILE: state, BEST_FILE: best_state})
+
+
 def read_checkpoint(checkpoint: Any, names: Sequence[str], device: torch.device | str = "cpu") -> dict[str, Any]:
     """The files of a Ray Train checkpoint that ``report`` wrote, by name (those present), loaded
     with ``weights_only=True``."""

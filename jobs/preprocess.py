@@ -24,11 +24,17 @@ from pipelines.contract.manifest import MANIFEST_NAME
 from pipelines.contract.vocab import GivenVocab, given_from_output
 from pipelines.spark.preprocess import check_settings, preprocess
 from pipelines.spark.readers import resolve_inputs
+from pipelines.spark.series import check_series_settings, preprocess_series
 
 
 def summary(manifest: dict[str, Any], output_dir: Path) -> dict[str, Any]:
     """The figures a user or script wants from a preprocessing run."""
     counts = manifest["counts"]
+    if manifest["kind"] == "series":
+        return {"output_dir": str(output_dir), "read": counts["read"], "kept": counts["kept"],
+                "dropped": {k: v for k, v in counts["dropped"].items() if v}, "notes": counts["notes"],
+                "series": manifest["series"]["count"], "series_kept": manifest["series"]["kept"],
+                "splits": {k: v["examples"] for k, v in manifest["splits"].items()}, "seconds": manifest["seconds"]}
     return {"output_dir": str(output_dir), "read": counts["read"], "kept": counts["kept"],
             "dropped": {k: v for k, v in counts["dropped"].items() if v},
             "splits": {k: v["examples"] for k, v in manifest["splits"].items()},
@@ -52,7 +58,12 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
     print(to_yaml(cfg), flush=True)
     config = to_dict(cfg)
     output_dir = Path(config["output_dir"]).resolve()
-    check_settings(config)  # before MLflow and Spark start: a bad value costs no run
+    series = config["data"]["kind"] == "series"
+    # before MLflow and Spark start: a bad value costs no run
+    if series:
+        check_series_settings(config)
+    else:
+        check_settings(config)
     if output_dir.exists() and not config["overwrite"]:
         raise OutputExistsError(f"{output_dir} exists; pass overwrite=true to replace it")
     resolve_inputs(config["data"]["inputs"], config["data"]["kind"])
@@ -61,18 +72,20 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
     with mlflow_run(config["mlflow"], config["run_name"], params=config) as mlflow:
         mlflow.log_text(to_yaml(cfg), "config.yaml")
         with spark_session(config["spark"], app_name="rnnmt-preprocess") as spark:
-            manifest = preprocess(spark, config, output_dir, given=given)
+            manifest = (preprocess_series(spark, config, output_dir) if series
+                        else preprocess(spark, config, output_dir, given=given))
         counts = manifest["counts"]
         metrics = {"read": counts["read"], "kept": counts["kept"], "seconds": time.perf_counter() - started}
         metrics.update({f"dropped.{k}": v for k, v in counts["dropped"].items()})
         metrics.update({f"{split}.examples": v["examples"] for split, v in manifest["splits"].items()})
-        for side, entry in manifest["vocab"].items():
+        for side, entry in manifest.get("vocab", {}).items():
             metrics[f"vocab.{side}.size"] = entry["size"]
             if entry["coverage"] is not None:
                 metrics[f"vocab.{side}.coverage"] = entry["coverage"]
         mlflow.log_metrics(metrics)
         mlflow.log_artifact(str(output_dir / MANIFEST_NAME))
-        mlflow.log_artifacts(str(output_dir / "vocab"), "vocab")
+        if not series:
+            mlflow.log_artifacts(str(output_dir / "vocab"), "vocab")
         mlflow.set_tag("output_dir", str(output_dir))
     print(json.dumps(summary(manifest, output_dir)))
     return manifest

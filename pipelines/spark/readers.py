@@ -23,14 +23,16 @@ from pyspark.sql import functions as F
 
 from pipelines.contract.errors import InputError
 
-FORMATS = ("text", "tsv", "aligned", "labelled", "trees")
+FORMATS = ("text", "tsv", "aligned", "labelled", "trees", "csv")
 SPLITS = ("train", "valid", "test")
 _INPUT_KEYS = {"text": {"path", "split", "split_at"},
                "tsv": {"path", "split", "src_column", "tgt_column"},
                "aligned": {"src", "tgt", "split"},
                "labelled": {"path", "split", "label_column", "text_column", "label_map"},
-               "trees": {"path", "split", "phrases", "label_map"}}
-_KIND_FORMATS = {"parallel": ("tsv", "aligned"), "monolingual": ("text",), "labelled": ("labelled", "trees")}
+               "trees": {"path", "split", "phrases", "label_map"},
+               "csv": {"path"}}
+_KIND_FORMATS = {"parallel": ("tsv", "aligned"), "monolingual": ("text",), "labelled": ("labelled", "trees"),
+                 "series": ("csv",)}
 
 # Drop reasons a reader can give.
 INVALID_UTF8 = "invalid_utf8"
@@ -121,6 +123,10 @@ def resolve_inputs(inputs: Sequence[Mapping[str, Any]], kind: str) -> list[Input
                 raise InputError(f"{where}: {entry['src']!r} matches {len(src)} files but "
                                  f"{entry['tgt']!r} matches {len(tgt)}")
             specs.append(InputSpec(fmt, src, tgt, split))
+        elif fmt == "csv":  # series: the columns are the series.* keys, the split is the hold-out
+            if "path" not in entry:
+                raise InputError(f"{where}: csv input needs 'path'")
+            specs.append(InputSpec(fmt, _expand(entry["path"], where)))
         elif fmt == "trees":
             if "path" not in entry:
                 raise InputError(f"{where}: trees input needs 'path'")

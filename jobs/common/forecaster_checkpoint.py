@@ -1,0 +1,132 @@
+"""The forecaster checkpoint (``forecaster.pt``): the weights with everything needed to forecast a
+raw series (settings, how the series was read and scaled, each training series' scaling), as plain
+data and tensors, so it loads with ``torch.load(..., weights_only=True)``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from jobs.common.checkpoint import load_state
+from pipelines.contract.errors import InputError
+from pipelines.contract.series_shards import SeriesRows
+from pipelines.series.regular import Regular, calendar_features, regularize
+from pipelines.series.scaling import Scaling
+from rnn_models.forecaster import Forecaster, ForecasterSettings
+
+FORECASTER_FILE = "forecaster.pt"
+
+
+@torch.no_grad()
+def forecast_rows(model: Forecaster, rows: SeriesRows, steps: int, scaling: Scaling, batch_size: int = 256,
+                  device: torch.device | str = "cpu") -> np.ndarray:
+    """The forecasts (N, steps, features), in original units, of valid or test ``rows``: each from
+    its context, predictions fed back, then the series' scaling inverted."""
+    was_training = model.training
+    model.eval()
+    out = np.empty((len(rows), steps, rows.inputs.shape[2]), np.float64)
+    for start in range(0, len(rows), batch_size):
+        part = slice(start, start + batch_size)
+        history = torch.as_tensor(rows.inputs[part], device=device)
+        calendar = torch.as_tensor(rows.calendar[part], device=device) if model.settings.calendar else None
+        predicted = model.generate(history, steps, calendar).float().cpu().numpy()
+        for n, values in enumerate(predicted, start):
+            out[n] = scaling.inverse(values, rows.before[n], rows.centre[n], rows.spread[n])
+    model.train(was_training)
+    return out
+
+
+@dataclass
+class ForecasterBundle:
+    """A forecaster, how its series were read (columns, missing rule) and scaled, the window it
+    reads, and the scaling fitted on each training series' train part (by series id)."""
+
+    model: Forecaster
+    scaling: Scaling
+    window: int
+    horizon: int
+    missing: str
+    time_column: str
+    value_columns: list[str]
+    id_column: str | None
+    scales: dict[str, tuple[list[float], list[float]]]  # series id -> (centre, spread)
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def calendar(self) -> bool:
+        return self.model.settings.calendar > 0
+
+    def min_points(self) -> int:
+        """The shortest history a forecast can start from."""
+        return self.window + self.scaling.difference
+
+    @torch.no_grad()
+    def forecast(self, series: Regular, steps: int, name: str | None = None) -> tuple[pd.DatetimeIndex, np.ndarray, str]:
+        """The ``steps`` times and values (steps, features; original units) after the regular
+        ``series``; the scaling is that of the training series ``name`` when the model knows it,
+        else fitted on this history. Returns which scaling was used too."""
+        raw, n, d, w = series.values, len(series.values), self.scaling.difference, self.window
+        if n < self.min_points():
+            raise InputError(f"series {name!r} has {n} points; the forecaster reads {w} "
+                             f"(and {d} more for its difference)")
+        if series.step is None:
+            raise InputError(f"series {name!r}: cannot find its time step")
+        if name in self.scales:
+            centre, spread = (np.asarray(v, np.float64) for v in self.scales[name])
+            scaled_by = f"the training scaling of series {name!r}"
+        else:
+            centre, spread = self.scaling.fit(raw)
+            scaled_by = "a scaling fitted on the history given"
+        history = self.scaling.forward(raw, centre, spread)[-w:]
+        future = series.step.times(series.times[-1], steps + 1)[1:]
+        calendar = None
+        if self.calendar:  # the calendar of every step predicted: the history's own (but its first), then the future's
+            times = series.times[n - w + 1:].append(future)
+            calendar = torch.as_tensor(calendar_features(times), dtype=torch.float32).unsqueeze(0)
+        self.model.eval()
+        predicted = self.model.generate(torch.as_tensor(history, dtype=torch.float32).unsqueeze(0), steps, calendar)
+        values = self.scaling.inverse(predicted[0].numpy(), raw[n - d:], centre, spread)
+        return future, values, scaled_by
+
+    def read(self, frame: pd.DataFrame, where: str) -> dict[str, Regular]:
+        """The regular series of a CSV table with this model's columns, by id (one, unnamed
+        ``""``, without an id column)."""
+        needed = [self.time_column, *self.value_columns] + ([self.id_column] if self.id_column else [])
+        missing = [c for c in needed if c not in frame.columns]
+        if missing:
+            raise InputError(f"{where}: no column(s) {missing} (it has {list(frame.columns)}); the model was "
+                             f"trained on {needed}")
+        if not self.id_column:
+            return {"": regularize(frame[self.time_column], frame[self.value_columns], self.missing)}
+        return {str(key): regularize(group[self.time_column], group[self.value_columns], self.missing)
+                for key, group in frame.groupby(self.id_column, sort=True)}
+
+    def state(self, model_state: dict[str, torch.Tensor] | None = None) -> dict[str, Any]:
+        """Everything ``load`` needs, as plain data and tensors (loadable with weights_only=True)."""
+        return {"settings": self.model.settings.to_dict(),
+                "model": model_state if model_state is not None else self.model.state_dict(),
+                "scaling": self.scaling.to_dict(), "window": self.window, "horizon": self.horizon,
+                "missing": self.missing, "time_column": self.time_column, "value_columns": self.value_columns,
+                "id_column": self.id_column, "scales": {k: [list(c), list(s)] for k, (c, s) in self.scales.items()},
+                "info": self.info}
+
+    def save(self, path: Path, model_state: dict[str, torch.Tensor] | None = None) -> None:
+        torch.save(self.state(model_state), path)
+
+    @classmethod
+    def load(cls, path: str | Path, device: torch.device | str = "cpu", tracking_uri: str | None = None
+             ) -> "ForecasterBundle":
+        """From a ``forecaster.pt`` file, a directory holding one, or an MLflow URI (see ``load_state``)."""
+        state = load_state(path, FORECASTER_FILE, "forecaster",
+                           {"settings", "model", "scaling", "window", "value_columns"}, tracking_uri)
+        model = Forecaster(ForecasterSettings.from_dict(state["settings"]))
+        model.load_state_dict(state["model"])
+        model.to(device).eval()
+        return cls(model, Scaling(**state["scaling"]), state["window"], state["horizon"], state["missing"],
+                   state["time_column"], list(state["value_columns"]), state["id_column"],
+                   {k: (list(c), list(s)) for k, (c, s) in state["scales"].items()}, dict(state.get("info", {})))

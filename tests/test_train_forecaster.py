@@ -1,0 +1,118 @@
+"""The forecaster job end to end on the bundled sunspots (2 DDP workers on CPU, MLflow, best/last
+outputs, resume) and jobs.forecast: the same forecast from the raw file, bad input refused."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from jobs import forecast
+from jobs import train_forecaster as job
+from jobs.common.forecaster_checkpoint import ForecasterBundle
+from pipelines.contract.errors import CheckpointError, InputError
+from pipelines.series.scaling import Scaling
+from pipelines.spark.series import preprocess_series
+from rnn_models.forecaster import Forecaster, ForecasterSettings
+from test_series_preprocess import config as preprocess_config
+
+SAMPLE = Path(__file__).resolve().parent.parent / "data/sample/sunspots-yearly.csv"
+
+
+@pytest.fixture(scope="module")
+def sunspots(spark, tmp_path_factory):
+    """The bundled yearly sunspots: the last 20 years test, the 20 before valid, windows of 30."""
+    root = tmp_path_factory.mktemp("forecaster")
+    cfg = preprocess_config([{"path": str(SAMPLE)}], "series.window=30", "series.horizon=20", "series.season=11")
+    preprocess_series(spark, cfg, root / "data", log=lambda m: None)
+    return root / "data"
+
+
+def _args(tmp_path, data_dir, out, uri, *extra):
+    return [f"data_dir={data_dir}", f"output_dir={out}", f"storage_path={tmp_path / 'ray'}",
+            f"mlflow.tracking_uri={uri}", f"mlflow.artifact_location={(tmp_path / 'artifacts').as_uri()}",
+            "mlflow.experiment=test-forecaster", "model.hidden_size=32", "train.num_workers=2",
+            "train.cpus_per_worker=0.5", "train.report_seconds=0", "valid.every=5", *extra]
+
+
+@pytest.mark.slow
+def test_two_workers_learn_sunspots_resume_and_forecast(tmp_path, sunspots, ray_local):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    out = tmp_path / "forecaster"
+    summary = job.run(_args(tmp_path, sunspots, out, uri, "run_name=fc-test", "train.epochs=40", "train.patience=0"))
+    assert summary["epochs"] == 40 and summary["series"] == 1
+    # it learns: well below forecasting the train mean, computed from the raw file
+    raw = pd.read_csv(SAMPLE)["value"].to_numpy()
+    mean_rmse = np.sqrt(np.mean((raw[-20:] - raw[:-40].mean()) ** 2))
+    assert summary["test_rmse"] < 0.6 * mean_rmse, (summary["test_rmse"], mean_rmse)
+    table = pd.read_csv(out / "test_forecast.csv")
+    assert list(table["time"]) == [f"{year}-01-01" for year in range(1989, 2009)]
+    np.testing.assert_allclose(table["actual_value"], raw[-20:])
+    assert summary["test_rmse"] == pytest.approx(np.sqrt(np.mean((table["forecast_value"] - raw[-20:]) ** 2)))
+
+    client = mlflow.MlflowClient(uri)
+    run = client.search_runs([client.get_experiment_by_name("test-forecaster").experiment_id])[0]
+    assert run.info.status == "FINISHED"
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"test_forecast.png", "test_forecast.csv", "best", "config.yaml"} <= artifacts
+    assert len(client.get_metric_history(run.info.run_id, "valid_rmse")) == 8  # every 5 of 40 epochs
+
+    # jobs.forecast on the file without its test tail gives the job's test forecast
+    history = tmp_path / "cut" / "sunspots-yearly.csv"
+    history.parent.mkdir()
+    lines = SAMPLE.read_text().splitlines()
+    history.write_text("\n".join(lines[:-20]) + "\n")
+    counts = forecast.run([str(out / "best"), "--series", str(history), "--steps", "20",
+                           "--output", str(tmp_path / "f.csv")])
+    assert counts == {"series": 1, "steps": 20, "rows": 309 - 20}
+    mine = pd.read_csv(tmp_path / "f.csv")
+    assert list(mine["date"]) == list(table["time"])
+    np.testing.assert_allclose(mine["value"], table["forecast_value"], rtol=1e-5)
+
+    # a rerun of the same run_name resumes: only the 5 new epochs are trained
+    again = job.run(_args(tmp_path, sunspots, out, uri, "run_name=fc-test", "train.epochs=45", "train.patience=0",
+                          "overwrite=true"))
+    assert again["epochs"] == 45 and again["train_windows"] == pytest.approx(summary["train_windows"] * 45 / 40)
+
+
+@pytest.fixture(scope="module")
+def untrained(tmp_path_factory) -> Path:
+    """A forecaster checkpoint with untrained weights reading windows of 5 (bad input does not need a trained one)."""
+    path = tmp_path_factory.mktemp("untrained") / "forecaster.pt"
+    torch.manual_seed(0)
+    model = Forecaster(ForecasterSettings(features=1, hidden_size=4, layers=1))
+    ForecasterBundle(model, Scaling(), 5, 3, "interpolate", "date", ["value"], None, {}).save(path)
+    return path
+
+
+def _write(path: Path, text: str | bytes) -> Path:
+    path.write_bytes(text if isinstance(text, bytes) else text.encode())
+    return path
+
+
+def test_forecast_cli_fills_gaps_and_refuses_bad_input(untrained, tmp_path, capsys):
+    gappy = _write(tmp_path / "g.csv", "date,value\n2000-01,1\n2000-02,2\n2000-04,4\n2000-05,5\n2000-06,6\n")
+    assert forecast.run([str(untrained), "--series", str(gappy), "--steps", "3"]) == {"series": 1, "steps": 3, "rows": 5}
+    out = capsys.readouterr()
+    assert list(csv.reader(out.out.splitlines()))[0] == ["date", "value"]
+    assert [r[0] for r in list(csv.reader(out.out.splitlines()))[1:]] == ["2000-07-01", "2000-08-01", "2000-09-01"]
+    assert "1 gaps, 1 interpolated" in out.err and "fitted on the history given" in out.err
+    cases = {
+        "missing": (tmp_path / "nope.csv", "no such file"),
+        "bytes": (_write(tmp_path / "b.csv", b"date,value\n2000,\xff\n"), "not UTF-8"),
+        "columns": (_write(tmp_path / "c.csv", "time,value\n2000,1\n"), r"no column\(s\) \['date'\]"),
+        "short": (_write(tmp_path / "s.csv", "date,value\n2000,1\n2001,2\n"), "has 2 points; the forecaster reads 5"),
+        "empty": (_write(tmp_path / "e.csv", ""), "not a readable CSV"),
+    }
+    for name, (path, message) in cases.items():
+        with pytest.raises(InputError, match=message):
+            forecast.run([str(untrained), "--series", str(path), "--steps", "3"])
+    with pytest.raises(InputError, match="--steps must be >= 1"):
+        forecast.run([str(untrained), "--series", str(gappy), "--steps", "0"])
+    with pytest.raises(CheckpointError, match="no forecaster checkpoint"):
+        forecast.run([str(tmp_path), "--series", str(gappy), "--steps", "1"])

@@ -78,6 +78,9 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
         metrics = {"read": counts["read"], "kept": counts["kept"], "seconds": time.perf_counter() - started}
         metrics.update({f"dropped.{k}": v for k, v in counts["dropped"].items()})
         metrics.update({f"{split}.examples": v["examples"] for split, v in manifest["splits"].items()})
+        if series:
+            metrics.update({"series": manifest["series"]["count"], "series.kept": manifest["series"]["kept"]})
+            metrics.update({f"notes.{k}": v for k, v in counts["notes"].items()})
         for side, entry in manifest.get("vocab", {}).items():
             metrics[f"vocab.{side}.size"] = entry["size"]
             if entry["coverage"] is not None:

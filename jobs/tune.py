@@ -4,7 +4,7 @@
     python -m jobs.tune conf/tune/word2vec.yaml num_samples=8
 
 Each trial runs the training job itself (``jobs.train_translator``, ``jobs.train_word2vec``,
-``jobs.train_lm`` or ``jobs.train_classifier``, the Ray Train V2 pattern: a function trainable that fits a TorchTrainer, whose reports reach Tune)
+``jobs.train_lm``, ``jobs.train_classifier`` or ``jobs.train_forecaster``, the Ray Train V2 pattern: a function trainable that fits a TorchTrainer, whose reports reach Tune)
 with the sampled keys as overrides. MLflow gets one parent run for the search and a child run per
 trial (its params, metrics per epoch, and FINISHED, FAILED or KILLED at the end: trials ASHA stops
 are marked KILLED). The best trial's config is written to ``output_dir/best.yaml``, which the
@@ -29,7 +29,7 @@ from jobs.common.ray_cluster import connect
 from jobs.common.tracking import mlflow_run, tracking_uri
 from pipelines.contract.atomic import write_atomically
 
-TRAINERS = ("train_translator", "train_word2vec", "train_lm", "train_classifier")
+TRAINERS = ("train_translator", "train_word2vec", "train_lm", "train_classifier", "train_forecaster")
 SAMPLERS = ("choice", "grid", "uniform", "loguniform", "randint")
 SEARCHES = ("random", "optuna")
 TRIAL_CPU = 0.1  # the trial's own process: it starts the trainer and publishes its output

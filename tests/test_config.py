@@ -10,6 +10,8 @@ from conftest import DATA, PROJECT
 from jobs import pipeline, train_translator, tune
 from jobs.common.config import CONF_DIR, ConfigError, flatten, load_config, to_dict
 from pipelines.spark.preprocess import check_settings
+from pipelines.spark.series import check_series_settings
+from rnn_models.forecaster import ForecasterSettings
 
 
 def test_defaults_and_overrides():
@@ -58,7 +60,12 @@ def test_every_preset_of_every_job_loads(preset: Path):
     cfg = to_dict(load_config(job, [str(preset)] + (["data_root=/corpora"] if has_root else [])))
     assert "${" not in str(cfg)
     if job == "preprocess":
-        check_settings(cfg)
+        if cfg["data"]["kind"] == "series":
+            check_series_settings(cfg)
+        else:
+            check_settings(cfg)
+    elif job == "train_forecaster":
+        ForecasterSettings.from_dict({**cfg["model"], "features": 1})
     elif job == "train_translator":
         train_translator.settings_of(cfg)
         train_translator.decode_settings(cfg)

@@ -55,12 +55,12 @@ def test_the_data_side_knows_nothing_of_torch_ray_or_jobs_and_only_spark_imports
     assert _offending("pipelines", allowed) == []
 
 
-@pytest.mark.parametrize("package", ["pipelines/contract", "pipelines/text"])
-def test_contract_and_text_rules_stand_alone(package):
+@pytest.mark.parametrize("package", ["pipelines/contract", "pipelines/text", "pipelines/series"])
+def test_contract_text_and_series_rules_stand_alone(package):
     """What both sides import needs neither Spark nor the Spark stages."""
     def allowed(module: str, name: str) -> bool:
         return not name.startswith("pipelines.spark") and _top(name) != "pyspark" and \
-            not (package == "pipelines/contract" and name.startswith("pipelines.text"))
+            not (package == "pipelines/contract" and name.startswith(("pipelines.text", "pipelines.series")))
     assert _offending(package, allowed) == []
 
 

@@ -83,9 +83,10 @@ def read_csv_rows(spark: SparkSession, specs: Sequence[InputSpec], series: Mappi
                                  "rename one, or give series.id_column")
     frames = []
     for number, path in enumerate(files):
-        missing = [c for c in needed if c not in _header(path)]
+        header = _header(path)
+        missing = [c for c in needed if c not in header]
         if missing:
-            raise InputError(f"{path}: no column(s) {missing} in its header (it has {_header(path)}); "
+            raise InputError(f"{path}: no column(s) {missing} in its header (it has {header}); "
                              "set series.time_column / value_columns / id_column")
         rows = spark.read.option("header", True).option("inferSchema", False).csv(path)
         ident = F.coalesce(F.trim(F.col(f"`{series['id_column']}`")), F.lit("")) if series["id_column"] \

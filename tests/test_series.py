@@ -141,3 +141,11 @@ def test_a_series_without_values_has_no_points():
     times, values = _frame(["2000", "2001", "2002"], ["", "x", ""])
     series = regularize(times, values, "interpolate")
     assert len(series.values) == 0 and series.counts["missing_value"] == 3
+
+
+def test_times_that_fit_no_regular_step_drop_the_series():
+    # minutes apart, then a year: a one-minute grid would hold half a million points for 4 rows
+    times, values = _frame(["2000-01-01 00:00", "2000-01-01 00:01", "2000-01-01 00:02", "2001-01-01 00:00"],
+                           ["1", "2", "3", "4"])
+    series = regularize(times, values, "interpolate")
+    assert series.counts["irregular_time"] == 4 and len(series.values) == 0 and series.step == Step(seconds=60)

@@ -52,7 +52,7 @@ def test_many_series_accounting_holdout_and_partition_invariance(spark, tmp_path
     assert c["read"] == 5 * 40 + 5 == c["kept"] + sum(c["dropped"].values())
     # the duplicate of s1's first month is dropped (the first row in input order stays), the short
     # series is too short for a window of 6 and two tails of 4, the id-less row has no series
-    assert c["dropped"] == {"missing_id": 1, "bad_time": 1, "duplicate_time": 1, "missing_value": 0, "too_short": 2}
+    assert c["dropped"] == {"missing_id": 1, "bad_time": 1, "duplicate_time": 1, "irregular_time": 0, "missing_value": 0, "too_short": 2}
     assert m["series"]["count"] == 7 and m["series"]["kept"] == 5 and m["series"]["steps"] == {"1 months": 5}
     # one train window per start, one valid and one test forecast per series
     assert m["splits"]["train"]["examples"] == 5 * (40 - 8 - 6) and m["splits"]["valid"]["examples"] == 5

@@ -108,6 +108,8 @@ def test_forecast_cli_fills_gaps_and_refuses_bad_input(untrained, tmp_path, caps
         "columns": (_write(tmp_path / "c.csv", "time,value\n2000,1\n"), r"no column\(s\) \['date'\]"),
         "short": (_write(tmp_path / "s.csv", "date,value\n2000,1\n2001,2\n"), "has 2 points; the forecaster reads 5"),
         "empty": (_write(tmp_path / "e.csv", ""), "not a readable CSV"),
+        "irregular": (_write(tmp_path / "i.csv", "date,value\n" + "".join(f"2000-01-01 00:0{m},1\n" for m in range(6))
+                             + "2003-01-01,1\n"), "fit no regular step"),
     }
     for name, (path, message) in cases.items():
         with pytest.raises(InputError, match=message):

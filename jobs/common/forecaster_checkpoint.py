@@ -15,7 +15,7 @@ import torch
 from jobs.common.checkpoint import load_state
 from pipelines.contract.errors import InputError
 from pipelines.contract.series_shards import SeriesRows
-from pipelines.series.regular import Regular, calendar_features, regularize
+from pipelines.series.regular import MAX_GRID, Regular, calendar_features, regularize
 from pipelines.series.scaling import Scaling
 from rnn_models.forecaster import Forecaster, ForecasterSettings
 
@@ -71,6 +71,9 @@ class ForecasterBundle:
         ``series``; the scaling is that of the training series ``name`` when the model knows it,
         else fitted on this history. Returns which scaling was used too."""
         raw, n, d, w = series.values, len(series.values), self.scaling.difference, self.window
+        if series.counts.get("irregular_time"):
+            raise InputError(f"series {name!r}: its times fit no regular step (a step of {series.step} would need "
+                             f"over {MAX_GRID} times as many points as it has rows)")
         if n < self.min_points():
             raise InputError(f"series {name!r} has {n} points; the forecaster reads {w} "
                              f"(and {d} more for its difference)")

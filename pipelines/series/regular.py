@@ -19,7 +19,10 @@ MISSING_RULES = ("interpolate", "drop")
 BAD_TIME = "bad_time"              # the time is empty or not a date
 DUPLICATE_TIME = "duplicate_time"  # a second row for a time the series has (the first in input order is kept)
 MISSING_VALUE = "missing_value"    # a value empty or not a number, with missing=drop
-TOO_SHORT = "too_short"            # every row of a series too short for a training window and the hold-out
+IRREGULAR_TIME = "irregular_time"  # every row of a series whose times fit no regular step (its grid would be
+                                   # over MAX_GRID times its rows): e.g. seconds apart, then years apart
+TOO_SHORT = "too_short"
+MAX_GRID = 10  # a series' regular grid may hold at most this many times its rows (plus 1,000)            # every row of a series too short for a training window and the hold-out
 
 
 @dataclass(frozen=True)
@@ -95,13 +98,16 @@ def regularize(times: pd.Series, values: pd.DataFrame, missing: str, order: Sequ
     """The regular series of ``times`` (raw text) and ``values`` (raw text or numbers, one column
     per feature), rows taken in ``order`` (input order, for which duplicate wins; default as given).
 
-    Rows with a bad time are dropped; for a repeated time the first row in input order is kept.
+    Rows with a bad time are dropped; for a repeated time the first row in input order is kept. A
+    series whose times fit no regular step (its grid would be over ``MAX_GRID`` times its rows) has
+    every row dropped as ``irregular_time``.
     Missing times inside the span (gaps) and missing values are filled by linear interpolation in
     time with ``missing=interpolate``; with ``drop`` rows with a missing value are dropped and the
     series is taken as regular by index."""
     if missing not in MISSING_RULES:
         raise ConfigError(f"series.missing must be one of {', '.join(MISSING_RULES)}; got {missing!r}")
-    counts = {"read": len(times), BAD_TIME: 0, DUPLICATE_TIME: 0, MISSING_VALUE: 0, "gaps": 0, "off_grid": 0,
+    counts = {"read": len(times), BAD_TIME: 0, DUPLICATE_TIME: 0, MISSING_VALUE: 0, IRREGULAR_TIME: 0, "gaps": 0,
+              "off_grid": 0,
               "interpolated": 0}
     frame = pd.DataFrame({"time": parse_times(times).to_numpy(), "order": np.arange(len(times)) if order is None
                           else np.asarray(order)})
@@ -115,6 +121,9 @@ def regularize(times: pd.Series, values: pd.DataFrame, missing: str, order: Sequ
     value_columns = list(range(numbers.shape[1]))
     seen = pd.DatetimeIndex(frame["time"])  # every time with a row, before rows without a value go
     step = infer_step(seen)
+    if step is not None and _steps_between(seen[0], seen[-1], step) + 1 > MAX_GRID * len(seen) + 1000:
+        counts[IRREGULAR_TIME] = len(seen)
+        return Regular(seen[:0], np.zeros((0, numbers.shape[1])), step, counts)
     absent = frame[value_columns].isna().any(axis=1)
     if missing == "drop" or len(seen) < 2:
         counts[MISSING_VALUE] = int(absent.sum())

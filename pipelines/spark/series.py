@@ -27,13 +27,14 @@ from pyspark.sql import functions as F
 from pipelines.contract.atomic import atomic_directory
 from pipelines.contract.errors import ConfigError, InputError
 from pipelines.contract.manifest import FORMAT_VERSION, write_manifest
-from pipelines.series.regular import BAD_TIME, DUPLICATE_TIME, MISSING_VALUE, TOO_SHORT, regularize, series_name
+from pipelines.series.regular import (BAD_TIME, DUPLICATE_TIME, IRREGULAR_TIME, MISSING_VALUE, TOO_SHORT, regularize,
+                                     series_name)
 from pipelines.series.windows import SeriesSettings, series_rows
 from pipelines.spark.output import write_shards
 from pipelines.spark.readers import SPLITS, InputSpec, resolve_inputs
 
 MISSING_ID = "missing_id"  # a row whose id column is empty
-REASONS = (MISSING_ID, BAD_TIME, DUPLICATE_TIME, MISSING_VALUE, TOO_SHORT)
+REASONS = (MISSING_ID, BAD_TIME, DUPLICATE_TIME, IRREGULAR_TIME, MISSING_VALUE, TOO_SHORT)
 NOTES = ("gaps", "interpolated", "off_grid")
 SERIES_FILE = "series.parquet"
 
@@ -115,7 +116,8 @@ def series_groups(rows: DataFrame, settings: SeriesSettings, features: int) -> D
         else:
             regular = regularize(frame["time"], frame[value_columns], settings.missing)
             counts = regular.counts
-            info["dropped"] = {r: counts[r] for r in (BAD_TIME, DUPLICATE_TIME, MISSING_VALUE) if counts[r]}
+            info["dropped"] = {r: counts[r] for r in (BAD_TIME, DUPLICATE_TIME, IRREGULAR_TIME, MISSING_VALUE)
+                               if counts[r]}
             info.update({k: counts[k] for k in NOTES}, points=len(regular.values),
                         step=str(regular.step) if regular.step else None,
                         first=regular.times[0].isoformat() if len(regular.times) else None,

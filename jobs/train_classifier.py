@@ -34,7 +34,7 @@ from pipelines.contract.errors import ConfigError, ManifestError
 from pipelines.contract.labelled_shards import Labelled, read_labelled
 from pipelines.contract.manifest import load_manifest
 from pipelines.contract.vocab import Vocab, load_vocab, vocab_identity
-from rnn_models.batching import pad, worker_batches
+from rnn_models.batching import epoch_batches, pad, worker_batches
 from rnn_models.classifier import Classifier, ClassifierSettings
 from rnn_models.word_vectors import init_embedding_from
 
@@ -70,12 +70,6 @@ def build_model(config: dict[str, Any], vocab: Vocab, classes: int, log: bool = 
         if log:
             worker_log(coverage)
     return model
-
-
-def epoch_batches(count: int, batch_size: int, seed: int, epoch: int) -> list[np.ndarray]:
-    """The example indices of an epoch's batches: a new shuffle every epoch, the same for every number of workers."""
-    order = np.random.default_rng([seed, epoch]).permutation(count)
-    return [order[start:start + batch_size] for start in range(0, count, batch_size)]
 
 
 def make_batch(data: Labelled, index: Sequence[int], device: torch.device

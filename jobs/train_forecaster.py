@@ -38,7 +38,7 @@ from pipelines.contract.manifest import load_manifest
 from pipelines.contract.series_shards import SeriesRows, read_windows
 from pipelines.series.regular import Step, format_time
 from pipelines.series.scaling import Scaling
-from rnn_models.batching import worker_batches
+from rnn_models.batching import epoch_batches, worker_batches
 from rnn_models.forecaster import Forecaster, ForecasterSettings
 
 PATH_KEYS = ("data_dir", "output_dir")
@@ -100,7 +100,7 @@ class ForecasterTraining:
         torch.set_num_threads(max(1, int(t["cpus_per_worker"])))
         self.manifest = load_manifest(Path(config["data_dir"]), "series")
         self.fingerprint = data_identity(self.manifest)
-        self.scaling = Scaling(**{k: self.manifest["series"]["settings"][k] for k in ("transform", "difference", "scale")})
+        self.scaling = Scaling.from_config(self.manifest["series"]["settings"])
         self.horizon = self.manifest["series"]["settings"]["horizon"]
         self.train = read_split(config, self.manifest, "train")
         self.valid = read_split(config, self.manifest, "valid") if rank == 0 else None
@@ -126,8 +126,7 @@ class ForecasterTraining:
         t, progress, data = self.t, self.progress, self.train
         torch.manual_seed(self.config["seed"] * 1_000_003 + epoch * 101 + self.rank)  # dropout masks
         self.model.train()
-        order = np.random.default_rng([self.config["seed"], epoch]).permutation(len(data))
-        batches = worker_batches([order[s:s + t["batch_size"]] for s in range(0, len(order), t["batch_size"])],
+        batches = worker_batches(epoch_batches(len(data), t["batch_size"], self.config["seed"], epoch),
                                  self.rank, self.world)
         clock = ray_train.EpochClock(progress.loop_seconds, t["max_minutes"], t["report_seconds"], self.device)
         window = {"loss": 0.0, "windows": 0, "seconds": 0.0}  # since the last progress report
@@ -231,12 +230,6 @@ def prepare(config: dict[str, Any]) -> None:
                                 f"({manifest['counts']['dropped']})")
 
 
-def series_steps(data_dir: Path, manifest: dict[str, Any]) -> dict[str, Step]:
-    """Each kept series' time step, from ``series.parquet``."""
-    table = pq.read_table(data_dir / manifest["series"]["file"]).to_pylist()
-    return {r["series"]: Step(r["step_months"], r["step_seconds"]) for r in table if r["kept"]}
-
-
 def forecast_table(rows: SeriesRows, forecast: np.ndarray, steps: dict[str, Step], columns: Sequence[str]
                    ) -> pd.DataFrame:
     """The forecasts of ``rows`` next to the held-out values: series, time, step, then
@@ -288,7 +281,7 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
         model = Forecaster(settings_of(config, manifest))
         model.load_state_dict(best["model"])
         model.eval()
-        scaling = Scaling(**{k: settings[k] for k in ("transform", "difference", "scale")})
+        scaling = Scaling.from_config(settings)
         kept = [r for r in pq.read_table(data_dir / series["file"]).to_pylist() if r["kept"]]
         bundle = ForecasterBundle(model, scaling, settings["window"], settings["horizon"], settings["missing"],
                                   series["time_column"], list(series["value_columns"]), series["id_column"],
@@ -302,7 +295,8 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
             rows = read_split(config, manifest, "test")
             forecast = forecast_rows(model, rows, settings["horizon"], scaling)
             test = scores("test", forecast, rows)
-            table = forecast_table(rows, forecast, series_steps(data_dir, manifest), series["value_columns"])
+            steps = {r["series"]: Step(r["step_months"], r["step_seconds"]) for r in kept}
+            table = forecast_table(rows, forecast, steps, series["value_columns"])
         with atomic_directory(output_dir, overwrite=config["overwrite"]) as tmp:
             for name, state in (("best", best["model"]), ("last", last["model"])):
                 (tmp / name).mkdir()

@@ -41,6 +41,12 @@ def token_batches(src_len: np.ndarray, tgt_len: np.ndarray, batch_tokens: int, s
     return [batches[i] for i in rng.permutation(len(batches))]
 
 
+def epoch_batches(count: int, batch_size: int, seed: int, epoch: int) -> list[np.ndarray]:
+    """The example indices of an epoch's batches: a new shuffle every epoch, the same for every number of workers."""
+    order = np.random.default_rng([seed, epoch]).permutation(count)
+    return [order[start:start + batch_size] for start in range(0, count, batch_size)]
+
+
 def worker_batches(batches: Sequence[np.ndarray], rank: int, world: int) -> list[np.ndarray]:
     """Worker ``rank``'s batches: every ``world``-th one. All workers get the same count (data-parallel
     steps must pair up), so the list is first topped up with batches from its start."""

@@ -28,7 +28,7 @@ from jobs import evaluate, preprocess, train_lm, train_translator, train_word2ve
 from jobs.common import cli
 from jobs.common.config import load_config, to_dict, to_dotlist, to_yaml
 from jobs.common.spark_session import spark_session
-from jobs.common.tracking import mlflow_run, project_store, runs_page, tracking_uri
+from jobs.common.tracking import is_server, mlflow_run, project_store, runs_page, tracking_uri
 from pipelines.contract.atomic import write_atomically
 from pipelines.spark.readers import resolve_inputs
 
@@ -183,8 +183,12 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
     print(f"\nReport: {work / 'report.md'}")
     if run_id:
         experiment = mlflow.get_run(run_id).info.experiment_id
-        print(f"Browse the runs: make ui   (or: mlflow ui --backend-store-uri {tracking_uri(config['mlflow'])} "
-              f"--host 127.0.0.1 --port 5000), then open {runs_page('http://127.0.0.1:5000', experiment)}")
+        uri = tracking_uri(config["mlflow"])
+        if is_server(uri):
+            print(f"Browse the runs: {runs_page(uri, experiment)}")
+        else:
+            print(f"Browse the runs: make ui   (or: mlflow ui --backend-store-uri {uri} --host 127.0.0.1 "
+                  f"--port 5000), then open {runs_page('http://127.0.0.1:5000', experiment)}")
         registry = records.get("translator", {}).get("summary", {}).get("registry")
         if registry:
             print(serve_hint(registry["name"], config["mlflow"]))

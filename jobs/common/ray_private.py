@@ -6,6 +6,8 @@ what changes.
 
 from __future__ import annotations
 
+import os
+import socket
 from typing import Any
 
 
@@ -18,12 +20,50 @@ def in_tune_session() -> bool:
 
 
 def init_local(num_cpus: int | None) -> None:
-    """An in-process Ray bound to 127.0.0.1. ``_node_ip_address`` is the only way to keep a local
-    Ray's own servers off other interfaces; its dashboard also binds to 127.0.0.1 (Ray Train's
-    placement-group cleaner and Tune query the state API it serves)."""
+    """A new in-process Ray bound to 127.0.0.1, whatever other Ray runs on this machine.
+
+    ``address="local"`` always starts one (a bare ``ray.init()`` joins a cluster that ``ray
+    start`` left running). ``_node_ip_address`` is the only way to keep a local Ray's own servers
+    off other interfaces; its dashboard also binds to 127.0.0.1. Ray Train's placement-group
+    cleaner and Tune query the state API from worker processes by auto-detecting "the" local
+    Ray, which fails with "Found multiple active Ray instances" while another runs. That lookup
+    reads ``RAY_API_SERVER_ADDRESS`` first: it is set to the dashboard's address while Ray's own
+    processes start (its workers inherit it from them), and only then, as it also overrides the
+    address of every state-API call in the process that sets it."""
     import ray
 
-    ray.init(num_cpus=num_cpus, include_dashboard=True, dashboard_host="127.0.0.1", _node_ip_address="127.0.0.1")
+    port = DASHBOARD_PORT if _port_free(DASHBOARD_PORT) else _free_port()
+    previous = os.environ.get(_API_SERVER)
+    os.environ[_API_SERVER] = f"http://127.0.0.1:{port}"
+    try:
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=True, dashboard_host="127.0.0.1",
+                 dashboard_port=port, _node_ip_address="127.0.0.1")
+    finally:
+        if previous is None:
+            del os.environ[_API_SERVER]
+        else:
+            os.environ[_API_SERVER] = previous
+
+
+_API_SERVER = "RAY_API_SERVER_ADDRESS"
+
+
+DASHBOARD_PORT = 8265  # Ray's usual dashboard port, taken when free
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def worker_failures(error: BaseException) -> list[BaseException]:

@@ -28,8 +28,19 @@ def project_store() -> str:
     return f"sqlite:///{PROJECT_DIR / 'mlflow.db'}"
 
 
-def artifact_location(cfg: Mapping[str, Any]) -> str:
-    return cfg.get("artifact_location") or (PROJECT_DIR / "mlartifacts").as_uri()
+def is_server(uri: str) -> bool:
+    """Whether ``uri`` is a tracking server (which every node reaches) rather than a local store."""
+    return uri.startswith(("http://", "https://"))
+
+
+def artifact_location(cfg: Mapping[str, Any]) -> str | None:
+    """Where a new experiment stores artifacts: the configured place; by default the project's
+    ``mlartifacts`` next to a local store, and the server's own choice (None) with a tracking
+    server, which then stores what clients on any node upload (``mlflow server --serve-artifacts``)
+    instead of each client writing to a path on its own disk."""
+    if cfg.get("artifact_location"):
+        return cfg["artifact_location"]
+    return None if is_server(tracking_uri(cfg)) else (PROJECT_DIR / "mlartifacts").as_uri()
 
 
 class _NoRun:

@@ -1,0 +1,28 @@
+"""Where runs and their artifacts go: a local store by default, a tracking server when given one."""
+
+from __future__ import annotations
+
+from jobs.common.config import PROJECT_DIR
+from jobs.common.tracking import artifact_location, is_server, tracking_uri
+
+
+def test_tracking_uri_from_config_then_environment(monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert tracking_uri({}) == f"sqlite:///{PROJECT_DIR / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
+    assert tracking_uri({}) == "http://127.0.0.1:5000"
+    assert tracking_uri({"tracking_uri": "sqlite:////x.db"}) == "sqlite:////x.db"
+
+
+def test_artifacts_go_where_every_node_reaches_them(monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    # a local store: the project's mlartifacts next to it
+    assert artifact_location({}) == (PROJECT_DIR / "mlartifacts").as_uri()
+    # a server: its own artifact store (clients upload through it), not a path on this machine
+    assert is_server("http://127.0.0.1:5000") and is_server("https://mlflow.example.org")
+    assert not is_server("sqlite:////x.db")
+    assert artifact_location({"tracking_uri": "http://127.0.0.1:5000"}) is None
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "https://mlflow.example.org")
+    assert artifact_location({}) is None
+    # what is configured wins
+    assert artifact_location({"tracking_uri": "http://h:5000", "artifact_location": "s3://b/a"}) == "s3://b/a"

@@ -90,6 +90,19 @@ def toy_pairs_data(spark, tmp_path_factory, toy_pairs) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def sample_pairs_data(spark, tmp_path_factory) -> Path:
+    """The bundled Tatoeba sample (3,774 pairs) preprocessed: epochs of a few seconds, long enough
+    to be interrupted."""
+    from pipelines.spark.preprocess import preprocess
+    from test_preprocess import config as preprocess_config
+
+    out = tmp_path_factory.mktemp("sample-pairs") / "data"
+    sample = PROJECT / "data/sample/tatoeba-en-fr.tsv.gz"
+    preprocess(spark, preprocess_config([{"path": str(sample), "format": "tsv"}]), out, log=lambda m: None)
+    return out
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

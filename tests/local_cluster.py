@@ -203,17 +203,26 @@ class LocalCluster:
 
     def start_ray(self) -> None:
         """The head, then the worker nodes; waits until the state API lists every node alive."""
-        from ray.util.state import list_nodes
-
         self.gcs_port, self.dashboard_port = free_ports(2)
         head = self._ray_node(HEAD, self.head_cpus, head=True)
         self._wait(head, lambda: get_json(f"{self.dashboard}/api/version"), "dashboard")
         for i in range(1, self.ray_workers + 1):
             self._ray_node(f"worker{i}", self.cpus_per_node, head=False)
-        wanted = 1 + self.ray_workers
-        self._wait(head, lambda: len(list_nodes(address=self.dashboard, filters=[("state", "=", "ALIVE")],
-                                                raise_on_missing_output=False)) >= wanted,
-                   f"{wanted} alive Ray nodes")
+        self._wait(head, lambda: len(self.ray_nodes()) >= 1 + self.ray_workers, f"{1 + self.ray_workers} alive Ray nodes")
+
+    def ray_nodes(self) -> dict[str, str]:
+        """The alive Ray nodes by name (``head``, ``worker1``, ...): their node ids (Ray's state API)."""
+        from ray.util.state import list_nodes
+
+        nodes = list_nodes(address=self.dashboard, filters=[("state", "=", "ALIVE")], raise_on_missing_output=False)
+        return {name: node.node_id for node in nodes for name in node.resources_total
+                if name == HEAD or name.startswith("worker")}
+
+    def restart_ray_node(self, name: str) -> None:
+        """Start worker node ``name`` again (after a fault took it down) and wait until it is alive."""
+        self.services = [s for s in self.services if s.name != f"ray-{name}" or s.alive()]
+        node = self._ray_node(name, self.cpus_per_node, head=False)
+        self._wait(node, lambda: name in self.ray_nodes(), f"Ray node {name} alive")
 
     def start_spark(self) -> None:
         """A standalone master and its workers (pyspark's ``bin/spark-class``: the pip package has no
@@ -244,10 +253,18 @@ class LocalCluster:
         spark_class = spark_class or [str(spark_home / "bin" / "spark-class")]
         work = self.root / "spark-work" / f"worker{i}"
         work.mkdir(parents=True, exist_ok=True)
+        ui = free_port()
         return self._spawn(f"spark-worker{i}", spark_class + [
             "org.apache.spark.deploy.worker.Worker", self.spark_master, "--host", "127.0.0.1",
-            "--webui-port", str(free_port()), "--cores", str(self.spark_cores), "--memory", self.spark_memory,
-            "--work-dir", str(work)], env)
+            "--webui-port", str(ui), "--cores", str(self.spark_cores), "--memory", self.spark_memory,
+            "--work-dir", str(work)], env, ui=ui)
+
+    def restart_spark_worker(self, i: int) -> None:
+        """Start Spark worker ``i`` again (after a fault took it down) and wait until the master has it."""
+        self.services = [s for s in self.services if s.name != f"spark-worker{i}" or s.alive()]
+        alive = self.spark_workers_alive()
+        worker = self.start_spark_worker(i)
+        self._wait(worker, lambda: self.spark_workers_alive() > alive, f"Spark worker {i} registered")
 
     def spark_workers_alive(self) -> int:
         """How many workers the Spark master lists as alive."""
@@ -275,24 +292,25 @@ class LocalCluster:
 
     def raylet_pid(self, node: str) -> int:
         """The process id of Ray node ``node``'s raylet (``head``, ``worker1``, ...)."""
-        temp = str(self.ray_temp / node)
+        temp = f"{self.ray_temp / node}/"
         for process in psutil.process_iter(["name", "cmdline"]):
             cmdline = process.info["cmdline"] or []
             if cmdline and "raylet" in Path(cmdline[0]).name and any(temp in arg for arg in cmdline):
                 return process.pid
         raise ClusterError(f"no raylet found for Ray node {node}")
 
-    def stop_service(self, name: str) -> None:
-        """Stop one running part (``mlflow``, ``spark-worker1``, ``ray-worker2``, ...) and its processes."""
+    def stop_service(self, name: str, grace: float = 10) -> None:
+        """Stop one running part (``mlflow``, ``spark-worker1``, ``ray-worker2``, ...) and its
+        processes; ``grace=0`` kills them at once (SIGKILL), as a crash would."""
         service = self.service(name)
-        _stop([service.process])
+        _stop([service.process], grace)
         self.services.remove(service)
 
     # -- stop ----------------------------------------------------------------------------------
 
     def stop(self) -> None:
-        """Stop every part, newest first (SIGTERM to its process group, SIGKILL after a grace
-        period), then kill whatever is left of their sessions or runs from this cluster's
+        """Stop every part (SIGTERM to each process group, SIGKILL to it after 10 s: a Ray head
+        can take half a minute to stop), then kill whatever is left of their sessions or runs from this cluster's
         directories. A second Ctrl-C or SIGTERM meanwhile is ignored: it would leave processes behind."""
         with _uninterrupted():
             self._stop_all()
@@ -337,11 +355,11 @@ def _uninterrupted() -> Iterator[None]:
             signal.signal(sig, handler)
 
 
-def _stop(processes: list[subprocess.Popen], grace: float = 30) -> None:
+def _stop(processes: list[subprocess.Popen], grace: float = 10) -> None:
     """SIGTERM to the process groups that ``processes`` lead, SIGKILL to those left after ``grace`` seconds."""
     for process in processes:
         try:
-            os.killpg(process.pid, signal.SIGTERM)
+            os.killpg(process.pid, signal.SIGTERM if grace else signal.SIGKILL)
         except ProcessLookupError:
             pass
     deadline = time.monotonic() + grace

@@ -6,9 +6,15 @@ no process behind."""
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import signal
 import subprocess
 import sys
+import time
+import urllib.error
 import urllib.parse
+from pathlib import Path
 
 import pytest
 
@@ -22,8 +28,8 @@ EXPERIMENT = "cluster-test"
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    """Ray head + 2 worker nodes of 1 CPU each, a Spark master + 1 worker, an MLflow server."""
-    cluster = LocalCluster(tmp_path_factory.mktemp("cluster"))
+    """Ray head + 2 worker nodes of 1 CPU each, a Spark master + 2 workers of 1 core, an MLflow server."""
+    cluster = LocalCluster(tmp_path_factory.mktemp("cluster"), spark_workers=2)
     with cluster:
         yield cluster
     assert not cluster.leftovers(), "processes left after the cluster stopped"
@@ -90,3 +96,115 @@ def test_an_in_process_ray_runs_beside_another_ray(cluster, toy_pairs_data, tmp_
     assert "Started a local Ray instance" in log
     assert "multiple active Ray instances" not in log, log[-4000:]
     assert (tmp_path / "out" / "best" / "translator.pt").is_file()
+
+
+def _train_run(cluster: LocalCluster, name: str) -> dict | None:
+    """Ray Train's state of the run called ``name`` (its attempts and their workers' nodes)."""
+    runs = get_json(f"{cluster.dashboard}/api/train/v2/runs/v1")["train_runs"]
+    return next((r for r in runs if r["name"] == name), None)
+
+
+def _epochs_logged(cluster: LocalCluster, run_name: str) -> list[int]:
+    """The epochs (steps of valid_bleu) the MLflow run ``run_name`` holds, through the server."""
+    try:
+        experiment = _mlflow(cluster, "experiments/get-by-name", experiment_name=EXPERIMENT)["experiment"]
+    except urllib.error.HTTPError as error:
+        if error.code == 404:  # not created yet
+            return []
+        raise
+    found = get_json(f"{cluster.tracking_uri}/api/2.0/mlflow/runs/search",
+                     {"experiment_ids": [experiment["experiment_id"]],
+                      "filter": f"attributes.run_name = '{run_name}'"}).get("runs", [])
+    if not found:
+        return []
+    run_id = found[0]["info"]["run_id"]
+    return sorted(m["step"] for m in _mlflow(cluster, "metrics/get-history", run_id=run_id,
+                                              metric_key="valid_bleu").get("metrics", []))
+
+
+def test_a_node_lost_mid_training_restarts_the_run_on_the_others(cluster, sample_pairs_data, tmp_path):
+    """The raylet of a node holding one of the translator's 2 workers is killed after epoch 0: with
+    max_failures=1 Ray Train restarts the whole worker group (fixed size) on the nodes left, from
+    its latest checkpoint, and the run finishes with each epoch logged once."""
+    name = "lost-node"
+    command = [sys.executable, "-m", "jobs.train_translator", f"data_dir={sample_pairs_data}",
+               f"output_dir={tmp_path / 'out'}", f"storage_path={tmp_path / 'ray'}", f"run_name={name}",
+               "model.embedding_size=32", "model.hidden_size=32", "train.batch_tokens=200", "train.epochs=3",
+               "train.num_workers=2", "train.cpus_per_worker=1", "train.max_failures=1", "train.patience=0",
+               "valid.max_sentences=50", "valid.test_split=", "valid.heatmaps=0", "mlflow.registry_name=",
+               f"mlflow.experiment={EXPERIMENT}", *cluster.overrides()]
+    job = subprocess.Popen(command, cwd=PROJECT, env=cluster.env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                           text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 300
+        while not _epochs_logged(cluster, name):
+            assert job.poll() is None, job.stdout.read()[-3000:]
+            assert time.monotonic() < deadline, "epoch 0 was not logged within 300 s"
+            time.sleep(0.5)
+        nodes = cluster.ray_nodes()
+        used = {w["node_id"] for w in _train_run(cluster, name)["attempts"][-1]["workers"]}
+        (victim,) = [n for n, node_id in nodes.items() if node_id in used and n != "head"][:1]
+        os.kill(cluster.raylet_pid(victim), signal.SIGKILL)
+        out, _ = job.communicate(timeout=600)
+    finally:
+        if job.poll() is None:
+            os.killpg(job.pid, signal.SIGKILL)
+    try:
+        assert job.returncode == 0, out[-4000:]
+        # one restart, from the last checkpoint persisted before Ray noticed the node gone (epoch 0 or 1)
+        assert out.count("resumed from the checkpoint after epoch") == 1, out[-4000:]
+        assert _epochs_logged(cluster, name) == [0, 1, 2]
+        run = _train_run(cluster, name)
+        assert run["status"] == "FINISHED" and len(run["attempts"]) == 2
+        last = {w["node_id"] for w in run["attempts"][-1]["workers"]}
+        assert len(last) == 2 and nodes[victim] not in last  # both workers again, on the nodes left
+        assert (tmp_path / "out/best/translator.pt").is_file()
+    finally:
+        cluster.restart_ray_node(victim)
+
+
+def _files(directory: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(directory)): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()}
+
+
+def test_a_spark_worker_lost_mid_preprocessing_changes_no_byte(cluster, tmp_path):
+    """Spark reruns the tasks of a worker killed (with its executor) in the middle of preprocessing
+    the bundled Tatoeba corpus; the output equals an undisturbed run's, byte for byte (the
+    manifest's creation time and duration aside)."""
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "jobs.preprocess", f"output_dir={out}", "overwrite=true", "mlflow.enabled=false",
+               f"spark.master={cluster.spark_master}"]
+    _job(cluster, *command[2:])
+    undisturbed = _files(out)
+    shutil.move(out, tmp_path / "undisturbed")
+
+    job = subprocess.Popen(command, cwd=PROJECT, env=cluster.env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                           text=True, start_new_session=True)
+    victim = cluster.service("spark-worker2")
+    try:
+        worker = f"http://127.0.0.1:{victim.ports['ui']}/json/"
+        deadline = time.monotonic() + 300
+        while not get_json(worker).get("executors"):  # the job's executor on that worker has started
+            assert job.poll() is None, job.stdout.read()[-3000:]
+            assert time.monotonic() < deadline, "no executor on spark-worker2 within 300 s"
+            time.sleep(0.5)
+        time.sleep(5)  # into the work
+        # the fault lands mid-job: the application still runs, with an executor on the victim
+        assert get_json(f"http://127.0.0.1:{cluster.spark_ui_port}/json/")["activeapps"], "finished before the fault"
+        assert get_json(worker).get("executors"), "the executor on spark-worker2 finished before the fault"
+        cluster.stop_service("spark-worker2", grace=0)
+        out_text, _ = job.communicate(timeout=600)
+    finally:
+        if job.poll() is None:
+            os.killpg(job.pid, signal.SIGKILL)
+    try:
+        assert job.returncode == 0, out_text[-4000:]
+        disturbed = _files(out)
+        manifests = [json.loads(files.pop("manifest.json")) for files in (undisturbed, disturbed)]
+        for manifest in manifests:
+            del manifest["created_at"], manifest["seconds"]
+        assert manifests[0] == manifests[1]
+        assert disturbed.keys() == undisturbed.keys()
+        assert [name for name in disturbed if disturbed[name] != undisturbed[name]] == []
+    finally:
+        cluster.restart_spark_worker(2)

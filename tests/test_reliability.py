@@ -15,20 +15,8 @@ import psutil
 import pytest
 
 from conftest import DATA, PROJECT
-from pipelines.spark.preprocess import preprocess
-from test_preprocess import config as preprocess_config
 
 pytestmark = pytest.mark.slow
-
-SAMPLE = PROJECT / "data/sample/tatoeba-en-fr.tsv.gz"
-
-
-@pytest.fixture(scope="module")
-def data_dir(spark, tmp_path_factory):
-    """The bundled sample (3,774 pairs): epochs of a few seconds, long enough to be interrupted."""
-    out = tmp_path_factory.mktemp("reliability") / "data"
-    preprocess(spark, preprocess_config([{"path": str(SAMPLE), "format": "tsv"}]), out, log=lambda m: None)
-    return out
 
 
 def _launch(tmp_path, module, *args):
@@ -78,8 +66,8 @@ def _cmdline(process: psutil.Process) -> list[str]:
         return []
 
 
-def test_killed_worker_restarts_from_its_checkpoint(tmp_path, data_dir):
-    job, client = _start(tmp_path, data_dir, "train.epochs=3", "train.max_failures=1", "train.report_seconds=0")
+def test_killed_worker_restarts_from_its_checkpoint(tmp_path, sample_pairs_data):
+    job, client = _start(tmp_path, sample_pairs_data, "train.epochs=3", "train.max_failures=1", "train.report_seconds=0")
     try:
         _wait_for_epoch(job, client, 0)
         (worker,) = _train_workers(job)
@@ -106,8 +94,8 @@ def test_killed_worker_restarts_from_its_checkpoint(tmp_path, data_dir):
     assert (tmp_path / "out/best/translator.pt").is_file()
 
 
-def test_ctrl_c_ends_the_run_killed_and_publishes_nothing(tmp_path, data_dir):
-    job, client = _start(tmp_path, data_dir, "train.epochs=20")
+def test_ctrl_c_ends_the_run_killed_and_publishes_nothing(tmp_path, sample_pairs_data):
+    job, client = _start(tmp_path, sample_pairs_data, "train.epochs=20")
     try:
         _wait_for_epoch(job, client, 0)
         os.killpg(job.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the whole foreground group

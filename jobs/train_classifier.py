@@ -225,12 +225,11 @@ class ClassifierTraining:
 
 def train_func_per_worker(config: dict[str, Any]) -> None:
     """Ray Train worker loop: restore, then epochs of training, validation and a checkpoint."""
-    import ray.train
     from ray.train.torch import get_device
 
     rank, world = ray_train.world()
     training = ClassifierTraining(config, rank, world, get_device())
-    training.restore(ray.train.get_checkpoint())
+    training.restore(ray_train.resumable_checkpoint())
     for epoch in range(training.progress.epoch, config["train"]["epochs"]):
         out_of_time = training.train_epoch(epoch)
         if training.end_epoch(epoch, training.validate(), out_of_time):

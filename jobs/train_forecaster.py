@@ -197,12 +197,11 @@ class ForecasterTraining:
 def train_func_per_worker(config: dict[str, Any]) -> None:
     """Ray Train worker loop: restore, then epochs of training, and every ``valid.every`` epochs a
     validation and a checkpoint."""
-    import ray.train
     from ray.train.torch import get_device
 
     rank, world = ray_train.world()
     training = ForecasterTraining(config, rank, world, get_device())
-    training.restore(ray.train.get_checkpoint())
+    training.restore(ray_train.resumable_checkpoint())
     epochs, every = config["train"]["epochs"], config["valid"]["every"]
     for epoch in range(training.progress.epoch, epochs):
         out_of_time = training.train_epoch(epoch)

@@ -31,6 +31,7 @@ from jobs.common.config import to_yaml
 from jobs.common.model_registry import log_translator, register, pairs_digest
 from jobs.common.ray_train import MetricsLog, broadcast, check_replicas, worker_log
 from jobs.common.reports import attention_heatmaps
+from jobs.common.torch_files import load_checked
 from jobs.common.tracking import tracking_uri
 from jobs.common.translation import Translation, translate, translate_and_score
 from pipelines.contract.atomic import atomic_directory
@@ -175,7 +176,7 @@ class TranslatorTraining:
         torch.manual_seed(config["seed"])  # the same initial parameters on every worker
         self.model = build_model(config, src_vocab, tgt_vocab, len(self.train), quiet=rank != 0)
         if config.get("init_weights"):  # fine-tuning: a trained translator's weights (a checkpoint still wins)
-            self.model.load_state_dict(torch.load(config["init_weights"], map_location="cpu", weights_only=True))
+            self.model.load_state_dict(load_checked(config["init_weights"]))
         self.model.to(device)
         self.optimizer = torch.optim.Adam([p for p in self.model.parameters() if p.requires_grad], lr=t["lr"])
         self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
@@ -296,12 +297,11 @@ class TranslatorTraining:
 
 def train_func_per_worker(config: dict[str, Any]) -> None:
     """Ray Train worker loop: restore, then epochs of training, validation and a checkpoint."""
-    import ray.train
     from ray.train.torch import get_device
 
     rank, world = ray_train.world()
     training = TranslatorTraining(config, rank, world, get_device())
-    training.restore(ray.train.get_checkpoint())
+    training.restore(ray_train.resumable_checkpoint())
     for epoch in range(training.progress.epoch, config["train"]["epochs"]):
         out_of_time = training.train_epoch(epoch)
         if training.end_epoch(epoch, training.validate(), out_of_time):
@@ -379,9 +379,8 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
         vocabs = load_vocabs(data_dir, manifest)
         (src_vocab, _), (tgt_vocab, _) = vocabs["src"], vocabs["tgt"]
         result = ray_train.fit(train_func_per_worker, config, log_reports=True, keep=config["train"]["average_last"])
-        with result.checkpoint.as_directory() as directory:
-            last = torch.load(Path(directory) / STATE_FILE, map_location="cpu", weights_only=True)
-            best = torch.load(Path(directory) / BEST_FILE, map_location="cpu", weights_only=True)
+        files = ray_train.read_checkpoint(result.checkpoint, [STATE_FILE, BEST_FILE])
+        last, best = files[STATE_FILE], files[BEST_FILE]
 
         # the best model as a bundle that translates raw text
         model = build_model(config, src_vocab, tgt_vocab, manifest["splits"]["train"]["examples"], pretrained=False)
@@ -468,8 +467,7 @@ def average_last(checkpoints: list[tuple[Any, dict[str, Any]]], bundle: Bundle, 
         return {}
     states = []
     for _, checkpoint in epochs:
-        with checkpoint.as_directory() as directory:
-            states.append(torch.load(Path(directory) / STATE_FILE, map_location="cpu", weights_only=True)["model"])
+        states.append(ray_train.read_checkpoint(checkpoint, [STATE_FILE])[STATE_FILE]["model"])
     state = average_states(states)
     bundle.model.load_state_dict(state)
     metrics = validate(bundle.model, bundle, valid, config, torch.device("cpu"))[0]

@@ -142,8 +142,7 @@ class Word2VecTraining:
         """Go on from a Ray Train checkpoint (None: start afresh)."""
         if checkpoint is None:
             return
-        with checkpoint.as_directory() as directory:
-            state = torch.load(Path(directory) / STATE_FILE, map_location=self.device, weights_only=True)
+        state = ray_train.read_checkpoint(checkpoint, [STATE_FILE], self.device)[STATE_FILE]
         try:
             self.position = restore(state, self.model)
         except CheckpointError as err:
@@ -226,12 +225,11 @@ class Word2VecTraining:
 
 def train_func_per_worker(config: dict[str, Any]) -> None:
     """Ray Train worker loop: restore, then train this worker's share epoch by epoch."""
-    import ray.train
     from ray.train.torch import get_device
 
     rank, world = ray_train.world()
     training = Word2VecTraining(config, rank, world, get_device())
-    training.restore(ray.train.get_checkpoint())
+    training.restore(ray_train.resumable_checkpoint())
     for epoch in range(training.position.epoch, config["train"]["epochs"]):
         training.train_epoch(epoch)
 
@@ -261,8 +259,8 @@ def prepare(config: dict[str, Any]) -> None:
 def fit(config: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any], dict[str, Any]]:
     """Run the Ray Train job; returns the final model state, its scores and the last reported metrics."""
     result = ray_train.fit(train_func_per_worker, config)
+    state = ray_train.read_checkpoint(result.checkpoint, [STATE_FILE])[STATE_FILE]["model"]
     with result.checkpoint.as_directory() as directory:
-        state = torch.load(Path(directory) / STATE_FILE, map_location="cpu", weights_only=True)["model"]
         scores = json.loads((Path(directory) / EVAL_FILE).read_text(encoding="utf-8"))
     return state, scores, dict(result.metrics or {})
 

@@ -124,3 +124,25 @@ def test_ctrl_c_ends_the_pipeline_and_its_running_stage_killed(tmp_path):
                         "pipeline-word2vec": "FINISHED", "pipeline-translator": "KILLED"}, out[-3000:]
     assert not (tmp_path / "work/translator").exists() and not (tmp_path / "work/stages/translator.json").exists()
     assert (tmp_path / "work/stages/word2vec.json").is_file()  # finished stages stay reusable
+
+
+def test_a_corrupt_latest_checkpoint_resumes_from_the_one_before(tmp_path, sample_pairs_data):
+    """The latest checkpoint's state.pt cut short (a write that never finished): the resumed run
+    names the file and goes on from the checkpoint before it."""
+    job, client = _start(tmp_path, sample_pairs_data, "train.epochs=2")
+    out, _ = job.communicate(timeout=600)
+    assert job.returncode == 0, out[-3000:]
+    checkpoints = sorted(p for p in (tmp_path / "ray" / "translator").glob("checkpoint_*") if p.is_dir())
+    assert len(checkpoints) == 2  # after epochs 0 and 1
+    state = checkpoints[-1] / "state.pt"
+    state.write_bytes(state.read_bytes()[:1000])
+
+    job, _ = _start(tmp_path, sample_pairs_data, "train.epochs=3", "overwrite=true")
+    out, _ = job.communicate(timeout=600)
+    assert job.returncode == 0, out[-3000:]
+    assert f"{state} is truncated or corrupt" in out, out[-3000:]
+    assert out.count("resumed from the checkpoint after epoch 0") == 1, out[-3000:]
+    experiment = client.get_experiment_by_name("test-reliability").experiment_id
+    first, rerun = client.search_runs([experiment], order_by=["attributes.start_time ASC"])
+    assert [m.step for m in client.get_metric_history(rerun.info.run_id, "valid_bleu")] == [1, 2]
+    assert rerun.info.status == "FINISHED"

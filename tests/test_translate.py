@@ -57,6 +57,26 @@ def test_bundle_round_trip(bundle_dir, tmp_path):
         Bundle.load(not_a_bundle)
 
 
+def test_a_corrupt_translator_is_refused_by_name(bundle_dir, tmp_path, capsys):
+    """A truncated translator.pt, or one with a flipped byte in its weights (which torch.load alone
+    reads without a word), is refused with a one-line error naming it; nothing is translated."""
+    whole = (bundle_dir / BUNDLE_FILE).read_bytes()
+    weights = whole.index(b"data/0")  # past the header: inside the stored tensors
+    flipped = bytearray(whole)
+    flipped[weights + 200] ^= 0xFF
+    for name, data in (("truncated", whole[: len(whole) // 2]), ("flipped", bytes(flipped))):
+        bad = tmp_path / name / BUNDLE_FILE
+        bad.parent.mkdir()
+        bad.write_bytes(data)
+        with pytest.raises(CheckpointError, match=f"{bad}.* (truncated or corrupt|fails its CRC-32)"):
+            Bundle.load(bad)
+        (tmp_path / "in.txt").write_text("the cat\n")
+        with pytest.raises(SystemExit) as exit:
+            job.main([str(bad), "--input", str(tmp_path / "in.txt"), "--output", str(tmp_path / "out.txt")])
+        assert exit.value.code != 0 and str(bad) in capsys.readouterr().err
+        assert not (tmp_path / "out.txt").exists()
+
+
 def test_empty_lines_stay_and_counts_are_reported(bundle_dir, tmp_path, capsys):
     src = tmp_path / "in.txt"
     src.write_bytes("The cat sleeps.\n\n   \nthe cat sleeps on a mat on a mat .\r\n".encode())

@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from jobs.common.torch_files import check_file
 from pipelines.contract.errors import CheckpointError
 from pipelines.contract.pieces import Codec, PieceModel
 from pipelines.contract.vocab import GivenVocab, Vocab
@@ -163,6 +164,7 @@ def load_state(path: str | Path, file_name: str, what: str, keys: set[str], trac
     if not file.is_file():
         raise CheckpointError(f"no {what} checkpoint at {file} (give a {file_name}, a directory holding one, or "
                               f"an MLflow URI such as runs:/RUN_ID/best or {example_uri})")
+    check_file(file)  # a truncated or corrupt file: an error naming it, never a partial load
     try:
         state = torch.load(file, map_location="cpu", weights_only=True)
     except Exception as err:  # not a torch file, or one holding more than weights

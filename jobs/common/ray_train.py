@@ -22,6 +22,7 @@ from ray.train import UserCallback
 from jobs.common.config import PROJECT_DIR, ConfigError, load_config, to_dict, to_yaml
 from jobs.common.ray_cluster import connect
 from jobs.common.ray_private import in_tune_session, worker_failures
+from jobs.common.torch_files import check_file, load_checked
 from jobs.common.tracking import log_dataset, mlflow_run, tracking_uri
 from pipelines.contract.errors import CheckpointError, OutputExistsError, UserError
 
@@ -136,23 +137,21 @@ class MetricsLog:
             return
         now = int(time.time() * 1000)
         self.client.log_batch(self.run_id, metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()])
+        self.logged_through = step
 
 
 class EpochMetrics(UserCallback):
     """Logs what the workers report (rank 0's numbers) to the job's MLflow run at step
     ``metrics[step_key]``; run by the Ray Train controller. A report reaches it only once its
-    checkpoint is persisted, so a run restarted from that checkpoint logs each epoch once."""
+    checkpoint is persisted, and an epoch already logged (redone after a restart from an earlier
+    checkpoint) is not logged again (:class:`MetricsLog`), so each epoch appears once."""
 
     def __init__(self, tracking_uri: str, run_id: str, step_key: str = "epoch"):
-        self.tracking_uri, self.run_id, self.step_key = tracking_uri, run_id, step_key
+        self.log, self.step_key = MetricsLog(tracking_uri, run_id), step_key
 
     def after_report(self, run_context: Any, metrics: list[dict[str, Any]], checkpoint: Any) -> None:
-        from mlflow import MlflowClient
-        from mlflow.entities import Metric
-
-        now, step = int(time.time() * 1000), int(metrics[0].get(self.step_key, 0))
-        values = [Metric(k, float(v), now, step) for k, v in metrics[0].items() if isinstance(v, (int, float))]
-        MlflowClient(self.tracking_uri).log_batch(self.run_id, metrics=values)
+        self.log({k: v for k, v in metrics[0].items() if isinstance(v, (int, float))},
+                 int(metrics[0].get(self.step_key, 0)))
 
 
 def report(metrics: dict[str, Any], rank: int, files: dict[str, Any]) -> None:
@@ -200,11 +199,38 @@ def report_training(metrics: dict[str, Any], rank: int, model: torch.nn.Module, 
     report(metrics, rank, {STATE_FILE: state, BEST_FILE: best_state})
 
 
+def resumable_checkpoint() -> Any:
+    """The checkpoint a (restarted or resumed) run goes on from: Ray Train's latest, or, when a
+    file of it is truncated or corrupt, the newest earlier one kept beside it (said in the log,
+    naming the file); None for a new run. CheckpointError when none is readable."""
+    import ray.train
+
+    checkpoint = ray.train.get_checkpoint()
+    latest = Path(checkpoint.path) if checkpoint is not None else None
+    if latest is None or not latest.is_dir():  # none, or not on a file system this node sees
+        return checkpoint
+    earlier = sorted((p for p in latest.parent.glob("checkpoint_*") if p.is_dir() and p.name < latest.name),
+                     reverse=True)  # Ray names them checkpoint_<date>_<time>: by name is by age
+    problems = []
+    for directory in [latest, *earlier]:
+        try:
+            for file in sorted(directory.glob("*.pt")):
+                check_file(file)
+        except CheckpointError as err:
+            problems.append(str(err))
+            if world()[0] == 0:
+                worker_log(f"{err}; trying the checkpoint before it")
+            continue
+        return checkpoint if directory == latest else ray.train.Checkpoint.from_directory(str(directory))
+    raise CheckpointError(f"no readable checkpoint in {latest.parent}: {'; '.join(problems)}; "
+                          "resume=false starts over")
+
+
 def read_checkpoint(checkpoint: Any, names: Sequence[str], device: torch.device | str = "cpu") -> dict[str, Any]:
-    """The files of a Ray Train checkpoint that ``report`` wrote, by name (those present), loaded
-    with ``weights_only=True``."""
+    """The files of a Ray Train checkpoint that ``report`` wrote, by name (those present), checked
+    and loaded with ``weights_only=True``."""
     with checkpoint.as_directory() as directory:
-        return {name: torch.load(Path(directory) / name, map_location=device, weights_only=True)
+        return {name: load_checked(Path(directory) / name, device)
                 for name in names if (Path(directory) / name).exists()}
 
 

@@ -1,7 +1,8 @@
 """The multi-node path on one machine (``tests/local_cluster.py``): the pipeline on a Ray head and
-two Ray worker nodes, a Spark standalone master and worker and an MLflow server, checked through
-the servers' own APIs only; an in-process Ray beside that running cluster; and the cluster leaving
-no process behind."""
+two Ray worker nodes, a Spark standalone master and workers and an MLflow server, checked through
+the servers' own APIs only, and its champion served from the registry; an in-process Ray beside
+that running cluster; faults (a Ray node, a Spark worker, the MLflow server lost for a while); and
+the cluster leaving no process behind."""
 
 from __future__ import annotations
 
@@ -13,17 +14,24 @@ import subprocess
 import sys
 import time
 import urllib.error
+import uuid
 import urllib.parse
 from pathlib import Path
 
 import pytest
+from ray.job_submission import JobStatus, JobSubmissionClient
 
-from conftest import PROJECT, get_json
-from local_cluster import LocalCluster
+from conftest import PROJECT, free_port, get_json
+from jobs.common.checkpoint import Bundle
+from jobs.common.translation import translate
+from local_cluster import BIN, LocalCluster
+from test_model_registry import _post as post_json
+from test_model_registry import _wait_for as wait_until_ok
 
 pytestmark = pytest.mark.slow
 
 EXPERIMENT = "cluster-test"
+SERVED = ["a cat .", "the dog"]
 
 
 @pytest.fixture(scope="module")
@@ -46,14 +54,31 @@ def _mlflow(cluster: LocalCluster, path: str, **query: str) -> dict:
     return get_json(f"{cluster.tracking_uri}/api/2.0/mlflow/{path}?{urllib.parse.urlencode(query)}")
 
 
-def test_pipeline_runs_across_the_nodes(cluster, tmp_path):
+def _submit(cluster: LocalCluster, job_id: str, *argv: str) -> subprocess.CompletedProcess:
+    """``ray job submit`` of ``python argv`` to the cluster's head, the project as the working directory."""
+    command = [str(BIN / "ray"), "job", "submit", "--address", cluster.dashboard, "--submission-id", job_id,
+               "--working-dir", ".", "--", "python", *argv]
+    for _ in range(30):  # the head's dashboard can answer before its job agent is up
+        done = subprocess.run(command, cwd=PROJECT, env=cluster.env(), capture_output=True, text=True, timeout=900)
+        if "No available agent to submit job" not in done.stderr + done.stdout:
+            break
+        time.sleep(2)
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    return done
+
+
+def test_pipeline_submitted_runs_across_the_nodes(cluster, tmp_path):
+    """``ray job submit`` of the pipeline: its driver on the head, its work on every node."""
     work = tmp_path / "work"
     two_workers = [f"stages.{stage}.overrides.train.{key}" for stage in ("translator", "word2vec")
                    for key in ("num_workers=2", "cpus_per_worker=1")]
-    done = _job(cluster, "jobs.pipeline", "tests/data/pipeline-toy.yaml", f"work_dir={work}",
-                f"mlflow.experiment={EXPERIMENT}", *cluster.overrides(), *two_workers)
-    summary = json.loads(done.stdout.strip().splitlines()[-1])
-    assert "Started a local Ray instance" not in done.stdout + done.stderr
+    job_id = f"rnnmt-test-{uuid.uuid4().hex[:8]}"
+    done = _submit(cluster, job_id, "-m", "jobs.pipeline", "tests/data/pipeline-toy.yaml", f"work_dir={work}",
+                   f"mlflow.experiment={EXPERIMENT}", *cluster.overrides(), *two_workers)
+    assert JobSubmissionClient(cluster.dashboard).get_job_status(job_id) == JobStatus.SUCCEEDED
+    log = done.stdout + done.stderr
+    assert "Started a local Ray instance" not in log  # it ran on the cluster, not beside it
+    summary = json.loads(next(line for line in reversed(done.stdout.splitlines()) if line.startswith('{"mlflow_run_id"')))
 
     # Ray: each data-parallel trainer's two workers ran on two different nodes (1 CPU each)
     runs = {r["name"]: r for r in get_json(f"{cluster.dashboard}/api/train/v2/runs/v1")["train_runs"]}
@@ -85,6 +110,21 @@ def test_pipeline_runs_across_the_nodes(cluster, tmp_path):
     assert champion["model_version"]["run_id"] == translator
     stored = cluster.root / "mlflow" / "artifacts" / experiment["experiment_id"]
     assert (stored / summary["mlflow_run_id"] / "artifacts" / "report.md").is_file()
+
+    # the champion served from the registry, fetched through the server
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "jobs.serve", "model=models:/rnnmt-translator@champion",
+                               f"port={port}", f"mlflow.tracking_uri={cluster.tracking_uri}"], cwd=PROJECT,
+                              env=cluster.env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_until_ok(f"http://127.0.0.1:{port}/ping", server)
+        best = Bundle.load(work / "translator" / "best")
+        expected = [t.text for t in translate(best, SERVED, best.decode_settings())]
+        answer = post_json(f"http://127.0.0.1:{port}/invocations", json.dumps({"inputs": SERVED}).encode())
+        assert answer == (200, {"predictions": expected})
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=60)
 
 
 def test_an_in_process_ray_runs_beside_another_ray(cluster, toy_pairs_data, tmp_path):
@@ -208,3 +248,42 @@ def test_a_spark_worker_lost_mid_preprocessing_changes_no_byte(cluster, tmp_path
         assert [name for name in disturbed if disturbed[name] != undisturbed[name]] == []
     finally:
         cluster.restart_spark_worker(2)
+
+
+def test_the_tracking_server_away_for_a_while_loses_and_repeats_nothing(cluster, sample_pairs_data, tmp_path):
+    """The MLflow server stopped after epoch 0 and started again seconds later (on the same store):
+    the workers' logging waits through MLflow's retries, training goes on, and the run holds
+    every epoch and every progress step once."""
+    name = "server-away"
+    command = [sys.executable, "-m", "jobs.train_translator", f"data_dir={sample_pairs_data}",
+               f"output_dir={tmp_path / 'out'}", f"storage_path={tmp_path / 'ray'}", f"run_name={name}",
+               "model.embedding_size=32", "model.hidden_size=32", "train.batch_tokens=200", "train.epochs=3",
+               "train.num_workers=1", "train.cpus_per_worker=1", "train.report_seconds=1", "train.patience=0",
+               "valid.max_sentences=50", "valid.test_split=", "valid.heatmaps=0", "mlflow.registry_name=",
+               f"mlflow.experiment={EXPERIMENT}", *cluster.overrides()]
+    job = subprocess.Popen(command, cwd=PROJECT, env=cluster.env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                           text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 300
+        while not _epochs_logged(cluster, name):
+            assert job.poll() is None, job.stdout.read()[-3000:]
+            assert time.monotonic() < deadline, "epoch 0 was not logged within 300 s"
+            time.sleep(0.5)
+        cluster.stop_service("mlflow")
+        time.sleep(5)
+        assert job.poll() is None, "the job died while the server was away"
+        cluster.start_mlflow()
+        out, _ = job.communicate(timeout=600)
+    finally:
+        if job.poll() is None:
+            os.killpg(job.pid, signal.SIGKILL)
+    assert job.returncode == 0, out[-4000:]
+    assert _epochs_logged(cluster, name) == [0, 1, 2]
+    experiment = _mlflow(cluster, "experiments/get-by-name", experiment_name=EXPERIMENT)["experiment"]
+    (run,) = get_json(f"{cluster.tracking_uri}/api/2.0/mlflow/runs/search",
+                      {"experiment_ids": [experiment["experiment_id"]],
+                       "filter": f"attributes.run_name = '{name}'"})["runs"]
+    assert run["info"]["status"] == "FINISHED"
+    steps = [m["step"] for m in _mlflow(cluster, "metrics/get-history", run_id=run["info"]["run_id"],
+                                        metric_key="train_loss")["metrics"]]
+    assert len(steps) > 3 and sorted(steps) == sorted(set(steps))  # progress went on being logged, each step once

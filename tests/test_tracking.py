@@ -26,3 +26,21 @@ def test_artifacts_go_where_every_node_reaches_them(monkeypatch):
     assert artifact_location({}) is None
     # what is configured wins
     assert artifact_location({"tracking_uri": "http://h:5000", "artifact_location": "s3://b/a"}) == "s3://b/a"
+
+
+def test_a_tracking_server_that_stays_away_is_one_clear_error(monkeypatch):
+    """MLflow's own retries (here none) run out: the worker's metrics log ends with one error that
+    names the server and how to go on, not MLflow's connection traceback."""
+    import pytest
+
+    from conftest import free_port
+    from jobs.common.ray_train import MetricsLog
+    from jobs.common.tracking import TrackingUnavailableError
+    from pipelines.contract.errors import UserError
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    uri = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    log = MetricsLog(uri, "0" * 32)
+    with pytest.raises(TrackingUnavailableError, match=f"tracking server at {uri} did not answer") as error:
+        log({"train_loss": 1.0}, step=0)
+    assert isinstance(error.value, UserError) and "same run_name" in str(error.value)

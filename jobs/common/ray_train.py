@@ -23,7 +23,7 @@ from jobs.common.config import PROJECT_DIR, ConfigError, load_config, to_dict, t
 from jobs.common.ray_cluster import connect
 from jobs.common.ray_private import in_tune_session, worker_failures
 from jobs.common.torch_files import check_file, load_checked
-from jobs.common.tracking import log_dataset, mlflow_run, tracking_uri
+from jobs.common.tracking import log_dataset, mlflow_run, server_retries, tracking_uri
 from pipelines.contract.errors import CheckpointError, OutputExistsError, UserError
 
 
@@ -112,12 +112,13 @@ class MetricsLog:
 
     A worker restarted from a checkpoint repeats the steps since that checkpoint: steps at or below
     the last one an earlier attempt logged (read from the run once, by the first metric's name)
-    are not logged again, so each step appears once."""
+    are not logged again, so each step appears once. A tracking server that is down for a while
+    is waited for (:func:`server_retries`)."""
 
     def __init__(self, tracking_uri: str, run_id: str):
         from mlflow import MlflowClient
 
-        self.client, self.run_id = MlflowClient(tracking_uri), run_id
+        self.client, self.run_id, self.uri = MlflowClient(tracking_uri), run_id, tracking_uri
         self.logged_through: int | None = None
 
     @classmethod
@@ -130,13 +131,14 @@ class MetricsLog:
     def __call__(self, metrics: dict[str, float], step: int) -> None:
         from mlflow.entities import Metric
 
-        if self.logged_through is None:
-            history = self.client.get_metric_history(self.run_id, next(iter(metrics)))
-            self.logged_through = max((m.step for m in history), default=-1)
-        if step <= self.logged_through:
-            return
-        now = int(time.time() * 1000)
-        self.client.log_batch(self.run_id, metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()])
+        with server_retries(self.uri):
+            if self.logged_through is None:
+                history = self.client.get_metric_history(self.run_id, next(iter(metrics)))
+                self.logged_through = max((m.step for m in history), default=-1)
+            if step <= self.logged_through:
+                return
+            now = int(time.time() * 1000)
+            self.client.log_batch(self.run_id, metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()])
         self.logged_through = step
 
 

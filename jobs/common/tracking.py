@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from jobs.common.config import PROJECT_DIR, flatten
+from pipelines.contract.errors import UserError
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
@@ -41,6 +42,30 @@ def artifact_location(cfg: Mapping[str, Any]) -> str | None:
     if cfg.get("artifact_location"):
         return cfg["artifact_location"]
     return None if is_server(tracking_uri(cfg)) else (PROJECT_DIR / "mlartifacts").as_uri()
+
+
+class TrackingUnavailableError(UserError, RuntimeError):
+    """The tracking server stayed unreachable through all of MLflow's retries."""
+
+
+@contextmanager
+def server_retries(uri: str) -> Iterator[None]:
+    """Calls to the tracking store inside, with MLflow's own bounded retries: a server that is down
+    for a while (a restart) is waited for, MLFLOW_HTTP_REQUEST_MAX_RETRIES times (7) with
+    exponential backoff (MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR 2: about 4 minutes in all); one that
+    stays down ends the job with one clear error instead of MLflow's."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        yield
+    except MlflowException as err:
+        if not str(err).startswith("API request to") or "failed with" not in str(err):
+            raise  # an answer from the server, not its absence
+        raise TrackingUnavailableError(
+            f"the MLflow tracking server at {uri} did not answer through MLflow's retries "
+            f"(MLFLOW_HTTP_REQUEST_MAX_RETRIES, MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR): {str(err)[:300]}. "
+            "Training stopped; rerun the job with the same run_name once the server is back to resume "
+            "from its last checkpoint") from None
 
 
 class _NoRun:

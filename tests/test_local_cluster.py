@@ -162,25 +162,35 @@ def _epochs_logged(cluster: LocalCluster, run_name: str) -> list[int]:
                                               metric_key="valid_bleu").get("metrics", []))
 
 
+def _train_until_epoch_0(cluster: LocalCluster, data_dir: Path, tmp_path: Path, name: str,
+                         *settings: str) -> subprocess.Popen:
+    """A small translator training on the cluster (run ``name``, 3 epochs, ``settings`` on top),
+    returned once MLflow holds its epoch 0."""
+    command = [sys.executable, "-m", "jobs.train_translator", f"data_dir={data_dir}", f"output_dir={tmp_path / 'out'}",
+               f"storage_path={tmp_path / 'ray'}", f"run_name={name}", "model.embedding_size=32",
+               "model.hidden_size=32", "train.batch_tokens=200", "train.epochs=3", "train.cpus_per_worker=1",
+               "train.patience=0", "valid.max_sentences=50", "valid.test_split=", "valid.heatmaps=0",
+               "mlflow.registry_name=", f"mlflow.experiment={EXPERIMENT}", *cluster.overrides(), *settings]
+    job = subprocess.Popen(command, cwd=PROJECT, env=cluster.env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                           text=True, start_new_session=True)
+    deadline = time.monotonic() + 300
+    while not _epochs_logged(cluster, name):
+        if job.poll() is not None or time.monotonic() > deadline:
+            if job.poll() is None:
+                os.killpg(job.pid, signal.SIGKILL)
+            pytest.fail(f"epoch 0 of {name} was not logged:\n{job.communicate()[0][-3000:]}")
+        time.sleep(0.5)
+    return job
+
+
 def test_a_node_lost_mid_training_restarts_the_run_on_the_others(cluster, sample_pairs_data, tmp_path):
     """The raylet of a node holding one of the translator's 2 workers is killed after epoch 0: with
     max_failures=1 Ray Train restarts the whole worker group (fixed size) on the nodes left, from
     its latest checkpoint, and the run finishes with each epoch logged once."""
     name = "lost-node"
-    command = [sys.executable, "-m", "jobs.train_translator", f"data_dir={sample_pairs_data}",
-               f"output_dir={tmp_path / 'out'}", f"storage_path={tmp_path / 'ray'}", f"run_name={name}",
-               "model.embedding_size=32", "model.hidden_size=32", "train.batch_tokens=200", "train.epochs=3",
-               "train.num_workers=2", "train.cpus_per_worker=1", "train.max_failures=1", "train.patience=0",
-               "valid.max_sentences=50", "valid.test_split=", "valid.heatmaps=0", "mlflow.registry_name=",
-               f"mlflow.experiment={EXPERIMENT}", *cluster.overrides()]
-    job = subprocess.Popen(command, cwd=PROJECT, env=cluster.env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                           text=True, start_new_session=True)
+    job = _train_until_epoch_0(cluster, sample_pairs_data, tmp_path, name, "train.num_workers=2",
+                               "train.max_failures=1")
     try:
-        deadline = time.monotonic() + 300
-        while not _epochs_logged(cluster, name):
-            assert job.poll() is None, job.stdout.read()[-3000:]
-            assert time.monotonic() < deadline, "epoch 0 was not logged within 300 s"
-            time.sleep(0.5)
         nodes = cluster.ray_nodes()
         used = {w["node_id"] for w in _train_run(cluster, name)["attempts"][-1]["workers"]}
         (victim,) = [n for n, node_id in nodes.items() if node_id in used and n != "head"][:1]
@@ -255,20 +265,9 @@ def test_the_tracking_server_away_for_a_while_loses_and_repeats_nothing(cluster,
     the workers' logging waits through MLflow's retries, training goes on, and the run holds
     every epoch and every progress step once."""
     name = "server-away"
-    command = [sys.executable, "-m", "jobs.train_translator", f"data_dir={sample_pairs_data}",
-               f"output_dir={tmp_path / 'out'}", f"storage_path={tmp_path / 'ray'}", f"run_name={name}",
-               "model.embedding_size=32", "model.hidden_size=32", "train.batch_tokens=200", "train.epochs=3",
-               "train.num_workers=1", "train.cpus_per_worker=1", "train.report_seconds=1", "train.patience=0",
-               "valid.max_sentences=50", "valid.test_split=", "valid.heatmaps=0", "mlflow.registry_name=",
-               f"mlflow.experiment={EXPERIMENT}", *cluster.overrides()]
-    job = subprocess.Popen(command, cwd=PROJECT, env=cluster.env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                           text=True, start_new_session=True)
+    job = _train_until_epoch_0(cluster, sample_pairs_data, tmp_path, name, "train.num_workers=1",
+                               "train.report_seconds=1")
     try:
-        deadline = time.monotonic() + 300
-        while not _epochs_logged(cluster, name):
-            assert job.poll() is None, job.stdout.read()[-3000:]
-            assert time.monotonic() < deadline, "epoch 0 was not logged within 300 s"
-            time.sleep(0.5)
         cluster.stop_service("mlflow")
         time.sleep(5)
         assert job.poll() is None, "the job died while the server was away"

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -19,6 +18,11 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+
+from local_cluster import free_port
+
+# what test modules import from here (free_port is the cluster helper's, the tests' one)
+__all__ = ["DATA", "PROJECT", "free_port", "get_json", "wait_for_server"]
 
 DATA = Path(__file__).parent / "data"
 PROJECT = Path(__file__).resolve().parent.parent
@@ -101,12 +105,6 @@ def sample_pairs_data(spark, tmp_path_factory) -> Path:
     sample = PROJECT / "data/sample/tatoeba-en-fr.tsv.gz"
     preprocess(spark, preprocess_config([{"path": str(sample), "format": "tsv"}]), out, log=lambda m: None)
     return out
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def get_json(url: str, body: dict | None = None) -> dict:

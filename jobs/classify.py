@@ -6,8 +6,10 @@ CHECKPOINT is a ``classifier.pt``, a directory holding one (``output_dir/best``)
 (``runs:/RUN_ID/best``). Each input line is normalized with the rules the model was trained with;
 the output line is ``label<TAB>probability``, or with ``--all`` a JSON object with every label's
 probability. An empty line (no tokens) gives an empty line; lines longer than ``--max-tokens``
-tokens are read up to it and counted; input that is not UTF-8 stops the job with the number of the
-offending line, before anything is written. Counts go to stderr; ``--output`` is written atomically.
+tokens are read up to it and counted. The input is read, classified and written in chunks, with a
+progress bar on a terminal (``--no-progress``: never). ``--output`` is written atomically: input that
+is not UTF-8 stops the job with the number of the offending line and no output file (on stdout, the
+chunks before it have been written). Counts and throughput go to stderr.
 """
 
 from __future__ import annotations
@@ -20,9 +22,10 @@ from pathlib import Path
 
 from jobs.common import cli
 from jobs.common.classifier_checkpoint import ClassifierBundle
-from jobs.common.translation import read_lines
-from pipelines.contract.atomic import write_atomically
+from jobs.common.line_stream import check_input, map_lines
 from pipelines.contract.errors import InputError
+
+CHUNK_BATCHES = 20  # lines read, classified and written at a time: this many batches
 
 
 def run(argv: Sequence[str] | None = None) -> dict[str, int]:
@@ -36,36 +39,38 @@ def run(argv: Sequence[str] | None = None) -> dict[str, int]:
                                                                     "(0 = all; default 500)")
     parser.add_argument("--batch-size", type=int, default=64, help="lines per batch")
     parser.add_argument("--use-gpu", action="store_true", help="classify on the GPU")
+    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,
+                        help="a progress bar on stderr when it is a terminal (default: on)")
     args = parser.parse_args(argv)
     if args.max_tokens < 0 or args.batch_size < 1:
         raise InputError("--max-tokens must be >= 0 and --batch-size >= 1")
-    name = str(args.input) if args.input else "<stdin>"
-    if args.input and not args.input.is_file():
-        raise InputError(f"--input {args.input}: no such file")
-    lines = read_lines(args.input.read_bytes() if args.input else sys.stdin.buffer.read(), name)
+    check_input(args.input)
     device = "cuda" if args.use_gpu else "cpu"
     bundle = ClassifierBundle.load(args.checkpoint, device)
-    predictions = bundle.classify(lines, args.batch_size, args.max_tokens, device)
-    out = []
-    for p in predictions:
-        if p is None:
-            out.append("")
-        elif args.all:
-            out.append(json.dumps({"label": p.label, "probability": round(p.probability, 6),
-                                   "probabilities": {k: round(v, 6) for k, v in p.probabilities.items()}},
-                                  ensure_ascii=False))
-        else:
-            out.append(f"{p.label}\t{p.probability:.4f}")
-    text = "".join(line + "\n" for line in out)
-    if args.output:
-        write_atomically(args.output, text)
-    else:
-        sys.stdout.write(text)
-    counts = {"lines": len(lines), "empty": sum(p is None for p in predictions),
-              "truncated": sum(1 for p in predictions if p is not None and p.truncated)}
-    counts["classified"] = counts["lines"] - counts["empty"]
+    counts = {"lines": 0, "empty": 0, "truncated": 0, "classified": 0}
+
+    def classify_chunk(lines: list[str]) -> list[str]:
+        out = []
+        for p in bundle.classify(lines, args.batch_size, args.max_tokens, device):
+            counts["empty"] += p is None
+            counts["truncated"] += p is not None and p.truncated
+            if p is None:
+                out.append("")
+            elif args.all:
+                out.append(json.dumps({"label": p.label, "probability": round(p.probability, 6),
+                                       "probabilities": {k: round(v, 6) for k, v in p.probabilities.items()}},
+                                      ensure_ascii=False))
+            else:
+                out.append(f"{p.label}\t{p.probability:.4f}")
+        return out
+
+    stats = map_lines(args.input, args.output, CHUNK_BATCHES * args.batch_size, classify_chunk, args.progress,
+                      desc="classifying")
+    counts["lines"] = stats.lines
+    counts["classified"] = stats.lines - counts["empty"]
     print(f"classified {counts['classified']} of {counts['lines']} lines ({counts['empty']} without tokens, "
-          f"{counts['truncated']} cut to {args.max_tokens} tokens)", file=sys.stderr)
+          f"{counts['truncated']} cut to {args.max_tokens} tokens) in {stats.seconds:.1f} s: "
+          f"{stats.lines_per_sec:.1f} lines/s", file=sys.stderr)
     return counts
 
 

@@ -19,8 +19,10 @@ from typing import Any
 from jobs.common import cli
 from jobs.common.checkpoint import Bundle
 from jobs.common.config import ConfigError, load_config, to_dict, to_yaml
+from jobs.common.job_output import show_config
+from jobs.common.line_stream import read_lines
 from jobs.common.tracking import mlflow_run, tracking_uri
-from jobs.common.translation import read_lines, translate_and_score
+from jobs.common.translation import translate_and_score
 from pipelines.contract.errors import InputError
 from pipelines.contract.manifest import load_manifest
 from pipelines.contract.parallel_shards import read_pairs
@@ -51,6 +53,7 @@ def load_set(entry: dict[str, Any]) -> tuple[list[str], list[str]]:
 
 def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
     cfg = load_config("evaluate", argv)
+    show_config(cfg, "evaluate")
     config = to_dict(cfg)
     device = "cuda" if config["use_gpu"] else "cpu"
     if not config["beams"] or any(not isinstance(b, int) or b < 1 for b in config["beams"]):
@@ -64,7 +67,8 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
         for entry in config["sets"]:
             sources, references = load_set(entry)
             for beam in config["beams"]:
-                scores, translations = translate_and_score(bundle, sources, references, settings, beam, device)
+                scores, translations = translate_and_score(bundle, sources, references, settings, beam, device,
+                                                           config["progress"])
                 key = f"{entry['name']}_{'greedy' if beam == 1 else f'beam{beam}'}"
                 results[key] = {"bleu": scores["bleu"], "chrf": scores["chrf"], "sentences": len(sources),
                                 "unk": scores["unk"], "unk_kept": scores["unk_kept"],

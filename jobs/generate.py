@@ -22,8 +22,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from jobs.common import cli
+from jobs.common.line_stream import read_lines
 from jobs.common.lm_checkpoint import LMBundle
-from jobs.common.translation import read_lines
 from pipelines.contract.errors import ConfigError, InputError
 from rnn_models.sampling import SampleSettings
 

@@ -24,8 +24,8 @@ from typing import Any
 import numpy as np
 
 from jobs.common import cli
+from jobs.common.line_stream import read_lines
 from jobs.common.lm_checkpoint import LMBundle
-from jobs.common.translation import read_lines
 from pipelines.contract.errors import ConfigError, InputError
 from pipelines.contract.specials import EOS_ID, UNK_ID
 from rnn_models.language_model import loss_metrics, stream_loss

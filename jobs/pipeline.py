@@ -27,13 +27,15 @@ from typing import Any
 from jobs import evaluate, preprocess, train_lm, train_translator, train_word2vec
 from jobs.common import cli
 from jobs.common.config import load_config, to_dict, to_dotlist, to_yaml
+from jobs.common.job_output import show_config
 from jobs.common.spark_session import spark_session
 from jobs.common.tracking import is_server, mlflow_run, project_store, runs_page, tracking_uri
 from pipelines.contract.atomic import write_atomically
 from pipelines.spark.readers import resolve_inputs
 
 # Keys that say where and how a stage runs, not what it computes: left out of its fingerprint.
-_PLACEMENT = ("output_dir", "overwrite", "run_name", "storage_path", "resume", "mlflow", "spark", "ray")
+_PLACEMENT = ("output_dir", "overwrite", "run_name", "storage_path", "resume", "mlflow", "spark", "ray", "log_level",
+              "progress")
 
 
 @dataclass
@@ -51,7 +53,7 @@ class Stage:
 def plan(config: dict[str, Any]) -> list[Stage]:
     """The stages to run, in order, with their arguments wired together."""
     work = Path(config["work_dir"]).resolve()
-    shared = {section: config[section] for section in ("spark", "ray", "mlflow")}
+    shared = {section: config[section] for section in ("spark", "ray", "mlflow", "log_level", "progress")}
     # each trainer registers under its own name: the pipeline's registry_name is the translator's
     shared["mlflow"] = {k: v for k, v in shared["mlflow"].items() if k not in ("parent_run_id", "registry_name")}
     s = config["stages"]
@@ -132,7 +134,7 @@ def _summary(stage: Stage, result: dict[str, Any]) -> dict[str, Any]:
 def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Run the pipeline; returns the summary it prints last."""
     cfg = load_config("pipeline", argv)
-    print(to_yaml(cfg), flush=True)
+    show_config(cfg, "pipeline")
     config = to_dict(cfg)
     work = Path(config["work_dir"]).resolve()
     stages = plan(config)
@@ -153,9 +155,9 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
             else:
                 record_file.unlink(missing_ok=True)
                 argv = stage.argv + _checkpoints(work, stage, prints[stage.name])
-                print(f"== {stage.name}: python -m jobs.{stage.job} {' '.join(argv)}", flush=True)
+                print(f"== {stage.name} (jobs.{stage.job})", flush=True)  # its config follows, compactly
                 if stage.job == "preprocess" and spark is None:  # one session for the preprocessing stages
-                    spark = stack.enter_context(spark_session(config["spark"], app_name="rnnmt-pipeline"))
+                    spark = stack.enter_context(spark_session(config["spark"], app_name="rnnmt-pipeline", progress=config["progress"]))
                 elif stage.job != "preprocess" and spark is not None:
                     stack.close()  # stop it before training needs the memory
                     spark = None

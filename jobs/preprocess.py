@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from jobs.common import cli
-from jobs.common.config import load_config, to_dict, to_yaml
-from jobs.common.spark_session import spark_session
 from jobs.common.checkpoint import Bundle
+from jobs.common.config import load_config, to_dict, to_yaml
+from jobs.common.job_output import show_config
+from jobs.common.spark_session import spark_session
 from jobs.common.tracking import mlflow_run, tracking_uri
 from pipelines.contract.errors import OutputExistsError
 from pipelines.contract.manifest import MANIFEST_NAME
@@ -55,7 +56,7 @@ def given_vocabs(source: str, mlflow: dict[str, Any]) -> dict[str, GivenVocab]:
 def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Run the job; returns the manifest."""
     cfg = load_config("preprocess", argv)
-    print(to_yaml(cfg), flush=True)
+    show_config(cfg, "preprocess")
     config = to_dict(cfg)
     output_dir = Path(config["output_dir"]).resolve()
     series = config["data"]["kind"] == "series"
@@ -71,7 +72,7 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
     started = time.perf_counter()
     with mlflow_run(config["mlflow"], config["run_name"], params=config) as mlflow:
         mlflow.log_text(to_yaml(cfg), "config.yaml")
-        with spark_session(config["spark"], app_name="rnnmt-preprocess") as spark:
+        with spark_session(config["spark"], app_name="rnnmt-preprocess", progress=config["progress"]) as spark:
             manifest = (preprocess_series(spark, config, output_dir) if series
                         else preprocess(spark, config, output_dir, given=given))
         counts = manifest["counts"]

@@ -157,7 +157,8 @@ class ClassifierTraining:
         batches = worker_batches(epoch_batches(len(self.train), t["batch_size"], self.config["seed"], epoch),
                                  self.rank, self.world)
         window = {"loss": 0.0, "examples": 0, "seconds": 0.0}  # since the last progress report
-        clock = ray_train.EpochClock(progress.loop_seconds, t["max_minutes"], t["report_seconds"], self.device)
+        clock = ray_train.EpochClock(progress.loop_seconds, t["max_minutes"], t["report_seconds"], self.device,
+                                     ray_train.bar_label(self.config, self.rank, epoch))
         out_of_time = False
         for step, index in enumerate(batches):
             # the step: forward, mean loss over the batch, backward, clip, update
@@ -185,7 +186,7 @@ class ClassifierTraining:
                 window = {"loss": 0.0, "examples": 0, "seconds": 0.0}
             if out_of_time:
                 break
-        progress.loop_seconds += clock.elapsed()
+        progress.loop_seconds += clock.stop()
         return out_of_time
 
     def validate(self) -> dict[str, Any]:

@@ -128,7 +128,8 @@ class ForecasterTraining:
         self.model.train()
         batches = worker_batches(epoch_batches(len(data), t["batch_size"], self.config["seed"], epoch),
                                  self.rank, self.world)
-        clock = ray_train.EpochClock(progress.loop_seconds, t["max_minutes"], t["report_seconds"], self.device)
+        clock = ray_train.EpochClock(progress.loop_seconds, t["max_minutes"], t["report_seconds"], self.device,
+                                     ray_train.bar_label(self.config, self.rank, epoch))
         window = {"loss": 0.0, "windows": 0, "seconds": 0.0}  # since the last progress report
         out_of_time = False
         for step, index in enumerate(batches):
@@ -157,7 +158,7 @@ class ForecasterTraining:
                 window = {"loss": 0.0, "windows": 0, "seconds": 0.0}
             if out_of_time:
                 break
-        progress.loop_seconds += clock.elapsed()
+        progress.loop_seconds += clock.stop()
         return out_of_time
 
     def validate(self) -> dict[str, Any]:

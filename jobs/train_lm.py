@@ -130,7 +130,8 @@ class LMTraining:
         torch.manual_seed(self.config["seed"] * 1_000_003 + epoch * 101 + self.rank)  # dropout masks
         self.model.train()
         window = {"loss": 0.0, "tokens": 0, "seconds": 0.0}  # since the last progress report
-        clock = ray_train.EpochClock(progress.loop_seconds, t["max_minutes"], t["report_seconds"], self.device)
+        clock = ray_train.EpochClock(progress.loop_seconds, t["max_minutes"], t["report_seconds"], self.device,
+                                     ray_train.bar_label(self.config, self.rank, epoch))
         state, out_of_time = None, False
         for step, (inputs, targets) in enumerate(segments(self.rows, t["bptt"])):
             if step == self.steps:  # every worker takes the same number of steps
@@ -158,7 +159,7 @@ class LMTraining:
                 window = {"loss": 0.0, "tokens": 0, "seconds": 0.0}
             if out_of_time:
                 break
-        progress.loop_seconds += clock.elapsed()
+        progress.loop_seconds += clock.stop()
         return out_of_time
 
     def _log_progress(self, window: dict[str, float], epoch_progress: float) -> None:

@@ -212,7 +212,8 @@ class TranslatorTraining:
                                  self.rank, self.world)
         self.model.train()
         window = {"loss": 0.0, "tokens": 0, "seconds": 0.0}  # since the last progress report
-        clock = ray_train.EpochClock(progress.loop_seconds, t["max_minutes"], t["report_seconds"], self.device)
+        clock = ray_train.EpochClock(progress.loop_seconds, t["max_minutes"], t["report_seconds"], self.device,
+                                     ray_train.bar_label(self.config, self.rank, epoch))
         out_of_time = False
         for step, index in enumerate(batches):
             # the step: forward (autocast on GPU), loss per target token, backward, clip, update
@@ -238,7 +239,7 @@ class TranslatorTraining:
                 window = {"loss": 0.0, "tokens": 0, "seconds": 0.0}
             if out_of_time:
                 break
-        progress.loop_seconds += clock.elapsed()
+        progress.loop_seconds += clock.stop()
         return out_of_time
 
     def epoch_pairs(self, epoch: int) -> Pairs:

@@ -6,12 +6,16 @@ CHECKPOINT is a ``translator.pt``, a directory holding one (``output_dir/best``)
 (``runs:/RUN_ID/best``, ``models:/rnnmt-translator@champion``, ``models:/NAME/VERSION``); several
 checkpoints with the same vocabularies decode as an ensemble (log-probabilities averaged). Input is normalized with the rules the model was trained with, output is
 detokenized with numbers and links filled back in from the source. Empty lines stay empty; lines
-longer than ``--max-tokens`` tokens are translated up to it and counted; input that is not UTF-8
-stops the job with the number of the offending line, before anything is written. With ``--nbest N``
-each output line is a JSON object whose ``nbest`` lists the N best ``{"text", "score"}``, best first
-(JSON Lines). Decode settings
-are the checkpoint's (its training config's ``decode``), with the flags given on top. Counts go to
-stderr; ``--output`` is written atomically.
+longer than ``--max-tokens`` tokens are translated up to it and counted. With ``--nbest N`` each
+output line is a JSON object whose ``nbest`` lists the N best ``{"text", "score"}``, best first
+(JSON Lines). Decode settings are the checkpoint's (its training config's ``decode``), with the
+flags given on top.
+
+The input is read, translated and written in chunks of 20 decoding batches, so memory stays
+bounded however long it is; a progress bar shows on a terminal (``--no-progress``: never).
+``--output`` is written atomically: input that is not UTF-8 stops the job with the number of the
+offending line and no output file (on stdout, the chunks before it have been written). Counts and
+throughput go to stderr.
 """
 
 from __future__ import annotations
@@ -24,11 +28,11 @@ from pathlib import Path
 
 from jobs.common import cli
 from jobs.common.checkpoint import Bundle
-from jobs.common.translation import read_lines, translate
-from pipelines.contract.atomic import write_atomically
-from pipelines.contract.errors import InputError
+from jobs.common.line_stream import check_input, map_lines
+from jobs.common.translation import translate
 from rnn_models.search import UNK_POLICIES, DecodeSettings
 
+CHUNK_BATCHES = 20  # lines read, translated and written at a time: this many decoding batches
 FLAGS = ("beam", "alpha", "unk", "max_tokens", "batch_size", "nbest")  # the DecodeSettings the command line sets
 
 
@@ -48,29 +52,33 @@ def run(argv: Sequence[str] | None = None) -> dict[str, int]:
     parser.add_argument("--nbest", type=int, help="write the N best translations of each line as JSON Lines "
                                                  "(needs a beam of at least N)")
     parser.add_argument("--use-gpu", action="store_true", help="decode on the GPU")
+    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,
+                        help="a progress bar on stderr when it is a terminal (default: on)")
     args = parser.parse_args(argv)
+    check_input(args.input)
     device = "cuda" if args.use_gpu else "cpu"
     bundle = Bundle.load_all(args.checkpoints, device)
     settings = DecodeSettings.from_dict({key: getattr(args, key) for key in FLAGS}, base=bundle.decode_settings())
-    name = str(args.input) if args.input else "<stdin>"
-    if args.input and not args.input.is_file():
-        raise InputError(f"--input {args.input}: no such file")
-    lines = read_lines(args.input.read_bytes() if args.input else sys.stdin.buffer.read(), name)
-    translations = translate(bundle, lines, settings, device)
-    if settings.nbest > 1:
-        text = "".join(json.dumps({"nbest": [{"text": text, "score": score} for text, score in t.nbest]},
-                                  ensure_ascii=False) + "\n" for t in translations)
-    else:
-        text = "".join(t.text + "\n" for t in translations)
-    if args.output:
-        write_atomically(args.output, text)
-    else:
-        sys.stdout.write(text)
-    counts = {"lines": len(lines), "empty": sum(1 for line in lines if not line.strip()),
-              "truncated": sum(t.truncated for t in translations)}
-    counts["translated"] = counts["lines"] - counts["empty"]
+    counts = {"lines": 0, "empty": 0, "truncated": 0, "translated": 0, "tokens": 0}  # tokens: output words
+
+    def translate_chunk(lines: list[str]) -> list[str]:
+        translations = translate(bundle, lines, settings, device)
+        counts["empty"] += sum(1 for line in lines if not line.strip())
+        counts["truncated"] += sum(t.truncated for t in translations)
+        counts["tokens"] += sum(len(t.tokens) for t in translations)
+        if settings.nbest > 1:
+            return [json.dumps({"nbest": [{"text": text, "score": score} for text, score in t.nbest]},
+                               ensure_ascii=False) for t in translations]
+        return [t.text for t in translations]
+
+    stats = map_lines(args.input, args.output, CHUNK_BATCHES * settings.batch_size, translate_chunk,
+                      args.progress, desc="translating")
+    counts["lines"] = stats.lines
+    counts["translated"] = stats.lines - counts["empty"]
     print(f"translated {counts['translated']} of {counts['lines']} lines ({counts['empty']} empty, "
-          f"{counts['truncated']} cut to {settings.max_tokens} tokens) with beam {settings.beam}", file=sys.stderr)
+          f"{counts['truncated']} cut to {settings.max_tokens} tokens) with beam {settings.beam} in "
+          f"{stats.seconds:.1f} s: {stats.lines_per_sec:.1f} lines/s, "
+          f"{counts['tokens'] / stats.seconds if stats.seconds else 0:.0f} output tokens/s", file=sys.stderr)
     return counts
 
 

@@ -22,9 +22,12 @@ from pathlib import Path
 from typing import Any
 
 from omegaconf import OmegaConf
+from ray.tune import Callback
 
 from jobs.common import cli
-from jobs.common.config import PROJECT_DIR, ConfigError, flatten, load_config, to_dict, to_dotlist, to_yaml
+from jobs.common import progress as progress_bars
+from jobs.common.config import PROJECT_DIR, ConfigError, flatten, load_config, to_dict, to_dotlist
+from jobs.common.job_output import show_config
 from jobs.common.ray_cluster import connect
 from jobs.common.tracking import mlflow_run, tracking_uri
 from pipelines.contract.atomic import write_atomically
@@ -113,7 +116,7 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
     from ray.tune.schedulers import ASHAScheduler
 
     cfg = load_config("tune", argv)
-    print(to_yaml(cfg), flush=True)
+    show_config(cfg, "tune")
     config = to_dict(cfg)
     trainer = trainer_config(config)
     space = search_space(config["space"])
@@ -158,7 +161,8 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
                     scheduler=ASHAScheduler(time_attr="training_iteration", max_t=trainer["train"]["epochs"] + 1,
                                             grace_period=config["scheduler"]["grace_period"],
                                             reduction_factor=config["scheduler"]["reduction_factor"])),
-                    run_config=tune.RunConfig(name=config["name"], storage_path=str(storage)))
+                    run_config=tune.RunConfig(name=config["name"], storage_path=str(storage),
+                                              callbacks=[TrialBar(config["num_samples"], config["progress"])]))
             results = tuner.fit()
         finally:
             if run_id:
@@ -169,6 +173,22 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
     summary["mlflow_run_id"] = run_id
     print(json.dumps(summary))
     return summary
+
+
+class TrialBar(Callback):
+    """A progress bar over the search's trials (ended, stopped early or failed), on a terminal."""
+
+    def __init__(self, trials: int, progress: bool):
+        self.bar = progress_bars.bar(progress, total=trials, desc="trials", unit=" trials")
+
+    def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        self.bar.update(1)
+
+    def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        self.bar.update(1)
+
+    def on_experiment_end(self, trials: list[Any], **info: Any) -> None:
+        self.bar.close()
 
 
 def _search_alg(config: dict[str, Any], trials: int) -> Any:

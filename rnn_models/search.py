@@ -84,8 +84,10 @@ class Hypothesis:
     nbest: list[Hypothesis] = field(default_factory=list)  # beam search with nbest > 1: the best, best first
 
 
-def max_output_length(src_len: torch.Tensor, settings: DecodeSettings) -> int:
-    return int(src_len.max().item() * settings.max_ratio) + settings.max_extra
+def output_limits(src_len: torch.Tensor, settings: DecodeSettings) -> torch.Tensor:
+    """Each sentence's output length limit, ``<eos>`` included: max_ratio x its own source length +
+    max_extra (never its batch's longest, so a translation does not depend on its neighbours)."""
+    return (src_len.double() * settings.max_ratio).floor().long() + settings.max_extra
 
 
 def _source_positions(weights: torch.Tensor | None, src_len: torch.Tensor, reversed_source: bool) -> torch.Tensor:
@@ -107,9 +109,9 @@ def greedy(model: Decodable, src: torch.Tensor, src_len: torch.Tensor,
     prev = src.new_full((batch,), GO_ID)
     done = torch.zeros(batch, dtype=torch.bool, device=src.device)
     tokens, positions, scores = [], [], src.new_zeros(batch, dtype=torch.float)
-    limit = max_output_length(src_len, settings)
-    for step in range(limit):
-        log_probs, state, weights = _next(model, prev, state, memory, step, limit, settings.min_length)
+    limits = output_limits(src_len, settings).to(src.device)
+    for step in range(int(limits.max())):
+        log_probs, state, weights = _next(model, prev, state, memory, step, limits, settings.min_length)
         best_score, prev = log_probs.max(-1)
         scores += torch.where(done, 0.0, best_score)
         tokens.append(prev)
@@ -121,18 +123,17 @@ def greedy(model: Decodable, src: torch.Tensor, src_len: torch.Tensor,
     return [_hypothesis(t, p, s) for t, p, s in zip(tokens_t, positions_t, scores.tolist())]
 
 
-def _next(model: Decodable, prev: torch.Tensor, state: DecoderState, memory: Memory, step: int, limit: int,
-          min_length: int) -> tuple[torch.Tensor, DecoderState, torch.Tensor | None]:
-    """Log-probabilities of the word at ``step``: at the length limit only ``<eos>`` may follow,
-    before ``min_length`` anything but ``<eos>``."""
+def _next(model: Decodable, prev: torch.Tensor, state: DecoderState, memory: Memory, step: int,
+          limits: torch.Tensor, min_length: int) -> tuple[torch.Tensor, DecoderState, torch.Tensor | None]:
+    """Log-probabilities of the word at ``step``: a row at its length limit (``limits``, per row)
+    may only end (``<eos>``), before ``min_length`` a row may not end."""
     log_probs, state, weights = model.next_log_probs(prev, state, memory)
-    if step == limit - 1:
-        only_eos = torch.full_like(log_probs, float("-inf"))
-        only_eos[:, EOS_ID] = 0.0
-        log_probs = log_probs + only_eos
-    elif step < min_length:
-        log_probs[:, EOS_ID] = float("-inf")
-    return log_probs, state, weights
+    is_eos = torch.zeros(log_probs.size(-1), dtype=torch.bool, device=log_probs.device)
+    is_eos[EOS_ID] = True
+    at_limit = (limits == step + 1).unsqueeze(1)
+    if step < min_length:
+        log_probs = log_probs.masked_fill(is_eos & ~at_limit, float("-inf"))
+    return log_probs.masked_fill(at_limit & ~is_eos, float("-inf")), state, weights
 
 
 def _hypothesis(tokens: list[int], positions: list[int], score: float) -> Hypothesis:
@@ -167,11 +168,12 @@ def beam_search(model: Decodable, src: torch.Tensor, src_len: torch.Tensor,
     aligned = torch.empty(batch * beam, 0, dtype=torch.long, device=device)
     finished: list[list[Hypothesis]] = [[] for _ in range(batch)]  # the best `beam` ended ones per sentence
     done = [False] * batch
-    limit = max_output_length(src_len, settings)
-    # the most a live score can still be divided by: the length penalty at the length limit
-    longest_penalty = float(length_penalty(torch.tensor(limit), alpha))
-    for step in range(limit):
-        log_probs, state, weights = _next(model, prev, state, memory, step, limit, settings.min_length)
+    limits = output_limits(src_len, settings).to(device)
+    # the most a live score can still be divided by: the length penalty at each sentence's length limit
+    longest_penalty = length_penalty(limits, alpha).tolist()
+    for step in range(int(limits.max())):
+        log_probs, state, weights = _next(model, prev, state, memory, step, limits.index_select(0, rows),
+                                          settings.min_length)
         vocab = log_probs.size(-1)
         candidates = (scores.view(-1, 1) + log_probs).view(batch, beam * vocab)
         top_scores, top_index = candidates.topk(2 * beam, dim=-1)  # enough to refill after <eos>
@@ -200,7 +202,7 @@ def beam_search(model: Decodable, src: torch.Tensor, src_len: torch.Tensor,
             # done when `beam` translations have ended and no live one can still beat the worst of
             # them: a live score only falls, and the length penalty divides it at most by lp(limit)
             best_live = float(new_scores[b, 0])
-            reachable = best_live / longest_penalty  # lp is 1 at alpha 0
+            reachable = best_live / longest_penalty[b]  # lp is 1 at alpha 0
             if len(finished[b]) >= beam and min(h.score for h in finished[b]) >= reachable:
                 done[b] = True
                 new_scores[b] = float("-inf")

@@ -24,7 +24,7 @@ def test_job_logs_to_mlflow(spark, tmp_path, toy_pairs, capsys):
     printed = capsys.readouterr().out.strip().splitlines()
     summary = json.loads(printed[-1])
     assert summary["kept"] == manifest["counts"]["kept"] and summary["output_dir"] == str(out)
-    assert "max_len: 30" in "\n".join(printed)  # the resolved config is printed
+    assert "filter.max_len=30" in printed[0]  # the config, as its keys that differ from the defaults
 
     client = mlflow.MlflowClient(uri)
     experiment = client.get_experiment_by_name("test-preprocess")

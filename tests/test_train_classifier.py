@@ -88,16 +88,17 @@ def test_two_workers_learn_sentiment_resume_and_classify(tmp_path, sentiment, ra
     first, empty, third = (tmp_path / "two.jsonl").read_text().split("\n")[:3]
     assert empty == "" and json.loads(first)["label"] == "1" and json.loads(third)["label"] == "0"
     assert sum(json.loads(first)["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
+    # input that is not UTF-8: the line named, no output file
+    (tmp_path / "bad.txt").write_bytes(b"fine\nnot \xff fine\n")
+    with pytest.raises(InputError, match=r"bad.txt: line 2 is not valid UTF-8 \(invalid start byte at byte 4\)"):
+        classify.run([str(out / "best"), "--input", str(tmp_path / "bad.txt"), "--output", str(tmp_path / "bad.out")])
+    assert not (tmp_path / "bad.out").exists()
     bundle = ClassifierBundle.load(out / "best")
     cut = bundle.classify(["the plot was not dull ."], max_tokens=2)[0]
     assert cut.truncated and not bundle.classify(["the plot was not dull ."])[0].truncated
 
 
 def test_classify_refuses_bad_input(tmp_path):
-    bad = tmp_path / "bad.txt"
-    bad.write_bytes(b"fine\nnot \xff fine\n")
-    with pytest.raises(InputError, match=r"bad.txt: line 2 is not valid UTF-8 \(invalid start byte at byte 4\)"):
-        classify.run([str(tmp_path / "nowhere"), "--input", str(bad)])
     (tmp_path / "good.txt").write_text("fine\n")
     with pytest.raises(CheckpointError, match="no classifier checkpoint"):
         classify.run([str(tmp_path / "nowhere"), "--input", str(tmp_path / "good.txt")])

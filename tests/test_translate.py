@@ -84,8 +84,51 @@ def test_empty_lines_stay_and_counts_are_reported(bundle_dir, tmp_path, capsys):
     counts = job.run([str(bundle_dir), "--input", str(src), "--output", str(out)])
     lines = out.read_text(encoding="utf-8").split("\n")
     assert len(lines) == 5 and lines[1] == "" and lines[2] == "" and lines[4] == ""
-    assert counts == {"lines": 4, "empty": 2, "truncated": 1, "translated": 2}  # max_tokens 5 from the bundle
-    assert "1 cut to 5 tokens" in capsys.readouterr().err
+    bundle = Bundle.load(bundle_dir)
+    texts = src.read_text(encoding="utf-8").splitlines()
+    tokens = sum(len(t.tokens) for t in translate(bundle, texts, bundle.decode_settings()))
+    assert counts == {"lines": 4, "empty": 2, "truncated": 1, "translated": 2, "tokens": tokens}  # max_tokens 5
+    err = capsys.readouterr().err
+    assert "1 cut to 5 tokens" in err and "lines/s" in err and "output tokens/s" in err
+
+
+def test_long_input_is_translated_chunk_by_chunk_as_in_one_go(bundle_dir, tmp_path):
+    """Chunks of 20 batches of 3 lines: the output is what translating every line at once gives."""
+    texts = [" ".join(WORDS[(i * 7 + j) % len(WORDS)] for j in range(1 + i % 9)) for i in range(500)]
+    texts[123] = ""
+    src, out = tmp_path / "in.txt", tmp_path / "out.txt"
+    src.write_text("".join(t + "\n" for t in texts), encoding="utf-8")
+    counts = job.run([str(bundle_dir), "--input", str(src), "--output", str(out), "--batch-size", "3"])
+    bundle = Bundle.load(bundle_dir)
+    expected = [t.text for t in translate(bundle, texts, bundle.decode_settings())]
+    assert out.read_text(encoding="utf-8").split("\n") == expected + [""]
+    assert counts["lines"] == 500 and counts["empty"] == 1
+
+
+@pytest.mark.slow
+def test_a_200k_line_input_is_translated_in_bounded_memory(bundle_dir, tmp_path):
+    """The peak memory of translating 200,000 lines is within a few MB of translating 2,000
+    (reading the whole input at once grew it by about 2 KB a line here)."""
+    import random
+    import subprocess
+    import sys
+
+    rng = random.Random(0)
+    peaks = {}
+    for n in (2_000, 200_000):
+        src = tmp_path / f"in{n}.txt"
+        with src.open("w", encoding="utf-8") as f:
+            for _ in range(n):
+                f.write(" ".join(rng.choice(WORDS) for _ in range(rng.randint(3, 12))) + "\n")
+        script = ("import resource, sys; from jobs import translate; translate.run(sys.argv[1:]); "
+                  "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
+        done = subprocess.run([sys.executable, "-c", script, str(bundle_dir), "--input", str(src),
+                               "--output", str(tmp_path / "out.txt"), "--beam", "1"],
+                              capture_output=True, text=True, check=True)
+        peaks[n] = int(done.stdout.split()[-1]) / 1024  # ru_maxrss: KiB on Linux
+        assert f"translated {n} of {n} lines" in done.stderr
+        assert (tmp_path / "out.txt").read_text(encoding="utf-8").count("\n") == n
+    assert peaks[200_000] - peaks[2_000] < 25, peaks
 
 
 def test_invalid_utf8_names_the_line_and_writes_nothing(bundle_dir, tmp_path):

@@ -163,6 +163,22 @@ def test_min_length_rules_out_the_empty_translation():
         assert all(len(h.tokens) == 3 for h in search(m, src, src_len, DecodeSettings(beam=beam, min_length=3)))
 
 
+def test_each_sentence_has_its_own_length_limit():
+    """A model that never ends runs every sentence to its own limit (1.5 x its length + 5, <eos>
+    included), not its batch's longest; so a translation is the same alone or among others."""
+    m = model(attention="bahdanau")
+    with torch.no_grad():
+        m.decoder.output.bias[EOS_ID] -= 50.0  # <eos> never wins unless forced
+    lengths = (6, 4, 2, 5)
+    src, src_len, _ = batch(lengths=lengths, tgt_lengths=(1, 1, 1, 1))
+    for search, beam in ((greedy, 1), (beam_search, 3)):
+        settings = DecodeSettings(beam=beam)
+        together = search(m, src, src_len, settings)
+        assert [len(h.tokens) for h in together] == [n * 3 // 2 + 5 - 1 for n in lengths]
+        alone = [search(m, src[i:i + 1, :n], src_len[i:i + 1], settings)[0] for i, n in enumerate(lengths)]
+        assert [h.tokens for h in alone] == [h.tokens for h in together]
+
+
 def test_lstm_forget_gate_bias_starts_at_one():
     m = model()
     hidden = 12

@@ -75,3 +75,27 @@ def worker_failures(error: BaseException) -> list[BaseException]:
         cause = getattr(failure, "cause", None)  # RayTaskError keeps the original exception here
         out.append(cause if isinstance(cause, BaseException) else failure)
     return out
+
+
+def worker_progress_bar(desc: str, total: int, unit: str) -> Any:
+    """A progress bar for a Ray worker that the driver draws (``ray.experimental.tqdm_ray``).
+    tqdm_ray sends its state as a line on stdout through ``print``, which Ray Train V2 replaces in
+    its workers with a logger call that loses the line; this bar writes its state to the real
+    stdout instead, as ``jobs.common.ray_train.worker_log`` does."""
+    import json
+    import sys
+    import time
+
+    from ray.experimental import tqdm_ray
+
+    class Bar(tqdm_ray.tqdm):
+        def _dump_state(self, force_flush: bool = False) -> None:
+            now = time.time()
+            if not force_flush and now - self._last_flush_time < self._flush_interval_s:
+                return
+            self._last_flush_time = now
+            stream = sys.__stdout__ or sys.stdout
+            stream.write(json.dumps(self._get_state()) + "\n")
+            stream.flush()
+
+    return Bar(desc=desc, total=total, unit=unit)

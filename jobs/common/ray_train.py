@@ -20,8 +20,10 @@ from omegaconf import DictConfig
 from ray.train import UserCallback
 
 from jobs.common.config import PROJECT_DIR, ConfigError, load_config, to_dict, to_yaml
+from jobs.common import progress
+from jobs.common.job_output import show_config
 from jobs.common.ray_cluster import connect
-from jobs.common.ray_private import in_tune_session, worker_failures
+from jobs.common.ray_private import in_tune_session, worker_failures, worker_progress_bar
 from jobs.common.torch_files import check_file, load_checked
 from jobs.common.tracking import log_dataset, mlflow_run, server_retries, tracking_uri
 from pipelines.contract.errors import CheckpointError, OutputExistsError, UserError
@@ -58,17 +60,24 @@ def broadcast(values: list[float], device: torch.device) -> list[float]:
 class EpochClock:
     """Rank 0's clock, for every worker: at every 10th step of an epoch (the same steps on every
     worker) and at its last, it says whether the time budget (``max_minutes`` of epochs, ``spent``
-    already; 0 = none) has run out and whether a progress report (every ``report_seconds``) is due."""
+    already; 0 = none) has run out and whether a progress report (every ``report_seconds``) is due.
+    With a ``bar`` label it also draws the epoch's progress bar (rank 0, see :func:`bar_label`)."""
 
-    def __init__(self, spent: float, max_minutes: float, report_seconds: float, device: torch.device):
+    def __init__(self, spent: float, max_minutes: float, report_seconds: float, device: torch.device,
+                 bar: str | None = None):
         self.spent, self.budget = spent, max_minutes * 60 or float("inf")
         self.report_seconds, self.device = report_seconds, device
         self.start = self.last_report = time.perf_counter()
+        self.label, self.bar = bar, None
 
     def check(self, step: int, steps: int) -> tuple[bool, bool]:
         """(out of time, report due) after ``step`` of ``steps``, as rank 0 sees it."""
         if step % 10 != 9 and step + 1 != steps:
             return False, False
+        if self.label is not None:
+            if self.bar is None:
+                self.bar = worker_progress_bar(self.label, steps, " steps")
+            self.bar.update(step + 1 - self.bar.n)
         now = time.perf_counter()
         out_of_time, report = (flag > 0 for flag in broadcast(
             [self.spent + now - self.start >= self.budget, now - self.last_report >= self.report_seconds],
@@ -77,9 +86,18 @@ class EpochClock:
             self.last_report = now
         return out_of_time, report
 
-    def elapsed(self) -> float:
-        """Seconds since the epoch started."""
+    def stop(self) -> float:
+        """The epoch's seconds so far; its bar is closed."""
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
         return time.perf_counter() - self.start
+
+
+def bar_label(config: dict[str, Any], rank: int, epoch: int) -> str | None:
+    """The label of an epoch's progress bar on rank 0 when the driver shows bars (it drew them,
+    Ray forwarded them: ``ray.experimental.tqdm_ray``), else None."""
+    return f"epoch {epoch}" if rank == 0 and config.get("progress_bars") else None
 
 
 def check_replicas(model: torch.nn.Module, device: torch.device) -> None:
@@ -245,9 +263,10 @@ def training_run(job: str, argv: Sequence[str] | None, path_keys: Sequence[str],
     connect to Ray, and let rank 0 log to that run (its id and tracking URI travel in the config).
     Yields the config as loaded, the worker config and the ``mlflow`` module (or its stand-in)."""
     cfg = load_config(job, argv)
-    print(to_yaml(cfg), flush=True)
+    show_config(cfg, job)
     config = resolve_paths(to_dict(cfg), path_keys)
     prepare(config)
+    config["progress_bars"] = progress.shown(config["progress"])  # the driver's terminal decides
     output_dir = Path(config["output_dir"])
     if output_dir.exists() and not config["overwrite"]:
         raise OutputExistsError(f"{output_dir} exists; pass overwrite=true to replace it")

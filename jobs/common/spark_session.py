@@ -14,6 +14,8 @@ from typing import Any
 
 from pyspark.sql import SparkSession
 
+from jobs.common.progress import shown
+
 from jobs.common.config import flatten
 from pipelines.contract.errors import UserError
 
@@ -47,9 +49,10 @@ def check_java(env: Mapping[str, str] | None = None) -> str:
 
 
 @contextmanager
-def spark_session(cfg: Mapping[str, Any], app_name: str = "rnnmt") -> Iterator[SparkSession]:
-    """A SparkSession for the ``spark`` section of a job config, stopped on exit. A session that is
-    already active (a notebook, a test suite) is used as it is and left running."""
+def spark_session(cfg: Mapping[str, Any], app_name: str = "rnnmt", progress: bool = False) -> Iterator[SparkSession]:
+    """A SparkSession for the ``spark`` section of a job config, stopped on exit; with ``progress``
+    Spark draws its stages' progress bars on a terminal. A session that is already active (a
+    notebook, a test suite) is used as it is and left running."""
     active = SparkSession.getActiveSession()
     if active is not None:
         yield active
@@ -63,7 +66,7 @@ def spark_session(cfg: Mapping[str, Any], app_name: str = "rnnmt") -> Iterator[S
     builder = (SparkSession.builder.master(cfg["master"]).appName(app_name)
                .config("spark.driver.memory", cfg["driver_memory"])
                .config("spark.ui.enabled", str(bool(cfg["ui"])).lower())
-               .config("spark.ui.showConsoleProgress", "false")
+               .config("spark.ui.showConsoleProgress", str(shown(progress)).lower())
                .config("spark.sql.execution.arrow.pyspark.enabled", "true"))
     if local:
         builder = builder.config("spark.driver.host", "127.0.0.1").config("spark.driver.bindAddress", "127.0.0.1")

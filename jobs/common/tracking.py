@@ -5,15 +5,20 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from jobs.common.config import PROJECT_DIR, flatten
+from jobs.common.job_output import run_log
 from pipelines.contract.errors import UserError
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a bar per checkpoint download is noise
+
+LOG_FILE = "job.log"  # what the job printed while its run was open: the run's logs/job.log
 
 # MLflow's limit on a param value's length.
 _MAX_PARAM = 6000
@@ -133,15 +138,33 @@ def mlflow_run(cfg: Mapping[str, Any], run_name: str, params: Mapping[str, Any] 
     parent_id = parent.info.run_id if parent else cfg.get("parent_run_id")
     with mlflow.start_run(run_id=run_id, experiment_id=None if run_id else experiment_id(cfg),
                           run_name=None if run_id else run_name, nested=parent is not None,
-                          parent_run_id=None if run_id else parent_id) as run:
+                          parent_run_id=None if run_id else parent_id) as run, \
+            tempfile.TemporaryDirectory() as tmp, run_log(Path(tmp) / LOG_FILE) as log:
         if params:
             mlflow.log_params({k: _param(v) for k, v in flatten(dict(params)).items()})
         try:
             yield mlflow
         except KeyboardInterrupt:
+            _save_log(mlflow, log, failed=True)
             mlflow.end_run(status="KILLED")
             raise
+        except BaseException:
+            _save_log(mlflow, log, failed=True)
+            raise
+        _save_log(mlflow, log)
         print(f"mlflow: run {run.info.run_id} in experiment {cfg['experiment']!r} at {tracking_uri(cfg)}")
+
+
+def _save_log(mlflow: Any, log: Path, failed: bool = False) -> None:
+    """Log the job's output (:func:`run_log`) to the run as ``logs/job.log``; after a failure, as
+    far as the store still takes it (the failure itself is what the job reports)."""
+    if log.stat().st_size == 0:
+        return
+    try:
+        mlflow.log_artifact(str(log), "logs")
+    except Exception:
+        if not failed:
+            raise
 
 
 def _param(value: Any) -> str:

@@ -13,27 +13,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from jobs.common import progress as progress_bars
 from jobs.common.checkpoint import Bundle
-from pipelines.contract.errors import InputError
 from pipelines.contract.specials import UNK, UNK_ID
 from pipelines.text.detokenize import detokenize, restore
 from pipelines.text.normalize import placeholder_values, tokenize
 from rnn_models.batching import pad
 from rnn_models.search import DecodeSettings, Hypothesis, decode
-
-
-def read_lines(data: bytes, name: str) -> list[str]:
-    """Lines of ``data`` (``\\n`` or ``\\r\\n`` ends), decoded strictly; InputError names the first bad line."""
-    lines = data.split(b"\n")
-    if lines and lines[-1] == b"":
-        lines.pop()
-    out = []
-    for number, raw in enumerate(lines, 1):
-        try:
-            out.append(raw.removesuffix(b"\r").decode("utf-8"))
-        except UnicodeDecodeError as err:
-            raise InputError(f"{name}: line {number} is not valid UTF-8 ({err.reason} at byte {err.start})") from None
-    return out
 
 
 @dataclass
@@ -48,10 +34,11 @@ class Translation:
 
 
 def translate(bundle: Bundle, texts: Sequence[str], settings: DecodeSettings,
-              device: torch.device | str = "cpu") -> list[Translation]:
+              device: torch.device | str = "cpu", progress: bool = False) -> list[Translation]:
     """Translate raw sentences: normalize and encode as in training, decode (greedy at beam 1),
     fill placeholders back from the source, handle unknown words, detokenize. Empty inputs give
-    empty outputs; sources longer than ``settings.max_tokens`` are cut there (``truncated``)."""
+    empty outputs; sources longer than ``settings.max_tokens`` are cut there (``truncated``).
+    ``progress``: a bar over the sentences (on a terminal)."""
     max_tokens, batch_size = settings.max_tokens, settings.batch_size
     sources = [tokenize(text, bundle.src_options) for text in texts]
     # ids, and the source token each id belongs to; cut at max_tokens ids
@@ -63,8 +50,10 @@ def translate(bundle: Bundle, texts: Sequence[str], settings: DecodeSettings,
     results: list[Translation | None] = [None] * len(texts)
     order = sorted((i for i in range(len(texts)) if ids[i]), key=lambda i: len(ids[i]))
     bundle.model.eval()
+    bar = progress_bars.bar(progress, total=len(order), unit=" sentences", desc=f"beam {settings.beam}", leave=False)
     for start in range(0, len(order), batch_size):
         chunk = order[start:start + batch_size]
+        bar.update(len(chunk))
         src, src_len = pad([np.asarray(ids[i], dtype=np.int64) for i in chunk], device)
         for i, hyp in zip(chunk, decode(bundle.model, src, src_len, settings)):
             values = placeholder_values(texts[i], bundle.src_options)
@@ -80,6 +69,7 @@ def translate(bundle: Bundle, texts: Sequence[str], settings: DecodeSettings,
             results[i] = Translation(detokenize(restored, bundle.tgt_lang), restored, sources[i], ids[i], hyp,
                                      truncated[i],
                                      [(detokenize(finish(h), bundle.tgt_lang), h.score) for h in hyp.nbest])
+    bar.close()
     empty = Hypothesis([], [], 0.0)
     return [r if r is not None else Translation("", [], [], [], empty, False) for r in results]
 
@@ -90,11 +80,11 @@ def _at(values: Sequence[int], index: int) -> int:
 
 
 def translate_and_score(bundle: Bundle, sources: Sequence[str], references: Sequence[str],
-                        settings: DecodeSettings, beam: int, device: torch.device | str = "cpu"
-                        ) -> tuple[dict[str, Any], list[Translation]]:
+                        settings: DecodeSettings, beam: int, device: torch.device | str = "cpu",
+                        progress: bool = False) -> tuple[dict[str, Any], list[Translation]]:
     """Translate ``sources`` at ``beam`` with the other ``settings``, ``score`` the result against
     ``references`` and count its ``[UNK]``s."""
-    translations = translate(bundle, sources, replace(settings, beam=beam), device)
+    translations = translate(bundle, sources, replace(settings, beam=beam), device, progress)
     scores = score([t.text for t in translations], references, bundle.tgt_lowercase)
     return {**scores, **unk_counts(translations)}, translations
 

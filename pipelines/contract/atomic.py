@@ -9,6 +9,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TextIO
 
 from pipelines.contract.errors import OutputExistsError
 
@@ -37,15 +38,22 @@ def atomic_directory(target: Path, overwrite: bool = False) -> Iterator[Path]:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def write_atomically(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary sibling and a rename: a reader sees the old
-    file or the new one, never part of it."""
+@contextmanager
+def atomic_file(path: Path) -> Iterator[TextIO]:
+    """Yield a text file that becomes ``path`` (by rename) when the block ends without error and
+    disappears when it fails: a reader sees the old file or the new one, never part of it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as out:
-            out.write(text)
+            yield out
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically (``atomic_file``)."""
+    with atomic_file(path) as out:
+        out.write(text)

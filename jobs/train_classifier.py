@@ -158,7 +158,7 @@ class ClassifierTraining:
                                  self.rank, self.world)
         window = {"loss": 0.0, "examples": 0, "seconds": 0.0}  # since the last progress report
         clock = ray_train.EpochClock(progress.loop_seconds, t["max_minutes"], t["report_seconds"], self.device,
-                                     ray_train.bar_label(self.config, self.rank, epoch))
+                                     ray_train.epoch_bar(self.config, self.rank, epoch, len(batches)))
         out_of_time = False
         for step, index in enumerate(batches):
             # the step: forward, mean loss over the batch, backward, clip, update

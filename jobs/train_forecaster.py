@@ -129,7 +129,7 @@ class ForecasterTraining:
         batches = worker_batches(epoch_batches(len(data), t["batch_size"], self.config["seed"], epoch),
                                  self.rank, self.world)
         clock = ray_train.EpochClock(progress.loop_seconds, t["max_minutes"], t["report_seconds"], self.device,
-                                     ray_train.bar_label(self.config, self.rank, epoch))
+                                     ray_train.epoch_bar(self.config, self.rank, epoch, len(batches)))
         window = {"loss": 0.0, "windows": 0, "seconds": 0.0}  # since the last progress report
         out_of_time = False
         for step, index in enumerate(batches):

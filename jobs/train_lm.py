@@ -131,7 +131,7 @@ class LMTraining:
         self.model.train()
         window = {"loss": 0.0, "tokens": 0, "seconds": 0.0}  # since the last progress report
         clock = ray_train.EpochClock(progress.loop_seconds, t["max_minutes"], t["report_seconds"], self.device,
-                                     ray_train.bar_label(self.config, self.rank, epoch))
+                                     ray_train.epoch_bar(self.config, self.rank, epoch, self.steps))
         state, out_of_time = None, False
         for step, (inputs, targets) in enumerate(segments(self.rows, t["bptt"])):
             if step == self.steps:  # every worker takes the same number of steps

@@ -213,7 +213,7 @@ class TranslatorTraining:
         self.model.train()
         window = {"loss": 0.0, "tokens": 0, "seconds": 0.0}  # since the last progress report
         clock = ray_train.EpochClock(progress.loop_seconds, t["max_minutes"], t["report_seconds"], self.device,
-                                     ray_train.bar_label(self.config, self.rank, epoch))
+                                     ray_train.epoch_bar(self.config, self.rank, epoch, len(batches)))
         out_of_time = False
         for step, index in enumerate(batches):
             # the step: forward (autocast on GPU), loss per target token, backward, clip, update

@@ -158,7 +158,12 @@ class Word2VecTraining:
         total_steps = self.steps * t["epochs"]
         checkpoint_every = t["checkpoint_every"] or self.steps
         first = self.position.step if epoch == self.position.epoch else 0
+        bar = ray_train.epoch_bar(self.config, self.rank, epoch, self.steps)
+        if bar is not None:
+            bar.update(first)
         for step in range(first, self.steps):
+            if bar is not None:
+                bar.update(1)
             done = epoch * self.steps + step
             self.generator.manual_seed(hash((self.config["seed"], epoch, self.rank, step)) & 0x7FFF_FFFF_FFFF)
             lr = linear_lr(t["lr"], done / total_steps, t["min_lr"] / t["lr"])
@@ -172,6 +177,8 @@ class Word2VecTraining:
                 if self._report_due(save):
                     resume = Position(epoch + 1, 0) if last else Position(epoch, step + 1)
                     self._report(epoch, (done + 1) / total_steps, lr, done + 1, resume if save else None)
+        if bar is not None:
+            bar.close()
 
     def _sgd(self, step: int, lr: float) -> None:
         """One step: subsample the step's chunk, draw windows and noise, update the tables."""

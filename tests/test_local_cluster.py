@@ -1,6 +1,7 @@
 """The multi-node path on one machine (``tests/local_cluster.py``): the pipeline on a Ray head and
 two Ray worker nodes, a Spark standalone master and workers and an MLflow server, checked through
-the servers' own APIs only, and its champion served from the registry; an in-process Ray beside
+the servers' own APIs only, and its champion served from the registry; the classifier and the
+forecaster from preprocessing to prediction on the same cluster; an in-process Ray beside
 that running cluster; faults (a Ray node, a Spark worker, the MLflow server lost for a while); and
 the cluster leaving no process behind."""
 
@@ -125,6 +126,42 @@ def test_pipeline_submitted_runs_across_the_nodes(cluster, tmp_path):
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=60)
+
+
+def test_classifier_and_forecaster_run_across_the_nodes(cluster, tmp_path):
+    """The README's commands for both systems with the cluster's Spark, Ray and MLflow: preprocessing
+    on the standalone master, each trainer's two workers on two nodes, predictions from the
+    published models; runs checked through the MLflow server."""
+    common = [*cluster.overrides(), f"mlflow.experiment={EXPERIMENT}-more", f"storage_path={tmp_path / 'ray'}",
+              "train.num_workers=2", "train.cpus_per_worker=1", "model.hidden_size=16"]
+    data = [*cluster.overrides(), f"mlflow.experiment={EXPERIMENT}-more"]
+    _job(cluster, "jobs.preprocess", "conf/preprocess/sample_sentiment.yaml", f"output_dir={tmp_path / 'sentiment'}",
+         "run_name=cluster-sentiment", *data)
+    _job(cluster, "jobs.train_classifier", f"data_dir={tmp_path / 'sentiment'}", f"output_dir={tmp_path / 'cls'}",
+         "run_name=cluster-classifier", "train.epochs=1", "model.embedding_size=16", *common)
+    _job(cluster, "jobs.preprocess", "conf/preprocess/sample_series.yaml", f"output_dir={tmp_path / 'series'}",
+         "run_name=cluster-series", *data)
+    _job(cluster, "jobs.train_forecaster", f"data_dir={tmp_path / 'series'}", f"output_dir={tmp_path / 'fc'}",
+         "run_name=cluster-forecaster", "train.epochs=2", "valid.every=1", *common)
+
+    label = _job(cluster, "jobs.classify", str(tmp_path / "cls" / "best"), "--input", str(PROJECT / "README.md"))
+    assert {line.split("\t")[0] for line in label.stdout.splitlines() if line} <= {"0", "1"}
+    forecast = _job(cluster, "jobs.forecast", str(tmp_path / "fc" / "best"), "--series",
+                    str(PROJECT / "data/sample/sunspots-yearly.csv"), "--steps", "5")
+    assert len(forecast.stdout.strip().splitlines()) == 1 + 5  # a header and the five steps
+
+    runs = {r["name"]: r for r in get_json(f"{cluster.dashboard}/api/train/v2/runs/v1")["train_runs"]}
+    for name in ("cluster-classifier", "cluster-forecaster"):
+        workers = runs[name]["attempts"][-1]["workers"]
+        assert runs[name]["status"] == "FINISHED" and len({w["node_id"] for w in workers}) == 2, workers
+    master = get_json(f"http://127.0.0.1:{cluster.spark_ui_port}/json/")
+    assert sum(app["name"] == "rnnmt-preprocess" for app in master["completedapps"]) >= 2
+    experiment = _mlflow(cluster, "experiments/get-by-name", experiment_name=f"{EXPERIMENT}-more")["experiment"]
+    found = get_json(f"{cluster.tracking_uri}/api/2.0/mlflow/runs/search",
+                     {"experiment_ids": [experiment["experiment_id"]], "max_results": 10})["runs"]
+    status = {r["info"]["run_name"]: r["info"]["status"] for r in found}
+    assert status == {name: "FINISHED" for name in ("cluster-sentiment", "cluster-classifier", "cluster-series",
+                                                     "cluster-forecaster")}
 
 
 def test_an_in_process_ray_runs_beside_another_ray(cluster, toy_pairs_data, tmp_path):

@@ -11,7 +11,7 @@ import torch
 
 from jobs.common import progress
 from jobs.common.ray_private import worker_progress_bar
-from jobs.common.ray_train import EpochClock, bar_label
+from jobs.common.ray_train import EpochClock, epoch_bar
 
 
 class Terminal(io.StringIO):
@@ -32,15 +32,19 @@ def test_bars_only_on_a_terminal_and_when_wanted(monkeypatch):
     assert "lines: 100%" in sys.stderr.getvalue() and "3/3" in sys.stderr.getvalue()
 
 
-@pytest.mark.parametrize("rank, bars, label", [(0, True, "epoch 3"), (1, True, None), (0, False, None)])
-def test_rank_0_draws_the_epoch_bar_when_the_driver_shows_bars(rank, bars, label):
-    assert bar_label({"progress_bars": bars}, rank, 3) == label
+@pytest.mark.parametrize("rank, bars, drawn", [(0, True, True), (1, True, False), (0, False, False)])
+def test_rank_0_draws_the_epoch_bar_when_the_driver_shows_bars(rank, bars, drawn, capfd):
+    bar = epoch_bar({"progress_bars": bars}, rank, 3, 40)
+    assert (bar is not None) == drawn
+    if drawn:
+        bar.close()
+        assert '"desc": "epoch 3"' in capfd.readouterr().out
 
 
 def test_a_workers_bar_writes_its_state_lines_past_ray_trains_print(capfd):
     """The driver draws a worker's bar from JSON lines carrying Ray's tqdm token on the worker's
     stdout (ray.experimental.tqdm_ray); the epoch clock feeds it every 10th step and at the end."""
-    clock = EpochClock(0.0, 0.0, 3600.0, torch.device("cpu"), bar="epoch 0")
+    clock = EpochClock(0.0, 0.0, 3600.0, torch.device("cpu"), epoch_bar({"progress_bars": True}, 0, 0, 25))
     for step in range(25):
         clock.check(step, 25)
     clock.stop()

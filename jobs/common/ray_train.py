@@ -60,23 +60,20 @@ def broadcast(values: list[float], device: torch.device) -> list[float]:
 class EpochClock:
     """Rank 0's clock, for every worker: at every 10th step of an epoch (the same steps on every
     worker) and at its last, it says whether the time budget (``max_minutes`` of epochs, ``spent``
-    already; 0 = none) has run out and whether a progress report (every ``report_seconds``) is due.
-    With a ``bar`` label it also draws the epoch's progress bar (rank 0, see :func:`bar_label`)."""
+    already; 0 = none) has run out and whether a progress report (every ``report_seconds``) is due,
+    and moves the epoch's progress ``bar`` (:func:`epoch_bar`) if there is one."""
 
     def __init__(self, spent: float, max_minutes: float, report_seconds: float, device: torch.device,
-                 bar: str | None = None):
+                 bar: Any = None):
         self.spent, self.budget = spent, max_minutes * 60 or float("inf")
-        self.report_seconds, self.device = report_seconds, device
+        self.report_seconds, self.device, self.bar = report_seconds, device, bar
         self.start = self.last_report = time.perf_counter()
-        self.label, self.bar = bar, None
 
     def check(self, step: int, steps: int) -> tuple[bool, bool]:
         """(out of time, report due) after ``step`` of ``steps``, as rank 0 sees it."""
         if step % 10 != 9 and step + 1 != steps:
             return False, False
-        if self.label is not None:
-            if self.bar is None:
-                self.bar = worker_progress_bar(self.label, steps, " steps")
+        if self.bar is not None:
             self.bar.update(step + 1 - self.bar.n)
         now = time.perf_counter()
         out_of_time, report = (flag > 0 for flag in broadcast(
@@ -90,14 +87,15 @@ class EpochClock:
         """The epoch's seconds so far; its bar is closed."""
         if self.bar is not None:
             self.bar.close()
-            self.bar = None
         return time.perf_counter() - self.start
 
 
-def bar_label(config: dict[str, Any], rank: int, epoch: int) -> str | None:
-    """The label of an epoch's progress bar on rank 0 when the driver shows bars (it drew them,
-    Ray forwarded them: ``ray.experimental.tqdm_ray``), else None."""
-    return f"epoch {epoch}" if rank == 0 and config.get("progress_bars") else None
+def epoch_bar(config: dict[str, Any], rank: int, epoch: int, steps: int) -> Any:
+    """Rank 0's progress bar over an epoch's ``steps`` when the driver shows bars (the driver draws
+    it from the state lines Ray forwards: ``ray.experimental.tqdm_ray``), else None."""
+    if rank != 0 or not config.get("progress_bars"):
+        return None
+    return worker_progress_bar(f"epoch {epoch}", steps, " steps")
 
 
 def check_replicas(model: torch.nn.Module, device: torch.device) -> None:

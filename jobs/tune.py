@@ -57,6 +57,12 @@ def search_space(space: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def trial_count(config: dict[str, Any]) -> int:
+    """How many trials the search runs: ``num_samples`` for every combination of the grid values."""
+    return config["num_samples"] * math.prod(len(spec["grid"]) for spec in config.get("space", {}).values()
+                                             if isinstance(spec, dict) and "grid" in spec)
+
+
 def trainer_config(config: dict[str, Any]) -> dict[str, Any]:
     """The trainer's resolved config (preset and overrides applied, the search's ``mlflow`` and
     ``ray`` settings), its paths made absolute."""
@@ -90,7 +96,7 @@ def concurrency(config: dict[str, Any], trainer: dict[str, Any], resources: dict
     fit = max(1, math.floor(cpus / (TRIAL_CPU + workers * t["cpus_per_worker"]) + 1e-9))
     if t["use_gpu"]:
         fit = min(fit, max(1, math.floor(resources.get("GPU", 0) / workers)))
-    wanted = min(config["max_concurrent"] or fit, config["num_samples"])
+    wanted = min(config["max_concurrent"] or fit, trial_count(config))
     per_worker = min(t["cpus_per_worker"], round((cpus / wanted - TRIAL_CPU) / workers, 2))
     if per_worker <= 0:
         raise ConfigError(f"{wanted} trials of {workers} workers do not fit {cpus:g} CPUs")
@@ -129,7 +135,7 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
     output_dir = Path(config["output_dir"]).resolve()
     resources = connect(config["ray"])
     trials, cpus_per_worker = concurrency(config, trainer, resources)
-    print(f"tune: {config['num_samples']} trials of {config['trainer']}, {trials} at a time, "
+    print(f"tune: {trial_count(config)} trials of {config['trainer']}, {trials} at a time, "
           f"{cpus_per_worker:g} CPUs per worker ({resources.get('CPU', 0):g} CPUs in the cluster)", flush=True)
     restore = config["resume"] and tune.Tuner.can_restore(str(experiment_dir))
     if not restore and experiment_dir.exists():
@@ -162,7 +168,7 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
                                             grace_period=config["scheduler"]["grace_period"],
                                             reduction_factor=config["scheduler"]["reduction_factor"])),
                     run_config=tune.RunConfig(name=config["name"], storage_path=str(storage),
-                                              callbacks=[TrialBar(config["num_samples"], config["progress"])]))
+                                              callbacks=[TrialBar(trial_count(config), config["progress"])]))
             results = tuner.fit()
         finally:
             if run_id:

@@ -24,7 +24,9 @@ def test_search_space_and_concurrency():
     trainer = {"train": {"num_workers": 1, "cpus_per_worker": 2, "use_gpu": False}}
     auto = {"max_concurrent": 0, "num_samples": 4}
     assert job.concurrency(auto, trainer, {"CPU": 2.0}) == (1, 1.9)  # shrunk to fit beside the trial's 0.1
-    assert job.concurrency(auto, trainer, {"CPU": 16.0}) == (4, 2)  # no more than num_samples
+    assert job.concurrency(auto, trainer, {"CPU": 16.0}) == (4, 2)  # no more trials at once than there are
+    grid = {"max_concurrent": 0, "num_samples": 2, "space": {"train.lr": {"grid": [1, 2, 3]}, "x": {"choice": [1]}}}
+    assert job.trial_count(grid) == 6 and job.concurrency(grid, trainer, {"CPU": 16.0}) == (6, 2)
     assert job.concurrency({"max_concurrent": 2, "num_samples": 4}, trainer, {"CPU": 2.0}) == (2, 0.9)
     gpu = {"train": {"num_workers": 2, "cpus_per_worker": 1, "use_gpu": True}}
     assert job.concurrency(auto, gpu, {"CPU": 16.0, "GPU": 4.0}) == (2, 1)

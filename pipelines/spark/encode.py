@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -35,8 +36,23 @@ def encode_chars(texts: pa.Array | pa.ChunkedArray, index: Mapping[str, int]) ->
 
 
 def encode_pieces(texts: pa.Array | pa.ChunkedArray, model: PieceModel) -> pa.ListArray:
-    """Normalized texts -> ``list<int32>`` piece ids (the most likely segmentation)."""
-    return pa.array(model.encode(texts.to_pylist()), pa.list_(pa.int32()))
+    """Normalized texts -> ``list<int32>`` piece ids (the most likely segmentation).
+
+    SentencePiece never lets a piece cross a space, so a text's segmentation is its words'
+    segmentations one after the other: each distinct word of the batch is segmented once, and the
+    texts are assembled from those with Arrow's kernels (the same ids as segmenting each text
+    whole, several times faster on real text, where most words repeat)."""
+    if isinstance(texts, pa.ChunkedArray):
+        texts = texts.combine_chunks()
+    texts = pc.if_else(pc.equal(texts, ""), pa.scalar(None, pa.string()), texts)  # "": no words
+    words = pc.split_pattern(texts, " ")
+    flat = pc.dictionary_encode(words.flatten())
+    distinct = pa.array(model.encode(flat.dictionary.to_pylist()), pa.list_(pa.int32()))
+    # each word's pieces, in order, and where each text's pieces start
+    per_word = distinct.take(flat.indices)
+    word_ends = np.concatenate([[0], np.cumsum(pc.list_value_length(per_word).to_numpy(zero_copy_only=False))])
+    offsets = word_ends[np.asarray(words.offsets) - words.offsets[0].as_py()].astype(np.int32)
+    return pa.ListArray.from_arrays(pa.array(offsets), per_word.flatten())
 
 
 def table_encoder(vocabs: Mapping[str, Vocab | bytes], renames: Mapping[str, str],

@@ -24,6 +24,7 @@ import pandas as pd
 
 from jobs.common import cli
 from jobs.common.forecaster_checkpoint import ForecasterBundle
+from jobs.common.job_output import data_stdout
 from pipelines.contract.atomic import write_atomically
 from pipelines.contract.errors import InputError
 from pipelines.series.regular import format_time, series_name
@@ -70,7 +71,7 @@ def run(argv: Sequence[str] | None = None) -> dict[str, int]:
     if args.output:
         write_atomically(args.output, buffer.getvalue())
     else:
-        sys.stdout.write(buffer.getvalue())
+        data_stdout().write(buffer.getvalue())
     counts = {"series": len(series), "steps": args.steps, "rows": len(frame)}
     print(f"forecast {counts['steps']} steps of {counts['series']} series from {counts['rows']} rows", file=sys.stderr)
     return counts

@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from jobs.common import cli
+from jobs.common.job_output import data_stdout
 from jobs.common.line_stream import read_lines
 from jobs.common.lm_checkpoint import LMBundle
 from pipelines.contract.errors import ConfigError, InputError
@@ -83,7 +84,7 @@ def run(argv: Sequence[str] | None = None) -> dict[str, object]:
                                 "cuda" if args.use_gpu else "cpu")
     glue = "" if bundle.kind == "char" or not prompt else " "
     samples = [prompt + (glue if text and not text.startswith("\n") else "") + text for text in generated.texts]
-    sys.stdout.write("\n\n".join(samples) + "\n")
+    data_stdout().write("\n\n".join(samples) + "\n")
     if generated.truncated:
         print(f"the prompt has {generated.prompt_tokens} tokens: the model read its last "
               f"{generated.prompt_tokens - generated.truncated} (--max-context {args.max_context})", file=sys.stderr)

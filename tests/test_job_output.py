@@ -44,6 +44,19 @@ def test_other_programs_chatter_stays_off_the_terminal_but_not_out_of_the_log(le
     assert sys.stdout is terminal  # the streams are given back
 
 
+def test_a_jobs_data_on_stdout_is_never_filtered(tmp_path, monkeypatch):
+    """Text to translate may read like anything: what a job writes as its data passes untouched."""
+    from jobs.common.line_stream import map_lines
+
+    terminal = io.StringIO()
+    monkeypatch.setattr(sys, "stdout", terminal)
+    (tmp_path / "in.txt").write_text(RAY_TRAIN_LINE + "\n" + OWN_LINE + "\n", encoding="utf-8")
+    with filtered():
+        map_lines(tmp_path / "in.txt", None, 10, lambda lines: lines, progress=False)
+        print(RAY_TRAIN_LINE)  # the same line printed as a log line is chatter
+    assert terminal.getvalue() == RAY_TRAIN_LINE + "\n" + OWN_LINE + "\n"
+
+
 def test_differences_are_the_keys_that_differ_from_the_defaults():
     cfg = load_config("evaluate", ["beams=[2]", "decode.alpha=0.5", "progress=false"])
     assert differences(cfg, "evaluate") == {"beams": [2], "decode.alpha": 0.5, "progress": False}

@@ -1,13 +1,14 @@
 """What a job shows on the terminal, and the log of everything it printed.
 
-While a job runs (:func:`filtered`, around every job's ``main``), this process's stdout and stderr pass through a filter: the
-lines other programs print about their own workings (Ray Train's scheduling and checkpoint lines,
-Ray's core-worker notices, MLflow's database set-up) are kept off the terminal unless
-``log_level: debug``; everything else (stage banners, per-epoch metrics, counts, where outputs
-went, warnings, errors, the final JSON line) shows as before. Every line, shown or not, also goes
-to the log file of each MLflow run open at the time (:func:`run_log`), logged to that run as
-``logs/job.log``. The config is printed compactly: the keys that differ from the job's defaults
-(the full config is the run's ``config.yaml``).
+While a job runs (:func:`filtered`, around every job's ``main``), this process's stdout and stderr
+pass through a filter: the lines other programs print about their own workings (Ray Train's
+scheduling and checkpoint lines, Ray's core-worker notices, MLflow's database set-up) are kept off
+the terminal unless ``log_level: debug``; everything else (stage banners, per-epoch metrics,
+counts, where outputs went, warnings, errors, the final JSON line) shows as before. Every line,
+shown or not, also goes to the log file of each MLflow run open at the time (:func:`run_log`),
+logged to that run as ``logs/job.log``. A job's data on stdout (translations, labels, forecasts,
+samples) goes around the filter (:func:`data_stdout`). The config is printed compactly: the keys
+that differ from the job's defaults (the full config is the run's ``config.yaml``).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -68,8 +70,9 @@ class _Filter(io.TextIOBase):
                     log.write(line + "\n")
                 if self.state.level == "debug" or not CHATTER.search(ANSI_CODES.sub("", line)):
                     self.terminal.write(line + "\n")
-            for log in self.state.logs if lines else ():
-                log.flush()
+            if lines:
+                for log in self.state.logs:
+                    log.flush()
             if "\r" in self.pending:  # a progress bar redrawing its line: to the terminal only, at once
                 self.terminal.write(self.pending)
                 self.pending = ""
@@ -90,9 +93,11 @@ class _Filter(io.TextIOBase):
         return getattr(self.terminal, name)
 
 
+@dataclass
 class _State:
-    def __init__(self) -> None:
-        self.level, self.configured, self.logs = "info", False, []  # type: str, bool, list[TextIO]
+    level: str = "info"       # the job's log_level
+    configured: bool = False  # the outermost job has set it
+    logs: list[TextIO] = field(default_factory=list)  # the open runs' log files
 
 
 _state: _State | None = None
@@ -117,6 +122,11 @@ def filtered() -> Iterator[None]:
                 stream.write("\n")
         sys.stdout, sys.stderr = streams
         _state = None
+
+
+def data_stdout() -> TextIO:
+    """Where a job writes its data on stdout: never filtered, whatever the text."""
+    return sys.stdout.terminal if isinstance(sys.stdout, _Filter) else sys.stdout
 
 
 def differences(cfg: DictConfig, job: str) -> dict[str, Any]:

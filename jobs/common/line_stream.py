@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from jobs.common import progress as progress_bars
+from jobs.common.job_output import data_stdout
 from pipelines.contract.atomic import atomic_file
 from pipelines.contract.errors import InputError
 
@@ -70,7 +71,7 @@ def map_lines(input_path: Path | None, output_path: Path | None, chunk_lines: in
     start, done = time.perf_counter(), 0
     with ExitStack() as stack:
         source = stack.enter_context(input_path.open("rb")) if input_path else sys.stdin.buffer
-        out = stack.enter_context(atomic_file(output_path)) if output_path else sys.stdout
+        out = stack.enter_context(atomic_file(output_path)) if output_path else data_stdout()
         bar = stack.enter_context(progress_bars.bar(progress, total=total, desc=desc, unit=" lines"))
         lines = iter_lines(source, name)
         while chunk := list(islice(lines, chunk_lines)):

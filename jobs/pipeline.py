@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import time
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -143,21 +144,24 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
         mlflow.log_text(to_yaml(cfg), "config.yaml")
         prints: dict[str, str] = {}
         spark = None
-        for stage in stages:
+        for number, stage in enumerate(stages, 1):
+            step = f"[{number}/{len(stages)}] {stage.name}"
             prints[stage.name] = fingerprint(stage, prints)
             record_file = work / "stages" / f"{stage.name}.json"
             record = json.loads(record_file.read_text()) if record_file.is_file() else {}
             if (config["reuse"] and record.get("fingerprint") == prints[stage.name]
                     and (stage.job == "evaluate" or stage.output.exists())):
-                print(f"== {stage.name}: reusing {stage.output} (same inputs and config as MLflow run "
+                print(f"== {step}: reusing {stage.output} (same inputs and config as MLflow run "
                       f"{record.get('mlflow_run_id')})", flush=True)
                 record["reused"] = True
             else:
                 record_file.unlink(missing_ok=True)
                 argv = stage.argv + _checkpoints(work, stage, prints[stage.name])
-                print(f"== {stage.name} (jobs.{stage.job})", flush=True)  # its config follows, compactly
+                print(f"== {step} (jobs.{stage.job})", flush=True)  # its config follows, compactly
+                started = time.perf_counter()
                 if stage.job == "preprocess" and spark is None:  # one session for the preprocessing stages
-                    spark = stack.enter_context(spark_session(config["spark"], app_name="rnnmt-pipeline", progress=config["progress"]))
+                    spark = stack.enter_context(spark_session(config["spark"], app_name="rnnmt-pipeline",
+                                                              progress=config["progress"]))
                 elif stage.job != "preprocess" and spark is not None:
                     stack.close()  # stop it before training needs the memory
                     spark = None
@@ -166,6 +170,7 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
                           "mlflow_run_id": _child_run_id(mlflow, config, stage), "summary": _summary(stage, result)}
                 write_atomically(record_file, json.dumps(record, indent=2, default=str) + "\n")
                 record["reused"] = False
+                print(f"== {step} done in {time.perf_counter() - started:.0f} s", flush=True)
             records[stage.name] = record
             mlflow.set_tags({f"stage.{stage.name}.run_id": record["mlflow_run_id"] or "",
                              f"stage.{stage.name}.reused": str(record["reused"]).lower(),

@@ -68,7 +68,7 @@ def test_rerun_reuses_stages_and_reruns_what_changed(first_run, capsys, monkeypa
     monkeypatch.chdir(PROJECT)
     again = pipeline.run(args)
     assert again["reused"] == STAGES and again["bleu"] == first["bleu"]
-    assert "== translator: reusing" in capsys.readouterr().out
+    assert "] translator: reusing" in capsys.readouterr().out
     client = mlflow.MlflowClient(uri)
     assert _children(client, client.get_run(again["mlflow_run_id"])) == {}
     changed = pipeline.run(args + ["stages.evaluate.overrides.beams=[1]"])

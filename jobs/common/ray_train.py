@@ -19,8 +19,8 @@ import torch
 from omegaconf import DictConfig
 from ray.train import UserCallback
 
-from jobs.common.config import PROJECT_DIR, ConfigError, load_config, to_dict, to_yaml
 from jobs.common import progress
+from jobs.common.config import PROJECT_DIR, ConfigError, load_config, to_dict, to_yaml
 from jobs.common.job_output import show_config
 from jobs.common.ray_cluster import connect
 from jobs.common.ray_private import in_tune_session, worker_failures, worker_progress_bar

@@ -14,9 +14,8 @@ from typing import Any
 
 from pyspark.sql import SparkSession
 
-from jobs.common.progress import shown
-
 from jobs.common.config import flatten
+from jobs.common.progress import shown
 from pipelines.contract.errors import UserError
 
 MIN_JAVA = 17

@@ -1,18 +1,20 @@
 """Benchmark rnnmt's word2vec against gensim on the same tokens, side by side in one run.
 
     python bench/word2vec.py [--data-dir ../shared/data] [--words N] [--prepared DIR] [--layouts 1x2 2x1]
+                             [--updates window pair]
 
 Both train one epoch of skip-gram, 200 dimensions, window 5, 5 noise words, sample 1e-4,
 min count 5, on two cores: gensim with two threads, rnnmt once per layout WORKERSxTHREADS (1x2: one
 Ray Train worker whose C loop runs two threads; 2x1: two workers of one thread that add up their
-updates every `train.sync_every` steps). All train on the tokens of rnnmt's preprocessing of
+updates every `train.sync_every` steps), and per layout once per `model.update` given (window: each
+centre's window in one block; pair: word2vec.c's pair-by-pair updates). All train on the tokens of rnnmt's preprocessing of
 English Wikipedia (`conf/preprocess/wikipedia.yaml` with `vocab.min_count=5` and no size cap; made
 once under bench/results unless --prepared is given), and gensim is given rnnmt's vocabulary and
 counts. `--words N` trains on the first N tokens only. Each contender runs as a subprocess; its
 peak memory is the RSS of its process tree. All vectors are scored by the same code
 (rnn_models.embedding_eval). Words/s is tokens trained per second of the training loop (rnnmt: as
 its workers measure it; gensim: its `train()` call); wall seconds include start-up. Ends with
-one line of JSON: "rnnmt" is the first layout, "rnnmt_layouts" has them all.
+one line of JSON: "rnnmt" is the first contender (layout/update), "rnnmt_layouts" has them all.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ import psutil
 PROJECT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT))
 
-from measure import PeakMemory  # noqa: E402
+from measure import PeakMemory, cpu_name  # noqa: E402
 
 SETTINGS = {"dim": 200, "window": 5, "negatives": 5, "sample": 1e-4, "min_count": 5, "workers": 2}
 
@@ -56,7 +58,8 @@ def _run(cmd: list[str]) -> tuple[dict, float, int]:
     return json.loads(stdout.strip().splitlines()[-1]), time.perf_counter() - started, memory.peak
 
 
-def run_rnnmt(prepared: Path, data_dir: Path, words: int, out: Path, layout: str, extra: list[str]) -> dict:
+def run_rnnmt(prepared: Path, data_dir: Path, words: int, out: Path, layout: str, update: str,
+              extra: list[str]) -> dict:
     s = SETTINGS
     workers, threads = (int(x) for x in layout.split("x"))
     summary, wall, peak = _run([
@@ -64,7 +67,7 @@ def run_rnnmt(prepared: Path, data_dir: Path, words: int, out: Path, layout: str
         f"data_root={data_dir}", f"run_name=bench-word2vec-{int(time.time())}", "mlflow.enabled=false",
         f"model.dim={s['dim']}", f"model.negatives={s['negatives']}", f"train.window={s['window']}",
         f"train.sample={s['sample']}", f"train.num_workers={workers}", f"train.cpus_per_worker={threads}",
-        f"train.max_words={words}",
+        f"train.max_words={words}", f"model.update={update}",
         "train.epochs=1", f"ray.num_cpus={psutil.cpu_count()}", *extra])
     return {"words_per_sec": round(summary["words_per_sec"]), "wall_seconds": round(wall, 1),
             "train_words": summary["train_words"], "peak_rss_mb": round(peak / 2**20),
@@ -117,6 +120,7 @@ def main() -> None:
     parser.add_argument("--words", type=int, default=0, help="train on the first N tokens (0 = all)")
     parser.add_argument("--prepared", type=Path, default=None, help="an existing min-count-5 preprocessing output")
     parser.add_argument("--layouts", nargs="+", default=["1x2", "2x1"], help="rnnmt's WORKERSxTHREADS to run")
+    parser.add_argument("--updates", nargs="+", default=["window", "pair"], help="rnnmt's model.update values to run")
     parser.add_argument("--rnnmt", nargs="*", default=[], help="extra key=value settings for rnnmt's job")
     parser.add_argument("--gensim-child", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -128,15 +132,17 @@ def main() -> None:
     prepared = (args.prepared or prepare(data_dir, results_dir / "wikipedia-min5")).resolve()
     layouts = {}
     for layout in args.layouts:
-        out = results_dir / f"word2vec-vectors-{layout}"
-        layouts[layout] = run_rnnmt(prepared, data_dir, args.words, out, layout, args.rnnmt)
-        print(f"rnnmt {layout}: {json.dumps(layouts[layout])}", flush=True)
+        for update in args.updates:
+            name = f"{layout}/{update}"
+            out = results_dir / f"word2vec-vectors-{layout}-{update}"
+            layouts[name] = run_rnnmt(prepared, data_dir, args.words, out, layout, update, args.rnnmt)
+            print(f"rnnmt {name}: {json.dumps(layouts[name])}", flush=True)
     gensim = run_gensim(prepared, data_dir, args.words)
     print(f"gensim: {json.dumps(gensim)}", flush=True)
     for result in layouts.values():
         result["speed_ratio"] = round(result["words_per_sec"] / gensim["words_per_sec"], 2)
-    rnnmt = layouts[args.layouts[0]]
-    machine = {"cpus": psutil.cpu_count(), "memory_gb": round(psutil.virtual_memory().total / 2**30, 1)}
+    rnnmt = next(iter(layouts.values()))
+    machine = {"cpu": cpu_name(), "cpus": psutil.cpu_count(), "memory_gb": round(psutil.virtual_memory().total / 2**30, 1)}
     print(json.dumps({"machine": machine, "settings": SETTINGS, "words": args.words or "all", "rnnmt": rnnmt,
                       "gensim": gensim, "speed_ratio": rnnmt["speed_ratio"], "rnnmt_layouts": layouts,
                       "rnnmt_vectors": rnnmt["vectors"]}))

@@ -3,13 +3,13 @@
     python -m jobs.train_word2vec [CONFIG.yaml] data_dir=DIR output_dir=DIR [key=value ...]
 
 Each worker trains on its own contiguous share of the token stream with plain SGD and sparse
-in-place updates: on CPU word2vec's pair-by-pair loop in C, run by ``cpus_per_worker`` threads
-that share the worker's tables (``train.loop``); on GPU one tensor step per batch. Every
-``train.sync_every`` steps the workers add up their updates with an all-reduce (gloo on CPU, NCCL
-on GPU). Doing that every step would be synchronous data-parallel SGD, at the price of
-all-reducing both embedding tables per step (see bench/README.md for what that costs). Rank 0
-scores the vectors at every checkpoint; the driver exports the final checkpoint's vectors with
-those scores and logs everything to MLflow.
+in-place updates: on CPU a loop in C (each centre's window as one block, or word2vec.c's pair by
+pair: ``model.update``), run by ``cpus_per_worker`` threads that share the worker's tables
+(``train.loop``); on GPU one tensor step per batch. Every ``train.sync_every`` steps the workers
+add up their updates with an all-reduce (gloo on CPU, NCCL on GPU). Doing that every step would
+be synchronous data-parallel SGD, at the price of all-reducing both embedding tables per step (see
+bench/README.md for what that costs). Rank 0 scores the vectors at every checkpoint; the driver
+exports the final checkpoint's vectors with those scores and logs everything to MLflow.
 Prints the resolved config, progress, and last one line of JSON.
 """
 

@@ -9,8 +9,11 @@ Memory"): each pair still sees ``k`` noise words.
 
 Two ways to train on a stream, the same pairs, noise and objective: :meth:`Word2Vec.sgd_step`
 updates a whole batch at once with tensor ops (any device; the scores become small matrix
-products), and :meth:`Word2Vec.train_step` with ``native`` runs word2vec.c's pair-by-pair loop in
-C on the CPU (``word2vec_native``), several threads sharing the tables.
+products), and :meth:`Word2Vec.train_step` with ``native`` runs a loop in C on the CPU
+(``word2vec_native``), several threads sharing the tables. The C loop updates skip-gram either pair
+by pair like word2vec.c (``update="pair"``) or one centre's window at a time (``update="window"``,
+pWord2Vec's form: the window words' input rows against the centre's and its noise words' output
+rows as small matrix products, the summed gradient of the window applied at once).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from rnn_models.nce import NoiseSampler, corrected_logits, nce_logit_grads, nce_
 from rnn_models.settings import Settings
 
 LOSSES = ("nce", "negative")
+UPDATES = ("window", "pair")
 
 
 @dataclass(frozen=True)
@@ -40,12 +44,15 @@ class Word2VecSettings(Settings):
     loss: str = "nce"               # nce (with the log(k q(w)) correction) or negative (negative sampling)
     negatives: int = 5              # noise words k per pair
     noise_block: int = 1            # consecutive centres sharing one draw of noise words
+    update: str = "window"          # skip-gram's C loop: window (a centre's window at once) or pair (pair by pair)
     noise_power: float = 0.75       # noise distribution: unigram counts to this power
     placeholder_noise: bool = True  # [UNK], [NUM], [URL] may be drawn as noise
 
     def __post_init__(self) -> None:
         if self.loss not in LOSSES:
             raise ConfigError(f"model.loss must be one of {', '.join(LOSSES)}; got {self.loss!r}")
+        if self.update not in UPDATES:
+            raise ConfigError(f"model.update must be one of {', '.join(UPDATES)}; got {self.update!r}")
         for name in ("vocab_size", "dim", "negatives", "noise_block"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"model.{name} must be at least 1, got {getattr(self, name)}")
@@ -227,12 +234,14 @@ class Word2Vec(nn.Module):
     def train_step(self, stream: Stream, noise: torch.Tensor, lr: float, native: bool = False,
                    threads: int = 1) -> tuple[float, int]:
         """One SGD pass over a stream's windows; returns the summed loss and the number of terms
-        (pairs; windows for CBOW). ``native`` runs word2vec's per-pair loop in C on ``threads``
-        threads (CPU, float32); otherwise :meth:`sgd_step` updates the whole stream at once."""
+        (pairs; windows for CBOW). ``native`` runs the C loop (``settings.update``: pair by pair or
+        window by window) on ``threads`` threads (CPU, float32); otherwise :meth:`sgd_step` updates
+        the whole stream at once."""
         if native:
             tables = (self.input.weight, self.output.weight, self.bias.weight, self.log_kq)
             return word2vec_native.sgd(tables, stream.tokens, stream.sentence, stream.reach, noise,
-                                       self.noise_block, lr, self.nce, self.cbow, threads)
+                                       self.noise_block, lr, self.nce, self.cbow, threads,
+                                       by_window=self.settings.update == "window")
         batch = stream.windows()
         loss = self.sgd_step(batch, noise, lr)
         return loss, int(batch.mask.any(1).sum()) if self.cbow else batch.pairs

@@ -1,5 +1,5 @@
-"""word2vec's per-pair SGD loop in C (``word2vec_loop.c``), compiled on first use and called through
-ctypes on CPU tensors, from several threads at once (Hogwild).
+"""word2vec's SGD loop in C (``word2vec_loop.c``: window by window or pair by pair), compiled on
+first use and called through ctypes on CPU tensors, from several threads at once (Hogwild).
 
 The library is built with the C compiler (``$CC``, else ``cc``) into ``$RNNMT_CACHE`` (default
 ``~/.cache/rnnmt``), named by a hash of the source and flags, so every process and worker reuses
@@ -67,7 +67,7 @@ def library() -> ctypes.CDLL:
             p, i64 = ctypes.c_void_p, ctypes.c_int64
             lib.word2vec_sgd.restype = ctypes.c_double
             lib.word2vec_sgd.argtypes = [p, p, p, p, i64, p, p, p, i64, i64, i64, p, i64, i64,
-                                         ctypes.c_float, ctypes.c_int, ctypes.c_int, p, p]
+                                         ctypes.c_float, ctypes.c_int, ctypes.c_int, ctypes.c_int, p, p]
             _library = lib
     return _library
 
@@ -83,10 +83,11 @@ def available() -> bool:
 
 def sgd(tables: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], tokens: torch.Tensor,
         sentence: torch.Tensor, reach: torch.Tensor, noise: torch.Tensor, noise_block: int, lr: float,
-        nce: bool, cbow: bool, threads: int = 1) -> tuple[float, int]:
+        nce: bool, cbow: bool, threads: int = 1, by_window: bool = False) -> tuple[float, int]:
     """Run the loop over every centre of a token stream; returns the summed loss and the number of
     terms. ``tables`` are the input and output embeddings, biases and ``log(k q)`` (float32,
-    contiguous, CPU); the stream is split into ``threads`` contiguous ranges run concurrently."""
+    contiguous, CPU); the stream is split into ``threads`` contiguous ranges run concurrently.
+    ``by_window`` updates each skip-gram centre's window as one block rather than pair by pair."""
     lib = library()
     weight_in, weight_out, bias, log_kq = tables
     for t in tables:
@@ -97,12 +98,15 @@ def sgd(tables: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], t
     if noise.shape[0] * noise_block < n:
         raise ValueError(f"{noise.shape[0]} noise rows for {n} centres in blocks of {noise_block}")
 
+    widest = int(reach.max()) if n and by_window else 0
+    work_size = 2 * dim + 2 * widest * (negatives + 1 + dim)
+
     def run(lo: int, hi: int) -> tuple[float, int]:
-        work = torch.empty(2 * dim)
+        work = torch.empty(work_size)
         terms = ctypes.c_int64()
         loss = lib.word2vec_sgd(weight_in.data_ptr(), weight_out.data_ptr(), bias.data_ptr(), log_kq.data_ptr(),
                                 dim, tokens.data_ptr(), sentence.data_ptr(), reach.data_ptr(), n, lo, hi,
-                                noise.data_ptr(), negatives, noise_block, lr, int(nce), int(cbow),
+                                noise.data_ptr(), negatives, noise_block, lr, int(nce), int(cbow), int(by_window),
                                 work.data_ptr(), ctypes.byref(terms))
         return loss, terms.value
 

@@ -1,4 +1,5 @@
-"""The C loop against a per-pair Python reference, its threads, and its build errors."""
+"""The C loop against Python references (pair by pair; window by window, the tensor step per centre),
+its threads, and its build errors."""
 
 from __future__ import annotations
 
@@ -8,14 +9,16 @@ import pytest
 import torch
 
 from rnn_models import word2vec_native
-from rnn_models.skipgram import Stream, Word2Vec, Word2VecSettings, sentence_ids
+from rnn_models.skipgram import Stream, Windows, Word2Vec, Word2VecSettings, sentence_ids
 
 pytestmark = pytest.mark.c_loop
 
 
-def _model(loss: str, cbow: bool, block: int, vocab: int = 20, dim: int = 12) -> Word2Vec:
+def _model(loss: str, cbow: bool, block: int, vocab: int = 20, dim: int = 12, update: str = "pair",
+           negatives: int = 3) -> Word2Vec:
     counts = torch.tensor([0] * 6 + [5 + 3 * i for i in range(vocab - 6)])
-    model = Word2Vec(Word2VecSettings(vocab, dim, cbow, loss, negatives=3, noise_block=block), counts)
+    model = Word2Vec(Word2VecSettings(vocab, dim, cbow, loss, negatives=negatives, noise_block=block,
+                                      update=update), counts)
     g = torch.Generator().manual_seed(4)
     for table in (model.input.weight, model.output.weight):
         torch.nn.init.normal_(table, std=0.3, generator=g)
@@ -78,6 +81,36 @@ def test_loop_matches_the_per_pair_reference(loss, cbow, block):
     assert model.input.weight[:6].eq(_model(loss, cbow, block).input.weight[:6]).all()  # never in a window
 
 
+@pytest.mark.parametrize("loss,block,negatives,dim", [("nce", 1, 3, 12), ("negative", 1, 5, 13), ("nce", 2, 1, 7),
+                                                      ("negative", 3, 8, 16)])
+def test_window_updates_match_the_tensor_step_centre_by_centre(loss, block, negatives, dim):
+    """update=window takes each centre's window as the tensor step takes a batch of that one centre:
+    the same summed gradient, from the tables as the previous centre left them."""
+    model = _model(loss, False, block, dim=dim, update="window", negatives=negatives)
+    reference = _model(loss, False, block, dim=dim, negatives=negatives).double()
+    stream = _stream(seed=7, lengths=(7, 1, 9, 4, 12))
+    noise = model.draw_noise(stream, torch.Generator().manual_seed(1))
+    windows, expected_loss = stream.windows(), 0.0
+    for i in range(len(windows)):
+        one = Windows(windows.centres[i:i + 1], windows.contexts[i:i + 1], windows.mask[i:i + 1])
+        expected_loss += reference.sgd_step(one, noise[i // block:i // block + 1], lr=0.05)
+    got_loss, got_terms = model.train_step(stream, noise, lr=0.05, native=True)
+    assert got_terms == windows.pairs > 0
+    assert got_loss == pytest.approx(expected_loss, rel=1e-5)
+    for name, table in reference.state_dict().items():
+        assert torch.allclose(model.state_dict()[name].double(), table, atol=1e-5), name
+
+
+def test_window_updates_differ_from_pair_updates():
+    """The window form is not the pair loop under another name: same stream, other tables."""
+    tables = []
+    for update in ("pair", "window"):
+        model, stream = _model("nce", False, 1, update=update), _stream()
+        model.train_step(stream, model.draw_noise(stream, torch.Generator().manual_seed(1)), lr=0.5, native=True)
+        tables.append(model.input.weight.detach().clone())
+    assert not torch.allclose(*tables, atol=1e-4)
+
+
 @pytest.mark.parametrize("cbow", [False, True])
 def test_loop_counts_the_same_terms_as_the_tensor_step(cbow):
     model, stream = _model("nce", cbow, 1), _stream(seed=5)
@@ -115,11 +148,12 @@ def test_missing_compiler_is_a_clear_error(monkeypatch, tmp_path):
         word2vec_native._build()
 
 
-def test_the_loop_learns_planted_co_occurrence():
+@pytest.mark.parametrize("update", ["window", "pair"])
+def test_the_loop_learns_planted_co_occurrence(update):
     """Words 6-12 occur only with each other, 13-19 likewise: after training with the C loop, each
     word's vector is closer to its own group's than to the other group's."""
     g = torch.Generator().manual_seed(0)
-    model = _model("nce", False, 1).float()
+    model = _model("nce", False, 1, update=update).float()
     torch.nn.init.uniform_(model.input.weight, -0.05, 0.05, generator=g)
     torch.nn.init.zeros_(model.output.weight)
     groups = [torch.arange(6, 13), torch.arange(13, 20)]

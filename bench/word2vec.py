@@ -72,7 +72,7 @@ def run_rnnmt(prepared: Path, data_dir: Path, words: int, out: Path, layout: str
     return {"words_per_sec": round(summary["words_per_sec"]), "wall_seconds": round(wall, 1),
             "train_words": summary["train_words"], "peak_rss_mb": round(peak / 2**20),
             "analogy": summary.get("analogy"), "wordsim353": summary.get("similarity"),
-            "vectors": summary["vectors"]}
+            "sync_mb": summary.get("sync_mb"), "vectors": summary["vectors"]}
 
 
 def run_gensim(prepared: Path, data_dir: Path, words: int) -> dict:

@@ -118,7 +118,8 @@ def validate(model: Translator, bundle: Bundle, valid: Pairs, config: dict[str, 
     loss_sum, tokens = 0.0, 0
     src_len, tgt_len = valid.lengths()
     with torch.no_grad():
-        for index in token_batches(src_len, tgt_len, config["train"]["batch_tokens"], 0, 0):
+        for index in token_batches(src_len, tgt_len, config["train"]["batch_tokens"], 0, 0,
+                                   max_sentences=config["train"]["batch_sentences"]):
             src, lengths, tgt_in, tgt_out = make_batch(valid, index, device)
             logits, _ = model(src, lengths, tgt_in)
             loss, n = sequence_loss(logits, tgt_out)
@@ -208,8 +209,8 @@ class TranslatorTraining:
         t, progress = self.t, self.progress
         train = self.epoch_pairs(epoch)
         src_len, tgt_len = train.lengths()
-        batches = worker_batches(token_batches(src_len, tgt_len, t["batch_tokens"], self.config["seed"], epoch),
-                                 self.rank, self.world)
+        batches = worker_batches(token_batches(src_len, tgt_len, t["batch_tokens"], self.config["seed"], epoch,
+                                               max_sentences=t["batch_sentences"]), self.rank, self.world)
         self.model.train()
         window = {"loss": 0.0, "tokens": 0, "seconds": 0.0}  # since the last progress report
         clock = ray_train.EpochClock(progress.loop_seconds, t["max_minutes"], t["report_seconds"], self.device,

@@ -48,6 +48,7 @@ PATH_KEYS = ("data_dir", "output_dir", "data_root", "eval.analogy", "eval.simila
 STATE_FILE = "state.pt"
 EVAL_FILE = "eval.json"
 LOOPS = ("auto", "c", "tensor")
+SYNC_ROWS = ("all", "touched")
 
 
 def settings_of(config: dict[str, Any], vocab_size: int) -> Word2VecSettings:
@@ -76,16 +77,39 @@ def native_loop(choice: str, device: torch.device) -> bool:
 class UpdateSync:
     """Combines the workers' models every few steps: each gets the sum of all workers' updates
     since the last sync, as if they had written to shared tables (like gensim's threads).
-    Averaging instead would count each worker's progress only 1/world."""
+    Averaging instead would count each worker's progress only 1/world.
 
-    def __init__(self, model: torch.nn.Module):
+    ``rows="touched"`` all-reduces only the table rows some worker changed since the last sync
+    (found by all-reducing a mask of each worker's changed rows first); ``"all"`` all-reduces whole
+    tables. Both give the same tables. ``sent`` counts the bytes this worker put into all-reduces."""
+
+    def __init__(self, model: torch.nn.Module, rows: str = "all"):
+        if rows not in SYNC_ROWS:
+            raise ConfigError(f"train.sync_rows must be one of {', '.join(SYNC_ROWS)}, got {rows!r}")
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.anchors = [p.detach().clone() for p in self.params] if ray_train.world()[1] > 1 else []
+        self.rows, self.sent, self.syncs = rows, 0, 0
 
     def __call__(self) -> None:
         for p, anchor in zip(self.params, self.anchors):
-            update = all_reduce_sum(p.data - anchor)
-            p.data.copy_(anchor.add_(update))
+            delta = p.data - anchor
+            if self.rows == "all":
+                anchor.add_(all_reduce_sum(delta))
+                p.data.copy_(anchor)
+                self.sent += delta.numel() * delta.element_size()
+                continue
+            changed = all_reduce_sum(delta.ne(0).flatten(1).any(1).to(torch.int32))
+            rows = changed.nonzero().squeeze(1)
+            update = all_reduce_sum(delta[rows])
+            anchor.index_add_(0, rows, update)
+            p.data[rows] = anchor[rows]  # rows no worker changed are equal to their anchor already
+            self.sent += changed.numel() * changed.element_size() + update.numel() * update.element_size()
+        self.syncs += len(self.anchors) > 0
+
+    @property
+    def megabytes_per_sync(self) -> float:
+        """Mean MB this worker all-reduced per sync so far (0 with one worker)."""
+        return self.sent / 2**20 / max(self.syncs, 1)
 
 
 @dataclass
@@ -130,7 +154,7 @@ class Word2VecTraining:
         self.keep = keep_probabilities(torch.tensor(vocab.counts), t["sample"]).to(device)
         self.steps = max(1, math.ceil(share.total / world / t["batch_words"]))  # the same on every worker
         self.position = Position()
-        self.sync = UpdateSync(self.model)
+        self.sync = UpdateSync(self.model, t["sync_rows"])
         self.log_metrics = MetricsLog.for_rank(config, rank)
         self.generator = torch.Generator(device=device)
         # loss, terms and words since the last report; words and seconds of this attempt (a resumed run starts over)
@@ -147,7 +171,7 @@ class Word2VecTraining:
             self.position = restore(state, self.model)
         except CheckpointError as err:
             raise CheckpointError(f"run {self.config['run_name']!r}: {err}") from None
-        self.sync = UpdateSync(self.model)  # the anchors follow the restored tables
+        self.sync = UpdateSync(self.model, self.t["sync_rows"])  # the anchors follow the restored tables
         if self.rank == 0:
             worker_log(f"resumed from epoch {self.position.epoch}, step {self.position.step}")
 
@@ -208,7 +232,8 @@ class Word2VecTraining:
         self.words_done, self.loop_seconds = self.words_done + totals[2], self.loop_seconds + elapsed
         metrics: dict[str, Any] = {"epoch": epoch, "progress": progress, "lr": lr,
                                    "loss": totals[0] / max(totals[1], 1), "words_per_sec": totals[2] / elapsed,
-                                   "words": self.words_done, "train_loop_seconds": self.loop_seconds}
+                                   "words": self.words_done, "train_loop_seconds": self.loop_seconds,
+                                   "sync_mb": self.sync.megabytes_per_sync}
         scores = None
         if resume and self.rank == 0:  # every checkpoint carries its scores (what jobs.tune ranks by)
             scores = evaluate(*exported(self.words, self.model.input.weight.detach().cpu()), self.config["eval"])
@@ -297,6 +322,7 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
     summary = {"output_dir": str(output_dir), "vectors": str(output_dir / "vectors.txt"),
                "words": len(words), "dim": int(vectors.shape[1]), "train_seconds": round(train_seconds, 2),
                "train_words": int(last.get("words", 0)), "words_per_sec": words_per_sec,
+               "sync_mb": last.get("sync_mb"),
                **{k: v for k, v in scores.items() if k != "neighbours"}}
     print(json.dumps(summary))
     return summary

@@ -11,9 +11,10 @@ from pipelines.contract.specials import PAD_ID
 
 
 def token_batches(src_len: np.ndarray, tgt_len: np.ndarray, batch_tokens: int, seed: int, epoch: int,
-                  pool: int = 100) -> list[np.ndarray]:
+                  pool: int = 100, max_sentences: int = 0) -> list[np.ndarray]:
     """Example indices grouped into batches of at most ``batch_tokens`` padded tokens on either side
-    (the target counted with its ``<eos>``); a longer example gets a batch of its own.
+    (the target counted with its ``<eos>``) and, if ``max_sentences`` > 0, at most that many
+    examples; a longer example gets a batch of its own.
 
     Examples are shuffled, then sorted by length within pools of ``pool`` batches' worth, and the
     batches shuffled again: little padding, yet a different order every epoch. Depends only on the
@@ -31,7 +32,7 @@ def token_batches(src_len: np.ndarray, tgt_len: np.ndarray, batch_tokens: int, s
         widest = 0
         for index in chunk.tolist():
             wider = max(widest, int(widths[index]))
-            if current and wider * (len(current) + 1) > batch_tokens:
+            if current and (wider * (len(current) + 1) > batch_tokens or len(current) == max_sentences):
                 batches.append(np.array(current))
                 current, wider = [], int(widths[index])
             current.append(index)

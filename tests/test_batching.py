@@ -22,6 +22,13 @@ def test_every_example_once_within_the_token_budget():
         assert width * len(b) <= 300 or len(b) == 1
 
 
+def test_a_sentence_cap_limits_every_batch():
+    src, tgt = lengths()
+    batches = token_batches(src, tgt, 100_000, seed=1, epoch=0, max_sentences=64)
+    assert sorted(np.concatenate(batches).tolist()) == list(range(len(src)))
+    assert max(len(b) for b in batches) == 64 and len(batches) == -(-len(src) // 64)
+
+
 def test_deterministic_per_seed_and_epoch():
     src, tgt = lengths()
     same = token_batches(src, tgt, 300, 1, 2), token_batches(src, tgt, 300, 1, 2)

@@ -160,3 +160,42 @@ def test_restore_loads_the_checkpoint_model_and_refuses_another():
     assert all(torch.equal(fresh.state_dict()[k], v) for k, v in model.state_dict().items())
     with pytest.raises(CheckpointError, match="checkpoint is of another model"):
         job.restore(state, Word2Vec(Word2VecSettings(10, dim=4, loss="negative"), counts))
+
+
+def _sync_worker(rank: int, store: str, result: str) -> None:
+    """One of two gloo workers: change some rows (rank 0: 1-3, rank 1: 3 and 7), sync each way, save."""
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
+    for rows in job.SYNC_ROWS:
+        torch.manual_seed(0)
+        model = Word2Vec(Word2VecSettings(12, 4), [0] * 6 + [5] * 6)
+        sync = job.UpdateSync(model, rows)
+        with torch.no_grad():
+            for row in ([1, 2, 3] if rank == 0 else [3, 7]):
+                model.input.weight[row] += rank + 1
+                model.output.weight[row] -= 0.5
+        sync()
+        torch.save({"tables": model.state_dict(), "sent": sync.sent}, f"{result}.{rows}.{rank}")
+    dist.destroy_process_group()
+
+
+def test_the_update_sync_adds_up_both_workers_changes(tmp_path):
+    """Two real gloo processes: every worker ends with the initial tables plus both workers'
+    changes, whether all rows or only the touched ones are all-reduced; the latter sends less."""
+    result = str(tmp_path / "result")
+    torch.multiprocessing.spawn(_sync_worker, args=(str(tmp_path / "store"), result), nprocs=2)
+    torch.manual_seed(0)
+    initial = Word2Vec(Word2VecSettings(12, 4), [0] * 6 + [5] * 6).state_dict()
+    changed = torch.tensor([1, 2, 3, 3, 7])
+    expected_in = initial["input.weight"].index_add(0, changed, torch.tensor([1., 1, 1, 2, 2])[:, None].expand(5, 4))
+    expected_out = initial["output.weight"].index_add(0, changed, torch.full((5, 4), -0.5))
+    for rows in job.SYNC_ROWS:
+        done = [torch.load(f"{result}.{rows}.{rank}", weights_only=True) for rank in (0, 1)]
+        for d in done:
+            assert torch.allclose(d["tables"]["input.weight"], expected_in), rows
+            assert torch.allclose(d["tables"]["output.weight"], expected_out), rows
+        # three tables (input, output, NCE bias) of 12 rows; touched: a mask per table, then 4 changed
+        # rows of the two 4-d tables
+        expected_sent = {"all": (12 * 4 + 12 * 4 + 12) * 4, "touched": 3 * 12 * 4 + 2 * 4 * 4 * 4}[rows]
+        assert done[0]["sent"] == done[1]["sent"] == expected_sent, rows

@@ -17,7 +17,6 @@ import json
 import math
 import time
 from collections.abc import Sequence
-from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ import torch
 from jobs.common import cli, ray_train
 from jobs.common.classifier_checkpoint import CLASSIFIER_FILE, ClassifierBundle
 from jobs.common.config import to_yaml
+from jobs.common.precision import amp_mode, autocast
 from jobs.common.ray_train import BEST_FILE, STATE_FILE, MetricsLog, broadcast, check_replicas, worker_log
 from pipelines.contract.atomic import atomic_directory
 from pipelines.contract.errors import ConfigError, ManifestError
@@ -138,8 +138,7 @@ class ClassifierTraining:
         self.best_state: dict[str, Any] | None = None  # rank 0: the best model so far, on the CPU
         self.ddp_model = prepare_model(self.model, move_to_device=False)
         self.log_metrics = MetricsLog.for_rank(config, rank)
-        self.autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" and t["amp"]
-                         else nullcontext())
+        self.autocast = autocast(device, t["amp"])
 
     def restore(self, checkpoint: Any) -> None:
         """Go on from a Ray Train checkpoint (None: start afresh)."""
@@ -240,6 +239,7 @@ def train_func_per_worker(config: dict[str, Any]) -> None:
 def prepare(config: dict[str, Any]) -> None:
     """Check the config and its input before anything starts."""
     t = config["train"]
+    amp_mode(t["amp"])
     if t["optimizer"] not in OPTIMIZERS:
         raise ConfigError(f"train.optimizer must be one of {', '.join(OPTIMIZERS)}; got {t['optimizer']!r}")
     for key in ("batch_size", "num_workers", "epochs"):

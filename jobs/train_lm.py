@@ -19,7 +19,6 @@ import json
 import math
 import time
 from collections.abc import Sequence
-from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +30,7 @@ from jobs.common import cli, ray_train
 from jobs.common.config import to_yaml
 from jobs.common.lm_checkpoint import LM_FILE, LMBundle
 from jobs.common.model_registry import PERPLEXITY, log_language_model, register, tokens_digest
+from jobs.common.precision import amp_mode, autocast
 from jobs.common.ray_train import BEST_FILE, STATE_FILE, MetricsLog, broadcast, check_replicas, worker_log
 from pipelines.contract.atomic import atomic_directory
 from pipelines.contract.errors import ConfigError, ManifestError
@@ -111,8 +111,7 @@ class LMTraining:
         self.ddp_model = prepare_model(self.model, move_to_device=False)
         self.bundle = LMBundle.from_manifest(self.model, self.manifest, vocab, pieces)
         self.log_metrics = MetricsLog.for_rank(config, rank)
-        self.autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" and t["amp"]
-                         else nullcontext())
+        self.autocast = autocast(device, t["amp"])
 
     def restore(self, checkpoint: Any) -> None:
         """Go on from a Ray Train checkpoint (None: start afresh)."""
@@ -237,6 +236,7 @@ def prepare(config: dict[str, Any]) -> None:
     """Check the config and its input before anything starts."""
     t = config["train"]
     settings_of(config, 10)
+    amp_mode(t["amp"])
     SampleSettings.from_dict(config["sampling"])
     for key, allowed in (("optimizer", OPTIMIZERS), ("schedule", SCHEDULES)):
         if t[key] not in allowed:

@@ -17,7 +17,6 @@ import json
 import math
 import time
 from collections.abc import Sequence
-from contextlib import nullcontext
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ from jobs.common import cli, ray_train
 from jobs.common.checkpoint import BUNDLE_FILE, Bundle, average_states
 from jobs.common.config import to_yaml
 from jobs.common.model_registry import log_translator, register, pairs_digest
+from jobs.common.precision import amp_mode, autocast
 from jobs.common.ray_train import MetricsLog, broadcast, check_replicas, worker_log
 from jobs.common.reports import attention_heatmaps
 from jobs.common.torch_files import load_checked
@@ -187,8 +187,7 @@ class TranslatorTraining:
         self.ddp_model = prepare_model(self.model, move_to_device=False)
         self.bundle = Bundle.from_manifest(self.model, self.manifest, vocabs)
         self.log_metrics = MetricsLog.for_rank(config, rank)
-        self.autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" and t["amp"]
-                         else nullcontext())
+        self.autocast = autocast(device, t["amp"])
 
     def restore(self, checkpoint: Any) -> None:
         """Go on from a Ray Train checkpoint (None: start afresh)."""
@@ -325,6 +324,7 @@ def prepare(config: dict[str, Any]) -> None:
     """Check the config and its input before anything starts."""
     settings_of(config)
     decode_settings(config)
+    amp_mode(config["train"]["amp"])
     manifest = load_manifest(Path(config["data_dir"]), "parallel")
     if not manifest["splits"]["train"]["files"]:
         raise ManifestError(f"{config['data_dir']} has no train shards")

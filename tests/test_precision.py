@@ -38,3 +38,27 @@ def test_a_gpu_device_gets_cuda_autocast_unless_off():
     assert isinstance(precision.autocast(gpu, "all"), torch.autocast)
     assert not isinstance(precision.autocast(gpu, "off"), torch.autocast)
 
+
+
+def test_a_translator_step_under_cpu_bf16_stays_close_to_fp32(monkeypatch):
+    """The benchmark model's kind (bidirectional LSTM, Bahdanau attention, input feeding) runs
+    under CPU autocast, and its loss and gradients stay within bf16's precision of fp32's."""
+    from rnn_models.translator import Translator, TranslatorSettings, frame_target, sequence_loss
+
+    monkeypatch.setattr(precision, "cpu_has_bf16", lambda: True)  # autocast runs (slowly) on any CPU
+    torch.manual_seed(0)
+    model = Translator(TranslatorSettings(50, 60, embedding_size=32, hidden_size=32, dropout=0.0))
+    src = torch.randint(6, 50, (8, 7))
+    tgt_in, tgt_out = frame_target(torch.randint(6, 60, (8, 9)))
+    results = []
+    for amp in ("off", "all"):
+        model.zero_grad()
+        with precision.autocast(torch.device("cpu"), amp):
+            logits, _ = model(src, torch.full((8,), 7), tgt_in)
+            loss, tokens = sequence_loss(logits, tgt_out)
+        (loss / tokens).backward()
+        results.append((logits.dtype, float(loss), model.decoder.output.weight.grad.clone()))
+    (fp32_dtype, fp32_loss, fp32_grad), (bf16_dtype, bf16_loss, bf16_grad) = results
+    assert (fp32_dtype, bf16_dtype) == (torch.float32, torch.bfloat16)
+    assert bf16_loss == pytest.approx(fp32_loss, rel=1e-2)
+    assert torch.nn.functional.cosine_similarity(bf16_grad.flatten(), fp32_grad.flatten(), dim=0) > 0.99

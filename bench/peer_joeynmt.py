@@ -52,8 +52,7 @@ def write_data(prepared: Path, out: Path, src: str, tgt: str) -> dict[str, Path]
     for split in ("train", "valid", "test"):
         pairs = read_pairs(prepared, manifest["splits"][split]["files"])
         for side, lang, ids in (("src", src, pairs.src), ("tgt", tgt, pairs.tgt)):
-            tokens = vocabs[side].tokens
-            text = "".join(" ".join(tokens[i] for i in row) + "\n" for row in ids)
+            text = "".join(" ".join(vocabs[side].decode(row)) + "\n" for row in ids)
             (out / f"{split}.{lang}").write_text(text, encoding="utf-8")
         prefixes[split] = out / split
     return prefixes

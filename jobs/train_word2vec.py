@@ -84,8 +84,6 @@ class UpdateSync:
     tables. Both give the same tables. ``sent`` counts the bytes this worker put into all-reduces."""
 
     def __init__(self, model: torch.nn.Module, rows: str = "all"):
-        if rows not in SYNC_ROWS:
-            raise ConfigError(f"train.sync_rows must be one of {', '.join(SYNC_ROWS)}, got {rows!r}")
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.anchors = [p.detach().clone() for p in self.params] if ray_train.world()[1] > 1 else []
         self.rows, self.sent, self.syncs = rows, 0, 0
@@ -277,6 +275,8 @@ def prepare(config: dict[str, Any]) -> None:
     """Check the config and add the training inputs from the manifest."""
     if config["train"]["loop"] not in LOOPS:
         raise ConfigError(f"train.loop must be one of {', '.join(LOOPS)}, got {config['train']['loop']!r}")
+    if config["train"]["sync_rows"] not in SYNC_ROWS:
+        raise ConfigError(f"train.sync_rows must be one of {', '.join(SYNC_ROWS)}, got {config['train']['sync_rows']!r}")
     settings_of(config, len(SPECIALS))  # the settings, before any data is read
     manifest = load_manifest(Path(config["data_dir"]), "monolingual")
     entry = manifest["vocab"]["words"]

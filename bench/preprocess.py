@@ -39,7 +39,7 @@ import pyarrow.parquet as pq
 PROJECT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT))
 
-from measure import PeakMemory  # noqa: E402
+from measure import PeakMemory, cpu_name  # noqa: E402
 from pipelines.text.normalize import NormalizeOptions, tokenize  # noqa: E402
 from pipelines.contract.vocab import rank_tokens, select_vocab  # noqa: E402
 
@@ -159,7 +159,8 @@ def main() -> None:
     parser.add_argument("--subwords", action="store_true", help="also run the corpus's subword (BPE) preset")
     args = parser.parse_args()
     data_dir = args.data_dir.resolve()
-    results = {"machine": {"cpus": os.cpu_count(), "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
+    results = {"machine": {"cpu": cpu_name(), "cpus": os.cpu_count(),
+                           "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
                            "load_before": [round(x, 2) for x in os.getloadavg()]}}
     with tempfile.TemporaryDirectory(prefix="rnnmt-bench-") as tmp:
         for corpus in args.corpus:

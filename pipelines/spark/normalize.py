@@ -37,7 +37,7 @@ def spark_normalize(df: DataFrame, text_column: str, output_column: str, options
         has_url_hint = F.lit(False)
         for hint in URL_HINTS:
             if not (options.lowercase and hint != hint.lower()):
-                has_url_hint = has_url_hint | (F.instr(text, hint) > 0)
+                has_url_hint = has_url_hint | text.contains(hint)  # not instr(): see readers._invalid
         text = F.when(has_url_hint, F.regexp_replace(text, java.url, f" {URL} ")).otherwise(text)
         text = F.regexp_replace(text, java.num, f" {NUM} ")
         text = F.regexp_replace(text, java.punct, REPLACEMENT[options.apostrophe][1])

@@ -169,12 +169,14 @@ def _relabelled(rows: DataFrame, spec: InputSpec) -> DataFrame:
 
 def _invalid(text: Column) -> Column:
     """Undecodable bytes, or U+FFFD, the mark a decoder leaves for them."""
-    return ~F.call_function("is_valid_utf8", text) | (F.instr(text, "\ufffd") > 0)
+    # contains() tests the first byte before comparing; instr() calls a comparison at every character.
+    return ~F.call_function("is_valid_utf8", text) | text.contains("\ufffd")
 
 
 def _strip_cr(column: str) -> Column:
-    """Drop the CR of a CRLF line ending (byte-level, no regular expression)."""
-    return F.expr(f"trim(TRAILING '\\r' FROM {column})")
+    """Drop the CR of a CRLF line ending (byte-level, no regular expression). Only lines that end
+    in CR are trimmed: Spark's trim with a character builds two arrays the length of the line."""
+    return F.when(F.col(column).endswith("\r"), F.expr(f"trim(TRAILING '\\r' FROM {column})")).otherwise(F.col(column))
 
 
 def _read_lines(spark: SparkSession, files: Sequence[str]) -> DataFrame:

@@ -179,7 +179,9 @@ class TranslatorTraining:
         if config.get("init_weights"):  # fine-tuning: a trained translator's weights (a checkpoint still wins)
             self.model.load_state_dict(load_checked(config["init_weights"]))
         self.model.to(device)
-        self.optimizer = torch.optim.Adam([p for p in self.model.parameters() if p.requires_grad], lr=t["lr"])
+        # fused: one kernel updates every parameter (the for-each form took 6% of a CPU step, 2026-12-03)
+        self.optimizer = torch.optim.Adam([p for p in self.model.parameters() if p.requires_grad], lr=t["lr"],
+                                          fused=True)
         self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
             self.optimizer, mode="max", factor=t["lr_decay"], patience=t["lr_patience"], min_lr=t["min_lr"])
         self.progress = Progress()

@@ -102,20 +102,28 @@ class Decoder(nn.Module):
         """Teacher forcing: ``tgt_in`` (B, T) starts with ``<go>``; returns the vectors (B, T, H) to
         score and the attention weights (B, T, S) (None without attention)."""
         state = self.initial_state(memory.encoded)
+        # the whole target embedded at once: one lookup, one dropout draw and one (dense,
+        # vocabulary-sized) embedding gradient per batch rather than one per step
+        embedded = self.dropout(self.embedding(tgt_in))
         if self.input_feeding:
             vectors, weights = [], []
             for t in range(tgt_in.size(1)):
-                vector, state, w = self.step(tgt_in[:, t], state, memory)
+                vector, state, w = self._step(embedded[:, t], state, memory)
                 vectors.append(vector)
                 weights.append(w)
             return torch.stack(vectors, 1), torch.stack(weights, 1)
-        outputs, _ = self.rnn(self.dropout(self.embedding(tgt_in)), state.rnn)
+        outputs, _ = self.rnn(embedded, state.rnn)
         return self._attend(outputs, memory)
 
     def step(self, prev: torch.Tensor, state: DecoderState, memory: Memory
              ) -> tuple[torch.Tensor, DecoderState, torch.Tensor | None]:
         """One word: ``prev`` (B,) ids -> the vector (B, H) to score, the new state, weights (B, S)."""
-        x = self.dropout(self.embedding(prev)).unsqueeze(1)
+        return self._step(self.dropout(self.embedding(prev)), state, memory)
+
+    def _step(self, embedded: torch.Tensor, state: DecoderState, memory: Memory
+              ) -> tuple[torch.Tensor, DecoderState, torch.Tensor | None]:
+        """``step`` from the embedded previous word (B, E)."""
+        x = embedded.unsqueeze(1)
         if self.input_feeding:
             x = torch.cat([x, state.feed.unsqueeze(1)], dim=-1)
         output, rnn_state = self.rnn(x, state.rnn)

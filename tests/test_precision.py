@@ -39,7 +39,6 @@ def test_a_gpu_device_gets_cuda_autocast_unless_off():
     assert not isinstance(precision.autocast(gpu, "off"), torch.autocast)
 
 
-
 def test_a_translator_step_under_cpu_bf16_stays_close_to_fp32(monkeypatch):
     """The benchmark model's kind (bidirectional LSTM, Bahdanau attention, input feeding) runs
     under CPU autocast, and its loss and gradients stay within bf16's precision of fp32's."""
@@ -57,7 +56,7 @@ def test_a_translator_step_under_cpu_bf16_stays_close_to_fp32(monkeypatch):
             logits, _ = model(src, torch.full((8,), 7), tgt_in)
             loss, tokens = sequence_loss(logits, tgt_out)
         (loss / tokens).backward()
-        results.append((logits.dtype, float(loss), model.decoder.output.weight.grad.clone()))
+        results.append((logits.dtype, float(loss.detach()), model.decoder.output.weight.grad.clone()))
     (fp32_dtype, fp32_loss, fp32_grad), (bf16_dtype, bf16_loss, bf16_grad) = results
     assert (fp32_dtype, bf16_dtype) == (torch.float32, torch.bfloat16)
     assert bf16_loss == pytest.approx(fp32_loss, rel=1e-2)

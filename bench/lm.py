@@ -56,7 +56,8 @@ def main() -> None:
     output = args.out / f"lm-{preset}"
     cmd = [sys.executable, "-m", "jobs.train_lm", f"conf/train_lm/{preset}.yaml", f"data_dir={prepared}",
            f"output_dir={output}", "overwrite=true", f"train.max_minutes={args.minutes}",
-           f"run_name=bench-lm-{preset}-{time.strftime('%Y%m%d-%H%M%S')}", *args.rnnmt]
+           f"run_name=bench-lm-{preset}-{time.strftime('%Y%m%d-%H%M%S')}",
+           "mlflow.registry_name=", *args.rnnmt]  # tracked, not registered: a bench never takes the champion alias
     summary, wall, peak = run_job(cmd, PROJECT)
     result = {"corpus": args.corpus, "minutes": args.minutes, "cpu": cpu_name(), "epochs": summary["epochs"],
               "best_epoch": summary["best_epoch"], "train_tokens_per_sec": round(summary["train_tokens_per_sec"]),

@@ -54,7 +54,7 @@ def train_rnnmt(prepared: Path, name: str, minutes: float, out: Path, extra: lis
     cmd = [sys.executable, "-m", "jobs.train_translator", f"conf/train_translator/{name}.yaml",
            f"data_dir={prepared}", f"output_dir={out / f'translator-{name}'}", "overwrite=true",
            f"train.max_minutes={minutes}", f"run_name=bench-translator-{name}-{time.strftime('%Y%m%d-%H%M%S')}",
-           *extra]
+           "mlflow.registry_name=", *extra]  # tracked, not registered: a bench never takes the champion alias
     return run_job(cmd, PROJECT)
 
 

@@ -72,8 +72,11 @@ def plan(config: dict[str, Any]) -> list[Stage]:
                     **vocab)]
     embeddings: dict[str, Any] = {}
     if with_word2vec or with_lm:
-        stages.append(stage("text", "preprocess", preprocess.run, (), output_dir=str(work / "text"), overwrite=True,
-                            **vocab))
+        # subwords: the text is segmented by the corpus's piece model of its language, so that every
+        # word2vec piece vector is one the translator knows
+        text_vocab = {"vocab.from": str(work / "corpus")} if vocab else {}
+        stages.append(stage("text", "preprocess", preprocess.run, ("corpus",) if vocab else (),
+                            output_dir=str(work / "text"), overwrite=True, **text_vocab))
     if with_word2vec:
         stages.append(stage("word2vec", "train_word2vec", train_word2vec.run, ("text",), data_dir=str(work / "text"),
                             output_dir=str(work / "word2vec"), overwrite=True,

@@ -90,18 +90,27 @@ def load_vocabs(data_dir: Path, manifest: dict[str, Any]) -> dict[str, tuple[Voc
     return {side: load_vocab(data_dir, manifest["vocab"][side]) for side in ("src", "tgt")}
 
 
-def subword_sample(pairs: Pairs, src: PieceModel, tgt: PieceModel, alpha: float, seed: int) -> Pairs:
-    """``pairs`` segmented anew by sampling (subword regularization: BPE-dropout or unigram
-    sampling with ``alpha``), the same for the same ``seed``; examples holding ``[UNK]`` keep theirs."""
-    sides = []
-    for ids, model, side_seed in ((pairs.src, src, seed), (pairs.tgt, tgt, seed + 1)):
-        plain = [i for i, x in enumerate(ids) if not (x == UNK_ID).any()]
-        texts = [model.processor.decode(ids[i].tolist()) for i in plain]
-        drawn = list(ids)
-        for i, new in zip(plain, model.sample(texts, alpha, side_seed % 2**32)):
-            drawn[i] = np.asarray(new, dtype=np.int64)
-        sides.append(drawn)
-    return Pairs(sides[0], sides[1], pairs.src_text, pairs.tgt_text)
+class SubwordSampler:
+    """Subword regularization of the training pairs: each draw segments them anew by sampling
+    (BPE-dropout or unigram sampling), the same for the same seed; examples holding ``[UNK]`` keep
+    their ids. The texts are decoded from the pieces once, here."""
+
+    def __init__(self, pairs: Pairs, src: PieceModel, tgt: PieceModel):
+        self.pairs = pairs
+        self.sides = []
+        for ids, model in ((pairs.src, src), (pairs.tgt, tgt)):
+            plain = [i for i, x in enumerate(ids) if not (x == UNK_ID).any()]
+            self.sides.append((model, plain, [model.processor.decode(ids[i].tolist()) for i in plain]))
+
+    def draw(self, alpha: float, seed: int) -> Pairs:
+        """The pairs segmented by sampling with ``alpha`` and ``seed``."""
+        drawn_sides = []
+        for (model, plain, texts), ids, side_seed in zip(self.sides, (self.pairs.src, self.pairs.tgt), (seed, seed + 1)):
+            drawn = list(ids)
+            for i, new in zip(plain, model.sample(texts, alpha, side_seed % 2**32)):
+                drawn[i] = np.asarray(new, dtype=np.int64)
+            drawn_sides.append(drawn)
+        return Pairs(drawn_sides[0], drawn_sides[1], self.pairs.src_text, self.pairs.tgt_text)
 
 
 def make_batch(pairs: Pairs, index: Sequence[int], device: torch.device) -> tuple[torch.Tensor, ...]:
@@ -173,6 +182,7 @@ class TranslatorTraining:
         (src_vocab, self.src_pieces), (tgt_vocab, self.tgt_pieces) = vocabs["src"], vocabs["tgt"]
         self.fingerprints = {side: vocab_identity(self.manifest["vocab"][side]) for side in ("src", "tgt")}
         self.train = read_pairs(data_dir, self.manifest["splits"]["train"]["files"])
+        self.sampler: SubwordSampler | None = None  # train.subword_alpha: made at the first draw
         self.valid = valid_pairs(config, self.manifest) if rank == 0 else None
         torch.manual_seed(config["seed"])  # the same initial parameters on every worker
         self.model = build_model(config, src_vocab, tgt_vocab, len(self.train), quiet=rank != 0)
@@ -250,8 +260,9 @@ class TranslatorTraining:
         alpha = self.t["subword_alpha"]
         if not alpha or self.src_pieces is None or self.tgt_pieces is None:
             return self.train
-        return subword_sample(self.train, self.src_pieces, self.tgt_pieces, alpha,
-                              self.config["seed"] * 1_000_003 + 2 * epoch)
+        if self.sampler is None:
+            self.sampler = SubwordSampler(self.train, self.src_pieces, self.tgt_pieces)
+        return self.sampler.draw(alpha, self.config["seed"] * 1_000_003 + 2 * epoch)
 
     def _log_progress(self, window: dict[str, float], epoch_progress: float) -> None:
         if self.log_metrics is not None:

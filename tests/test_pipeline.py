@@ -14,6 +14,7 @@ import pytest
 
 from conftest import DATA, PROJECT, free_port, get_json, wait_for_server
 from jobs import pipeline
+from jobs.common.config import load_config, to_dict
 
 pytestmark = pytest.mark.slow
 
@@ -104,3 +105,14 @@ def test_ui_serves_the_pipeline_runs(first_run):
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
+
+
+def test_subword_text_is_segmented_by_the_corpus_piece_model(tmp_path):
+    config = to_dict(load_config("pipeline", ["vocab_kind=bpe", f"work_dir={tmp_path}"]))
+    stages = {s.name: s for s in pipeline.plan(config)}
+    corpus, text = load_config("preprocess", stages["corpus"].argv), load_config("preprocess", stages["text"].argv)
+    assert (corpus.vocab.kind, corpus.vocab.max_size, corpus.vocab["from"]) == ("bpe", 4000, None)
+    # the text takes the corpus's pieces (so every word2vec vector is one the translator knows), after it
+    assert text.vocab["from"] == str(tmp_path / "corpus") and stages["text"].upstream == ("corpus",)
+    words = {s.name: s for s in pipeline.plan(to_dict(load_config("pipeline", [f"work_dir={tmp_path}"])))}
+    assert load_config("preprocess", words["text"].argv).vocab["from"] is None and words["text"].upstream == ()

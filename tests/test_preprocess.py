@@ -143,8 +143,19 @@ def test_a_new_corpus_encoded_with_an_earlier_vocabulary(spark, tmp_path, toy_pa
         run(spark, tmp_path, inputs, "normalize.lowercase=false", name="x", given=given)
     with pytest.raises(ConfigError, match="its tgt side is 'fr', this data's is 'de'"):
         run(spark, tmp_path, inputs, "data.tgt_lang=de", name="y", given=given)
-    with pytest.raises(ConfigError, match="has vocabularies for .'src', 'tgt'.; this data needs .'words'."):
-        run(spark, tmp_path, inputs, kind="monolingual", name="z", given=given)
+    # one-sided text takes the side in its language: English text gets the English (source) side
+    english = tmp_path / "english.txt"
+    english.write_text("\n".join(line.split("\t")[0] for line in lines) + "\n", encoding="utf-8")
+    text, mono = run(spark, tmp_path, [{"path": str(english), "format": "text"}], "split.test=0.0",
+                     f"vocab.from={first}", kind="monolingual", name="text", given=given)
+    words = mono["vocab"]["words"]
+    assert (words["fingerprint"], words.get("model_sha256")) == (m["vocab"]["src"]["fingerprint"],
+                                                                 m["vocab"]["src"].get("model_sha256"))
+    if kind == "bpe":
+        assert (text / "vocab/words.model").read_bytes() == (first / "vocab/src.model").read_bytes()
+    with pytest.raises(ConfigError, match="has vocabularies for .'src': 'en', 'tgt': 'fr'.; this data needs one in 'de'"):
+        run(spark, tmp_path, [{"path": str(english), "format": "text"}], "data.src_lang=de", kind="monolingual",
+            name="z", given=given)
 
 
 def test_a_piece_model_that_does_not_match_the_shards_is_refused(spark, tmp_path, toy_pairs):

@@ -202,7 +202,8 @@ def test_subword_sampling_draws_the_training_pairs_anew_reproducibly(toy_pairs):
     pairs = Pairs([np.asarray(ids) for ids in src.encode(texts[0])], [np.asarray(ids) for ids in tgt.encode(texts[1])],
                   None, None)
     kept = [ids.copy() for ids in pairs.src]
-    first, again, other = (job.subword_sample(pairs, src, tgt, 0.5, seed) for seed in (3, 3, 5))
+    sampler = job.SubwordSampler(pairs, src, tgt)
+    first, again, other = (sampler.draw(0.5, seed) for seed in (3, 3, 5))
     assert all(np.array_equal(a, b) for a, b in zip(first.src + first.tgt, again.src + again.tgt))
     changed = sum(not np.array_equal(a, b) for a, b in zip(first.tgt, pairs.tgt))
     assert changed > len(pairs) // 4  # many sentences segmented otherwise than the most likely way

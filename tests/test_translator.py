@@ -8,7 +8,7 @@ import torch
 from pipelines.contract.errors import ConfigError
 from pipelines.contract.specials import EOS_ID, GO_ID, PAD_ID, SPECIALS
 from rnn_models.padding import reverse_padded
-from rnn_models.search import DecodeSettings, beam_search, greedy
+from rnn_models.search import DecodeSettings, beam_search, greedy, length_penalty
 from rnn_models.translator import Translator, TranslatorSettings, frame_target, sequence_loss
 from rnn_models.word_vectors import init_embedding
 
@@ -149,6 +149,21 @@ def test_beam_search_finds_at_least_greedys_score():
     b = beam_search(m, src, src_len, DecodeSettings(beam=5, alpha=0.0))
     assert all(hb.score >= hg.score - 1e-5 for hb, hg in zip(b, g))
     assert all(EOS_ID not in h.tokens and GO_ID not in h.tokens for h in b)
+
+
+@pytest.mark.parametrize("kwargs", VARIANTS[:2])
+def test_beam_scores_are_the_model_log_probabilities_of_its_outputs(kwargs):
+    """What the beam returns is scored as teacher forcing scores it (the states follow their
+    hypotheses when the beam reorders), divided by the length penalty of its length with <eos>."""
+    m = model(**kwargs)
+    src, src_len, _ = batch(lengths=(6, 4, 2, 5), tgt_lengths=(1, 1, 1, 1))
+    settings = DecodeSettings(beam=4, alpha=0.7, max_ratio=2.0, max_extra=3)
+    for row, hyp in enumerate(beam_search(m, src, src_len, settings)):
+        tgt_in, tgt_out = torch.tensor([[GO_ID] + hyp.tokens]), torch.tensor([hyp.tokens + [EOS_ID]])
+        logits, _ = m(src[row:row + 1, :src_len[row]], src_len[row:row + 1], tgt_in)
+        forced = logits.log_softmax(-1).gather(-1, tgt_out.unsqueeze(-1)).sum()
+        assert hyp.score * float(length_penalty(torch.tensor(len(hyp.tokens) + 1), 0.7)) == pytest.approx(
+            float(forced), abs=1e-4)
 
 
 def test_min_length_rules_out_the_empty_translation():

@@ -282,6 +282,21 @@ def check_settings(cfg: Mapping[str, Any]) -> None:
         raise ConfigError(f"split.valid and split.test must be >= 0 and leave room for train (valid={valid}, test={test})")
 
 
+def given_for_sides(given: Mapping[str, GivenVocab], sides: Sequence[Side]) -> Mapping[str, GivenVocab]:
+    """``given`` as this data's sides name them: one-sided data (monolingual, labelled) given a
+    pair's vocabularies takes the side in its language (e.g. word2vec text with a translator's
+    source pieces)."""
+    if len(sides) != 1 or set(given) != {"src", "tgt"}:
+        return given
+    (side,) = sides
+    matches = [g for g in given.values() if g.lang == side.lang]
+    if len({(g.tokens, g.pieces) for g in matches}) != 1:  # none, or two different ones
+        langs = {name: g.lang for name, g in given.items()}
+        raise ConfigError(f"vocab.from={given['src'].source} has vocabularies for {langs}; this data needs one "
+                          f"in {side.lang!r}" + (" (both sides are: ambiguous)" if matches else ""))
+    return {side.name: matches[0]}
+
+
 def check_given(given: Mapping[str, GivenVocab], sides: Sequence[Side]) -> dict[str, Any]:
     """Refuse vocabularies (``vocab.from``) made for other sides, languages or normalization; returns
     the ``vocab`` settings they amount to (kind, shared)."""
@@ -315,6 +330,7 @@ def preprocess(spark: SparkSession, cfg: Mapping[str, Any], output_dir: Path,
     """
     check_settings(cfg)
     if given:  # the vocabulary settings become those of the given vocabularies
+        given = given_for_sides(given, sides_for(cfg))
         cfg = {**cfg, "vocab": {**cfg["vocab"], **check_given(given, sides_for(cfg))}}
     specs = resolve_inputs(cfg["data"]["inputs"], cfg["data"]["kind"])
     try:

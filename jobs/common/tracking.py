@@ -144,12 +144,10 @@ def mlflow_run(cfg: Mapping[str, Any], run_name: str, params: Mapping[str, Any] 
             mlflow.log_params({k: _param(v) for k, v in flatten(dict(params)).items()})
         try:
             yield mlflow
-        except KeyboardInterrupt:
+        except BaseException as err:
             _save_log(mlflow, log, failed=True)
-            mlflow.end_run(status="KILLED")
-            raise
-        except BaseException:
-            _save_log(mlflow, log, failed=True)
+            if isinstance(err, KeyboardInterrupt):  # Ctrl-C: KILLED, not the FAILED start_run's exit gives
+                mlflow.end_run(status="KILLED")
             raise
         _save_log(mlflow, log)
         print(f"mlflow: run {run.info.run_id} in experiment {cfg['experiment']!r} at {tracking_uri(cfg)}")

@@ -146,7 +146,7 @@ def mlflow_run(cfg: Mapping[str, Any], run_name: str, params: Mapping[str, Any] 
             yield mlflow
         except BaseException as err:
             _save_log(mlflow, log, failed=True)
-            if isinstance(err, KeyboardInterrupt):  # Ctrl-C: KILLED, not the FAILED start_run's exit gives
+            if isinstance(err, KeyboardInterrupt):  # KILLED (start_run's own exit would mark it FAILED)
                 mlflow.end_run(status="KILLED")
             raise
         _save_log(mlflow, log)

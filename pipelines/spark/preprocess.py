@@ -293,7 +293,7 @@ def given_for_sides(given: Mapping[str, GivenVocab], sides: Sequence[Side]) -> M
     if len({(g.tokens, g.pieces) for g in matches}) != 1:  # none, or two different ones
         langs = {name: g.lang for name, g in given.items()}
         raise ConfigError(f"vocab.from={given['src'].source} has vocabularies for {langs}; this data needs one "
-                          f"in {side.lang!r}" + (" (both sides are: ambiguous)" if matches else ""))
+                          f"in {side.lang!r}" + (" (both are, with different vocabularies: ambiguous)" if matches else ""))
     return {side.name: matches[0]}
 
 

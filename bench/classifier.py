@@ -5,7 +5,8 @@ side with a TF-IDF logistic regression, in one run.
                                [--no-random] [--vectors DIR] [--rnnmt k=v ...]
 
 First word2vec vectors are trained by rnnmt on English Wikipedia (`bench/word2vec.py`'s
-preprocessing and settings: one epoch of skip-gram, 200 dimensions, one worker with two threads),
+preprocessing and settings: one epoch of skip-gram with window updates, 200 dimensions, one worker
+with two threads),
 unless --vectors names a `jobs.train_word2vec` output; their time is reported. Then, for each task,
 rnnmt's preprocessing with `conf/preprocess/<task>.yaml` (made once under bench/results) and three
 contenders trained on its train split, chosen on its valid split (the official dev set) and scored
@@ -47,7 +48,7 @@ def word2vec_vectors(data_dir: Path, out: Path) -> tuple[Path, dict]:
     started = time.perf_counter()
     prepared = prepare_wikipedia(data_dir, out.parent / "wikipedia-min5")
     preprocess_seconds = time.perf_counter() - started
-    trained = train_word2vec(prepared, data_dir, 0, out, "1x2", [])
+    trained = train_word2vec(prepared, data_dir, 0, out, "1x2", "window", [])
     info = {"preprocess_seconds": round(preprocess_seconds, 1), "train_wall_seconds": trained["wall_seconds"],
             "words_per_sec": trained["words_per_sec"], "train_words": trained["train_words"],
             "analogy": trained["analogy"], "wordsim353": trained["wordsim353"]}

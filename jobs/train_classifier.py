@@ -34,12 +34,13 @@ from pipelines.contract.errors import ConfigError, ManifestError
 from pipelines.contract.labelled_shards import Labelled, read_labelled
 from pipelines.contract.manifest import load_manifest
 from pipelines.contract.vocab import Vocab, load_vocab, vocab_identity
-from rnn_models.batching import epoch_batches, pad, worker_batches
+from rnn_models.batching import epoch_batches, pad, token_batches, worker_batches
 from rnn_models.classifier import Classifier, ClassifierSettings
 from rnn_models.word_vectors import init_embedding_from
 
 PATH_KEYS = ("data_dir", "output_dir", "embeddings.path")
 OPTIMIZERS = ("adam", "adagrad", "sgd")
+PRIORS = ("train", "valid")
 
 
 @dataclass
@@ -55,15 +56,27 @@ class Progress:
     train_examples: float = 0.0     # examples trained on, by all workers
 
 
-def settings_of(config: dict[str, Any], vocab: int, classes: int) -> ClassifierSettings:
-    """The model settings a config describes for ``vocab`` entries and ``classes`` labels."""
-    return ClassifierSettings.from_dict({**config["model"], "vocab": vocab, "classes": classes})
+def label_shift(manifest: dict[str, Any], prior: str) -> tuple[float, ...]:
+    """What to add to the label scores so that the model predicts under the label frequencies of
+    the ``prior`` split rather than those of the training examples: log(p_prior / p_train) per label
+    from the manifest's counts, add-one smoothed (Saerens et al. 2002); () for ``train``."""
+    if prior == "train":
+        return ()
+    counts = manifest["labels"]["counts"]
+    train, target = (np.asarray(counts[split], np.float64) + 1 for split in ("train", prior))
+    return tuple((np.log(target / target.sum()) - np.log(train / train.sum())).tolist())
 
 
-def build_model(config: dict[str, Any], vocab: Vocab, classes: int, log: bool = True) -> Classifier:
+def settings_of(config: dict[str, Any], vocab: int, manifest: dict[str, Any]) -> ClassifierSettings:
+    """The model settings a config describes for ``vocab`` entries and the labels of ``manifest``."""
+    return ClassifierSettings.from_dict({**config["model"], "vocab": vocab, "classes": len(manifest["labels"]["names"]),
+                                         "label_shift": label_shift(manifest, config["train"]["label_prior"])})
+
+
+def build_model(config: dict[str, Any], vocab: Vocab, manifest: dict[str, Any], log: bool = True) -> Classifier:
     """The classifier a config describes, with pretrained embeddings where configured (how they
     matched the vocabulary printed if ``log``)."""
-    model = Classifier(settings_of(config, len(vocab), classes))
+    model = Classifier(settings_of(config, len(vocab), manifest))
     e = config["embeddings"]
     if e["path"]:
         coverage = init_embedding_from(model.embedding, vocab.tokens, e["path"], e["freeze"], e["rescale"])
@@ -101,6 +114,16 @@ def predict(model: Classifier, data: Labelled, batch_size: int, device: torch.de
     return loss / len(data), result
 
 
+def training_batches(lengths: np.ndarray, train: dict[str, Any], seed: int, epoch: int) -> list[np.ndarray]:
+    """An epoch's batches of example indices: ``train.batch_size`` examples in random order, or with
+    ``train.batch_tokens`` examples of similar lengths (far fewer recurrent steps per batch where
+    lengths vary as much as the phrases of a treebank do). Depends only on the lengths, seed and epoch."""
+    if train["batch_tokens"]:
+        return token_batches(lengths, np.zeros_like(lengths), train["batch_tokens"], seed, epoch,  # no target side
+                             max_sentences=train["batch_size"])
+    return epoch_batches(len(lengths), train["batch_size"], seed, epoch)
+
+
 def scores(prefix: str, loss: float, labels: np.ndarray, predicted: np.ndarray, classes: int) -> dict[str, float]:
     """Loss, accuracy (percent) and macro-F1 (percent) of ``predicted`` label ids against ``labels``."""
     from sklearn.metrics import f1_score
@@ -127,7 +150,7 @@ class ClassifierTraining:
         self.train = read_labelled(data_dir, self.manifest["splits"]["train"]["files"])
         self.valid = read_labelled(data_dir, self.manifest["splits"]["valid"]["files"]) if rank == 0 else None
         torch.manual_seed(config["seed"])  # the same initial parameters on every worker
-        self.model = build_model(config, vocab, self.n_labels, log=rank == 0)
+        self.model = build_model(config, vocab, self.manifest, log=rank == 0)
         self.model.to(device)
         optimizer = {"adam": torch.optim.Adam, "adagrad": torch.optim.Adagrad, "sgd": torch.optim.SGD}[t["optimizer"]]
         # Adam's fused kernel: one pass over each parameter (a quarter less time per step on CPU here)
@@ -153,7 +176,7 @@ class ClassifierTraining:
         t, progress = self.t, self.progress
         torch.manual_seed(self.config["seed"] * 1_000_003 + epoch * 101 + self.rank)  # dropout masks
         self.model.train()
-        batches = worker_batches(epoch_batches(len(self.train), t["batch_size"], self.config["seed"], epoch),
+        batches = worker_batches(training_batches(self.train.lengths(), t, self.config["seed"], epoch),
                                  self.rank, self.world)
         window = {"loss": 0.0, "examples": 0, "seconds": 0.0}  # since the last progress report
         clock = ray_train.EpochClock(progress.loop_seconds, t["max_minutes"], t["report_seconds"], self.device,
@@ -240,8 +263,12 @@ def prepare(config: dict[str, Any]) -> None:
     """Check the config and its input before anything starts."""
     t = config["train"]
     amp_mode(t["amp"])
+    if t["label_prior"] not in PRIORS:
+        raise ConfigError(f"train.label_prior must be one of {', '.join(PRIORS)}; got {t['label_prior']!r}")
     if t["optimizer"] not in OPTIMIZERS:
         raise ConfigError(f"train.optimizer must be one of {', '.join(OPTIMIZERS)}; got {t['optimizer']!r}")
+    if isinstance(t["batch_tokens"], bool) or not isinstance(t["batch_tokens"], int) or t["batch_tokens"] < 0:
+        raise ConfigError(f"train.batch_tokens must be an integer >= 0, got {t['batch_tokens']!r}")
     for key in ("batch_size", "num_workers", "epochs"):
         if isinstance(t[key], bool) or not isinstance(t[key], int) or t[key] < 1:
             raise ConfigError(f"train.{key} must be an integer >= 1, got {t[key]!r}")
@@ -250,7 +277,7 @@ def prepare(config: dict[str, Any]) -> None:
     if config["valid"]["test_split"] not in ("train", "valid", "test"):
         raise ConfigError(f"valid.test_split must be train, valid or test; got {config['valid']['test_split']!r}")
     manifest = load_manifest(Path(config["data_dir"]), "labelled")
-    settings_of(config, 10, len(manifest["labels"]["names"]))
+    settings_of(config, 10, manifest)
     for split in ("train", "valid"):
         if not manifest["splits"][split]["examples"]:
             raise ManifestError(f"{config['data_dir']} has no examples in its {split} split: a classifier needs some")
@@ -271,7 +298,7 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
         last, best = files[STATE_FILE], files[BEST_FILE]
 
         # the best model as a bundle that reads raw text; publish best/ and last/
-        model = Classifier(settings_of(config, len(vocab), len(names)))
+        model = Classifier(settings_of(config, len(vocab), manifest))
         model.load_state_dict(best["model"])
         model.eval()
         bundle = ClassifierBundle.from_manifest(model, manifest, vocab, pieces)

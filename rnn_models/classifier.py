@@ -36,8 +36,12 @@ class ClassifierSettings(Settings):
     bidirectional: bool = True
     pooling: str = "max"
     dropout: float = 0.5
+    label_shift: tuple[float, ...] = ()  # added to the label scores when predicting (eval mode); () = none
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "label_shift", tuple(float(x) for x in self.label_shift))  # lists from YAML/JSON
+        if self.label_shift and len(self.label_shift) != self.classes:
+            raise ConfigError(f"label_shift has {len(self.label_shift)} values for {self.classes} labels")
         if self.cell not in CELLS:
             raise ConfigError(f"model.cell must be one of {', '.join(CELLS)}; got {self.cell!r}")
         if self.pooling not in POOLINGS:
@@ -53,7 +57,8 @@ class ClassifierSettings(Settings):
 
 class Classifier(nn.Module):
     """Ids (B, S) and lengths (B,) -> label scores (B, classes), before the softmax. Dropout acts on
-    the embeddings, between layers and on the pooled vector, in training only."""
+    the embeddings, between layers and on the pooled vector, in training only; the settings'
+    ``label_shift`` (log-ratios of label priors) is added to the scores outside training only."""
 
     def __init__(self, settings: ClassifierSettings):
         super().__init__()
@@ -67,6 +72,7 @@ class Classifier(nn.Module):
             if s.pooling == "attention" else None
         self.dropout = nn.Dropout(s.dropout)
         self.output = nn.Linear(size, s.classes)
+        self.register_buffer("label_shift", torch.tensor(s.label_shift or [0.0] * s.classes), persistent=False)
         with torch.no_grad():
             self.embedding.weight.uniform_(-0.1, 0.1)
             self.embedding.weight[PAD_ID].zero_()
@@ -90,4 +96,5 @@ class Classifier(nn.Module):
         return vector, weights
 
     def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        return self.output(self.pooled(ids, lengths)[0])
+        scores = self.output(self.pooled(ids, lengths)[0])
+        return scores if self.training else scores + self.label_shift

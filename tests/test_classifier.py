@@ -47,6 +47,17 @@ def test_dropout_acts_in_training_only():
     assert not torch.equal(model(ids, lengths), model(ids, lengths))
 
 
+def test_label_shift_moves_the_scores_outside_training_only():
+    shift = [0.5, -1.0, 0.25]
+    plain, shifted = _model(dropout=0.0), _model(dropout=0.0, label_shift=shift)  # the same weights (seed)
+    ids, lengths = torch.tensor([[5, 6, 7, 8], [9, 10, 0, 0]]), torch.tensor([4, 2])
+    assert torch.equal(plain(ids, lengths), shifted(ids, lengths))  # training: the loss sees the plain scores
+    plain.eval(), shifted.eval()
+    assert torch.allclose(shifted(ids, lengths) - plain(ids, lengths), torch.tensor([shift, shift]))
+    # the shift travels with the settings (a checkpoint's plain dict, lists from JSON)
+    assert ClassifierSettings.from_dict(shifted.settings.to_dict()).label_shift == (0.5, -1.0, 0.25)
+
+
 def _order_task(n, seed):
     """Sequences of tokens 6..13 holding one 14 and one 15: label 1 when 14 comes first. Bags of
     words cannot tell the labels apart; a recurrent reader can."""
@@ -86,7 +97,8 @@ def test_it_learns_what_depends_on_word_order(pooling):
 @pytest.mark.parametrize("change, message", [({"pooling": "sum"}, "model.pooling must be one of"),
                                              ({"classes": 1}, "at least 2 labels"),
                                              ({"cell": "tcn"}, "model.cell must be one of"),
-                                             ({"dropout": 1.0}, "model.dropout must be in")])
+                                             ({"dropout": 1.0}, "model.dropout must be in"),
+                                             ({"label_shift": [0.5]}, "label_shift has 1 values for 2 labels")])
 def test_bad_settings_are_refused(change, message):
     with pytest.raises(ConfigError, match=message):
         ClassifierSettings.from_dict({"vocab": 10, "classes": 2, **change})

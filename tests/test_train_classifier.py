@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import gzip
 import json
+import math
 from pathlib import Path
 
 import mlflow
+import numpy as np
 import pytest
 
 from jobs import classify
@@ -48,7 +50,7 @@ def test_two_workers_learn_sentiment_resume_and_classify(tmp_path, sentiment, ra
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     out = tmp_path / "classifier"
     summary = job.run(_args(tmp_path, sentiment, out, uri, "run_name=cls-test", "train.epochs=4",
-                            "train.patience=0"))
+                            "train.patience=0", "train.batch_tokens=300"))
     assert summary["epochs"] == 4 and summary["labels"] == ["0", "1"]
     # it learns: far above always answering the most common test label (counted from the shards)
     manifest = load_manifest(sentiment, "labelled")
@@ -110,10 +112,37 @@ def test_classify_refuses_bad_input(tmp_path):
 
 @pytest.mark.parametrize("override, message", [("valid.test_split=dev", "valid.test_split must be train, valid or test"),
                                                ("train.optimizer=lbfgs", "train.optimizer must be one of"),
-                                               ("train.batch_size=0", "train.batch_size must be an integer >= 1")])
+                                               ("train.batch_size=0", "train.batch_size must be an integer >= 1"),
+                                               ("train.batch_tokens=-1", "train.batch_tokens must be an integer >= 0"),
+                                               ("train.label_prior=test", "train.label_prior must be one of")])
 def test_bad_settings_are_refused_before_training(override, message):
     from jobs.common.config import load_config, to_dict
     from pipelines.contract.errors import ConfigError
 
     with pytest.raises(ConfigError, match=message):
         job.prepare(to_dict(load_config("train_classifier", [override])))
+
+
+def test_batches_by_tokens_hold_every_example_once_within_the_budget():
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(1, 40, size=1000)
+    train = {"batch_size": 16, "batch_tokens": 120}
+    batches = job.training_batches(lengths, train, seed=3, epoch=1)
+    assert sorted(np.concatenate(batches).tolist()) == list(range(1000))
+    assert all(len(b) <= 16 and (len(b) == 1 or len(b) * lengths[b].max() <= 120) for b in batches)
+    # similar lengths together: far fewer padded positions than batches of 16 in random order
+    padded = sum(len(b) * lengths[b].max() for b in batches)
+    shuffled = job.training_batches(lengths, {**train, "batch_tokens": 0}, seed=3, epoch=1)
+    assert [len(b) for b in shuffled[:-1]] == [16] * (len(shuffled) - 1)
+    assert padded < 0.7 * sum(len(b) * lengths[b].max() for b in shuffled)
+    # the same for the same seed and epoch, another order in the next epoch
+    again = job.training_batches(lengths, train, seed=3, epoch=1)
+    assert all(np.array_equal(a, b) for a, b in zip(batches, again))
+    assert not np.array_equal(np.concatenate(batches), np.concatenate(job.training_batches(lengths, train, 3, 2)))
+
+
+def test_label_shift_turns_the_training_label_frequencies_into_the_valid_splits():
+    # add-one smoothed: train (3+1, 1+1) / 6, valid (1+1, 3+1) / 6
+    manifest = {"labels": {"names": ["neg", "pos"], "counts": {"train": [3, 1], "valid": [1, 3], "test": [5, 5]}}}
+    assert job.label_shift(manifest, "train") == ()
+    assert job.label_shift(manifest, "valid") == pytest.approx((math.log(2 / 4), math.log(4 / 2)))

@@ -148,6 +148,7 @@ class ClassifierTraining:
         self.fingerprint = vocab_identity(self.manifest["vocab"]["words"])
         self.n_labels = len(self.manifest["labels"]["names"])
         self.train = read_labelled(data_dir, self.manifest["splits"]["train"]["files"])
+        self.train_lengths = self.train.lengths()  # what every epoch's batches are made from
         self.valid = read_labelled(data_dir, self.manifest["splits"]["valid"]["files"]) if rank == 0 else None
         torch.manual_seed(config["seed"])  # the same initial parameters on every worker
         self.model = build_model(config, vocab, self.manifest, log=rank == 0)
@@ -176,7 +177,7 @@ class ClassifierTraining:
         t, progress = self.t, self.progress
         torch.manual_seed(self.config["seed"] * 1_000_003 + epoch * 101 + self.rank)  # dropout masks
         self.model.train()
-        batches = worker_batches(training_batches(self.train.lengths(), t, self.config["seed"], epoch),
+        batches = worker_batches(training_batches(self.train_lengths, t, self.config["seed"], epoch),
                                  self.rank, self.world)
         window = {"loss": 0.0, "examples": 0, "seconds": 0.0}  # since the last progress report
         clock = ray_train.EpochClock(progress.loop_seconds, t["max_minutes"], t["report_seconds"], self.device,
@@ -267,11 +268,9 @@ def prepare(config: dict[str, Any]) -> None:
         raise ConfigError(f"train.label_prior must be one of {', '.join(PRIORS)}; got {t['label_prior']!r}")
     if t["optimizer"] not in OPTIMIZERS:
         raise ConfigError(f"train.optimizer must be one of {', '.join(OPTIMIZERS)}; got {t['optimizer']!r}")
-    if isinstance(t["batch_tokens"], bool) or not isinstance(t["batch_tokens"], int) or t["batch_tokens"] < 0:
-        raise ConfigError(f"train.batch_tokens must be an integer >= 0, got {t['batch_tokens']!r}")
-    for key in ("batch_size", "num_workers", "epochs"):
-        if isinstance(t[key], bool) or not isinstance(t[key], int) or t[key] < 1:
-            raise ConfigError(f"train.{key} must be an integer >= 1, got {t[key]!r}")
+    for key, low in (("batch_size", 1), ("batch_tokens", 0), ("num_workers", 1), ("epochs", 1)):
+        if isinstance(t[key], bool) or not isinstance(t[key], int) or t[key] < low:
+            raise ConfigError(f"train.{key} must be an integer >= {low}, got {t[key]!r}")
     if not t["lr"] > 0:
         raise ConfigError(f"train.lr must be > 0, got {t['lr']}")
     if config["valid"]["test_split"] not in ("train", "valid", "test"):

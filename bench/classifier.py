@@ -61,6 +61,7 @@ def rnnmt(prepared: Path, out: Path, minutes: float, vectors: Path | None, extra
     cmd = [sys.executable, "-m", "jobs.train_classifier", "conf/train_classifier/sst.yaml", f"data_dir={prepared}",
            f"output_dir={out}", "overwrite=true", f"train.max_minutes={minutes}",
            f"run_name=bench-classifier-{out.name}-{time.strftime('%Y%m%d-%H%M%S')}",
+           "mlflow.registry_name=",  # tracked, not registered: a bench never takes the champion alias
            *([f"embeddings.path={vectors}"] if vectors else []), *extra]
     summary, wall, peak = run_job(cmd, PROJECT)
     return {"test_accuracy": round(summary["test_accuracy"], 2), "test_macro_f1": round(summary["test_macro_f1"], 2),

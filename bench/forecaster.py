@@ -96,7 +96,8 @@ def rnnmt(prepared: Path, name: str, out: Path, minutes: float, extra: list[str]
     preset = PROJECT / "conf" / "train_forecaster" / f"{name}.yaml"
     cmd = [sys.executable, "-m", "jobs.train_forecaster", *([str(preset)] if preset.is_file() else []),
            f"data_dir={prepared}", f"output_dir={out}", "overwrite=true", f"train.max_minutes={minutes}",
-           f"run_name=bench-forecaster-{name}-{time.strftime('%Y%m%d-%H%M%S')}", *extra]
+           f"run_name=bench-forecaster-{name}-{time.strftime('%Y%m%d-%H%M%S')}",
+           "mlflow.registry_name=", *extra]  # tracked, not registered: a bench never takes the champion alias
     summary, wall, peak = run_job(cmd, PROJECT)
     forecast = pd.read_csv(out / "test_forecast.csv")["forecast_value"].to_numpy()
     return forecast, {"job_test_rmse": round(summary["test_rmse"], 4), "valid_rmse": round(summary["valid_rmse"], 4),

@@ -27,7 +27,7 @@ from jobs.common.forecaster_checkpoint import ForecasterBundle
 from jobs.common.job_output import data_stdout
 from pipelines.contract.atomic import write_atomically
 from pipelines.contract.errors import InputError
-from pipelines.series.regular import format_time, series_name
+from pipelines.series.regular import series_name
 
 
 def read_csv(path: Path) -> pd.DataFrame:
@@ -54,25 +54,17 @@ def run(argv: Sequence[str] | None = None) -> dict[str, int]:
         raise InputError(f"--steps must be >= 1, got {args.steps}")
     frame = read_csv(args.series)
     bundle = ForecasterBundle.load(args.checkpoint)
-    series = bundle.read(frame, f"--series {args.series}")
-    forecasts = []
-    for name, regular in series.items():
-        known = name if bundle.id_column else series_name(args.series)  # a file's series is named by the file
-        times, values, scaled_by = bundle.forecast(regular, args.steps, known)
-        print(f"series {name or args.series.name}: {len(regular.values)} points ({regular.counts['gaps']} gaps, "
-              f"{regular.counts['interpolated']} interpolated), scaled by {scaled_by}", file=sys.stderr)
-        table = pd.DataFrame(values, columns=bundle.value_columns)
-        table.insert(0, bundle.time_column, [format_time(t) for t in times])
-        if bundle.id_column:
-            table.insert(0, bundle.id_column, name)
-        forecasts.append(table)
+    # a file's one series (no id column) is named by the file
+    table, reports = bundle.forecast_frame(frame, args.steps, f"--series {args.series}", series_name(args.series))
+    for report in reports:
+        print(report, file=sys.stderr)
     buffer = io.StringIO()
-    pd.concat(forecasts).to_csv(buffer, index=False)
+    table.to_csv(buffer, index=False)
     if args.output:
         write_atomically(args.output, buffer.getvalue())
     else:
         data_stdout().write(buffer.getvalue())
-    counts = {"series": len(series), "steps": args.steps, "rows": len(frame)}
+    counts = {"series": len(reports), "steps": args.steps, "rows": len(frame)}
     print(f"forecast {counts['steps']} steps of {counts['series']} series from {counts['rows']} rows", file=sys.stderr)
     return counts
 

@@ -27,6 +27,7 @@ import torch
 from jobs.common import cli, ray_train
 from jobs.common.classifier_checkpoint import CLASSIFIER_FILE, ClassifierBundle
 from jobs.common.config import to_yaml
+from jobs.common.model_registry import ACCURACY, arrays_digest, log_classifier, register
 from jobs.common.precision import amp_mode, autocast
 from jobs.common.ray_train import BEST_FILE, STATE_FILE, MetricsLog, broadcast, check_replicas, worker_log
 from pipelines.contract.atomic import atomic_directory
@@ -338,9 +339,35 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
         mlflow.log_text("".join(json.dumps(m, ensure_ascii=False) + "\n" for m in misclassified),
                         "misclassified.jsonl")
         mlflow.log_artifacts(str(output_dir / "best"), "best")
+        if config["mlflow"]["enabled"]:  # the model that labels texts (models from code, no pickle)
+            info = log_classifier(mlflow, output_dir / "best" / CLASSIFIER_FILE)
+            if config["mlflow"]["registry_name"] and test:
+                summary["registry"] = publish(mlflow, info.model_uri, bundle, config, manifest, data,
+                                              test["test_accuracy"])
         mlflow.set_tag("output_dir", str(output_dir))
     print(json.dumps(summary))
     return summary
+
+
+def publish(mlflow: Any, model_uri: str, bundle: ClassifierBundle, config: dict[str, Any], manifest: dict[str, Any],
+            data: Labelled, accuracy: float) -> dict[str, Any]:
+    """Register the logged model under ``mlflow.registry_name``: champion when its test accuracy is
+    above the champion's on the same test examples (a champion with another vocabulary or other
+    labels stays)."""
+
+    def score_champion(uri: str) -> float | None:
+        """The champion's accuracy on this run's test examples, if it reads the same ids and labels."""
+        champion = ClassifierBundle.load(uri, tracking_uri=config["mlflow_tracking_uri"])
+        if (champion.tokens, champion.kind, champion.pieces, champion.labels) != (
+                bundle.tokens, bundle.kind, bundle.pieces, bundle.labels):
+            return None
+        _, probabilities = predict(champion.model, data, config["valid"]["batch_size"])
+        return 100.0 * float(np.mean(probabilities.argmax(1) == data.labels))
+
+    identity = vocab_identity(manifest["vocab"]["words"]) + "\t" + "\t".join(bundle.labels)
+    ids = np.concatenate([np.asarray(i, np.int64) for i in data.ids] + [np.zeros(0, np.int64)])
+    digest = arrays_digest(identity, data.lengths(), ids, np.asarray(data.labels, np.int64))
+    return register(mlflow, model_uri, config["mlflow"]["registry_name"], accuracy, digest, score_champion, ACCURACY)
 
 
 def confusion_figure(labels: np.ndarray, predicted: np.ndarray, names: Sequence[str]) -> Any:

@@ -31,6 +31,7 @@ import torch
 from jobs.common import cli, ray_train
 from jobs.common.config import to_yaml
 from jobs.common.forecaster_checkpoint import FORECASTER_FILE, ForecasterBundle, forecast_rows
+from jobs.common.model_registry import RMSE, arrays_digest, log_forecaster, register
 from jobs.common.ray_train import BEST_FILE, STATE_FILE, MetricsLog, broadcast, check_replicas, worker_log
 from pipelines.contract.atomic import atomic_directory, write_atomically
 from pipelines.contract.errors import ConfigError, ManifestError
@@ -319,9 +320,31 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
         per_epoch = {"epochs", "best_epoch"} | {k for k in summary if k.startswith("valid_")}
         mlflow.log_metrics({k: v for k, v in summary.items() if isinstance(v, (int, float)) and k not in per_epoch})
         mlflow.log_artifacts(str(output_dir / "best"), "best")
+        if config["mlflow"]["enabled"]:  # the model that forecasts series (models from code, no pickle)
+            info = log_forecaster(mlflow, output_dir / "best" / FORECASTER_FILE, bundle)
+            if config["mlflow"]["registry_name"] and test:
+                summary["registry"] = publish(mlflow, info.model_uri, bundle, config, rows, test["test_rmse"])
         mlflow.set_tag("output_dir", str(output_dir))
     print(json.dumps(summary))
     return summary
+
+
+def publish(mlflow: Any, model_uri: str, bundle: ForecasterBundle, config: dict[str, Any], rows: SeriesRows,
+            rmse: float) -> dict[str, Any]:
+    """Register the logged model under ``mlflow.registry_name``: champion when its test RMSE is below
+    the champion's on the same test tails (a champion that reads other windows or scales otherwise stays)."""
+
+    def score_champion(uri: str) -> float | None:
+        """The champion's RMSE on this run's test tails, if it reads the same windows the same way."""
+        champion = ForecasterBundle.load(uri, tracking_uri=config["mlflow_tracking_uri"])
+        if (champion.scaling, champion.window, champion.model.settings.calendar, len(champion.value_columns)) != (
+                bundle.scaling, bundle.window, bundle.model.settings.calendar, len(bundle.value_columns)):
+            return None
+        return scores("test", forecast_rows(champion.model, rows, bundle.horizon, bundle.scaling), rows)["test_rmse"]
+
+    identity = "\t".join([*bundle.value_columns, "|", *rows.series])
+    digest = arrays_digest(identity, rows.origin, rows.inputs, rows.future)
+    return register(mlflow, model_uri, config["mlflow"]["registry_name"], rmse, digest, score_champion, RMSE)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -29,7 +29,7 @@ import torch
 from jobs.common import cli, ray_train
 from jobs.common.config import to_yaml
 from jobs.common.lm_checkpoint import LM_FILE, LMBundle
-from jobs.common.model_registry import PERPLEXITY, log_language_model, register, tokens_digest
+from jobs.common.model_registry import PERPLEXITY, arrays_digest, log_language_model, register
 from jobs.common.precision import amp_mode, autocast
 from jobs.common.ray_train import BEST_FILE, STATE_FILE, MetricsLog, broadcast, check_replicas, worker_log
 from pipelines.contract.atomic import atomic_directory
@@ -326,7 +326,7 @@ def publish(mlflow: Any, model_uri: str, bundle: LMBundle, config: dict[str, Any
         total, count = stream_loss(champion.model, test_tokens, config["valid"]["batch_size"], config["train"]["bptt"])
         return math.exp(total / max(count, 1))
 
-    digest = tokens_digest(vocab_identity(manifest["vocab"]["words"]), test_tokens)
+    digest = arrays_digest(vocab_identity(manifest["vocab"]["words"]), np.asarray(test_tokens, np.int64))
     return register(mlflow, model_uri, config["mlflow"]["registry_name"], perplexity, digest, score_champion,
                     PERPLEXITY)
 

@@ -173,7 +173,9 @@ class LocalCluster:
             try:
                 if ready():
                     return
-            except OSError:
+            except (OSError, ValueError):
+                # ValueError: a JSON answer not yet JSON; a starting Spark master serves its HTML
+                # page at /json/ for a moment before the JSON handler is attached
                 pass
             for started in self.services:
                 if not started.alive():

@@ -26,7 +26,7 @@ from conftest import PROJECT, free_port, get_json
 from jobs.common.checkpoint import Bundle
 from jobs.common.translation import translate
 from local_cluster import BIN, LocalCluster
-from test_model_registry import _post as post_json
+from test_model_registry import post as post_json
 from test_model_registry import _wait_for as wait_until_ok
 
 pytestmark = pytest.mark.slow
@@ -162,6 +162,11 @@ def test_classifier_and_forecaster_run_across_the_nodes(cluster, tmp_path):
     status = {r["info"]["run_name"]: r["info"]["status"] for r in found}
     assert status == {name: "FINISHED" for name in ("cluster-sentiment", "cluster-classifier", "cluster-series",
                                                      "cluster-forecaster")}
+    # both models registered through the server, each the champion of its name
+    runs_by_name = {r["info"]["run_name"]: r["info"]["run_id"] for r in found}
+    for model, run in (("rnnmt-classifier", "cluster-classifier"), ("rnnmt-forecaster", "cluster-forecaster")):
+        champion = _mlflow(cluster, "registered-models/alias", name=model, alias="champion")
+        assert champion["model_version"]["run_id"] == runs_by_name[run]
 
 
 def test_an_in_process_ray_runs_beside_another_ray(cluster, toy_pairs_data, tmp_path):

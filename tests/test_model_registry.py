@@ -4,6 +4,7 @@ and fetched back by ``models:/`` URIs."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -12,6 +13,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import mlflow
@@ -130,7 +132,8 @@ def test_a_lower_perplexity_wins_and_a_champion_that_cannot_be_scored_stays(stor
     assert client.get_model_version(name, "4").tags["test_perplexity"] == "10.00"
 
 
-def _post(url: str, body: bytes) -> tuple[int, dict]:
+def post(url: str, body: bytes) -> tuple[int, dict]:
+    """The status and JSON answer of a POST of the JSON ``body`` to ``url``."""
     request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
     try:
         with urllib.request.urlopen(request, timeout=60) as response:
@@ -154,33 +157,40 @@ def _wait_for(url: str, process: subprocess.Popen, timeout: float = 180) -> None
         time.sleep(1)
 
 
+@contextlib.contextmanager
+def served(model_uri: str, tracking_uri: str) -> Iterator[str]:
+    """``jobs.serve`` (a real ``mlflow models serve``) serving ``model_uri`` on a free port, once it
+    answers; yields its invocations URL and stops it after."""
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "jobs.serve", f"model={model_uri}", f"port={port}",
+                               f"mlflow.tracking_uri={tracking_uri}"],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        _wait_for(f"http://127.0.0.1:{port}/ping", server)
+        yield f"http://127.0.0.1:{port}/invocations"
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=60)
+
+
 @pytest.mark.slow
 def test_served_model_answers_rest_requests_and_refuses_bad_ones(store):
     root, uri = store
     name = "served-translator"
     with mlflow.start_run():
         register(mlflow, _log(store), name, 1.0, "toy", lambda model_uri: 0.0)
-    port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "jobs.serve", f"model=models:/{name}@{CHAMPION}",
-                               f"port={port}", f"mlflow.tracking_uri={uri}"],
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        _wait_for(f"http://127.0.0.1:{port}/ping", server)
-        url = f"http://127.0.0.1:{port}/invocations"
+    with served(f"models:/{name}@{CHAMPION}", uri) as url:
         expected = [t.text for t in translate(Bundle.load(root), TEXTS, Bundle.load(root).decode_settings())]
-        status, answer = _post(url, json.dumps({"inputs": TEXTS}).encode())
+        status, answer = post(url, json.dumps({"inputs": TEXTS}).encode())
         assert status == 200 and answer == {"predictions": expected}
-        status, answer = _post(url, json.dumps({"inputs": TEXTS[:1], "params": {"nbest": 2}}).encode())
+        status, answer = post(url, json.dumps({"inputs": TEXTS[:1], "params": {"nbest": 2}}).encode())
         assert status == 200 and answer["predictions"][0][0]["text"] == expected[0]
         for bad, message in ((json.dumps({"inputs": [1, 2]}).encode(), "Expected type str"),
                              (json.dumps({"inputs": []}).encode(), "no sentences"),
                              (json.dumps({"inputs": "one"}).encode(), "Expected list"),
                              (b'{"inputs": ["\xff\xfe"]}', "UTF-8"),
                              (json.dumps({"inputs": ["a"], "params": {"beam": 0}}).encode(), "beam")):
-            status, answer = _post(url, bad)
+            status, answer = post(url, bad)
             assert 400 <= status < 500 and message.lower() in answer["message"].lower(), (bad, status, answer)
         # and it still answers
-        assert _post(url, json.dumps({"inputs": TEXTS[:2]}).encode()) == (200, {"predictions": expected[:2]})
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=60)
+        assert post(url, json.dumps({"inputs": TEXTS[:2]}).encode()) == (200, {"predictions": expected[:2]})

@@ -67,6 +67,10 @@ def test_two_workers_learn_sentiment_resume_and_classify(tmp_path, sentiment, ra
     assert [m.step for m in accuracy] == [0, 1, 2, 3]
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"confusion_matrix.png", "misclassified.jsonl", "best", "config.yaml"} <= artifacts
+    # registered: the first version is the champion
+    assert summary["registry"]["name"] == "rnnmt-classifier" and summary["registry"]["version"] == 1
+    assert summary["registry"]["champion"]
+    assert summary["registry"]["test_accuracy"] == round(summary["test_accuracy"], 2)
 
     # the same run name resumes after the last epoch: only epoch 4 is trained
     again = job.run(_args(tmp_path, sentiment, out, uri, "run_name=cls-test", "train.epochs=5", "overwrite=true",
@@ -74,6 +78,11 @@ def test_two_workers_learn_sentiment_resume_and_classify(tmp_path, sentiment, ra
     assert again["epochs"] == 5
     (_, rerun) = client.search_runs([experiment], order_by=["attributes.start_time ASC"])
     assert [m.step for m in client.get_metric_history(rerun.info.run_id, "valid_accuracy")] == [4]
+    # version 2 takes the alias only with a higher accuracy on the same test examples
+    decision = again["registry"]
+    assert decision["version"] == 2 and decision["previous_champion_accuracy"] == pytest.approx(
+        summary["test_accuracy"], abs=0.01)
+    assert decision["champion"] == (round(again["test_accuracy"], 2) > round(summary["test_accuracy"], 2))
 
     # jobs.classify reads the raw test texts as the pipeline did: the same accuracy
     (tmp_path / "test.txt").write_text("\n".join(test.text) + "\n", encoding="utf-8")
@@ -83,6 +92,18 @@ def test_two_workers_learn_sentiment_resume_and_classify(tmp_path, sentiment, ra
     assert counts == {"lines": len(test), "empty": 0, "truncated": 0, "classified": len(test)}
     right = sum(line.split("\t")[0] == str(label) for line, label in zip(lines, test.labels))
     assert 100 * right / len(test) == pytest.approx(again["test_accuracy"])
+    # the logged model (models from code, no pickle) labels raw texts as jobs.classify does
+    mlflow.set_tracking_uri(uri)
+    try:  # the version the rerun registered
+        logged = mlflow.pyfunc.load_model("models:/rnnmt-classifier/2")
+    finally:
+        mlflow.set_tracking_uri(None)
+    predictions = logged.predict(list(test.text[:20]) + [""])
+    assert [p["label"] for p in predictions[:20]] == [line.split("\t")[0] for line in lines[:20]]
+    assert [f"{p['probability']:.4f}" for p in predictions[:20]] == [line.split("\t")[1] for line in lines[:20]]
+    assert predictions[20] == {"label": None, "probability": None, "probabilities": {}}
+    with pytest.raises(mlflow.exceptions.MlflowException, match="non-empty list"):
+        logged.predict([])
     # every probability, as JSON Lines; an empty line stays empty
     (tmp_path / "two.txt").write_text("the plot was not dull .\n\nthe cast was not brilliant .\n")
     classify.run([str(out / "best"), "--input", str(tmp_path / "two.txt"), "--all", "--output",

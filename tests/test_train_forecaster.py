@@ -4,6 +4,7 @@ outputs, resume) and jobs.forecast: the same forecast from the raw file, bad inp
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import mlflow
@@ -19,6 +20,7 @@ from pipelines.contract.errors import CheckpointError, InputError
 from pipelines.series.scaling import Scaling
 from pipelines.spark.series import preprocess_series
 from rnn_models.forecaster import Forecaster, ForecasterSettings
+from test_model_registry import post, served
 from test_series_preprocess import config as preprocess_config
 
 SAMPLE = Path(__file__).resolve().parent.parent / "data/sample/sunspots-yearly.csv"
@@ -74,10 +76,32 @@ def test_two_workers_learn_sunspots_resume_and_forecast(tmp_path, sunspots, ray_
     assert list(mine["date"]) == list(table["time"])
     np.testing.assert_allclose(mine["value"], table["forecast_value"], rtol=1e-5)
 
+    # registered, the first version champion; served over REST, it forecasts as jobs.forecast does
+    assert summary["registry"]["name"] == "rnnmt-forecaster" and summary["registry"]["champion"]
+    assert summary["registry"]["test_rmse"] == round(summary["test_rmse"], 2)
+    rows = [line.split(",") for line in lines[1:-20]]
+    request = {"dataframe_split": {"columns": ["date", "value"], "data": [[d, float(v)] for d, v in rows]},
+               "params": {"steps": 20, "series": "sunspots-yearly"}}  # the training scaling, as jobs.forecast's
+    with served("models:/rnnmt-forecaster@champion", uri) as url:
+        status, answer = post(url, json.dumps(request).encode())
+        assert status == 200, answer
+        assert [p["date"] for p in answer["predictions"]] == list(table["time"])
+        np.testing.assert_allclose([p["value"] for p in answer["predictions"]], mine["value"], rtol=1e-5)
+        short = {**request, "dataframe_split": {"columns": ["date", "value"],
+                                                "data": request["dataframe_split"]["data"][:10]}}
+        status, answer = post(url, json.dumps(short).encode())
+        assert 400 <= status < 500 and "has 10 points; the forecaster reads 30" in answer["message"], answer
+        status, answer = post(url, json.dumps({**request, "params": {"steps": 0}}).encode())
+        assert 400 <= status < 500 and "steps must be >= 1" in answer["message"], answer
+
     # a rerun of the same run_name resumes: only the 5 new epochs are trained
     again = job.run(_args(tmp_path, sunspots, out, uri, "run_name=fc-test", "train.epochs=45", "train.patience=0",
                           "overwrite=true"))
     assert again["epochs"] == 45 and again["train_windows"] == pytest.approx(summary["train_windows"] * 45 / 40)
+    # version 2 is scored against the champion on the same test tails
+    assert again["registry"]["version"] == 2
+    assert again["registry"]["previous_champion_rmse"] == pytest.approx(summary["test_rmse"], abs=0.01)
+    assert again["registry"]["champion"] == (round(again["test_rmse"], 2) < round(summary["test_rmse"], 2))
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ import torch
 from jobs.common.checkpoint import load_state
 from pipelines.contract.errors import InputError
 from pipelines.contract.series_shards import SeriesRows
-from pipelines.series.regular import MAX_GRID, Regular, calendar_features, regularize
+from pipelines.series.regular import MAX_GRID, Regular, calendar_features, format_time, regularize
 from pipelines.series.scaling import Scaling
 from rnn_models.forecaster import Forecaster, ForecasterSettings
 
@@ -95,6 +95,26 @@ class ForecasterBundle:
         predicted = self.model.generate(torch.as_tensor(history, dtype=torch.float32).unsqueeze(0), steps, calendar)
         values = self.scaling.inverse(predicted[0].numpy(), raw[n - d:], centre, spread)
         return future, values, scaled_by
+
+    def forecast_frame(self, frame: pd.DataFrame, steps: int, where: str, name: str | None = None
+                       ) -> tuple[pd.DataFrame, list[str]]:
+        """The forecasts of every series in the CSV table ``frame`` (this model's columns), as a
+        table of the id column (if any), the time and the values, ``steps`` rows per series; and a
+        line per series saying how it was read and scaled. Without an id column the table's one
+        series is known by ``name`` (see ``forecast``)."""
+        if steps < 1:
+            raise InputError(f"steps must be >= 1, got {steps}")
+        tables, reports = [], []
+        for key, regular in self.read(frame, where).items():
+            times, values, scaled_by = self.forecast(regular, steps, key if self.id_column else name)
+            reports.append(f"series {key or name or where}: {len(regular.values)} points ({regular.counts['gaps']} "
+                           f"gaps, {regular.counts['interpolated']} interpolated), scaled by {scaled_by}")
+            table = pd.DataFrame(values, columns=self.value_columns)
+            table.insert(0, self.time_column, [format_time(t) for t in times])
+            if self.id_column:
+                table.insert(0, self.id_column, key)
+            tables.append(table)
+        return pd.concat(tables, ignore_index=True), reports
 
     def read(self, frame: pd.DataFrame, where: str) -> dict[str, Regular]:
         """The regular series of a CSV table with this model's columns, by id (one, unnamed

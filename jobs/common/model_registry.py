@@ -1,10 +1,13 @@
 """Trained models in MLflow: a translator logged as a pyfunc model that translates text, a language
-model as one that continues prompts; each registered, and given the ``champion`` alias only when it
-beats the current champion on the same test set (BLEU for translators, perplexity for language models)."""
+model as one that continues prompts, a classifier as one that labels texts, a forecaster as one that
+forecasts series; each registered, and given the ``champion`` alias only when it beats the current
+champion on the same test set (BLEU for translators, perplexity for language models, accuracy for
+classifiers, RMSE for forecasters)."""
 
 from __future__ import annotations
 
 import hashlib
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +25,11 @@ EXAMPLE = ["I like cats.", "Where is the station?"]
 LM_ARTIFACT = "lm"  # the name of lm.pt among a language model's artifacts
 LM_MODEL_CODE = Path(__file__).with_name("lm_model.py")
 LM_EXAMPLE = ["The"]
+CLASSIFIER_ARTIFACT = "classifier"  # the name of classifier.pt among a classifier's artifacts
+CLASSIFIER_MODEL_CODE = Path(__file__).with_name("classifier_model.py")
+CLASSIFIER_EXAMPLE = ["a gripping, funny film", "dull"]
+FORECASTER_ARTIFACT = "forecaster"  # the name of forecaster.pt among a forecaster's artifacts
+FORECASTER_MODEL_CODE = Path(__file__).with_name("forecaster_model.py")
 
 
 @dataclass(frozen=True)
@@ -35,6 +43,8 @@ class TestMetric:
 
 BLEU = TestMetric("test_bleu", True, "test BLEU")
 PERPLEXITY = TestMetric("test_perplexity", False, "test perplexity")
+ACCURACY = TestMetric("test_accuracy", True, "test accuracy")
+RMSE = TestMetric("test_rmse", False, "test RMSE")
 
 
 def log_translator(mlflow: Any, bundle_file: Path, bundle: Bundle, name: str = "model") -> Any:
@@ -60,6 +70,33 @@ def log_language_model(mlflow: Any, lm_file: Path, bundle: Any, name: str = "mod
         input_example=(LM_EXAMPLE, params), pip_requirements=_requirements())
 
 
+def log_classifier(mlflow: Any, classifier_file: Path, name: str = "model") -> Any:
+    """Log ``classifier_file`` (a ``classifier.pt``) as a pyfunc model of the active run that labels
+    texts, with a list-of-strings signature and a ``max_tokens`` parameter; returns MLflow's ``ModelInfo``."""
+    return mlflow.pyfunc.log_model(
+        name=name, python_model=str(CLASSIFIER_MODEL_CODE), artifacts={CLASSIFIER_ARTIFACT: str(classifier_file)},
+        input_example=(CLASSIFIER_EXAMPLE, {"max_tokens": 500}), pip_requirements=_requirements())
+
+
+def log_forecaster(mlflow: Any, forecaster_file: Path, bundle: Any, name: str = "model") -> Any:
+    """Log ``forecaster_file`` (a ``forecaster.pt``) as a pyfunc model of the active run that
+    forecasts the series of a table with the training columns (the time and id as text, the values
+    as numbers), with ``steps`` (default: the training horizon) and ``series`` parameters; returns
+    MLflow's ``ModelInfo``."""
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
+
+    columns = ([ColSpec("string", bundle.id_column)] if bundle.id_column else []) + [
+        ColSpec("string", bundle.time_column), *(ColSpec("double", c, required=False) for c in bundle.value_columns)]
+    signature = ModelSignature(inputs=Schema(columns), params=ParamSchema(
+        [ParamSpec("steps", "long", bundle.horizon), ParamSpec("series", "string", "")]))
+    with warnings.catch_warnings():  # no input example: a history long enough is not at hand, the signature is
+        warnings.filterwarnings("ignore", ".*An input example was not provided", UserWarning)  # coloured
+        return mlflow.pyfunc.log_model(
+            name=name, python_model=str(FORECASTER_MODEL_CODE), artifacts={FORECASTER_ARTIFACT: str(forecaster_file)},
+            signature=signature, pip_requirements=_requirements())
+
+
 def _requirements() -> list[str]:
     from importlib.metadata import version
 
@@ -74,10 +111,12 @@ def pairs_digest(sources: Sequence[str], references: Sequence[str]) -> str:
     return digest.hexdigest()[:16]
 
 
-def tokens_digest(vocab: str, tokens: np.ndarray) -> str:
-    """Identifies a language model's test set: the vocabulary's identity and the test stream's ids."""
-    digest = hashlib.sha256(vocab.encode())
-    digest.update(np.ascontiguousarray(tokens, dtype=np.int64).tobytes())
+def arrays_digest(identity: str, *arrays: np.ndarray) -> str:
+    """Identifies a test set by what the model reads and is scored against: ``identity`` (the
+    vocabulary's, or the series') and the arrays' values."""
+    digest = hashlib.sha256(identity.encode())
+    for array in arrays:
+        digest.update(np.ascontiguousarray(array).tobytes())
     return digest.hexdigest()[:16]
 
 

@@ -29,10 +29,27 @@ def init_local(num_cpus: int | None) -> None:
     Ray, which fails with "Found multiple active Ray instances" while another runs. That lookup
     reads ``RAY_API_SERVER_ADDRESS`` first: it is set to the dashboard's address while Ray's own
     processes start (its workers inherit it from them), and only then, as it also overrides the
-    address of every state-API call in the process that sets it."""
+    address of every state-API call in the process that sets it.
+
+    The dashboard takes Ray's usual port when it is free. Another job starting at the same moment
+    can take that port between the check and the dashboard's bind, and Ray then fails to start;
+    it is started again on a port the system picks."""
     import ray
 
-    port = DASHBOARD_PORT if _port_free(DASHBOARD_PORT) else _free_port()
+    if _port_free(DASHBOARD_PORT):
+        try:
+            return _init_local(num_cpus, DASHBOARD_PORT)
+        except Exception:  # noqa: BLE001 - Ray raises a bare Exception when its dashboard cannot start
+            if _port_free(DASHBOARD_PORT):  # not the race: a failure of its own
+                raise
+            ray.shutdown()  # what had started, before starting again
+    _init_local(num_cpus, _free_port())
+
+
+def _init_local(num_cpus: int | None, port: int) -> None:
+    """``ray.init`` of a new local Ray, its dashboard (and state API) on 127.0.0.1:``port``."""
+    import ray
+
     previous = os.environ.get(_API_SERVER)
     os.environ[_API_SERVER] = f"http://127.0.0.1:{port}"
     try:

@@ -2,7 +2,7 @@
 side with a TF-IDF logistic regression, in one run.
 
     python bench/classifier.py [--data-dir ../shared/data] [--minutes 15] [--tasks sst2 sst5] [--phrases]
-                               [--no-random] [--vectors DIR] [--rnnmt k=v ...]
+                               [--no-random] [--vectors DIR] [--seeds N] [--rnnmt k=v ...]
 
 First word2vec vectors are trained by rnnmt on English Wikipedia (`bench/word2vec.py`'s
 preprocessing and settings: one epoch of skip-gram with window updates, 200 dimensions, one worker
@@ -12,7 +12,9 @@ rnnmt's preprocessing with `conf/preprocess/<task>.yaml` (made once under bench/
 contenders trained on its train split, chosen on its valid split (the official dev set) and scored
 on its test split:
 - `rnnmt`: `conf/train_classifier/sst.yaml` (a bidirectional LSTM with max pooling) on the
-  word2vec vectors, fine-tuned, for at most `--minutes` of wall clock;
+  word2vec vectors, fine-tuned, for at most `--minutes` of wall clock; with `--seeds N` once per
+  seed 0..N-1 (its figures the mean, each run listed), and `rnnmt_ensemble` is the N models
+  classifying the raw test sentences together (`jobs.classify`'s ensemble: mean probabilities);
 - `rnnmt_random_embeddings`: the same with random embeddings (left out with --no-random);
 - `tfidf_logreg`: scikit-learn's logistic regression on TF-IDF word 1-2-grams of the same
   normalized tokens, its C chosen on the dev set.
@@ -70,6 +72,26 @@ def rnnmt(prepared: Path, out: Path, minutes: float, vectors: Path | None, extra
             "peak_rss_mb": round(peak / 2**20)}
 
 
+def ensemble(prepared: Path, checkpoints: list[Path]) -> dict:
+    """Test accuracy and macro-F1 of the models classifying the raw test texts together (mean probabilities)."""
+    import numpy as np
+    from sklearn.metrics import f1_score
+
+    from jobs.common.classifier_checkpoint import ClassifierBundle, mean_classify
+    from pipelines.contract.labelled_shards import read_labelled
+    from pipelines.contract.manifest import load_manifest
+
+    manifest = load_manifest(prepared, "labelled")
+    test = read_labelled(prepared, manifest["splits"]["test"]["files"], text=True)
+    names = manifest["labels"]["names"]
+    predictions = mean_classify([ClassifierBundle.load(c) for c in checkpoints], test.text)
+    predicted = np.array([names.index(p.label) if p else -1 for p in predictions])
+    return {"test_accuracy": round(100 * float(np.mean(predicted == test.labels)), 2),
+            "test_macro_f1": round(100 * float(f1_score(test.labels, predicted, labels=list(range(len(names))),
+                                                        average="macro", zero_division=0)), 2),
+            "models": len(checkpoints)}
+
+
 def tfidf_logreg(prepared: Path) -> dict:
     """A logistic regression on TF-IDF 1-2-grams of the normalized tokens, C chosen on valid."""
     import numpy as np
@@ -113,6 +135,8 @@ def main() -> None:
     parser.add_argument("--phrases", action="store_true", help="train on every phrase of the training trees")
     parser.add_argument("--no-random", action="store_true", help="skip the run with random embeddings")
     parser.add_argument("--vectors", type=Path, help="a jobs.train_word2vec output to use instead of training one")
+    parser.add_argument("--seeds", type=int, default=1, help="rnnmt runs per task (seeds 0, 1, ...) and their "
+                                                             "ensemble")
     parser.add_argument("--out", type=Path, default=PROJECT / "bench" / "results")
     parser.add_argument("--rnnmt", nargs="*", default=[], help="extra key=value overrides for the training job")
     args = parser.parse_args()
@@ -129,7 +153,18 @@ def main() -> None:
     for task in args.tasks:
         name = f"{task}{suffix}"
         prepared = preprocess_once([f"conf/preprocess/{name}.yaml"], args.data_dir, args.out / name, PROJECT)
-        result[task] = {"rnnmt": rnnmt(prepared, args.out / f"classifier-{name}", args.minutes, vectors, args.rnnmt)}
+        if args.seeds == 1:
+            result[task] = {"rnnmt": rnnmt(prepared, args.out / f"classifier-{name}", args.minutes, vectors,
+                                           args.rnnmt)}
+        else:
+            outs = [args.out / f"classifier-{name}-seed{seed}" for seed in range(args.seeds)]
+            runs = [{"seed": seed, **rnnmt(prepared, out, args.minutes, vectors, [f"seed={seed}", *args.rnnmt])}
+                    for seed, out in enumerate(outs)]
+            mean = {k: round(sum(r[k] for r in runs) / len(runs), 2) for k in ("test_accuracy", "test_macro_f1")}
+            # the first model alone through the same raw-text path: its accuracy must be the job's own
+            check = ensemble(prepared, [outs[0] / "best"])["test_accuracy"]
+            result[task] = {"rnnmt": {**mean, "runs": runs, "seed0_test_accuracy_from_raw_text": check},
+                            "rnnmt_ensemble": ensemble(prepared, [out / "best" for out in outs])}
         if not args.no_random:
             result[task]["rnnmt_random_embeddings"] = rnnmt(prepared, args.out / f"classifier-{name}-random",
                                                             args.minutes, None, args.rnnmt)

@@ -1,9 +1,10 @@
 """Classify raw text with a trained classifier, one output line per input line.
 
-    python -m jobs.classify CHECKPOINT [--input FILE] [--output FILE] [--all] [--max-tokens N]
+    python -m jobs.classify CHECKPOINT [CHECKPOINT ...] [--input FILE] [--output FILE] [--all] [--max-tokens N]
 
 CHECKPOINT is a ``classifier.pt``, a directory holding one (``output_dir/best``) or an MLflow URI
-(``runs:/RUN_ID/best``). Each input line is normalized with the rules the model was trained with;
+(``runs:/RUN_ID/best``); several classify as an ensemble, each label's probability the mean of
+theirs (they must have the same labels). Each input line is normalized with the rules the model was trained with;
 the output line is ``label<TAB>probability``, or with ``--all`` a JSON object with every label's
 probability. An empty line (no tokens) gives an empty line; lines longer than ``--max-tokens``
 tokens are read up to it and counted. The input is read, classified and written in chunks, with a
@@ -21,7 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from jobs.common import cli
-from jobs.common.classifier_checkpoint import ClassifierBundle
+from jobs.common.classifier_checkpoint import ClassifierBundle, mean_classify
 from jobs.common.line_stream import check_input, map_lines
 from pipelines.contract.errors import InputError
 
@@ -31,7 +32,8 @@ CHUNK_BATCHES = 20  # lines read, classified and written at a time: this many ba
 def run(argv: Sequence[str] | None = None) -> dict[str, int]:
     """Classify; returns the counts it prints to stderr."""
     parser = argparse.ArgumentParser(prog="python -m jobs.classify", description=__doc__.splitlines()[0])
-    parser.add_argument("checkpoint", help="classifier.pt, a directory with one, or runs:/RUN_ID/best")
+    parser.add_argument("checkpoints", nargs="+", help="classifier.pt, a directory with one, or runs:/RUN_ID/best; "
+                                                        "several: an ensemble")
     parser.add_argument("--input", type=Path, help="input file (default: stdin)")
     parser.add_argument("--output", type=Path, help="output file (default: stdout)")
     parser.add_argument("--all", action="store_true", help="print every label's probability as JSON")
@@ -46,12 +48,12 @@ def run(argv: Sequence[str] | None = None) -> dict[str, int]:
         raise InputError("--max-tokens must be >= 0 and --batch-size >= 1")
     check_input(args.input)
     device = "cuda" if args.use_gpu else "cpu"
-    bundle = ClassifierBundle.load(args.checkpoint, device)
+    bundles = [ClassifierBundle.load(checkpoint, device) for checkpoint in args.checkpoints]
     counts = {"lines": 0, "empty": 0, "truncated": 0, "classified": 0}
 
     def classify_chunk(lines: list[str]) -> list[str]:
         out = []
-        for p in bundle.classify(lines, args.batch_size, args.max_tokens, device):
+        for p in mean_classify(bundles, lines, args.batch_size, args.max_tokens, device):
             counts["empty"] += p is None
             counts["truncated"] += p is not None and p.truncated
             if p is None:

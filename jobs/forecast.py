@@ -1,9 +1,10 @@
 """Forecast the next values of series with a trained forecaster, in the series' original units.
 
-    python -m jobs.forecast CHECKPOINT --series FILE --steps N [--output FILE]
+    python -m jobs.forecast CHECKPOINT [CHECKPOINT ...] --series FILE --steps N [--output FILE]
 
 CHECKPOINT is a ``forecaster.pt``, a directory holding one (``output_dir/best``) or an MLflow URI
-(``runs:/RUN_ID/best``). FILE is a CSV (``.gz`` ok) with the columns the model was trained on: the
+(``runs:/RUN_ID/best``); several forecast as an ensemble, each step the mean of their forecasts
+(they must have been trained on the same columns). FILE is a CSV (``.gz`` ok) with the columns the model was trained on: the
 time, the values and, for a model of many series, the series id. Each series is read with the
 training rules (sorted by time, gaps and missing values interpolated or dropped), then the model
 reads its last window and feeds its predictions back for N steps. A series the model was trained
@@ -23,7 +24,7 @@ from pathlib import Path
 import pandas as pd
 
 from jobs.common import cli
-from jobs.common.forecaster_checkpoint import ForecasterBundle
+from jobs.common.forecaster_checkpoint import ForecasterBundle, mean_forecast
 from jobs.common.job_output import data_stdout
 from pipelines.contract.atomic import write_atomically
 from pipelines.contract.errors import InputError
@@ -45,7 +46,8 @@ def read_csv(path: Path) -> pd.DataFrame:
 def run(argv: Sequence[str] | None = None) -> dict[str, int]:
     """Forecast; returns the counts it prints to stderr."""
     parser = argparse.ArgumentParser(prog="python -m jobs.forecast", description=__doc__.splitlines()[0])
-    parser.add_argument("checkpoint", help="forecaster.pt, a directory with one, or runs:/RUN_ID/best")
+    parser.add_argument("checkpoints", nargs="+", help="forecaster.pt, a directory with one, or runs:/RUN_ID/best; "
+                                                        "several: an ensemble")
     parser.add_argument("--series", type=Path, required=True, help="CSV with the history of one or more series")
     parser.add_argument("--steps", type=int, required=True, help="how many steps to forecast")
     parser.add_argument("--output", type=Path, help="output CSV file (default: stdout)")
@@ -53,9 +55,9 @@ def run(argv: Sequence[str] | None = None) -> dict[str, int]:
     if args.steps < 1:
         raise InputError(f"--steps must be >= 1, got {args.steps}")
     frame = read_csv(args.series)
-    bundle = ForecasterBundle.load(args.checkpoint)
+    bundles = [ForecasterBundle.load(checkpoint) for checkpoint in args.checkpoints]
     # a file's one series (no id column) is named by the file
-    table, reports = bundle.forecast_frame(frame, args.steps, f"--series {args.series}", series_name(args.series))
+    table, reports = mean_forecast(bundles, frame, args.steps, f"--series {args.series}", series_name(args.series))
     for report in reports:
         print(report, file=sys.stderr)
     buffer = io.StringIO()

@@ -31,7 +31,7 @@ from jobs.common.model_registry import ACCURACY, arrays_digest, log_classifier, 
 from jobs.common.precision import amp_mode, autocast
 from jobs.common.ray_train import BEST_FILE, STATE_FILE, MetricsLog, broadcast, check_replicas, worker_log
 from pipelines.contract.atomic import atomic_directory
-from pipelines.contract.errors import ConfigError, ManifestError
+from pipelines.contract.errors import ConfigError, ManifestError, check_integer
 from pipelines.contract.labelled_shards import Labelled, read_labelled
 from pipelines.contract.manifest import load_manifest
 from pipelines.contract.vocab import Vocab, load_vocab, vocab_identity
@@ -270,8 +270,7 @@ def prepare(config: dict[str, Any]) -> None:
     if t["optimizer"] not in OPTIMIZERS:
         raise ConfigError(f"train.optimizer must be one of {', '.join(OPTIMIZERS)}; got {t['optimizer']!r}")
     for key, low in (("batch_size", 1), ("batch_tokens", 0), ("num_workers", 1), ("epochs", 1)):
-        if isinstance(t[key], bool) or not isinstance(t[key], int) or t[key] < low:
-            raise ConfigError(f"train.{key} must be an integer >= {low}, got {t[key]!r}")
+        check_integer(f"train.{key}", t[key], low)
     if not t["lr"] > 0:
         raise ConfigError(f"train.lr must be > 0, got {t['lr']}")
     if config["valid"]["test_split"] not in ("train", "valid", "test"):

@@ -34,7 +34,7 @@ from jobs.common.forecaster_checkpoint import FORECASTER_FILE, ForecasterBundle,
 from jobs.common.model_registry import RMSE, arrays_digest, log_forecaster, register
 from jobs.common.ray_train import BEST_FILE, STATE_FILE, MetricsLog, broadcast, check_replicas, worker_log
 from pipelines.contract.atomic import atomic_directory, write_atomically
-from pipelines.contract.errors import ConfigError, ManifestError
+from pipelines.contract.errors import ConfigError, ManifestError, check_integer
 from pipelines.contract.manifest import load_manifest
 from pipelines.contract.series_shards import SeriesRows, read_windows
 from pipelines.series.regular import Step, format_time
@@ -219,8 +219,7 @@ def prepare(config: dict[str, Any]) -> None:
         raise ConfigError(f"train.optimizer must be one of {', '.join(OPTIMIZERS)}; got {t['optimizer']!r}")
     for key, value in (("train.batch_size", t["batch_size"]), ("train.num_workers", t["num_workers"]),
                        ("train.epochs", t["epochs"]), ("valid.every", config["valid"]["every"])):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ConfigError(f"{key} must be an integer >= 1, got {value!r}")
+        check_integer(key, value, 1)
     if not t["lr"] > 0:
         raise ConfigError(f"train.lr must be > 0, got {t['lr']}")
     manifest = load_manifest(Path(config["data_dir"]), "series")

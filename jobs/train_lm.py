@@ -33,7 +33,7 @@ from jobs.common.model_registry import PERPLEXITY, arrays_digest, log_language_m
 from jobs.common.precision import amp_mode, autocast
 from jobs.common.ray_train import BEST_FILE, STATE_FILE, MetricsLog, broadcast, check_replicas, worker_log
 from pipelines.contract.atomic import atomic_directory
-from pipelines.contract.errors import ConfigError, ManifestError
+from pipelines.contract.errors import ConfigError, ManifestError, check_integer
 from pipelines.contract.manifest import load_manifest
 from pipelines.contract.token_stream import read_token_share
 from pipelines.contract.vocab import load_vocab, vocab_identity
@@ -242,8 +242,7 @@ def prepare(config: dict[str, Any]) -> None:
         if t[key] not in allowed:
             raise ConfigError(f"train.{key} must be one of {', '.join(allowed)}; got {t[key]!r}")
     for key in ("batch_size", "bptt", "num_workers"):
-        if isinstance(t[key], bool) or not isinstance(t[key], int) or t[key] < 1:
-            raise ConfigError(f"train.{key} must be an integer >= 1, got {t[key]!r}")
+        check_integer(f"train.{key}", t[key], 1)
     if not t["lr"] > 0 or not 0 < t["lr_decay"] <= 1:
         raise ConfigError(f"train.lr must be > 0 and train.lr_decay in (0, 1]; got {t['lr']}, {t['lr_decay']}")
     manifest = load_manifest(Path(config["data_dir"]), "monolingual")

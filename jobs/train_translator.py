@@ -35,7 +35,7 @@ from jobs.common.torch_files import load_checked
 from jobs.common.tracking import tracking_uri
 from jobs.common.translation import Translation, translate, translate_and_score
 from pipelines.contract.atomic import atomic_directory
-from pipelines.contract.errors import CheckpointError, ConfigError, ManifestError
+from pipelines.contract.errors import CheckpointError, ConfigError, ManifestError, check_integer
 from pipelines.contract.manifest import load_manifest
 from pipelines.contract.parallel_shards import Pairs, read_pairs
 from pipelines.contract.pieces import PieceModel
@@ -344,9 +344,7 @@ def prepare(config: dict[str, Any]) -> None:
     vocabs = load_vocabs(Path(config["data_dir"]), manifest)  # those the shards were made with
     if config["init_from"]:
         config["init_weights"] = stage_init_weights(config, vocabs)
-    n = config["train"]["average_last"]
-    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-        raise ConfigError(f"train.average_last must be an integer >= 0 (0 or 1 = off), got {n!r}")
+    check_integer("train.average_last", config["train"]["average_last"], 0, " (0 or 1 = off)")
     alpha = config["train"]["subword_alpha"]
     if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 <= alpha <= 1:
         raise ConfigError(f"train.subword_alpha must be a number in [0, 1] (0 = off), got {alpha!r}")

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from pipelines.contract.errors import ConfigError
+from pipelines.contract.errors import ConfigError, check_integer
 from pipelines.contract.specials import EOS_ID, GO_ID
 from rnn_models.decoder import DecoderState, Memory
 from rnn_models.settings import Settings
@@ -45,9 +45,7 @@ class DecodeSettings(Settings):
     def __post_init__(self) -> None:
         for name, low in (("beam", 1), ("max_extra", 0), ("min_length", 0), ("batch_size", 1), ("max_tokens", 1),
                           ("nbest", 1)):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ConfigError(f"decode.{name} must be an integer >= {low}, got {value!r}")
+            check_integer(f"decode.{name}", getattr(self, name), low)
         if not self.alpha >= 0:
             raise ConfigError(f"decode.alpha must be >= 0, got {self.alpha!r}")
         if not self.max_ratio > 0:

@@ -11,6 +11,7 @@ from pathlib import Path
 import mlflow
 import numpy as np
 import pytest
+import torch
 
 from jobs import classify
 from jobs import train_classifier as job
@@ -18,6 +19,9 @@ from jobs.common.classifier_checkpoint import ClassifierBundle
 from pipelines.contract.errors import CheckpointError, InputError
 from pipelines.contract.labelled_shards import read_labelled
 from pipelines.contract.manifest import load_manifest
+from pipelines.contract.specials import SPECIALS
+from pipelines.text.normalize import NormalizeOptions
+from rnn_models.classifier import Classifier, ClassifierSettings
 from pipelines.spark.preprocess import preprocess
 from test_preprocess import config as preprocess_config
 
@@ -129,6 +133,41 @@ def test_classify_refuses_bad_input(tmp_path):
         classify.run([str(tmp_path), "--input", str(tmp_path / "missing.txt")])
     with pytest.raises(InputError, match="--max-tokens must be >= 0"):
         classify.run([str(tmp_path), "--max-tokens", "-1"])
+
+
+def _untrained(path: Path, labels: list[str], seed: int) -> Path:
+    """A classifier checkpoint of untrained weights over a few words (an ensemble needs no trained one)."""
+    torch.manual_seed(seed)
+    tokens = [*SPECIALS, "good", "bad", "film", "plot"]
+    model = Classifier(ClassifierSettings(vocab=len(tokens), classes=len(labels), embedding_size=8, hidden_size=8))
+    ClassifierBundle(model, tokens, "word", NormalizeOptions(), "en", labels).save(path)
+    return path
+
+
+def test_several_checkpoints_classify_with_their_mean_probabilities(tmp_path, capsys):
+    """An ensemble's probabilities are each label's mean over its members' (each run on its own
+    here), its label their argmax; members with other labels are refused."""
+    labels = ["neg", "pos", "mid"]
+    one, two = _untrained(tmp_path / "a.pt", labels, 0), _untrained(tmp_path / "b.pt", labels, 1)
+    texts = tmp_path / "in.txt"
+    texts.write_text("good film\nbad plot\n\nfilm plot good bad\n", encoding="utf-8")
+
+    def probabilities(*checkpoints: Path) -> list[dict | None]:
+        classify.run([*map(str, checkpoints), "--input", str(texts), "--all"])
+        return [json.loads(line) if line else None for line in capsys.readouterr().out.split("\n")[:4]]
+
+    alone, other, both = probabilities(one), probabilities(two), probabilities(one, two)
+    assert both[2] is None and alone[2] is None
+    for a, b, mean in zip(alone, other, both):
+        if mean is None:
+            continue
+        expected = {k: (a["probabilities"][k] + b["probabilities"][k]) / 2 for k in labels}
+        assert mean["probabilities"] == pytest.approx(expected, abs=2e-6)
+        assert mean["label"] == max(expected, key=expected.get)
+    assert any(a["label"] != b["label"] or abs(a["probability"] - b["probability"]) > 1e-3
+               for a, b in zip(alone, other) if a)  # two different models
+    with pytest.raises(CheckpointError, match="must have the same labels"):
+        classify.run([str(one), str(_untrained(tmp_path / "c.pt", ["pos", "neg", "mid"], 0)), "--input", str(texts)])
 
 
 @pytest.mark.parametrize("override, message", [("valid.test_split=dev", "valid.test_split must be train, valid or test"),

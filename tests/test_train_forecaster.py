@@ -4,6 +4,7 @@ outputs, resume) and jobs.forecast: the same forecast from the raw file, bad inp
 from __future__ import annotations
 
 import csv
+import io
 import json
 from pathlib import Path
 
@@ -142,3 +143,26 @@ def test_forecast_cli_fills_gaps_and_refuses_bad_input(untrained, tmp_path, caps
         forecast.run([str(untrained), "--series", str(gappy), "--steps", "0"])
     with pytest.raises(CheckpointError, match="no forecaster checkpoint"):
         forecast.run([str(tmp_path), "--series", str(gappy), "--steps", "1"])
+
+
+def test_several_checkpoints_forecast_their_mean(untrained, tmp_path, capsys):
+    """An ensemble's forecast is each step's mean of its members' (computed here from their own runs);
+    members that read other columns are refused."""
+    torch.manual_seed(1)
+    other = tmp_path / "other.pt"
+    ForecasterBundle(Forecaster(ForecasterSettings(features=1, hidden_size=4, layers=1)), Scaling(), 5, 3,
+                     "interpolate", "date", ["value"], None, {}).save(other)
+    series = _write(tmp_path / "s.csv", "date,value\n" + "".join(f"2000-{m:02d},{m * m}\n" for m in range(1, 9)))
+
+    def values(*checkpoints: Path) -> np.ndarray:
+        forecast.run([*map(str, checkpoints), "--series", str(series), "--steps", "4"])
+        return pd.read_csv(io.StringIO(capsys.readouterr().out))["value"].to_numpy()
+
+    one, two, both = values(untrained), values(other), values(untrained, other)
+    assert not np.allclose(one, two)
+    np.testing.assert_allclose(both, (one + two) / 2, rtol=1e-6)
+    renamed = tmp_path / "renamed.pt"
+    ForecasterBundle(Forecaster(ForecasterSettings(features=1, hidden_size=4, layers=1)), Scaling(), 5, 3,
+                     "interpolate", "date", ["count"], None, {}).save(renamed)
+    with pytest.raises(CheckpointError, match="must read the same columns"):
+        forecast.run([str(untrained), str(renamed), "--series", str(series), "--steps", "4"])

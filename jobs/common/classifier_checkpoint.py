@@ -109,3 +109,27 @@ class ClassifierBundle:
                                   f"{model.settings.classes}")
         return cls(model, list(state["tokens"]), state["kind"], NormalizeOptions(**state["options"]), state["lang"],
                    list(state["labels"]), state.get("pieces"), dict(state.get("info", {})))
+
+
+def mean_classify(bundles: Sequence[ClassifierBundle], texts: Sequence[str], batch_size: int = 64,
+                  max_tokens: int = 0, device: torch.device | str = "cpu") -> list[Prediction | None]:
+    """``classify`` by an ensemble of classifiers with the same labels: each label's probability is
+    the mean of the models' (those that read tokens in the text; None when none did)."""
+    labels = bundles[0].labels
+    for other in bundles[1:]:
+        if other.labels != labels:
+            raise CheckpointError(f"an ensemble's classifiers must have the same labels: {labels} against "
+                                  f"{other.labels}")
+    if len(bundles) == 1:
+        return bundles[0].classify(texts, batch_size, max_tokens, device)
+    each = [bundle.classify(texts, batch_size, max_tokens, device) for bundle in bundles]
+    out: list[Prediction | None] = []
+    for predictions in zip(*each):
+        present = [p for p in predictions if p is not None]
+        if not present:
+            out.append(None)
+            continue
+        mean = {label: sum(p.probabilities[label] for p in present) / len(present) for label in labels}
+        best = max(labels, key=mean.__getitem__)  # the first of equals, as argmax
+        out.append(Prediction(best, mean[best], mean, any(p.truncated for p in present)))
+    return out

@@ -4,6 +4,7 @@ data and tensors, so it loads with ``torch.load(..., weights_only=True)``."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ import pandas as pd
 import torch
 
 from jobs.common.checkpoint import load_state
-from pipelines.contract.errors import InputError
+from pipelines.contract.errors import CheckpointError, InputError
 from pipelines.contract.series_shards import SeriesRows
 from pipelines.series.regular import MAX_GRID, Regular, calendar_features, format_time, regularize
 from pipelines.series.scaling import Scaling
@@ -153,3 +154,22 @@ class ForecasterBundle:
         return cls(model, Scaling(**state["scaling"]), state["window"], state["horizon"], state["missing"],
                    state["time_column"], list(state["value_columns"]), state["id_column"],
                    {k: (list(c), list(s)) for k, (c, s) in state["scales"].items()}, dict(state.get("info", {})))
+
+
+def mean_forecast(bundles: Sequence[ForecasterBundle], frame: pd.DataFrame, steps: int, where: str,
+                  name: str | None = None) -> tuple[pd.DataFrame, list[str]]:
+    """``forecast_frame`` of an ensemble: each value the mean of the ``bundles``' forecasts (models
+    trained on the same columns), with the first model's reports."""
+    first = bundles[0]
+    for other in bundles[1:]:
+        if (other.time_column, other.value_columns, other.id_column) != (
+                first.time_column, first.value_columns, first.id_column):
+            raise CheckpointError(f"an ensemble's forecasters must read the same columns: "
+                                  f"{first.time_column}, {first.value_columns}, id {first.id_column} against "
+                                  f"{other.time_column}, {other.value_columns}, id {other.id_column}")
+    table, reports = first.forecast_frame(frame, steps, where, name)
+    if len(bundles) > 1:
+        tables = [table] + [b.forecast_frame(frame, steps, where, name)[0] for b in bundles[1:]]
+        table[first.value_columns] = np.mean([t[first.value_columns].to_numpy() for t in tables], axis=0)
+        reports.append(f"each value the mean of {len(bundles)} forecasters' forecasts")
+    return table, reports

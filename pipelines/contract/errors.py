@@ -3,6 +3,8 @@ never a traceback (``jobs.common.cli.main``). Anything else is a bug and keeps i
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class UserError(Exception):
     """A mistake in what the user gave: a config value, a path, an input, a checkpoint. The message
@@ -27,3 +29,11 @@ class ManifestError(UserError, ValueError):
 
 class CheckpointError(UserError, ValueError):
     """A checkpoint that does not exist or does not fit the run (another model, other vocabularies)."""
+
+
+def check_integer(key: str, value: Any, low: int, note: str = "") -> int:
+    """``value`` when it is an integer (not a bool) of at least ``low``; else a ConfigError naming
+    ``key``, the bound (and ``note``, what the bound or a value means) and the value given."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ConfigError(f"{key} must be an integer >= {low}{note}, got {value!r}")
+    return value

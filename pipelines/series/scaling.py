@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from pipelines.contract.errors import ConfigError
+from pipelines.contract.errors import ConfigError, check_integer
 
 TRANSFORMS = ("none", "log1p")
 SCALES = ("standard", "minmax", "none")
@@ -28,8 +28,7 @@ class Scaling:
             raise ConfigError(f"series.transform must be one of {', '.join(TRANSFORMS)}; got {self.transform!r}")
         if self.scale not in SCALES:
             raise ConfigError(f"series.scale must be one of {', '.join(SCALES)}; got {self.scale!r}")
-        if isinstance(self.difference, bool) or not isinstance(self.difference, int) or self.difference < 0:
-            raise ConfigError(f"series.difference must be an integer >= 0, got {self.difference!r}")
+        check_integer("series.difference", self.difference, 0)
 
     @classmethod
     def from_config(cls, series: Mapping[str, Any]) -> "Scaling":

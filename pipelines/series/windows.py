@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from pipelines.contract.errors import ConfigError
+from pipelines.contract.errors import ConfigError, check_integer
 from pipelines.series.regular import MISSING_RULES, Regular, calendar_features
 from pipelines.series.scaling import Scaling
 
@@ -36,9 +36,7 @@ class SeriesSettings:
 
     def __post_init__(self) -> None:
         for name in ("window", "horizon", "stride", "season"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"series.{name} must be an integer >= 1, got {value!r}")
+            check_integer(f"series.{name}", getattr(self, name), 1)
         if self.missing not in MISSING_RULES:
             raise ConfigError(f"series.missing must be one of {', '.join(MISSING_RULES)}; got {self.missing!r}")
 

@@ -23,7 +23,7 @@ from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from pipelines.contract.atomic import atomic_directory
-from pipelines.contract.errors import ConfigError
+from pipelines.contract.errors import ConfigError, check_integer
 from pipelines.contract.manifest import FORMAT_VERSION, write_manifest
 from pipelines.contract.pieces import PIECE_KINDS, VOCAB_KINDS, PieceModel, train_piece_model
 from pipelines.contract.specials import SPECIALS, UNK_ID
@@ -271,10 +271,7 @@ def check_settings(cfg: Mapping[str, Any]) -> None:
               "vocab.max_size": len(SPECIALS), "vocab.min_count": 1, "vocab.sample_sentences": 1}
     for key, low in lowest.items():
         section, name = key.split(".")
-        value = cfg[section][name]
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            reason = " (the special tokens)" if key == "vocab.max_size" else ""
-            raise ConfigError(f"{key} must be an integer >= {low}{reason}, got {value!r}")
+        check_integer(key, cfg[section][name], low, " (the special tokens)" if key == "vocab.max_size" else "")
     if cfg["filter"]["max_ratio"] < 0:
         raise ConfigError(f"filter.max_ratio must be >= 0 (0 = no ratio filter), got {cfg['filter']['max_ratio']}")
     valid, test = cfg["split"]["valid"], cfg["split"]["test"]

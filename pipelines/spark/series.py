@@ -25,7 +25,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from pipelines.contract.atomic import atomic_directory
-from pipelines.contract.errors import ConfigError, InputError
+from pipelines.contract.errors import ConfigError, InputError, check_integer
 from pipelines.contract.manifest import FORMAT_VERSION, write_manifest
 from pipelines.series.regular import (BAD_TIME, DUPLICATE_TIME, IRREGULAR_TIME, MISSING_VALUE, TOO_SHORT, regularize,
                                      series_name)
@@ -54,9 +54,7 @@ def check_series_settings(cfg: Mapping[str, Any]) -> SeriesSettings:
         raise ConfigError(f"series.value_columns must list one or more distinct column names, got {values!r}")
     if s["time_column"] in values or (s["id_column"] and s["id_column"] in (s["time_column"], *values)):
         raise ConfigError("series.time_column, series.value_columns and series.id_column must name different columns")
-    shards = cfg["output"]["shards"]
-    if isinstance(shards, bool) or not isinstance(shards, int) or shards < 1:
-        raise ConfigError(f"output.shards must be an integer >= 1, got {shards!r}")
+    check_integer("output.shards", cfg["output"]["shards"], 1)
     return SeriesSettings.from_config(s)
 
 

@@ -90,8 +90,10 @@ def log_forecaster(mlflow: Any, forecaster_file: Path, bundle: Any, name: str = 
         ColSpec("string", bundle.time_column), *(ColSpec("double", c, required=False) for c in bundle.value_columns)]
     signature = ModelSignature(inputs=Schema(columns), params=ParamSchema(
         [ParamSpec("steps", "long", bundle.horizon), ParamSpec("series", "string", "")]))
-    with warnings.catch_warnings():  # no input example: a history long enough is not at hand, the signature is
-        warnings.filterwarnings("ignore", ".*An input example was not provided", UserWarning)  # coloured
+    # no input example (no history long enough is at hand here): the explicit signature stands for it,
+    # so MLflow's (coloured) warning about the missing example is silenced for this call only
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", ".*An input example was not provided", UserWarning)
         return mlflow.pyfunc.log_model(
             name=name, python_model=str(FORECASTER_MODEL_CODE), artifacts={FORECASTER_ARTIFACT: str(forecaster_file)},
             signature=signature, pip_requirements=_requirements())

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from jobs.common.config import PROJECT_DIR
 from jobs.common.tracking import artifact_location, is_server, tracking_uri
 
@@ -31,7 +33,6 @@ def test_artifacts_go_where_every_node_reaches_them(monkeypatch):
 def test_a_tracking_server_that_stays_away_is_one_clear_error(monkeypatch):
     """MLflow's own retries (here none) run out: the worker's metrics log ends with one error that
     names the server and how to go on, not MLflow's connection traceback."""
-    import pytest
 
     from conftest import free_port
     from jobs.common.ray_train import MetricsLog
@@ -44,3 +45,18 @@ def test_a_tracking_server_that_stays_away_is_one_clear_error(monkeypatch):
     with pytest.raises(TrackingUnavailableError, match=f"tracking server at {uri} did not answer") as error:
         log({"train_loss": 1.0}, step=0)
     assert isinstance(error.value, UserError) and "same run_name" in str(error.value)
+
+
+
+@pytest.mark.parametrize("stop, status", [(KeyboardInterrupt(), "KILLED"), (RuntimeError("boom"), "FAILED")])
+def test_a_run_stopped_from_outside_ends_killed_and_an_error_failed(stop, status, tmp_path):
+    import mlflow
+
+    from jobs.common.tracking import mlflow_run
+
+    cfg = {"enabled": True, "tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}", "experiment": "stops",
+           "artifact_location": (tmp_path / "artifacts").as_uri()}
+    with pytest.raises(type(stop)), mlflow_run(cfg, "job") as run:
+        run_id = run.active_run().info.run_id
+        raise stop
+    assert mlflow.MlflowClient(cfg["tracking_uri"]).get_run(run_id).info.status == status

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
+from collections.abc import Callable
 from typing import Any
 
 
@@ -17,6 +19,19 @@ def in_tune_session() -> bool:
     from ray.tune.trainable.trainable_fn_utils import _in_tune_session
 
     return bool(_in_tune_session())
+
+
+def tune_stop_requested() -> Callable[[], bool]:
+    """A test of whether Ray Tune has asked this process's trial to stop (ASHA's early stop), taken
+    while the trial runs; always false outside a trial. A stopped trial's job can fail as its Ray
+    Train actors go, after the search has marked its run: that is a stop, not an error. Tune keeps
+    the request in its session's private ``stop_event``; the session itself is gone by then."""
+    if "ray" not in sys.modules or not in_tune_session():
+        return lambda: False
+    from ray.train._internal.session import get_session
+
+    session = get_session()
+    return lambda: session.stop_event.is_set()
 
 
 def init_local(num_cpus: int | None) -> None:

@@ -13,6 +13,7 @@ from typing import Any
 
 from jobs.common.config import PROJECT_DIR, flatten
 from jobs.common.job_output import run_log
+from jobs.common.ray_private import tune_stop_requested
 from pipelines.contract.errors import UserError
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
@@ -128,13 +129,14 @@ def mlflow_run(cfg: Mapping[str, Any], run_name: str, params: Mapping[str, Any] 
     """Start a run in the configured experiment (or reopen ``run_id``) and log ``params``
     (flattened). The run is a child of the active run, else of ``cfg.parent_run_id`` if set. Yields
     the ``mlflow`` module, or a no-op stand-in when ``cfg.enabled`` is false. The run ends FINISHED,
-    FAILED on an error, KILLED on Ctrl-C."""
+    FAILED on an error, KILLED when stopped from outside: Ctrl-C, or Ray Tune stopping the trial."""
     if not cfg.get("enabled", True):
         yield _NoRun()
         return
     import mlflow
 
     parent = mlflow.active_run()
+    stop_requested = tune_stop_requested()
     parent_id = parent.info.run_id if parent else cfg.get("parent_run_id")
     with mlflow.start_run(run_id=run_id, experiment_id=None if run_id else experiment_id(cfg),
                           run_name=None if run_id else run_name, nested=parent is not None,
@@ -146,7 +148,7 @@ def mlflow_run(cfg: Mapping[str, Any], run_name: str, params: Mapping[str, Any] 
             yield mlflow
         except BaseException as err:
             _save_log(mlflow, log, failed=True)
-            if isinstance(err, KeyboardInterrupt):  # KILLED (start_run's own exit would mark it FAILED)
+            if isinstance(err, KeyboardInterrupt) or stop_requested():  # start_run's exit would say FAILED
                 mlflow.end_run(status="KILLED")
             raise
         _save_log(mlflow, log)

@@ -134,12 +134,13 @@ class ForecasterTraining:
         window = {"loss": 0.0, "windows": 0, "seconds": 0.0}  # since the last progress report
         out_of_time = False
         for step, index in enumerate(batches):
-            # the step: predict the next value at every step of the windows, mean squared error, update
+            # the step: predict the next value at every step of the windows (the last feedback_steps
+            # from the predictions fed back), mean squared error, update
             started = time.perf_counter()
             inputs = torch.as_tensor(data.inputs[index], device=self.device)
             targets = torch.as_tensor(data.targets[index], device=self.device)
             calendar = torch.as_tensor(data.calendar[index], device=self.device) if data.calendar.shape[2] else None
-            predicted, _ = self.ddp_model(inputs, calendar)
+            predicted, _ = self.ddp_model(inputs, calendar, fed=t["feedback_steps"])
             loss = torch.nn.functional.mse_loss(predicted, targets)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -224,6 +225,11 @@ def prepare(config: dict[str, Any]) -> None:
         raise ConfigError(f"train.lr must be > 0, got {t['lr']}")
     manifest = load_manifest(Path(config["data_dir"]), "series")
     settings_of(config, manifest)
+    window = manifest["series"]["settings"]["window"]
+    check_integer("train.feedback_steps", t["feedback_steps"], 0)
+    if t["feedback_steps"] >= window:
+        raise ConfigError(f"train.feedback_steps must be below the window ({window} values): the first "
+                          f"values are read; got {t['feedback_steps']}")
     for split in ("train", "valid"):
         if not manifest["splits"][split]["examples"]:
             raise ManifestError(f"{config['data_dir']} has no rows in its {split} split: no series was long enough "

@@ -53,8 +53,22 @@ class Forecaster(nn.Module):
         self.dropout = nn.Dropout(s.dropout)
         self.projection = nn.Linear(s.hidden_size, s.features)  # shared by every time step
 
-    def forward(self, values: torch.Tensor, calendar: torch.Tensor | None = None, state: State | None = None
-                ) -> tuple[torch.Tensor, State]:
+    def forward(self, values: torch.Tensor, calendar: torch.Tensor | None = None, state: State | None = None,
+                fed: int = 0) -> tuple[torch.Tensor, State]:
+        """With ``fed`` > 0 the last ``fed`` steps of ``values`` are not read: each is replaced by the
+        prediction before it, fed back, so the window's end is forecast from its start (training on
+        the forecast's own loop); their predictions are returned like the others'."""
+        head = values.size(1) - fed
+        predicted, state = self._read(values[:, :head], calendar[:, :head] if calendar is not None else None, state)
+        outputs = [predicted]
+        for k in range(head, values.size(1)):  # each prediction is the next step's input
+            predicted, state = self._read(predicted[:, -1:], calendar[:, k:k + 1] if calendar is not None else None,
+                                          state)
+            outputs.append(predicted)
+        return torch.cat(outputs, dim=1), state
+
+    def _read(self, values: torch.Tensor, calendar: torch.Tensor | None, state: State | None
+              ) -> tuple[torch.Tensor, State]:
         inputs = values if not self.settings.calendar else torch.cat([values, calendar], dim=-1)
         outputs, state = self.rnn(inputs, state)
         return self.projection(self.dropout(outputs)), state
@@ -64,12 +78,6 @@ class Forecaster(nn.Module):
         is the prediction after the history, each next one is predicted from the one before it
         fed back as input. ``calendar`` (B, T + steps - 1, calendar) holds the calendar of every
         step predicted: those of the history's steps (T), then of the values fed back."""
-        length = history.size(1)
-        predicted, state = self(history, calendar[:, :length] if calendar is not None else None)
-        step = predicted[:, -1:]
-        forecast = [step]
-        for k in range(1, steps):
-            known = calendar[:, length + k - 1:length + k] if calendar is not None else None
-            step, state = self(step, known, state)
-            forecast.append(step)
-        return torch.cat(forecast, dim=1)
+        unread = history.new_zeros(history.size(0), steps - 1, history.size(2))  # the steps fed back
+        predicted, _ = self(torch.cat([history, unread], dim=1), calendar, fed=steps - 1)
+        return predicted[:, history.size(1) - 1:]

@@ -37,6 +37,25 @@ def test_generate_feeds_each_prediction_back():
         sequence = torch.cat([sequence, predicted[:, -1:]], dim=1)
 
 
+def test_a_window_with_its_last_steps_fed_back_is_a_forecast_from_its_start():
+    """Training on the forecast's own loop: the last ``fed`` inputs are never read, each replaced
+    by the prediction before it; the head's predictions are the plain ones."""
+    torch.manual_seed(0)
+    model = Forecaster(ForecasterSettings(features=1, calendar=2, hidden_size=8, layers=2)).eval()
+    values, calendar = torch.randn(3, 9, 1), torch.randn(3, 9, 2)
+    predicted, _ = model(values, calendar, fed=4)
+    assert predicted.shape == (3, 9, 1)
+    plain, _ = model(values[:, :5], calendar[:, :5])
+    torch.testing.assert_close(predicted[:, :5], plain)
+    sequence = values[:, :5]  # by hand: the prediction after each step appended as the next input
+    for k in range(5, 9):
+        sequence = torch.cat([sequence, model(sequence, calendar[:, :k])[0][:, -1:]], dim=1)
+    torch.testing.assert_close(predicted, model(sequence, calendar)[0], rtol=1e-5, atol=1e-6)
+    unread = values.clone()
+    unread[:, 5:] = 100.0
+    torch.testing.assert_close(model(unread, calendar, fed=4)[0], predicted)
+
+
 def test_it_learns_a_seasonal_series_and_forecasts_it_ahead():
     torch.manual_seed(0)
     t = np.arange(400)

@@ -17,7 +17,7 @@ import torch
 from jobs import forecast
 from jobs import train_forecaster as job
 from jobs.common.forecaster_checkpoint import ForecasterBundle
-from pipelines.contract.errors import CheckpointError, InputError
+from pipelines.contract.errors import CheckpointError, ConfigError, InputError
 from pipelines.series.scaling import Scaling
 from pipelines.spark.series import preprocess_series
 from rnn_models.forecaster import Forecaster, ForecasterSettings
@@ -103,6 +103,14 @@ def test_two_workers_learn_sunspots_resume_and_forecast(tmp_path, sunspots, ray_
     assert again["registry"]["version"] == 2
     assert again["registry"]["previous_champion_rmse"] == pytest.approx(summary["test_rmse"], abs=0.01)
     assert again["registry"]["champion"] == (round(again["test_rmse"], 2) < round(summary["test_rmse"], 2))
+
+
+def test_training_feeds_back_fewer_steps_than_the_window(tmp_path, sunspots):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    for steps, message in ((30, r"train.feedback_steps must be below the window \(30 values\).*got 30"),
+                           (-1, "train.feedback_steps must be an integer >= 0, got -1")):
+        with pytest.raises(ConfigError, match=message):
+            job.run(_args(tmp_path, sunspots, tmp_path / "out", uri, f"train.feedback_steps={steps}"))
 
 
 @pytest.fixture(scope="module")

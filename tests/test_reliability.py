@@ -127,10 +127,10 @@ def test_ctrl_c_ends_the_pipeline_and_its_running_stage_killed(tmp_path):
     assert (tmp_path / "work/stages/corpus.json").is_file()  # finished stages stay reusable
 
 
-def test_a_corrupt_latest_checkpoint_resumes_from_the_one_before(tmp_path, sample_pairs_data):
+def test_a_corrupt_latest_checkpoint_resumes_from_the_one_before(tmp_path, toy_pairs_data):
     """The latest checkpoint's state.pt cut short (a write that never finished): the resumed run
     names the file and goes on from the checkpoint before it."""
-    job, client = _start(tmp_path, sample_pairs_data, "train.epochs=2")
+    job, client = _start(tmp_path, toy_pairs_data, "train.epochs=2")
     out, _ = job.communicate(timeout=600)
     assert job.returncode == 0, out[-3000:]
     checkpoints = sorted(p for p in (tmp_path / "ray" / "translator").glob("checkpoint_*") if p.is_dir())
@@ -138,7 +138,7 @@ def test_a_corrupt_latest_checkpoint_resumes_from_the_one_before(tmp_path, sampl
     state = checkpoints[-1] / "state.pt"
     state.write_bytes(state.read_bytes()[:1000])
 
-    job, _ = _start(tmp_path, sample_pairs_data, "train.epochs=3", "overwrite=true")
+    job, _ = _start(tmp_path, toy_pairs_data, "train.epochs=3", "overwrite=true")
     out, _ = job.communicate(timeout=600)
     assert job.returncode == 0, out[-3000:]
     assert f"{state} is truncated or corrupt" in out, out[-3000:]

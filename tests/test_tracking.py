@@ -33,7 +33,6 @@ def test_artifacts_go_where_every_node_reaches_them(monkeypatch):
 def test_a_tracking_server_that_stays_away_is_one_clear_error(monkeypatch):
     """MLflow's own retries (here none) run out: the worker's metrics log ends with one error that
     names the server and how to go on, not MLflow's connection traceback."""
-
     from conftest import free_port
     from jobs.common.ray_train import MetricsLog
     from jobs.common.tracking import TrackingUnavailableError
@@ -45,7 +44,6 @@ def test_a_tracking_server_that_stays_away_is_one_clear_error(monkeypatch):
     with pytest.raises(TrackingUnavailableError, match=f"tracking server at {uri} did not answer") as error:
         log({"train_loss": 1.0}, step=0)
     assert isinstance(error.value, UserError) and "same run_name" in str(error.value)
-
 
 
 @pytest.mark.parametrize("stop, status", [(KeyboardInterrupt(), "KILLED"), (RuntimeError("boom"), "FAILED")])

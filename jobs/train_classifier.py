@@ -17,7 +17,7 @@ import json
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +28,8 @@ from jobs.common import cli, ray_train
 from jobs.common.classifier_checkpoint import CLASSIFIER_FILE, ClassifierBundle
 from jobs.common.config import to_yaml
 from jobs.common.model_registry import ACCURACY, arrays_digest, log_classifier, register
-from jobs.common.precision import amp_mode, autocast
-from jobs.common.ray_train import BEST_FILE, STATE_FILE, MetricsLog, broadcast, check_replicas, worker_log
+from jobs.common.collectives import worker_log
+from jobs.common.training_loop import BEST_FILE, STATE_FILE, Family, Progress, check_train_settings
 from pipelines.contract.atomic import atomic_directory
 from pipelines.contract.errors import ConfigError, ManifestError, check_integer
 from pipelines.contract.labelled_shards import Labelled, read_labelled
@@ -40,21 +40,7 @@ from rnn_models.classifier import Classifier, ClassifierSettings
 from rnn_models.word_vectors import init_embedding_from
 
 PATH_KEYS = ("data_dir", "output_dir", "embeddings.path")
-OPTIMIZERS = ("adam", "adagrad", "sgd")
 PRIORS = ("train", "valid")
-
-
-@dataclass
-class Progress:
-    """Where training stands; every checkpoint stores it, and a resumed run goes on from it."""
-
-    epoch: int = 0                  # epochs finished
-    best_accuracy: float = -1.0     # best validation accuracy so far, and its epoch
-    best_epoch: int = -1
-    bad_epochs: int = 0             # epochs since the best one (early stopping)
-    train_seconds: float = 0.0      # spent in training steps
-    loop_seconds: float = 0.0       # wall clock of the epochs, validation included (train.max_minutes)
-    train_examples: float = 0.0     # examples trained on, by all workers
 
 
 def label_shift(manifest: dict[str, Any], prior: str) -> tuple[float, ...]:
@@ -134,145 +120,52 @@ def scores(prefix: str, loss: float, labels: np.ndarray, predicted: np.ndarray, 
                                                          average="macro", zero_division=0))}
 
 
-class ClassifierTraining:
-    """One worker's training: the data, the model and optimizer, and the epochs."""
+class ClassifierFamily(Family):
+    """The classifier in the shared loop: this worker's share of every epoch's batches, cross-entropy
+    over the labels, and the valid split's accuracy (the best model has the highest)."""
+
+    metric, higher_is_better, unit = "valid_accuracy", True, "examples"
 
     def __init__(self, config: dict[str, Any], rank: int, world: int, device: torch.device):
-        from ray.train.torch import prepare_model
-
         self.config, self.rank, self.world, self.device = config, rank, world, device
-        t = self.t = config["train"]
-        torch.set_num_threads(max(1, int(t["cpus_per_worker"])))
         data_dir = Path(config["data_dir"])
         self.manifest = load_manifest(data_dir, "labelled")
-        vocab, _ = load_vocab(data_dir, self.manifest["vocab"]["words"])
+        self.vocab, _ = load_vocab(data_dir, self.manifest["vocab"]["words"])
         self.fingerprint = vocab_identity(self.manifest["vocab"]["words"])
         self.n_labels = len(self.manifest["labels"]["names"])
         self.train = read_labelled(data_dir, self.manifest["splits"]["train"]["files"])
         self.train_lengths = self.train.lengths()  # what every epoch's batches are made from
         self.valid = read_labelled(data_dir, self.manifest["splits"]["valid"]["files"]) if rank == 0 else None
-        torch.manual_seed(config["seed"])  # the same initial parameters on every worker
-        self.model = build_model(config, vocab, self.manifest, log=rank == 0)
-        self.model.to(device)
-        optimizer = {"adam": torch.optim.Adam, "adagrad": torch.optim.Adagrad, "sgd": torch.optim.SGD}[t["optimizer"]]
-        # Adam's fused kernel: one pass over each parameter (a quarter less time per step on CPU here)
-        fused = {"fused": True} if t["optimizer"] == "adam" else {}
-        self.optimizer = optimizer([p for p in self.model.parameters() if p.requires_grad], lr=t["lr"],
-                                   weight_decay=t["weight_decay"], **fused)
-        self.progress = Progress()
-        self.best_state: dict[str, Any] | None = None  # rank 0: the best model so far, on the CPU
-        self.ddp_model = prepare_model(self.model, move_to_device=False)
-        self.log_metrics = MetricsLog.for_rank(config, rank)
-        self.autocast = autocast(device, t["amp"])
 
-    def restore(self, checkpoint: Any) -> None:
-        """Go on from a Ray Train checkpoint (None: start afresh)."""
-        if checkpoint is None:
-            return
-        progress, self.best_state = ray_train.resume_training(checkpoint, self.config, self.fingerprint, self.model,
-                                                              self.optimizer, self.device, self.rank)
-        self.progress = Progress(**progress)
+    def build_model(self) -> Classifier:
+        return build_model(self.config, self.vocab, self.manifest, log=self.rank == 0)
 
-    def train_epoch(self, epoch: int) -> bool:
-        """One epoch over this worker's batches; True when the time budget ran out."""
-        t, progress = self.t, self.progress
-        torch.manual_seed(self.config["seed"] * 1_000_003 + epoch * 101 + self.rank)  # dropout masks
-        self.model.train()
-        batches = worker_batches(training_batches(self.train_lengths, t, self.config["seed"], epoch),
-                                 self.rank, self.world)
-        window = {"loss": 0.0, "examples": 0, "seconds": 0.0}  # since the last progress report
-        clock = ray_train.EpochClock(progress.loop_seconds, t["max_minutes"], t["report_seconds"], self.device,
-                                     ray_train.epoch_bar(self.config, self.rank, epoch, len(batches)))
-        out_of_time = False
-        for step, index in enumerate(batches):
-            # the step: forward, mean loss over the batch, backward, clip, update
-            started = time.perf_counter()
-            ids, lengths, labels = make_batch(self.train, index, self.device)
-            with self.autocast:
-                logits = self.ddp_model(ids, lengths)
-            loss = torch.nn.functional.cross_entropy(logits.float(), labels)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if t["clip_norm"]:
-                torch.nn.utils.clip_grad_norm_(self.model.parameters(), t["clip_norm"])
-            self.optimizer.step()
-            seconds = time.perf_counter() - started
-            window = {"loss": window["loss"] + float(loss.detach()) * len(index),
-                      "examples": window["examples"] + len(index), "seconds": window["seconds"] + seconds}
-            progress.train_seconds += seconds
-            progress.train_examples += len(index) * self.world
-            # rank 0's clock decides for all: is the time budget spent, is a progress report due
-            out_of_time, report = clock.check(step, len(batches))
-            if report and self.log_metrics is not None:
-                self.log_metrics({"train_loss": window["loss"] / max(window["examples"], 1),
-                                  "examples_per_sec": window["examples"] * self.world / max(window["seconds"], 1e-9),
-                                  "epoch_progress": epoch + (step + 1) / len(batches)}, int(progress.train_examples))
-                window = {"loss": 0.0, "examples": 0, "seconds": 0.0}
-            if out_of_time:
-                break
-        progress.loop_seconds += clock.stop()
-        return out_of_time
+    def batches(self, epoch: int) -> list[np.ndarray]:
+        return worker_batches(training_batches(self.train_lengths, self.config["train"], self.config["seed"], epoch),
+                              self.rank, self.world)
 
-    def validate(self) -> dict[str, Any]:
-        """Rank 0's validation metrics (empty on the other workers)."""
-        if self.rank != 0:
-            return {}
-        started = time.perf_counter()
+    def step(self, batch: np.ndarray, forward: Any) -> tuple[torch.Tensor, float, float]:
+        ids, lengths, labels = make_batch(self.train, batch, self.device)
+        loss = torch.nn.functional.cross_entropy(forward(ids, lengths).float(), labels)
+        return loss, float(loss.detach()) * len(batch), len(batch)
+
+    def validate(self, epoch: int) -> dict[str, Any]:
         loss, probabilities = predict(self.model, self.valid, self.config["valid"]["batch_size"], self.device)
-        self.progress.loop_seconds += time.perf_counter() - started
         return scores("valid", loss, self.valid.labels, probabilities.argmax(1), self.n_labels)
 
-    def end_epoch(self, epoch: int, metrics: dict[str, Any], out_of_time: bool) -> bool:
-        """Keep the best model, report the epoch with a checkpoint; returns whether training stops
-        here (time budget or early stopping)."""
-        t, progress = self.t, self.progress
-        check_replicas(self.model, self.device)
-        accuracy = broadcast([metrics.get("valid_accuracy", 0.0)], self.device)[0]  # rank 0's, on every worker
-        improved = accuracy > progress.best_accuracy
-        progress.epoch, progress.bad_epochs = epoch + 1, 0 if improved else progress.bad_epochs + 1
-        if improved:
-            progress.best_accuracy, progress.best_epoch = accuracy, epoch
-            if self.rank == 0:
-                self.best_state = {"model": {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()},
-                                   "metrics": dict(metrics, epoch=epoch)}
-        stop = out_of_time or bool(t["patience"] and progress.bad_epochs >= t["patience"])
-        metrics.update(epoch=epoch, best_epoch=progress.best_epoch, train_seconds=progress.train_seconds,
-                       loop_seconds=progress.loop_seconds, train_examples=progress.train_examples,
-                       train_examples_per_sec=progress.train_examples / max(progress.train_seconds, 1e-9),
-                       stopped_early=bool(stop and epoch + 1 < t["epochs"]))
-        if self.rank == 0:
-            worker_log(f"epoch {epoch}: valid loss {metrics['valid_loss']:.4f} accuracy {metrics['valid_accuracy']:.2f} "
-                       f"macro-F1 {metrics['valid_macro_f1']:.2f}, {metrics['train_examples_per_sec']:,.0f} examples/s")
-        ray_train.report_training(metrics, self.rank, self.model, self.optimizer, asdict(progress), self.fingerprint,
-                                  self.best_state)
-        return stop
-
-
-def train_func_per_worker(config: dict[str, Any]) -> None:
-    """Ray Train worker loop: restore, then epochs of training, validation and a checkpoint."""
-    from ray.train.torch import get_device
-
-    rank, world = ray_train.world()
-    training = ClassifierTraining(config, rank, world, get_device())
-    training.restore(ray_train.resumable_checkpoint())
-    for epoch in range(training.progress.epoch, config["train"]["epochs"]):
-        out_of_time = training.train_epoch(epoch)
-        if training.end_epoch(epoch, training.validate(), out_of_time):
-            break
+    def describe(self, metrics: dict[str, Any]) -> str:
+        return (f"valid loss {metrics['valid_loss']:.4f} accuracy {metrics['valid_accuracy']:.2f} "
+                f"macro-F1 {metrics['valid_macro_f1']:.2f}")
 
 
 def prepare(config: dict[str, Any]) -> None:
     """Check the config and its input before anything starts."""
     t = config["train"]
-    amp_mode(t["amp"])
+    check_train_settings(t, config["valid"])
     if t["label_prior"] not in PRIORS:
         raise ConfigError(f"train.label_prior must be one of {', '.join(PRIORS)}; got {t['label_prior']!r}")
-    if t["optimizer"] not in OPTIMIZERS:
-        raise ConfigError(f"train.optimizer must be one of {', '.join(OPTIMIZERS)}; got {t['optimizer']!r}")
-    for key, low in (("batch_size", 1), ("batch_tokens", 0), ("num_workers", 1), ("epochs", 1)):
+    for key, low in (("batch_size", 1), ("batch_tokens", 0)):
         check_integer(f"train.{key}", t[key], low)
-    if not t["lr"] > 0:
-        raise ConfigError(f"train.lr must be > 0, got {t['lr']}")
     if config["valid"]["test_split"] not in ("train", "valid", "test"):
         raise ConfigError(f"valid.test_split must be train, valid or test; got {config['valid']['test_split']!r}")
     manifest = load_manifest(Path(config["data_dir"]), "labelled")
@@ -292,7 +185,7 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
         manifest = load_manifest(data_dir, "labelled")
         vocab, pieces = load_vocab(data_dir, manifest["vocab"]["words"])
         names = manifest["labels"]["names"]
-        result = ray_train.fit(train_func_per_worker, config, log_reports=True)
+        result = ray_train.fit(partial(ray_train.loop_worker, ClassifierFamily), config, log_reports=True)
         files = ray_train.read_checkpoint(result.checkpoint, [STATE_FILE, BEST_FILE])
         last, best = files[STATE_FILE], files[BEST_FILE]
 
@@ -328,8 +221,8 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
         summary = {"best": str(output_dir / "best"), "last": str(output_dir / "last"),
                    "best_epoch": best["metrics"]["epoch"], "epochs": progress.epoch, "labels": names,
                    **{k: best["metrics"][k] for k in best["metrics"] if k.startswith("valid_")},
-                   "train_seconds": round(progress.train_seconds, 1), "train_examples": int(progress.train_examples),
-                   "train_examples_per_sec": progress.train_examples / max(progress.train_seconds, 1e-9),
+                   "train_seconds": round(progress.train_seconds, 1), "train_examples": int(progress.train_units),
+                   "train_examples_per_sec": progress.train_units / max(progress.train_seconds, 1e-9),
                    "wall_seconds": round(time.perf_counter() - started, 1), **test}
 
         # MLflow: the summary, the misclassified examples and the best checkpoint

@@ -19,7 +19,7 @@ import hashlib
 import json
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,7 @@ from jobs.common import cli, ray_train
 from jobs.common.config import to_yaml
 from jobs.common.forecaster_checkpoint import FORECASTER_FILE, ForecasterBundle, forecast_rows
 from jobs.common.model_registry import RMSE, arrays_digest, log_forecaster, register
-from jobs.common.ray_train import BEST_FILE, STATE_FILE, MetricsLog, broadcast, check_replicas, worker_log
+from jobs.common.training_loop import BEST_FILE, STATE_FILE, Family, Progress, check_train_settings
 from pipelines.contract.atomic import atomic_directory, write_atomically
 from pipelines.contract.errors import ConfigError, ManifestError, check_integer
 from pipelines.contract.manifest import load_manifest
@@ -43,20 +43,6 @@ from rnn_models.batching import epoch_batches, worker_batches
 from rnn_models.forecaster import Forecaster, ForecasterSettings
 
 PATH_KEYS = ("data_dir", "output_dir")
-OPTIMIZERS = ("adam", "sgd")
-
-
-@dataclass
-class Progress:
-    """Where training stands; every checkpoint stores it, and a resumed run goes on from it."""
-
-    epoch: int = 0                 # epochs finished
-    best_rmse: float = float("inf")  # best valid RMSE so far, and its epoch
-    best_epoch: int = -1
-    bad_checks: int = 0            # validations since the best one (early stopping)
-    train_seconds: float = 0.0     # spent in training steps
-    loop_seconds: float = 0.0      # wall clock of the epochs, validation included (train.max_minutes)
-    train_windows: float = 0.0     # windows trained on, by all workers
 
 
 def settings_of(config: dict[str, Any], manifest: dict[str, Any]) -> ForecasterSettings:
@@ -90,139 +76,51 @@ def scores(prefix: str, forecast: np.ndarray, rows: SeriesRows) -> dict[str, flo
             f"{prefix}_mase": float(np.nanmean(mase)) if np.isfinite(mase).any() else float("nan")}
 
 
-class ForecasterTraining:
-    """One worker's training: the windows, the model and optimizer, and the epochs."""
+class ForecasterFamily(Family):
+    """The forecaster in the shared loop: this worker's share of every epoch's shuffled windows, the
+    mean squared error of each step's next value (the last ``train.feedback_steps`` from predictions
+    fed back), and the valid tails' RMSE in original units (the best model has the lowest)."""
+
+    metric, higher_is_better, unit = "valid_rmse", False, "windows"
 
     def __init__(self, config: dict[str, Any], rank: int, world: int, device: torch.device):
-        from ray.train.torch import prepare_model
-
         self.config, self.rank, self.world, self.device = config, rank, world, device
-        t = self.t = config["train"]
-        torch.set_num_threads(max(1, int(t["cpus_per_worker"])))
         self.manifest = load_manifest(Path(config["data_dir"]), "series")
         self.fingerprint = data_identity(self.manifest)
         self.scaling = Scaling.from_config(self.manifest["series"]["settings"])
         self.horizon = self.manifest["series"]["settings"]["horizon"]
         self.train = read_split(config, self.manifest, "train")
         self.valid = read_split(config, self.manifest, "valid") if rank == 0 else None
-        torch.manual_seed(config["seed"])  # the same initial parameters on every worker
-        self.model = Forecaster(settings_of(config, self.manifest)).to(device)
-        optimizer = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD}[t["optimizer"]]
-        self.optimizer = optimizer(self.model.parameters(), lr=t["lr"], weight_decay=t["weight_decay"])
-        self.progress = Progress()
-        self.best_state: dict[str, Any] | None = None  # rank 0: the best model so far, on the CPU
-        self.ddp_model = prepare_model(self.model, move_to_device=False)
-        self.log_metrics = MetricsLog.for_rank(config, rank)
 
-    def restore(self, checkpoint: Any) -> None:
-        """Go on from a Ray Train checkpoint (None: start afresh)."""
-        if checkpoint is None:
-            return
-        progress, self.best_state = ray_train.resume_training(checkpoint, self.config, self.fingerprint, self.model,
-                                                              self.optimizer, self.device, self.rank)
-        self.progress = Progress(**progress)
+    def build_model(self) -> Forecaster:
+        return Forecaster(settings_of(self.config, self.manifest))
 
-    def train_epoch(self, epoch: int) -> bool:
-        """One epoch over this worker's batches of windows; True when the time budget ran out."""
-        t, progress, data = self.t, self.progress, self.train
-        torch.manual_seed(self.config["seed"] * 1_000_003 + epoch * 101 + self.rank)  # dropout masks
-        self.model.train()
-        batches = worker_batches(epoch_batches(len(data), t["batch_size"], self.config["seed"], epoch),
-                                 self.rank, self.world)
-        clock = ray_train.EpochClock(progress.loop_seconds, t["max_minutes"], t["report_seconds"], self.device,
-                                     ray_train.epoch_bar(self.config, self.rank, epoch, len(batches)))
-        window = {"loss": 0.0, "windows": 0, "seconds": 0.0}  # since the last progress report
-        out_of_time = False
-        for step, index in enumerate(batches):
-            # the step: predict the next value at every step of the windows (the last feedback_steps
-            # from the predictions fed back), mean squared error, update
-            started = time.perf_counter()
-            inputs = torch.as_tensor(data.inputs[index], device=self.device)
-            targets = torch.as_tensor(data.targets[index], device=self.device)
-            calendar = torch.as_tensor(data.calendar[index], device=self.device) if data.calendar.shape[2] else None
-            predicted, _ = self.ddp_model(inputs, calendar, fed=t["feedback_steps"])
-            loss = torch.nn.functional.mse_loss(predicted, targets)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if t["clip_norm"]:
-                torch.nn.utils.clip_grad_norm_(self.model.parameters(), t["clip_norm"])
-            self.optimizer.step()
-            seconds = time.perf_counter() - started
-            window = {"loss": window["loss"] + float(loss.detach()) * len(index),
-                      "windows": window["windows"] + len(index), "seconds": window["seconds"] + seconds}
-            progress.train_seconds += seconds
-            progress.train_windows += len(index) * self.world
-            out_of_time, report = clock.check(step, len(batches))
-            if report and self.log_metrics is not None:
-                self.log_metrics({"train_loss": window["loss"] / max(window["windows"], 1),
-                                  "windows_per_sec": window["windows"] * self.world / max(window["seconds"], 1e-9)},
-                                 int(progress.train_windows))
-                window = {"loss": 0.0, "windows": 0, "seconds": 0.0}
-            if out_of_time:
-                break
-        progress.loop_seconds += clock.stop()
-        return out_of_time
+    def batches(self, epoch: int) -> list[np.ndarray]:
+        return worker_batches(epoch_batches(len(self.train), self.config["train"]["batch_size"], self.config["seed"],
+                                            epoch), self.rank, self.world)
 
-    def validate(self) -> dict[str, Any]:
-        """Rank 0's validation metrics (empty on the other workers)."""
-        if self.rank != 0:
-            return {}
-        started = time.perf_counter()
+    def step(self, batch: np.ndarray, forward: Any) -> tuple[torch.Tensor, float, float]:
+        data, device = self.train, self.device
+        inputs = torch.as_tensor(data.inputs[batch], device=device)
+        targets = torch.as_tensor(data.targets[batch], device=device)
+        calendar = torch.as_tensor(data.calendar[batch], device=device) if data.calendar.shape[2] else None
+        predicted, _ = forward(inputs, calendar, fed=self.config["train"]["feedback_steps"])
+        loss = torch.nn.functional.mse_loss(predicted.float(), targets)
+        return loss, float(loss.detach()) * len(batch), len(batch)
+
+    def validate(self, epoch: int) -> dict[str, Any]:
         forecast = forecast_rows(self.model, self.valid, self.horizon, self.scaling, device=self.device)
-        self.progress.loop_seconds += time.perf_counter() - started
         return scores("valid", forecast, self.valid)
 
-    def end_check(self, epoch: int, metrics: dict[str, Any], out_of_time: bool) -> bool:
-        """Keep the best model, report with a checkpoint; returns whether training stops here."""
-        t, progress = self.t, self.progress
-        check_replicas(self.model, self.device)
-        rmse = broadcast([metrics.get("valid_rmse", 0.0)], self.device)[0]  # rank 0's, on every worker
-        improved = rmse < progress.best_rmse
-        progress.epoch, progress.bad_checks = epoch + 1, 0 if improved else progress.bad_checks + 1
-        if improved:
-            progress.best_rmse, progress.best_epoch = rmse, epoch
-            if self.rank == 0:
-                self.best_state = {"model": {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()},
-                                   "metrics": dict(metrics, epoch=epoch)}
-        stop = out_of_time or bool(t["patience"] and progress.bad_checks >= t["patience"])
-        metrics.update(epoch=epoch, best_epoch=progress.best_epoch, train_seconds=progress.train_seconds,
-                       loop_seconds=progress.loop_seconds, train_windows=progress.train_windows,
-                       train_windows_per_sec=progress.train_windows / max(progress.train_seconds, 1e-9),
-                       stopped_early=bool(stop and epoch + 1 < t["epochs"]))
-        if self.rank == 0:
-            worker_log(f"epoch {epoch}: valid RMSE {metrics['valid_rmse']:.4g} MASE {metrics['valid_mase']:.3f}, "
-                       f"{metrics['train_windows_per_sec']:,.0f} windows/s")
-        ray_train.report_training(metrics, self.rank, self.model, self.optimizer, asdict(progress), self.fingerprint,
-                                  self.best_state)
-        return stop
-
-
-def train_func_per_worker(config: dict[str, Any]) -> None:
-    """Ray Train worker loop: restore, then epochs of training, and every ``valid.every`` epochs a
-    validation and a checkpoint."""
-    from ray.train.torch import get_device
-
-    rank, world = ray_train.world()
-    training = ForecasterTraining(config, rank, world, get_device())
-    training.restore(ray_train.resumable_checkpoint())
-    epochs, every = config["train"]["epochs"], config["valid"]["every"]
-    for epoch in range(training.progress.epoch, epochs):
-        out_of_time = training.train_epoch(epoch)
-        if (out_of_time or (epoch + 1) % every == 0 or epoch + 1 == epochs) and \
-                training.end_check(epoch, training.validate(), out_of_time):
-            break
+    def describe(self, metrics: dict[str, Any]) -> str:
+        return f"valid RMSE {metrics['valid_rmse']:.4g} MASE {metrics['valid_mase']:.3f}"
 
 
 def prepare(config: dict[str, Any]) -> None:
     """Check the config and its input before anything starts."""
     t = config["train"]
-    if t["optimizer"] not in OPTIMIZERS:
-        raise ConfigError(f"train.optimizer must be one of {', '.join(OPTIMIZERS)}; got {t['optimizer']!r}")
-    for key, value in (("train.batch_size", t["batch_size"]), ("train.num_workers", t["num_workers"]),
-                       ("train.epochs", t["epochs"]), ("valid.every", config["valid"]["every"])):
-        check_integer(key, value, 1)
-    if not t["lr"] > 0:
-        raise ConfigError(f"train.lr must be > 0, got {t['lr']}")
+    check_train_settings(t, config["valid"])
+    check_integer("train.batch_size", t["batch_size"], 1)
     manifest = load_manifest(Path(config["data_dir"]), "series")
     settings_of(config, manifest)
     window = manifest["series"]["settings"]["window"]
@@ -279,7 +177,7 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
         output_dir, data_dir = Path(config["output_dir"]), Path(config["data_dir"])
         manifest = load_manifest(data_dir, "series")
         series, settings = manifest["series"], manifest["series"]["settings"]
-        result = ray_train.fit(train_func_per_worker, config, log_reports=True)
+        result = ray_train.fit(partial(ray_train.loop_worker, ForecasterFamily), config, log_reports=True)
         files = ray_train.read_checkpoint(result.checkpoint, [STATE_FILE, BEST_FILE])
         last, best = files[STATE_FILE], files[BEST_FILE]
 
@@ -317,8 +215,8 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
         summary = {"best": str(output_dir / "best"), "last": str(output_dir / "last"),
                    "best_epoch": best["metrics"]["epoch"], "epochs": progress.epoch, "series": len(kept),
                    **{k: best["metrics"][k] for k in best["metrics"] if k.startswith("valid_")},
-                   "train_seconds": round(progress.train_seconds, 1), "train_windows": int(progress.train_windows),
-                   "train_windows_per_sec": progress.train_windows / max(progress.train_seconds, 1e-9),
+                   "train_seconds": round(progress.train_seconds, 1), "train_windows": int(progress.train_units),
+                   "train_windows_per_sec": progress.train_units / max(progress.train_seconds, 1e-9),
                    "wall_seconds": round(time.perf_counter() - started, 1), **test}
 
         # MLflow: the summary and the best checkpoint

@@ -17,7 +17,8 @@ import json
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +29,8 @@ from jobs.common import cli, ray_train
 from jobs.common.checkpoint import BUNDLE_FILE, Bundle, average_states
 from jobs.common.config import to_yaml
 from jobs.common.model_registry import log_translator, register, pairs_digest
-from jobs.common.precision import amp_mode, autocast
-from jobs.common.ray_train import MetricsLog, broadcast, check_replicas, worker_log
+from jobs.common.collectives import worker_log
+from jobs.common.training_loop import BEST_FILE, STATE_FILE, Family, Progress, check_train_settings
 from jobs.common.reports import attention_heatmaps
 from jobs.common.torch_files import load_checked
 from jobs.common.tracking import tracking_uri
@@ -48,21 +49,6 @@ from rnn_models.word_vectors import init_embedding_from
 
 # Config keys holding paths, made absolute on the driver (jobs.tune uses them too).
 PATH_KEYS = ("data_dir", "output_dir", "embeddings.src", "embeddings.tgt")
-# A Ray Train checkpoint of this job: the training state (state.pt) and the best model so far (best.pt).
-STATE_FILE, BEST_FILE = "state.pt", "best.pt"
-
-
-@dataclass
-class Progress:
-    """Where training stands; every checkpoint stores it, and a resumed run goes on from it."""
-
-    epoch: int = 0                # epochs finished
-    best_bleu: float = -1.0       # best validation BLEU so far, and its epoch
-    best_epoch: int = -1
-    bad_epochs: int = 0           # epochs since the best one (early stopping)
-    train_seconds: float = 0.0    # spent in training steps
-    loop_seconds: float = 0.0     # wall clock of the epochs, validation included (train.max_minutes)
-    train_tokens: float = 0.0     # target tokens trained on, by all workers
 
 
 def settings_of(config: dict[str, Any], src: int = len(SPECIALS), tgt: int = len(SPECIALS)) -> TranslatorSettings:
@@ -147,179 +133,62 @@ def decode_settings(config: dict[str, Any]) -> DecodeSettings:
     return DecodeSettings.from_dict(config["decode"])
 
 
-def training_state(model: Translator, optimizer: torch.optim.Optimizer, scheduler: Any, progress: Progress,
-                   vocab_fingerprints: dict[str, str]) -> dict[str, Any]:
-    """The training state a checkpoint holds (what :func:`restore` loads)."""
-    return {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-            "progress": asdict(progress), "vocab": vocab_fingerprints}
+class TranslatorFamily(Family):
+    """The translator in the shared loop: this worker's share of every epoch's length-bucketed
+    batches, the cross-entropy per target token, and the valid split's greedy BLEU (the best model
+    has the highest)."""
 
-
-def restore(state: dict[str, Any], model: Translator, optimizer: torch.optim.Optimizer, scheduler: Any,
-            vocab_fingerprints: dict[str, str]) -> Progress:
-    """Load a checkpoint's training state into the model, optimizer and scheduler; refuses one
-    trained on other vocabularies."""
-    if state.get("vocab") != vocab_fingerprints:
-        raise CheckpointError("the checkpoint was trained on other vocabularies than this data; "
-                              "use another run_name, or resume=false to start over")
-    model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    return Progress(**state["progress"])
-
-
-class TranslatorTraining:
-    """One worker's training: its data, model and optimizer, and the steps of an epoch."""
+    metric, higher_is_better, unit = "valid_bleu", True, "tokens"
 
     def __init__(self, config: dict[str, Any], rank: int, world: int, device: torch.device):
-        from ray.train.torch import prepare_model
-
         self.config, self.rank, self.world, self.device = config, rank, world, device
-        t = self.t = config["train"]
-        torch.set_num_threads(max(1, int(t["cpus_per_worker"])))
         data_dir = Path(config["data_dir"])
         self.manifest = load_manifest(data_dir, "parallel")
-        vocabs = load_vocabs(data_dir, self.manifest)
-        (src_vocab, self.src_pieces), (tgt_vocab, self.tgt_pieces) = vocabs["src"], vocabs["tgt"]
-        self.fingerprints = {side: vocab_identity(self.manifest["vocab"][side]) for side in ("src", "tgt")}
+        self.vocabs = load_vocabs(data_dir, self.manifest)
+        self.fingerprint = {side: vocab_identity(self.manifest["vocab"][side]) for side in ("src", "tgt")}
         self.train = read_pairs(data_dir, self.manifest["splits"]["train"]["files"])
+        self.epoch_data = self.train
         self.sampler: SubwordSampler | None = None  # train.subword_alpha: made at the first draw
         self.valid = valid_pairs(config, self.manifest) if rank == 0 else None
-        torch.manual_seed(config["seed"])  # the same initial parameters on every worker
-        self.model = build_model(config, src_vocab, tgt_vocab, len(self.train), quiet=rank != 0)
-        if config.get("init_weights"):  # fine-tuning: a trained translator's weights (a checkpoint still wins)
-            self.model.load_state_dict(load_checked(config["init_weights"]))
-        self.model.to(device)
-        # fused: one kernel updates every parameter (the for-each form took 6% of a CPU step, 2026-12-03)
-        self.optimizer = torch.optim.Adam([p for p in self.model.parameters() if p.requires_grad], lr=t["lr"],
-                                          fused=True)
-        self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-            self.optimizer, mode="max", factor=t["lr_decay"], patience=t["lr_patience"], min_lr=t["min_lr"])
-        self.progress = Progress()
-        self.best_state: dict[str, Any] | None = None  # rank 0: the best model so far, on the CPU
-        self.ddp_model = prepare_model(self.model, move_to_device=False)
-        self.bundle = Bundle.from_manifest(self.model, self.manifest, vocabs)
-        self.log_metrics = MetricsLog.for_rank(config, rank)
-        self.autocast = autocast(device, t["amp"])
 
-    def restore(self, checkpoint: Any) -> None:
-        """Go on from a Ray Train checkpoint (None: start afresh)."""
-        if checkpoint is None:
-            return
-        state = ray_train.read_checkpoint(checkpoint, [STATE_FILE], self.device)[STATE_FILE]
-        if self.rank == 0:
-            self.best_state = ray_train.read_checkpoint(checkpoint, [BEST_FILE]).get(BEST_FILE)
-        try:
-            self.progress = restore(state, self.model, self.optimizer, self.scheduler, self.fingerprints)
-        except CheckpointError as err:
-            raise CheckpointError(f"run {self.config['run_name']!r}: {err}") from None
-        if self.rank == 0:
-            worker_log(f"resumed from the checkpoint after epoch {self.progress.epoch - 1}")
+    def build_model(self) -> Translator:
+        (src, _), (tgt, _) = self.vocabs["src"], self.vocabs["tgt"]
+        model = build_model(self.config, src, tgt, len(self.train), quiet=self.rank != 0)
+        if self.config.get("init_weights"):  # fine-tuning: a trained translator's weights (a checkpoint still wins)
+            model.load_state_dict(load_checked(self.config["init_weights"]))
+        return model
 
-    def train_epoch(self, epoch: int) -> bool:
-        """One epoch of DDP steps over this worker's batches; True when the time budget ran out."""
-        t, progress = self.t, self.progress
-        train = self.epoch_pairs(epoch)
-        src_len, tgt_len = train.lengths()
-        batches = worker_batches(token_batches(src_len, tgt_len, t["batch_tokens"], self.config["seed"], epoch,
-                                               max_sentences=t["batch_sentences"]), self.rank, self.world)
-        self.model.train()
-        window = {"loss": 0.0, "tokens": 0, "seconds": 0.0}  # since the last progress report
-        clock = ray_train.EpochClock(progress.loop_seconds, t["max_minutes"], t["report_seconds"], self.device,
-                                     ray_train.epoch_bar(self.config, self.rank, epoch, len(batches)))
-        out_of_time = False
-        for step, index in enumerate(batches):
-            # the step: forward (autocast on GPU), loss per target token, backward, clip, update
-            started = time.perf_counter()
-            src, lengths, tgt_in, tgt_out = make_batch(train, index, self.device)
-            with self.autocast:
-                logits, _ = self.ddp_model(src, lengths, tgt_in)
-            loss, tokens = sequence_loss(logits, tgt_out, t["label_smoothing"])
-            self.optimizer.zero_grad(set_to_none=True)
-            (loss / max(tokens, 1)).backward()
-            if t["clip_norm"]:
-                torch.nn.utils.clip_grad_norm_(self.model.parameters(), t["clip_norm"])
-            self.optimizer.step()
-            seconds = time.perf_counter() - started
-            window = {"loss": window["loss"] + float(loss.detach()), "tokens": window["tokens"] + tokens,
-                      "seconds": window["seconds"] + seconds}
-            progress.train_seconds += seconds
-            progress.train_tokens += tokens * self.world
-            # rank 0's clock decides for all: is the time budget spent, is a progress report due
-            out_of_time, report = clock.check(step, len(batches))
-            if report:
-                self._log_progress(window, epoch + (step + 1) / len(batches))
-                window = {"loss": 0.0, "tokens": 0, "seconds": 0.0}
-            if out_of_time:
-                break
-        progress.loop_seconds += clock.stop()
-        return out_of_time
+    def batches(self, epoch: int) -> list[np.ndarray]:
+        t = self.config["train"]
+        self.epoch_data = self.epoch_pairs(epoch)
+        src_len, tgt_len = self.epoch_data.lengths()
+        return worker_batches(token_batches(src_len, tgt_len, t["batch_tokens"], self.config["seed"], epoch,
+                                            max_sentences=t["batch_sentences"]), self.rank, self.world)
 
     def epoch_pairs(self, epoch: int) -> Pairs:
         """The training pairs of an epoch: as preprocessed, or with ``train.subword_alpha`` their
         segmentation sampled anew (the same draw on every worker, for the seed and epoch)."""
-        alpha = self.t["subword_alpha"]
-        if not alpha or self.src_pieces is None or self.tgt_pieces is None:
+        alpha = self.config["train"]["subword_alpha"]
+        (_, src_pieces), (_, tgt_pieces) = self.vocabs["src"], self.vocabs["tgt"]
+        if not alpha or src_pieces is None or tgt_pieces is None:
             return self.train
         if self.sampler is None:
-            self.sampler = SubwordSampler(self.train, self.src_pieces, self.tgt_pieces)
+            self.sampler = SubwordSampler(self.train, src_pieces, tgt_pieces)
         return self.sampler.draw(alpha, self.config["seed"] * 1_000_003 + 2 * epoch)
 
-    def _log_progress(self, window: dict[str, float], epoch_progress: float) -> None:
-        if self.log_metrics is not None:
-            self.log_metrics({"train_loss": window["loss"] / max(window["tokens"], 1),
-                              "tokens_per_sec": window["tokens"] * self.world / max(window["seconds"], 1e-9),
-                              "lr": self.optimizer.param_groups[0]["lr"], "epoch_progress": epoch_progress},
-                             int(self.progress.train_tokens))
+    def step(self, batch: np.ndarray, forward: Any) -> tuple[torch.Tensor, float, float]:
+        src, lengths, tgt_in, tgt_out = make_batch(self.epoch_data, batch, self.device)
+        logits, _ = forward(src, lengths, tgt_in)
+        loss, tokens = sequence_loss(logits, tgt_out, self.config["train"]["label_smoothing"])
+        return loss / max(tokens, 1), float(loss.detach()), tokens
 
-    def validate(self) -> dict[str, Any]:
-        """Rank 0's validation metrics (empty on the other workers)."""
-        started = time.perf_counter()
-        metrics = validate(self.model, self.bundle, self.valid, self.config, self.device)[0] if self.rank == 0 else {}
-        self.progress.loop_seconds += time.perf_counter() - started
-        return metrics
+    def validate(self, epoch: int) -> dict[str, Any]:
+        bundle = Bundle.from_manifest(self.model, self.manifest, self.vocabs)
+        return validate(self.model, bundle, self.valid, self.config, self.device)[0]
 
-    def end_epoch(self, epoch: int, metrics: dict[str, Any], out_of_time: bool) -> bool:
-        """Decay the learning rate, keep the best model, report the epoch with a checkpoint;
-        returns whether training stops here (time budget or early stopping)."""
-        t, progress = self.t, self.progress
-        check_replicas(self.model, self.device)
-        bleu = broadcast([metrics.get("valid_bleu", 0.0)], self.device)[0]  # rank 0's, on every worker
-        self.scheduler.step(bleu)
-        improved = bleu > progress.best_bleu
-        progress.epoch, progress.bad_epochs = epoch + 1, 0 if improved else progress.bad_epochs + 1
-        if improved:
-            progress.best_bleu, progress.best_epoch = bleu, epoch
-            if self.rank == 0:
-                self.best_state = {"model": {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()},
-                                   "metrics": dict(metrics, epoch=epoch)}
-        stop = out_of_time or bool(t["patience"] and progress.bad_epochs >= t["patience"])
-        metrics.update(epoch=epoch, best_bleu=progress.best_bleu, best_epoch=progress.best_epoch,
-                       train_seconds=progress.train_seconds, loop_seconds=progress.loop_seconds,
-                       train_tokens=progress.train_tokens,
-                       train_tokens_per_sec=progress.train_tokens / max(progress.train_seconds, 1e-9),
-                       stopped_early=bool(stop and epoch + 1 < t["epochs"]))
-        if self.rank == 0:
-            worker_log(f"epoch {epoch}: valid loss {metrics['valid_loss']:.3f} ppl {metrics['valid_ppl']:.2f} "
-                       f"BLEU {metrics['valid_bleu']:.2f} chrF {metrics['valid_chrf']:.2f}, "
-                       f"{metrics['train_tokens_per_sec']:,.0f} target tokens/s")
-        # the checkpoint (rank 0's): the training state and the best model so far
-        ray_train.report(metrics, self.rank, {
-            STATE_FILE: training_state(self.model, self.optimizer, self.scheduler, self.progress, self.fingerprints)
-            if self.rank == 0 else None, BEST_FILE: self.best_state})
-        return stop
-
-
-def train_func_per_worker(config: dict[str, Any]) -> None:
-    """Ray Train worker loop: restore, then epochs of training, validation and a checkpoint."""
-    from ray.train.torch import get_device
-
-    rank, world = ray_train.world()
-    training = TranslatorTraining(config, rank, world, get_device())
-    training.restore(ray_train.resumable_checkpoint())
-    for epoch in range(training.progress.epoch, config["train"]["epochs"]):
-        out_of_time = training.train_epoch(epoch)
-        if training.end_epoch(epoch, training.validate(), out_of_time):
-            break
+    def describe(self, metrics: dict[str, Any]) -> str:
+        return (f"valid loss {metrics['valid_loss']:.3f} ppl {metrics['valid_ppl']:.2f} "
+                f"BLEU {metrics['valid_bleu']:.2f} chrF {metrics['valid_chrf']:.2f}")
 
 
 def valid_pairs(config: dict[str, Any], manifest: dict[str, Any]) -> Pairs:
@@ -335,9 +204,9 @@ def valid_pairs(config: dict[str, Any], manifest: dict[str, Any]) -> Pairs:
 
 def prepare(config: dict[str, Any]) -> None:
     """Check the config and its input before anything starts."""
+    check_train_settings(config["train"], config["valid"])
     settings_of(config)
     decode_settings(config)
-    amp_mode(config["train"]["amp"])
     manifest = load_manifest(Path(config["data_dir"]), "parallel")
     if not manifest["splits"]["train"]["files"]:
         raise ManifestError(f"{config['data_dir']} has no train shards")
@@ -391,7 +260,8 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
         manifest = load_manifest(data_dir, "parallel")
         vocabs = load_vocabs(data_dir, manifest)
         (src_vocab, _), (tgt_vocab, _) = vocabs["src"], vocabs["tgt"]
-        result = ray_train.fit(train_func_per_worker, config, log_reports=True, keep=config["train"]["average_last"])
+        result = ray_train.fit(partial(ray_train.loop_worker, TranslatorFamily), config, log_reports=True,
+                                keep=config["train"]["average_last"])
         files = ray_train.read_checkpoint(result.checkpoint, [STATE_FILE, BEST_FILE])
         last, best = files[STATE_FILE], files[BEST_FILE]
 
@@ -440,7 +310,7 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
                    "valid_bleu": best["metrics"]["valid_bleu"], "valid_chrf": best["metrics"]["valid_chrf"],
                    "bleu_signature": best["metrics"]["bleu_signature"],
                    "train_seconds": round(progress.train_seconds, 1),
-                   "train_tokens_per_sec": progress.train_tokens / max(progress.train_seconds, 1e-9),
+                   "train_tokens_per_sec": progress.train_units / max(progress.train_seconds, 1e-9),
                    "wall_seconds": round(time.perf_counter() - started, 1), **test}
         if averaged:
             summary["averaging"] = {k: v for k, v in averaged.items() if k != "metrics"}

@@ -29,7 +29,8 @@ import torch
 
 from jobs.common import cli, ray_train
 from jobs.common.config import ConfigError
-from jobs.common.ray_train import MetricsLog, all_reduce_sum, check_replicas, worker_log
+from jobs.common.collectives import all_reduce_sum, check_replicas, world, worker_log
+from jobs.common.tracking import MetricsLog
 from jobs.common.reports import evaluate, projection_plot
 from pipelines.contract.atomic import atomic_directory
 from pipelines.contract.errors import CheckpointError, ManifestError
@@ -85,7 +86,7 @@ class UpdateSync:
 
     def __init__(self, model: torch.nn.Module, rows: str = "all"):
         self.params = [p for p in model.parameters() if p.requires_grad]
-        self.anchors = [p.detach().clone() for p in self.params] if ray_train.world()[1] > 1 else []
+        self.anchors = [p.detach().clone() for p in self.params] if world()[1] > 1 else []
         self.rows, self.sent, self.syncs = rows, 0, 0
 
     def __call__(self) -> None:
@@ -257,8 +258,8 @@ def train_func_per_worker(config: dict[str, Any]) -> None:
     """Ray Train worker loop: restore, then train this worker's share epoch by epoch."""
     from ray.train.torch import get_device
 
-    rank, world = ray_train.world()
-    training = Word2VecTraining(config, rank, world, get_device())
+    rank, size = world()
+    training = Word2VecTraining(config, rank, size, get_device())
     training.restore(ray_train.resumable_checkpoint())
     for epoch in range(training.position.epoch, config["train"]["epochs"]):
         training.train_epoch(epoch)

@@ -73,3 +73,12 @@ def test_no_module_imports_a_job_but_the_jobs_that_run_others():
         for module, names in _modules(package).items():
             imported = {n.split(".")[1] for n in names if n.startswith("jobs.") and n.split(".")[1] in jobs}
             assert not imported or module in runners, f"{module} imports the job(s) {imported}"
+
+
+@pytest.mark.parametrize("module", ["jobs/common/training_loop.py", "jobs/common/collectives.py"])
+def test_the_training_loop_knows_nothing_of_ray(module):
+    """The loop runs in-process (its tests, one worker) as under Ray Train: Ray is jobs.common.ray_train's."""
+    names = _imports(PROJECT / module)
+    assert not [n for n in names if _top(n) in ("ray", "mlflow", "pyspark")]
+    assert not [n for n in names if n.startswith("jobs.") and n.split(".")[2] in ("ray_train", "ray_private",
+                                                                                  "tracking")]

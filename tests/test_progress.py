@@ -11,7 +11,8 @@ import torch
 
 from jobs.common import progress
 from jobs.common.ray_private import worker_progress_bar
-from jobs.common.ray_train import EpochClock, epoch_bar
+from jobs.common.ray_train import epoch_bar
+from jobs.common.training_loop import EpochClock
 
 
 class Terminal(io.StringIO):

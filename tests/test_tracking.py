@@ -34,7 +34,7 @@ def test_a_tracking_server_that_stays_away_is_one_clear_error(monkeypatch):
     """MLflow's own retries (here none) run out: the worker's metrics log ends with one error that
     names the server and how to go on, not MLflow's connection traceback."""
     from conftest import free_port
-    from jobs.common.ray_train import MetricsLog
+    from jobs.common.tracking import MetricsLog
     from jobs.common.tracking import TrackingUnavailableError
     from pipelines.contract.errors import UserError
 

@@ -4,7 +4,6 @@ pretrained embeddings from a word2vec export, and jobs.evaluate on the result.""
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 
 import mlflow
@@ -20,7 +19,6 @@ from pipelines.contract.parallel_shards import Pairs, read_pairs
 from pipelines.contract.pieces import PieceModel, train_piece_model
 from pipelines.contract.vocab import Vocab
 from pipelines.text.normalize import NormalizeOptions, tokenize
-from rnn_models.translator import Translator, TranslatorSettings, frame_target, sequence_loss
 from rnn_models.word_vectors import save_word2vec
 
 
@@ -140,58 +138,6 @@ def test_bad_settings_and_inputs_are_clear(tmp_path, data_dir):
     with pytest.raises(ConfigError, match="model.attention must be one of dot, general, bahdanau, none; got 'luong'"):
         job.run([f"data_dir={data_dir}", f"output_dir={tmp_path / 'o'}", "mlflow.enabled=false",
                  "model.attention=luong"])
-
-
-def _training(seed: int, fingerprints: dict) -> tuple:
-    torch.manual_seed(seed)
-    model = Translator(TranslatorSettings(src_vocab=20, tgt_vocab=20, embedding_size=8, hidden_size=8, dropout=0.0))
-    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
-    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=0.5, patience=0)
-    return model, optimizer, scheduler
-
-
-def _step(model, optimizer, seed: int) -> float:
-    g = torch.Generator().manual_seed(seed)
-    src, tgt = torch.randint(6, 20, (4, 5), generator=g), torch.randint(6, 20, (4, 6), generator=g)
-    tgt_in, tgt_out = frame_target(tgt)
-    loss, tokens = sequence_loss(model(src, torch.full((4,), 5), tgt_in)[0], tgt_out)
-    optimizer.zero_grad()
-    (loss / tokens).backward()
-    optimizer.step()
-    return float(loss.detach() / tokens)
-
-
-def test_restore_loads_the_checkpoint_state_and_training_goes_on_as_before():
-    """A checkpoint restored into a fresh model gives the very weights, optimizer moments and
-    scheduler of the saved one; the next step's loss and weights are the ones the uninterrupted run has."""
-    fingerprints = {"src": "a", "tgt": "b"}
-    model, optimizer, scheduler = _training(0, fingerprints)
-    for step in range(3):
-        _step(model, optimizer, step)
-    scheduler.step(1.0)
-    scheduler.step(0.5)  # one bad epoch: the plateau counter is part of the state
-    progress = job.Progress(epoch=2, best_bleu=1.0, best_epoch=0, bad_epochs=1, train_tokens=48.0)
-    buffer = io.BytesIO()  # through torch's file format, as the checkpoint goes
-    torch.save(job.training_state(model, optimizer, scheduler, progress, fingerprints), buffer)
-    buffer.seek(0)
-    state = torch.load(buffer, weights_only=True)
-    saved = {k: v.clone() for k, v in model.state_dict().items()}
-
-    fresh, fresh_optimizer, fresh_scheduler = _training(1, fingerprints)
-    assert not torch.equal(fresh.decoder.output.weight, model.decoder.output.weight)
-    restored = job.restore(state, fresh, fresh_optimizer, fresh_scheduler, fingerprints)
-    assert restored == progress
-    assert all(torch.equal(fresh.state_dict()[k], v) for k, v in saved.items())
-    moments = [(s["exp_avg"], s["exp_avg_sq"]) for s in optimizer.state.values()]
-    fresh_moments = [(s["exp_avg"], s["exp_avg_sq"]) for s in fresh_optimizer.state.values()]
-    assert len(moments) == len(fresh_moments) > 0
-    assert all(torch.equal(a, b) and torch.equal(c, d) for (a, c), (b, d) in zip(moments, fresh_moments))
-    assert fresh_scheduler.state_dict() == scheduler.state_dict()
-    assert _step(fresh, fresh_optimizer, 3) == _step(model, optimizer, 3)
-    assert all(torch.equal(fresh.state_dict()[k], v) for k, v in model.state_dict().items())
-
-    with pytest.raises(CheckpointError, match="other vocabularies"):
-        job.restore(state, fresh, fresh_optimizer, fresh_scheduler, {"src": "a", "tgt": "c"})
 
 
 def test_subword_sampling_draws_the_training_pairs_anew_reproducibly(toy_pairs):

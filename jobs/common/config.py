@@ -1,6 +1,7 @@
 """Job configuration: YAML files from ``conf/`` merged with ``key=value`` overrides (OmegaConf).
 
-Order, later wins: ``conf/common.yaml``, ``conf/<job>.yaml``, the CONFIG file given on the command
+Order, later wins: ``conf/common.yaml``, ``conf/training.yaml`` for the jobs that train with the
+shared loop (:data:`LOOP_TRAINERS`), ``conf/<job>.yaml``, the CONFIG file given on the command
 line (a preset such as ``conf/preprocess/tatoeba.yaml``), then the overrides. Keys that the job's
 YAML does not define are rejected, so a typo fails instead of being ignored; a mapping that is empty
 by default (such as ``spark.conf``) or named ``overrides`` (another job's keys, in jobs.pipeline) takes
@@ -24,6 +25,8 @@ __all__ = ["CONF_DIR", "PROJECT_DIR", "ConfigError", "flatten", "load_config", "
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent.parent
 CONF_DIR = PROJECT_DIR / "conf"
+# the jobs whose config builds on conf/training.yaml (the shared training loop's settings)
+LOOP_TRAINERS = ("train_translator", "train_lm", "train_classifier", "train_forecaster")
 
 
 def load_config(job: str, argv: Sequence[str] | None = None) -> DictConfig:
@@ -33,7 +36,8 @@ def load_config(job: str, argv: Sequence[str] | None = None) -> DictConfig:
     overrides = [a for a in argv if "=" in a]
     if len(presets) > 1:
         raise ConfigError(f"expected at most one config file, got {presets}")
-    cfg = OmegaConf.merge(OmegaConf.load(CONF_DIR / "common.yaml"), OmegaConf.load(CONF_DIR / f"{job}.yaml"))
+    bases = ["common.yaml"] + (["training.yaml"] if job in LOOP_TRAINERS else [])
+    cfg = OmegaConf.merge(*(OmegaConf.load(CONF_DIR / name) for name in [*bases, f"{job}.yaml"]))
     OmegaConf.set_struct(cfg, True)
     _open_empty_mappings(cfg)
     layers = []

@@ -113,7 +113,7 @@ def worker_progress_bar(desc: str, total: int, unit: str) -> Any:
     """A progress bar for a Ray worker that the driver draws (``ray.experimental.tqdm_ray``).
     tqdm_ray sends its state as a line on stdout through ``print``, which Ray Train V2 replaces in
     its workers with a logger call that loses the line; this bar writes its state to the real
-    stdout instead, as ``jobs.common.ray_train.worker_log`` does."""
+    stdout instead, as ``jobs.common.collectives.worker_log`` does."""
     import json
     import sys
     import time

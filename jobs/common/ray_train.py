@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import shutil
 import signal
-import sys
 import tempfile
 import threading
-import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,74 +18,15 @@ from omegaconf import DictConfig
 from ray.train import UserCallback
 
 from jobs.common import progress
+from jobs.common.collectives import world, worker_log
 from jobs.common.config import PROJECT_DIR, ConfigError, load_config, to_dict, to_yaml
 from jobs.common.job_output import show_config
 from jobs.common.ray_cluster import connect
 from jobs.common.ray_private import in_tune_session, worker_failures, worker_progress_bar
 from jobs.common.torch_files import check_file, load_checked
-from jobs.common.tracking import log_dataset, mlflow_run, server_retries, tracking_uri
+from jobs.common.training_loop import BEST_FILE, STATE_FILE, Family, TrainingLoop
+from jobs.common.tracking import MetricsLog, log_dataset, mlflow_run, tracking_uri
 from pipelines.contract.errors import CheckpointError, OutputExistsError, UserError
-
-
-def world() -> tuple[int, int]:
-    """This worker's rank and the number of workers (0, 1 outside a process group)."""
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
-    """Sum ``tensor`` over all workers, in place."""
-    import torch.distributed as dist
-
-    if world()[1] > 1:
-        dist.all_reduce(tensor)
-    return tensor
-
-
-def broadcast(values: list[float], device: torch.device) -> list[float]:
-    """Rank 0's ``values`` on every worker."""
-    import torch.distributed as dist
-
-    tensor = torch.tensor(values, dtype=torch.float64, device=device)
-    if world()[1] > 1:
-        dist.broadcast(tensor, 0)
-    return tensor.tolist()
-
-
-class EpochClock:
-    """Rank 0's clock, for every worker: at every 10th step of an epoch (the same steps on every
-    worker) and at its last, it says whether the time budget (``max_minutes`` of epochs, ``spent``
-    already; 0 = none) has run out and whether a progress report (every ``report_seconds``) is due,
-    and moves the epoch's progress ``bar`` (:func:`epoch_bar`) if there is one."""
-
-    def __init__(self, spent: float, max_minutes: float, report_seconds: float, device: torch.device,
-                 bar: Any = None):
-        self.spent, self.budget = spent, max_minutes * 60 or float("inf")
-        self.report_seconds, self.device, self.bar = report_seconds, device, bar
-        self.start = self.last_report = time.perf_counter()
-
-    def check(self, step: int, steps: int) -> tuple[bool, bool]:
-        """(out of time, report due) after ``step`` of ``steps``, as rank 0 sees it."""
-        if step % 10 != 9 and step + 1 != steps:
-            return False, False
-        if self.bar is not None:
-            self.bar.update(step + 1 - self.bar.n)
-        now = time.perf_counter()
-        out_of_time, report = (flag > 0 for flag in broadcast(
-            [self.spent + now - self.start >= self.budget, now - self.last_report >= self.report_seconds],
-            self.device))
-        if report:
-            self.last_report = now
-        return out_of_time, report
-
-    def stop(self) -> float:
-        """The epoch's seconds so far; its bar is closed."""
-        if self.bar is not None:
-            self.bar.close()
-        return time.perf_counter() - self.start
 
 
 def epoch_bar(config: dict[str, Any], rank: int, epoch: int, steps: int) -> Any:
@@ -96,66 +35,6 @@ def epoch_bar(config: dict[str, Any], rank: int, epoch: int, steps: int) -> Any:
     if rank != 0 or not config.get("progress_bars"):
         return None
     return worker_progress_bar(f"epoch {epoch}", steps, " steps")
-
-
-def check_replicas(model: torch.nn.Module, device: torch.device) -> None:
-    """Raise when the workers' copies of ``model`` differ: data-parallel training keeps them equal
-    (DDP averages the gradients, word2vec adds up the updates), so a difference is a broken sync.
-    One all-reduce of two numbers: the largest and smallest checksum over the workers."""
-    import torch.distributed as dist
-
-    if world()[1] == 1:
-        return
-    checksum = sum(float(p.detach().double().sum()) for p in model.parameters())
-    extremes = torch.tensor([checksum, -checksum], dtype=torch.float64, device=device)
-    dist.all_reduce(extremes, op=dist.ReduceOp.MAX)
-    largest, smallest = float(extremes[0]), -float(extremes[1])
-    if largest - smallest > 1e-6 * max(1.0, abs(largest)):
-        raise RuntimeError(f"the workers' models differ (parameter sums from {smallest!r} to {largest!r}): "
-                           "the gradient or update sync is broken")
-
-
-def worker_log(message: str) -> None:
-    """Print from inside a Ray Train worker, once. Train V2 replaces ``print`` in its workers with a
-    version that logs *and* writes to a wrapped stdout, so a plain print reaches the driver twice."""
-    stream = sys.__stdout__ or sys.stdout
-    stream.write(message + "\n")
-    stream.flush()
-
-
-class MetricsLog:
-    """Logs metrics to the job's MLflow run from inside a worker (the driver owns the run).
-
-    A worker restarted from a checkpoint repeats the steps since that checkpoint: steps at or below
-    the last one an earlier attempt logged (read from the run once, by the first metric's name)
-    are not logged again, so each step appears once. A tracking server that is down for a while
-    is waited for (:func:`server_retries`)."""
-
-    def __init__(self, tracking_uri: str, run_id: str):
-        from mlflow import MlflowClient
-
-        self.client, self.run_id, self.uri = MlflowClient(tracking_uri), run_id, tracking_uri
-        self.logged_through: int | None = None
-
-    @classmethod
-    def for_rank(cls, config: dict[str, Any], rank: int) -> "MetricsLog | None":
-        """The log for rank 0 of a job with an MLflow run, else None."""
-        if rank != 0 or not config.get("mlflow_run_id"):
-            return None
-        return cls(config["mlflow_tracking_uri"], config["mlflow_run_id"])
-
-    def __call__(self, metrics: dict[str, float], step: int) -> None:
-        from mlflow.entities import Metric
-
-        with server_retries(self.uri):
-            if self.logged_through is None:
-                history = self.client.get_metric_history(self.run_id, next(iter(metrics)))
-                self.logged_through = max((m.step for m in history), default=-1)
-            if step <= self.logged_through:
-                return
-            now = int(time.time() * 1000)
-            self.client.log_batch(self.run_id, metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()])
-        self.logged_through = step
 
 
 class EpochMetrics(UserCallback):
@@ -187,34 +66,26 @@ def report(metrics: dict[str, Any], rank: int, files: dict[str, Any]) -> None:
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory))
 
 
-STATE_FILE, BEST_FILE = "state.pt", "best.pt"  # a trainer's Ray Train checkpoint: training state, best model so far
+def loop_worker(family: type[Family], config: dict[str, Any]) -> None:
+    """A Ray Train worker: the shared training loop over ``family`` on this worker (DDP), from the
+    latest readable checkpoint if there is one, reporting each validation to Ray Train."""
+    from ray.train.torch import get_device, prepare_model
 
-
-def resume_training(checkpoint: Any, config: dict[str, Any], fingerprint: Any, model: torch.nn.Module,
-                    optimizer: torch.optim.Optimizer, device: torch.device, rank: int
-                    ) -> tuple[dict[str, Any], dict[str, Any] | None]:
-    """Load a checkpoint's training state (``state.pt``: model, optimizer, progress, the vocabulary
-    ``fingerprint`` it was trained on, checked) into ``model`` and ``optimizer``; returns its
-    progress and, on rank 0, the best model so far (``best.pt``)."""
-    state = read_checkpoint(checkpoint, [STATE_FILE], device)[STATE_FILE]
-    if state.get("vocab") != fingerprint:
-        raise CheckpointError(f"run {config['run_name']!r}: the checkpoint was trained on another vocabulary "
-                              "than this data's; use another run_name, or resume=false to start over")
-    model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    if rank != 0:
-        return state["progress"], None
-    worker_log(f"resumed from the checkpoint after epoch {state['progress']['epoch'] - 1}")
-    return state["progress"], read_checkpoint(checkpoint, [BEST_FILE]).get(BEST_FILE)
-
-
-def report_training(metrics: dict[str, Any], rank: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                    progress: dict[str, Any], fingerprint: Any, best_state: dict[str, Any] | None) -> None:
-    """Report an epoch with the checkpoint :func:`resume_training` reads: rank 0 writes ``state.pt``
-    (model, optimizer, ``progress``, the vocabulary ``fingerprint``) and ``best.pt`` (``best_state``)."""
-    state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "progress": progress,
-             "vocab": fingerprint} if rank == 0 else None
-    report(metrics, rank, {STATE_FILE: state, BEST_FILE: best_state})
+    rank, size = world()
+    device = get_device()
+    torch.set_num_threads(max(1, int(config["train"]["cpus_per_worker"])))
+    loop = TrainingLoop(family(config, rank, size, device), config, rank, size, device,
+                        wrap=lambda model: prepare_model(model, move_to_device=False),
+                        report=lambda metrics, files: report(metrics, rank, files),
+                        log_metrics=MetricsLog.for_rank(config, rank),
+                        bar=lambda epoch, steps: epoch_bar(config, rank, epoch, steps))
+    checkpoint = resumable_checkpoint()
+    if checkpoint is not None:
+        files = read_checkpoint(checkpoint, [STATE_FILE], device)
+        if rank == 0:  # the best model so far stays on the CPU
+            files.update(read_checkpoint(checkpoint, [BEST_FILE]))
+        loop.restore(files)
+    loop.fit()
 
 
 def resumable_checkpoint() -> Any:

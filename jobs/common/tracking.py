@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import tempfile
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -170,3 +171,38 @@ def _save_log(mlflow: Any, log: Path, failed: bool = False) -> None:
 def _param(value: Any) -> str:
     text = value if isinstance(value, str) else json.dumps(value)
     return text if len(text) <= _MAX_PARAM else text[: _MAX_PARAM - 3] + "..."
+
+
+class MetricsLog:
+    """Logs metrics to the job's MLflow run from inside a worker (the driver owns the run).
+
+    A worker restarted from a checkpoint repeats the steps since that checkpoint: steps at or below
+    the last one an earlier attempt logged (read from the run once, by the first metric's name)
+    are not logged again, so each step appears once. A tracking server that is down for a while
+    is waited for (:func:`server_retries`)."""
+
+    def __init__(self, tracking_uri: str, run_id: str):
+        from mlflow import MlflowClient
+
+        self.client, self.run_id, self.uri = MlflowClient(tracking_uri), run_id, tracking_uri
+        self.logged_through: int | None = None
+
+    @classmethod
+    def for_rank(cls, config: dict[str, Any], rank: int) -> "MetricsLog | None":
+        """The log for rank 0 of a job with an MLflow run, else None."""
+        if rank != 0 or not config.get("mlflow_run_id"):
+            return None
+        return cls(config["mlflow_tracking_uri"], config["mlflow_run_id"])
+
+    def __call__(self, metrics: dict[str, float], step: int) -> None:
+        from mlflow.entities import Metric
+
+        with server_retries(self.uri):
+            if self.logged_through is None:
+                history = self.client.get_metric_history(self.run_id, next(iter(metrics)))
+                self.logged_through = max((m.step for m in history), default=-1)
+            if step <= self.logged_through:
+                return
+            now = int(time.time() * 1000)
+            self.client.log_batch(self.run_id, metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()])
+        self.logged_through = step

@@ -37,3 +37,7 @@ def check_integer(key: str, value: Any, low: int, note: str = "") -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < low:
         raise ConfigError(f"{key} must be an integer >= {low}{note}, got {value!r}")
     return value
+
+
+class TrainingError(UserError, RuntimeError):
+    """Training that cannot go on with these settings (it diverged: the gradient stays non-finite)."""

@@ -112,8 +112,8 @@ def main() -> None:
     if args.corpus == "multi30k":
         # JoeyNMT's tokens are words: compare words (the same as tokens for the word preset)
         result["ratios"] = {"target_tokens_per_sec": summary["train_target_words_per_sec"] / joey["target_tokens_per_sec"],
-                            "bleu_greedy_diff": summary.get("test_bleu_greedy", nan) - joey["test_bleu_greedy"],
-                            "bleu_beam5_diff": summary.get("test_bleu_beam5", nan) - joey["test_bleu_beam5"]}
+                            "bleu_greedy_diff": summary.get("test_greedy_bleu", nan) - joey["test_bleu_greedy"],
+                            "bleu_beam5_diff": summary.get("test_beam5_bleu", nan) - joey["test_bleu_beam5"]}
     print(json.dumps(result))
 
 

@@ -15,22 +15,19 @@ from __future__ import annotations
 
 import json
 import math
-import time
 from collections.abc import Sequence
-from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from jobs.common import cli, ray_train
+from jobs.common import cli
 from jobs.common.classifier_checkpoint import CLASSIFIER_FILE, ClassifierBundle
-from jobs.common.config import to_yaml
-from jobs.common.model_registry import ACCURACY, arrays_digest, log_classifier, register
+from jobs.common.driver import Trainer, train
+from jobs.common.model_registry import ACCURACY, TestMetric, arrays_digest, log_classifier
 from jobs.common.collectives import worker_log
-from jobs.common.training_loop import BEST_FILE, STATE_FILE, Family, Progress, check_train_settings
-from pipelines.contract.atomic import atomic_directory
+from jobs.common.training_loop import Family, check_train_settings
 from pipelines.contract.errors import ConfigError, ManifestError, check_integer
 from pipelines.contract.labelled_shards import Labelled, read_labelled
 from pipelines.contract.manifest import load_manifest
@@ -177,89 +174,79 @@ def prepare(config: dict[str, Any]) -> None:
         raise ConfigError(f"embeddings.path: no such file or directory: {config['embeddings']['path']}")
 
 
-def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    """Run the job; returns the summary it prints last."""
-    with ray_train.training_run("train_classifier", argv, PATH_KEYS, prepare) as (cfg, config, mlflow):
-        started = time.perf_counter()
-        output_dir, data_dir = Path(config["output_dir"]), Path(config["data_dir"])
-        manifest = load_manifest(data_dir, "labelled")
-        vocab, pieces = load_vocab(data_dir, manifest["vocab"]["words"])
-        names = manifest["labels"]["names"]
-        result = ray_train.fit(partial(ray_train.loop_worker, ClassifierFamily), config, log_reports=True)
-        files = ray_train.read_checkpoint(result.checkpoint, [STATE_FILE, BEST_FILE])
-        last, best = files[STATE_FILE], files[BEST_FILE]
+class ClassifierTrainer(Trainer):
+    """The classifier's part of the job on the driver: a ``classifier.pt`` bundle that labels raw
+    text, the test split's scores, a confusion matrix and the misclassified test examples; champion
+    by the highest test accuracy."""
 
-        # the best model as a bundle that reads raw text; publish best/ and last/
-        model = Classifier(settings_of(config, len(vocab), manifest))
+    job, family, checkpoint_file = "train_classifier", ClassifierFamily, CLASSIFIER_FILE
+    path_keys = PATH_KEYS
+    prepare = staticmethod(prepare)
+
+    def __init__(self, cfg: Any, config: dict[str, Any], mlflow: Any):
+        super().__init__(cfg, config, mlflow)
+        self.manifest = load_manifest(self.data_dir, "labelled")
+        self.vocab, self.pieces = load_vocab(self.data_dir, self.manifest["vocab"]["words"])
+        self.names = self.manifest["labels"]["names"]
+        self.data: Labelled | None = None  # the test split
+        self.predicted = np.zeros(0, np.int64)
+
+    def bundle(self, best: dict[str, Any]) -> ClassifierBundle:
+        model = Classifier(settings_of(self.config, len(self.vocab), self.manifest))
         model.load_state_dict(best["model"])
         model.eval()
-        bundle = ClassifierBundle.from_manifest(model, manifest, vocab, pieces)
+        bundle = ClassifierBundle.from_manifest(model, self.manifest, self.vocab, self.pieces)
         bundle.info = {"best_epoch": best["metrics"]["epoch"], "valid_accuracy": best["metrics"]["valid_accuracy"],
-                       "mlflow_run_id": config["mlflow_run_id"]}
-        with atomic_directory(output_dir, overwrite=config["overwrite"]) as tmp:
-            for name, state in (("best", best["model"]), ("last", last["model"])):
-                (tmp / name).mkdir()
-                bundle.save(tmp / name / CLASSIFIER_FILE, state)
-            (tmp / "config.yaml").write_text(to_yaml(cfg), encoding="utf-8")
+                       "mlflow_run_id": self.config["mlflow_run_id"]}
+        return bundle
 
-        # the test split's scores, confusion matrix and misclassified examples
-        v = config["valid"]
-        test, misclassified = {}, []
-        if manifest["splits"][v["test_split"]]["examples"]:
-            keep_text = manifest["sides"]["words"]["text_column"] is not None
-            data = read_labelled(data_dir, manifest["splits"][v["test_split"]]["files"], text=keep_text)
-            loss, probabilities = predict(model, data, v["batch_size"])
-            predicted = probabilities.argmax(1)
-            test = scores("test", loss, data.labels, predicted, len(names))
-            test["test_examples"] = len(data)
-            misclassified = [{"text": data.text[i] if data.text else None, "label": names[data.labels[i]],
-                              "predicted": names[predicted[i]], "probability": round(float(probabilities[i].max()), 4)}
-                             for i in np.flatnonzero(predicted != data.labels)[:v["misclassified"]]]
-            if config["mlflow"]["enabled"]:
-                mlflow.log_figure(confusion_figure(data.labels, predicted, names), "confusion_matrix.png")
-        progress = Progress(**last["progress"])
-        summary = {"best": str(output_dir / "best"), "last": str(output_dir / "last"),
-                   "best_epoch": best["metrics"]["epoch"], "epochs": progress.epoch, "labels": names,
-                   **{k: best["metrics"][k] for k in best["metrics"] if k.startswith("valid_")},
-                   "train_seconds": round(progress.train_seconds, 1), "train_examples": int(progress.train_units),
-                   "train_examples_per_sec": progress.train_units / max(progress.train_seconds, 1e-9),
-                   "wall_seconds": round(time.perf_counter() - started, 1), **test}
+    def test(self, bundle: ClassifierBundle) -> dict[str, Any]:
+        v = self.config["valid"]
+        split = self.manifest["splits"][v["test_split"]]
+        if not split["examples"]:
+            return {}
+        keep_text = self.manifest["sides"]["words"]["text_column"] is not None
+        self.data = data = read_labelled(self.data_dir, split["files"], text=keep_text)
+        loss, probabilities = predict(bundle.model, data, v["batch_size"])
+        self.predicted, self.probabilities = probabilities.argmax(1), probabilities
+        identity = vocab_identity(self.manifest["vocab"]["words"]) + "\t" + "\t".join(bundle.labels)
+        ids = np.concatenate([np.asarray(i, np.int64) for i in data.ids] + [np.zeros(0, np.int64)])
+        return {**scores("test", loss, data.labels, self.predicted, len(self.names)), "test_examples": len(data),
+                "test_set": arrays_digest(identity, data.lengths(), ids, np.asarray(data.labels, np.int64))}
 
-        # MLflow: the summary, the misclassified examples and the best checkpoint
-        per_epoch = {"epochs", "best_epoch"} | {k for k in summary if k.startswith("valid_")}
-        mlflow.log_metrics({k: v for k, v in summary.items() if isinstance(v, (int, float)) and k not in per_epoch})
-        mlflow.log_text("".join(json.dumps(m, ensure_ascii=False) + "\n" for m in misclassified),
-                        "misclassified.jsonl")
-        mlflow.log_artifacts(str(output_dir / "best"), "best")
-        if config["mlflow"]["enabled"]:  # the model that labels texts (models from code, no pickle)
-            info = log_classifier(mlflow, output_dir / "best" / CLASSIFIER_FILE)
-            if config["mlflow"]["registry_name"] and test:
-                summary["registry"] = publish(mlflow, info.model_uri, bundle, config, manifest, data,
-                                              test["test_accuracy"])
-        mlflow.set_tag("output_dir", str(output_dir))
-    print(json.dumps(summary))
-    return summary
+    def summary_extras(self, bundle: ClassifierBundle) -> dict[str, Any]:
+        return {"labels": self.names}
 
+    def log_extras(self, bundle: ClassifierBundle, test: dict[str, Any]) -> None:
+        data, names, predicted = self.data, self.names, self.predicted
+        misclassified = [] if data is None else [
+            {"text": data.text[i] if data.text else None, "label": names[data.labels[i]],
+             "predicted": names[predicted[i]], "probability": round(float(self.probabilities[i].max()), 4)}
+            for i in np.flatnonzero(predicted != data.labels)[:self.config["valid"]["misclassified"]]]
+        self.mlflow.log_text("".join(json.dumps(m, ensure_ascii=False) + "\n" for m in misclassified),
+                             "misclassified.jsonl")
+        if data is not None and self.config["mlflow"]["enabled"]:
+            self.mlflow.log_figure(confusion_figure(data.labels, predicted, names), "confusion_matrix.png")
 
-def publish(mlflow: Any, model_uri: str, bundle: ClassifierBundle, config: dict[str, Any], manifest: dict[str, Any],
-            data: Labelled, accuracy: float) -> dict[str, Any]:
-    """Register the logged model under ``mlflow.registry_name``: champion when its test accuracy is
-    above the champion's on the same test examples (a champion with another vocabulary or other
-    labels stays)."""
+    def log_model(self, checkpoint: Path, bundle: ClassifierBundle, step: int) -> Any:
+        return log_classifier(self.mlflow, checkpoint, step=step)
 
-    def score_champion(uri: str) -> float | None:
+    def test_metric(self, bundle: ClassifierBundle) -> TestMetric:
+        return ACCURACY
+
+    def score_champion(self, uri: str, bundle: ClassifierBundle) -> float | None:
         """The champion's accuracy on this run's test examples, if it reads the same ids and labels."""
-        champion = ClassifierBundle.load(uri, tracking_uri=config["mlflow_tracking_uri"])
+        champion = ClassifierBundle.load(uri, tracking_uri=self.config["mlflow_tracking_uri"])
         if (champion.tokens, champion.kind, champion.pieces, champion.labels) != (
                 bundle.tokens, bundle.kind, bundle.pieces, bundle.labels):
             return None
-        _, probabilities = predict(champion.model, data, config["valid"]["batch_size"])
-        return 100.0 * float(np.mean(probabilities.argmax(1) == data.labels))
+        _, probabilities = predict(champion.model, self.data, self.config["valid"]["batch_size"])
+        return 100.0 * float(np.mean(probabilities.argmax(1) == self.data.labels))
 
-    identity = vocab_identity(manifest["vocab"]["words"]) + "\t" + "\t".join(bundle.labels)
-    ids = np.concatenate([np.asarray(i, np.int64) for i in data.ids] + [np.zeros(0, np.int64)])
-    digest = arrays_digest(identity, data.lengths(), ids, np.asarray(data.labels, np.int64))
-    return register(mlflow, model_uri, config["mlflow"]["registry_name"], accuracy, digest, score_champion, ACCURACY)
+
+def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """Run the job; returns the summary it prints last."""
+    return train(ClassifierTrainer, argv)
 
 
 def confusion_figure(labels: np.ndarray, predicted: np.ndarray, names: Sequence[str]) -> Any:

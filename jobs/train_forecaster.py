@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
 from collections.abc import Sequence
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -28,12 +26,12 @@ import pandas as pd
 import pyarrow.parquet as pq
 import torch
 
-from jobs.common import cli, ray_train
-from jobs.common.config import to_yaml
+from jobs.common import cli
+from jobs.common.driver import Trainer, train
 from jobs.common.forecaster_checkpoint import FORECASTER_FILE, ForecasterBundle, forecast_rows
-from jobs.common.model_registry import RMSE, arrays_digest, log_forecaster, register
-from jobs.common.training_loop import BEST_FILE, STATE_FILE, Family, Progress, check_train_settings
-from pipelines.contract.atomic import atomic_directory, write_atomically
+from jobs.common.model_registry import RMSE, TestMetric, arrays_digest, log_forecaster
+from jobs.common.training_loop import Family, check_train_settings
+from pipelines.contract.atomic import write_atomically
 from pipelines.contract.errors import ConfigError, ManifestError, check_integer
 from pipelines.contract.manifest import load_manifest
 from pipelines.contract.series_shards import SeriesRows, read_windows
@@ -170,84 +168,75 @@ def forecast_figure(table: pd.DataFrame, columns: Sequence[str], most: int = 6) 
     return figure
 
 
-def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    """Run the job; returns the summary it prints last."""
-    with ray_train.training_run("train_forecaster", argv, PATH_KEYS, prepare) as (cfg, config, mlflow):
-        started = time.perf_counter()
-        output_dir, data_dir = Path(config["output_dir"]), Path(config["data_dir"])
-        manifest = load_manifest(data_dir, "series")
-        series, settings = manifest["series"], manifest["series"]["settings"]
-        result = ray_train.fit(partial(ray_train.loop_worker, ForecasterFamily), config, log_reports=True)
-        files = ray_train.read_checkpoint(result.checkpoint, [STATE_FILE, BEST_FILE])
-        last, best = files[STATE_FILE], files[BEST_FILE]
+class ForecasterTrainer(Trainer):
+    """The forecaster's part of the job on the driver: a ``forecaster.pt`` bundle that forecasts raw
+    series, the test tails' scores, their forecasts as ``test_forecast.csv`` and a plot; champion
+    by the lowest test RMSE."""
 
-        # the best model as a bundle that reads raw series; publish best/ and last/
-        model = Forecaster(settings_of(config, manifest))
+    job, family, checkpoint_file = "train_forecaster", ForecasterFamily, FORECASTER_FILE
+    prepare = staticmethod(prepare)
+
+    def __init__(self, cfg: Any, config: dict[str, Any], mlflow: Any):
+        super().__init__(cfg, config, mlflow)
+        self.manifest = load_manifest(self.data_dir, "series")
+        self.series = self.manifest["series"]
+        self.kept = [r for r in pq.read_table(self.data_dir / self.series["file"]).to_pylist() if r["kept"]]
+        self.rows: SeriesRows | None = None  # the test tails
+        self.table: pd.DataFrame | None = None
+
+    def bundle(self, best: dict[str, Any]) -> ForecasterBundle:
+        model = Forecaster(settings_of(self.config, self.manifest))
         model.load_state_dict(best["model"])
         model.eval()
-        scaling = Scaling.from_config(settings)
-        kept = [r for r in pq.read_table(data_dir / series["file"]).to_pylist() if r["kept"]]
-        bundle = ForecasterBundle(model, scaling, settings["window"], settings["horizon"], settings["missing"],
-                                  series["time_column"], list(series["value_columns"]), series["id_column"],
-                                  {r["series"]: (r["centre"], r["spread"]) for r in kept},
-                                  {"best_epoch": best["metrics"]["epoch"], "valid_rmse": best["metrics"]["valid_rmse"],
-                                   "mlflow_run_id": config["mlflow_run_id"]})
-        # the test tails: scores, a table of forecasts and a plot
-        test: dict[str, Any] = {}
-        table = None
-        if manifest["splits"]["test"]["examples"]:
-            rows = read_split(config, manifest, "test")
-            forecast = forecast_rows(model, rows, settings["horizon"], scaling)
-            test = scores("test", forecast, rows)
-            steps = {r["series"]: Step(r["step_months"], r["step_seconds"]) for r in kept}
-            table = forecast_table(rows, forecast, steps, series["value_columns"])
-        with atomic_directory(output_dir, overwrite=config["overwrite"]) as tmp:
-            for name, state in (("best", best["model"]), ("last", last["model"])):
-                (tmp / name).mkdir()
-                bundle.save(tmp / name / FORECASTER_FILE, state)
-            (tmp / "config.yaml").write_text(to_yaml(cfg), encoding="utf-8")
-            if table is not None:
-                write_atomically(tmp / "test_forecast.csv", table.to_csv(index=False))
-        if table is not None and config["mlflow"]["enabled"]:
-            mlflow.log_figure(forecast_figure(table, series["value_columns"]), "test_forecast.png")
-            mlflow.log_artifact(str(output_dir / "test_forecast.csv"))
-        progress = Progress(**last["progress"])
-        summary = {"best": str(output_dir / "best"), "last": str(output_dir / "last"),
-                   "best_epoch": best["metrics"]["epoch"], "epochs": progress.epoch, "series": len(kept),
-                   **{k: best["metrics"][k] for k in best["metrics"] if k.startswith("valid_")},
-                   "train_seconds": round(progress.train_seconds, 1), "train_windows": int(progress.train_units),
-                   "train_windows_per_sec": progress.train_units / max(progress.train_seconds, 1e-9),
-                   "wall_seconds": round(time.perf_counter() - started, 1), **test}
+        settings = self.series["settings"]
+        return ForecasterBundle(model, Scaling.from_config(settings), settings["window"], settings["horizon"],
+                                settings["missing"], self.series["time_column"], list(self.series["value_columns"]),
+                                self.series["id_column"], {r["series"]: (r["centre"], r["spread"]) for r in self.kept},
+                                {"best_epoch": best["metrics"]["epoch"], "valid_rmse": best["metrics"]["valid_rmse"],
+                                 "mlflow_run_id": self.config["mlflow_run_id"]})
 
-        # MLflow: the summary and the best checkpoint
-        per_epoch = {"epochs", "best_epoch"} | {k for k in summary if k.startswith("valid_")}
-        mlflow.log_metrics({k: v for k, v in summary.items() if isinstance(v, (int, float)) and k not in per_epoch})
-        mlflow.log_artifacts(str(output_dir / "best"), "best")
-        if config["mlflow"]["enabled"]:  # the model that forecasts series (models from code, no pickle)
-            info = log_forecaster(mlflow, output_dir / "best" / FORECASTER_FILE, bundle)
-            if config["mlflow"]["registry_name"] and test:
-                summary["registry"] = publish(mlflow, info.model_uri, bundle, config, rows, test["test_rmse"])
-        mlflow.set_tag("output_dir", str(output_dir))
-    print(json.dumps(summary))
-    return summary
+    def test(self, bundle: ForecasterBundle) -> dict[str, Any]:
+        if not self.manifest["splits"]["test"]["examples"]:
+            return {}
+        self.rows = rows = read_split(self.config, self.manifest, "test")
+        forecast = forecast_rows(bundle.model, rows, bundle.horizon, bundle.scaling)
+        steps = {r["series"]: Step(r["step_months"], r["step_seconds"]) for r in self.kept}
+        self.table = forecast_table(rows, forecast, steps, self.series["value_columns"])
+        identity = "\t".join([*bundle.value_columns, "|", *rows.series])
+        return {**scores("test", forecast, rows), "test_set": arrays_digest(identity, rows.origin, rows.inputs,
+                                                                            rows.future)}
 
+    def write_extras(self, directory: Path, bundle: ForecasterBundle, test: dict[str, Any]) -> None:
+        if self.table is not None:
+            write_atomically(directory / "test_forecast.csv", self.table.to_csv(index=False))
 
-def publish(mlflow: Any, model_uri: str, bundle: ForecasterBundle, config: dict[str, Any], rows: SeriesRows,
-            rmse: float) -> dict[str, Any]:
-    """Register the logged model under ``mlflow.registry_name``: champion when its test RMSE is below
-    the champion's on the same test tails (a champion that reads other windows or scales otherwise stays)."""
+    def log_extras(self, bundle: ForecasterBundle, test: dict[str, Any]) -> None:
+        if self.table is not None and self.config["mlflow"]["enabled"]:
+            self.mlflow.log_figure(forecast_figure(self.table, self.series["value_columns"]), "test_forecast.png")
+            self.mlflow.log_artifact(str(self.output_dir / "test_forecast.csv"))
 
-    def score_champion(uri: str) -> float | None:
+    def summary_extras(self, bundle: ForecasterBundle) -> dict[str, Any]:
+        return {"series": len(self.kept)}
+
+    def log_model(self, checkpoint: Path, bundle: ForecasterBundle, step: int) -> Any:
+        return log_forecaster(self.mlflow, checkpoint, bundle, step=step)
+
+    def test_metric(self, bundle: ForecasterBundle) -> TestMetric:
+        return RMSE
+
+    def score_champion(self, uri: str, bundle: ForecasterBundle) -> float | None:
         """The champion's RMSE on this run's test tails, if it reads the same windows the same way."""
-        champion = ForecasterBundle.load(uri, tracking_uri=config["mlflow_tracking_uri"])
+        champion = ForecasterBundle.load(uri, tracking_uri=self.config["mlflow_tracking_uri"])
         if (champion.scaling, champion.window, champion.model.settings.calendar, len(champion.value_columns)) != (
                 bundle.scaling, bundle.window, bundle.model.settings.calendar, len(bundle.value_columns)):
             return None
+        rows = self.rows
         return scores("test", forecast_rows(champion.model, rows, bundle.horizon, bundle.scaling), rows)["test_rmse"]
 
-    identity = "\t".join([*bundle.value_columns, "|", *rows.series])
-    digest = arrays_digest(identity, rows.origin, rows.inputs, rows.future)
-    return register(mlflow, model_uri, config["mlflow"]["registry_name"], rmse, digest, score_champion, RMSE)
+
+def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """Run the job; returns the summary it prints last."""
+    return train(ForecasterTrainer, argv)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -16,25 +16,21 @@ test stream, logs it all to MLflow and registers the model (``mlflow.registry_na
 from __future__ import annotations
 
 import itertools
-import json
 import math
-import time
 from collections.abc import Sequence
-from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from jobs.common import cli, ray_train
-from jobs.common.config import to_yaml
+from jobs.common import cli
+from jobs.common.driver import Trainer, train
 from jobs.common.lm_checkpoint import LM_FILE, LMBundle
-from jobs.common.model_registry import PERPLEXITY, arrays_digest, log_language_model, register
+from jobs.common.model_registry import PERPLEXITY, TestMetric, arrays_digest, log_language_model
 from jobs.common.collectives import worker_log
 from jobs.common.tracking import MetricsLog
-from jobs.common.training_loop import BEST_FILE, STATE_FILE, Family, Progress, check_train_settings
-from pipelines.contract.atomic import atomic_directory
+from jobs.common.training_loop import Family, check_train_settings
 from pipelines.contract.errors import ConfigError, ManifestError, check_integer
 from pipelines.contract.manifest import load_manifest
 from pipelines.contract.token_stream import read_token_share
@@ -146,79 +142,68 @@ def prepare(config: dict[str, Any]) -> None:
                           f"{t['batch_size']} rows: lower train.batch_size")
 
 
-def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    """Run the job; returns the summary it prints last."""
-    with ray_train.training_run("train_lm", argv, PATH_KEYS, prepare) as (cfg, config, mlflow):
-        started = time.perf_counter()
-        output_dir, data_dir = Path(config["output_dir"]), Path(config["data_dir"])
-        manifest = load_manifest(data_dir, "monolingual")
-        vocab, pieces = load_vocab(data_dir, manifest["vocab"]["words"])
-        chars = manifest["vocab"]["words"]["kind"] == "char"
-        result = ray_train.fit(partial(ray_train.loop_worker, LanguageModelFamily), config, log_reports=True)
-        files = ray_train.read_checkpoint(result.checkpoint, [STATE_FILE, BEST_FILE])
-        last, best = files[STATE_FILE], files[BEST_FILE]
+class LanguageModelTrainer(Trainer):
+    """The language model's part of the job on the driver: an ``lm.pt`` bundle that reads and
+    writes raw text, the test stream's perplexity, sample texts; champion by the lowest test perplexity."""
 
-        # the best model as a bundle that reads and writes raw text; publish best/ and last/
-        model = LanguageModel(settings_of(config, len(vocab)))
+    job, family, checkpoint_file = "train_lm", LanguageModelFamily, LM_FILE
+    prepare = staticmethod(prepare)
+
+    def __init__(self, cfg: Any, config: dict[str, Any], mlflow: Any):
+        super().__init__(cfg, config, mlflow)
+        self.manifest = load_manifest(self.data_dir, "monolingual")
+        self.vocab, self.pieces = load_vocab(self.data_dir, self.manifest["vocab"]["words"])
+        self.test_tokens: np.ndarray | None = None
+        self.samples: list[str] = []
+
+    def bundle(self, best: dict[str, Any]) -> LMBundle:
+        model = LanguageModel(settings_of(self.config, len(self.vocab)))
         model.load_state_dict(best["model"])
         model.eval()
-        bundle = LMBundle.from_manifest(model, manifest, vocab, pieces)
+        bundle = LMBundle.from_manifest(model, self.manifest, self.vocab, self.pieces)
         bundle.info = {"best_epoch": best["metrics"]["epoch"], "valid_loss": best["metrics"]["valid_loss"],
-                       "mlflow_run_id": config["mlflow_run_id"], "sampling": config["sampling"]}
-        with atomic_directory(output_dir, overwrite=config["overwrite"]) as tmp:
-            for name, state in (("best", best["model"]), ("last", last["model"])):
-                (tmp / name).mkdir()
-                bundle.save(tmp / name / LM_FILE, state)
-            (tmp / "config.yaml").write_text(to_yaml(cfg), encoding="utf-8")
+                       "mlflow_run_id": self.config["mlflow_run_id"], "sampling": self.config["sampling"]}
+        return bundle
 
-        # the test stream's perplexity, and samples from the best model
-        v = config["valid"]
-        test, test_tokens = {}, None
-        if manifest["splits"].get(v["test_split"], {}).get("tokens", {}).get("words"):
-            test_tokens = stream(data_dir, manifest, v["test_split"])
-            total, tokens = stream_loss(model, test_tokens, v["batch_size"], config["train"]["bptt"])
-            test = loss_metrics("test", total / max(tokens, 1), tokens, chars)
-        samples = bundle.generate("", v["sample_tokens"], bundle.sample_settings(), max(1, v["samples"]),
-                                  config["seed"]).texts
-        progress = Progress(**last["progress"])
-        summary = {"best": str(output_dir / "best"), "last": str(output_dir / "last"),
-                   "best_epoch": best["metrics"]["epoch"], "epochs": progress.epoch,
-                   **{k: best["metrics"][k] for k in best["metrics"] if k.startswith("valid_")},
-                   "train_seconds": round(progress.train_seconds, 1), "train_tokens": int(progress.train_units),
-                   "train_tokens_per_sec": progress.train_units / max(progress.train_seconds, 1e-9),
-                   "wall_seconds": round(time.perf_counter() - started, 1), **test, "samples": samples}
+    def test(self, bundle: LMBundle) -> dict[str, Any]:
+        v, split = self.config["valid"], self.config["valid"]["test_split"]
+        if not self.manifest["splits"].get(split, {}).get("tokens", {}).get("words"):
+            return {}
+        self.test_tokens = stream(self.data_dir, self.manifest, split)
+        total, tokens = stream_loss(bundle.model, self.test_tokens, v["batch_size"], self.config["train"]["bptt"])
+        chars = self.manifest["vocab"]["words"]["kind"] == "char"
+        return {**loss_metrics("test", total / max(tokens, 1), tokens, chars),
+                "test_set": arrays_digest(vocab_identity(self.manifest["vocab"]["words"]),
+                                          np.asarray(self.test_tokens, np.int64))}
 
-        # MLflow: the summary, the samples and the best checkpoint; the model logged and registered
-        per_epoch = {"epochs", "best_epoch"} | {k for k in summary if k.startswith("valid_")}
-        mlflow.log_metrics({k: v for k, v in summary.items() if isinstance(v, (int, float)) and k not in per_epoch})
-        mlflow.log_text("\n\n".join(samples), "samples/best.txt")
-        mlflow.log_artifacts(str(output_dir / "best"), "best")
-        if config["mlflow"]["enabled"]:  # the model that continues prompts (models from code, no pickle)
-            info = log_language_model(mlflow, output_dir / "best" / LM_FILE, bundle)
-            if config["mlflow"]["registry_name"] and test_tokens is not None:
-                summary["registry"] = publish(mlflow, info.model_uri, bundle, config, manifest, test_tokens,
-                                              test["test_perplexity"])
-        mlflow.set_tag("output_dir", str(output_dir))
-    print(json.dumps(summary))
-    return summary
+    def summary_extras(self, bundle: LMBundle) -> dict[str, Any]:
+        v = self.config["valid"]
+        self.samples = bundle.generate("", v["sample_tokens"], bundle.sample_settings(), max(1, v["samples"]),
+                                       self.config["seed"]).texts
+        return {"samples": self.samples}
 
+    def log_extras(self, bundle: LMBundle, test: dict[str, Any]) -> None:
+        self.mlflow.log_text("\n\n".join(self.samples), "samples/best.txt")
 
-def publish(mlflow: Any, model_uri: str, bundle: LMBundle, config: dict[str, Any], manifest: dict[str, Any],
-            test_tokens: np.ndarray, perplexity: float) -> dict[str, Any]:
-    """Register the logged model under ``mlflow.registry_name``: champion when its test perplexity is
-    below the champion's on the same test stream (a champion with another vocabulary stays)."""
+    def log_model(self, checkpoint: Path, bundle: LMBundle, step: int) -> Any:
+        return log_language_model(self.mlflow, checkpoint, bundle, step=step)
 
-    def score_champion(uri: str) -> float | None:
+    def test_metric(self, bundle: LMBundle) -> TestMetric:
+        return PERPLEXITY
+
+    def score_champion(self, uri: str, bundle: LMBundle) -> float | None:
         """The champion's perplexity on this run's test stream, if it reads the same ids."""
-        champion = LMBundle.load(uri, tracking_uri=config["mlflow_tracking_uri"])
+        champion = LMBundle.load(uri, tracking_uri=self.config["mlflow_tracking_uri"])
         if (champion.tokens, champion.kind, champion.pieces) != (bundle.tokens, bundle.kind, bundle.pieces):
             return None
-        total, count = stream_loss(champion.model, test_tokens, config["valid"]["batch_size"], config["train"]["bptt"])
+        total, count = stream_loss(champion.model, self.test_tokens, self.config["valid"]["batch_size"],
+                                   self.config["train"]["bptt"])
         return math.exp(total / max(count, 1))
 
-    digest = arrays_digest(vocab_identity(manifest["vocab"]["words"]), np.asarray(test_tokens, np.int64))
-    return register(mlflow, model_uri, config["mlflow"]["registry_name"], perplexity, digest, score_champion,
-                    PERPLEXITY)
+
+def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """Run the job; returns the summary it prints last."""
+    return train(LanguageModelTrainer, argv)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

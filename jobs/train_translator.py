@@ -13,12 +13,9 @@ logs it all to MLflow. The last line printed is a JSON summary.
 
 from __future__ import annotations
 
-import json
 import math
-import time
 from collections.abc import Sequence
 from dataclasses import replace
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -27,15 +24,14 @@ import torch
 
 from jobs.common import cli, ray_train
 from jobs.common.checkpoint import BUNDLE_FILE, Bundle, average_states
-from jobs.common.config import to_yaml
-from jobs.common.model_registry import log_translator, register, pairs_digest
+from jobs.common.driver import Trainer, train
+from jobs.common.model_registry import TestMetric, beam_bleu, log_translator, pairs_digest
 from jobs.common.collectives import worker_log
-from jobs.common.training_loop import BEST_FILE, STATE_FILE, Family, Progress, check_train_settings
+from jobs.common.training_loop import STATE_FILE, Family, check_train_settings
 from jobs.common.reports import attention_heatmaps
 from jobs.common.torch_files import load_checked
 from jobs.common.tracking import tracking_uri
 from jobs.common.translation import Translation, translate, translate_and_score
-from pipelines.contract.atomic import atomic_directory
 from pipelines.contract.errors import CheckpointError, ConfigError, ManifestError, check_integer
 from pipelines.contract.manifest import load_manifest
 from pipelines.contract.parallel_shards import Pairs, read_pairs
@@ -249,92 +245,6 @@ def stage_init_weights(config: dict[str, Any], vocabs: dict[str, tuple[Vocab, Pi
     return str(path)
 
 
-def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    """Run the job; returns the summary it prints last."""
-    with ray_train.training_run("train_translator", argv, PATH_KEYS, prepare) as (cfg, config, mlflow):
-        started = time.perf_counter()
-        output_dir, data_dir = Path(config["output_dir"]), Path(config["data_dir"])
-        if config["init_from"]:  # fine-tuning: the parent model
-            mlflow.set_tags({"parent_model": config["init_from"],
-                             "parent_model.run_id": config["init_parent_run_id"] or ""})
-        manifest = load_manifest(data_dir, "parallel")
-        vocabs = load_vocabs(data_dir, manifest)
-        (src_vocab, _), (tgt_vocab, _) = vocabs["src"], vocabs["tgt"]
-        result = ray_train.fit(partial(ray_train.loop_worker, TranslatorFamily), config, log_reports=True,
-                                keep=config["train"]["average_last"])
-        files = ray_train.read_checkpoint(result.checkpoint, [STATE_FILE, BEST_FILE])
-        last, best = files[STATE_FILE], files[BEST_FILE]
-
-        # the best model as a bundle that translates raw text
-        model = build_model(config, src_vocab, tgt_vocab, manifest["splits"]["train"]["examples"], pretrained=False)
-        bundle = Bundle.from_manifest(model, manifest, vocabs)
-        decode = decode_settings(config)
-        bundle.info = {"best_epoch": best["metrics"]["epoch"], "valid_bleu": best["metrics"]["valid_bleu"],
-                       "bleu_signature": best["metrics"]["bleu_signature"], "mlflow_run_id": config["mlflow_run_id"],
-                       "decode": decode.to_dict(), "parent_model": config["init_from"]}
-        valid = valid_pairs(config, manifest)
-
-        # checkpoint averaging: the mean of the last epochs replaces the best epoch if it validates better
-        averaged = average_last(result.best_checkpoints or [], bundle, valid, config, best["metrics"]["valid_bleu"])
-        outputs = {"best": best["model"], "last": last["model"]}
-        if averaged:  # both candidates are kept, whichever is published as best
-            outputs.update(best_epoch=best["model"], averaged=averaged["model"])
-        if averaged.get("published"):
-            best = {"model": averaged["model"], "metrics": {**best["metrics"], **averaged["metrics"]}}
-            outputs["best"] = best["model"]
-            bundle.info.update(valid_bleu=best["metrics"]["valid_bleu"], averaged_epochs=averaged["epochs"])
-        averaged.pop("model", None)
-        model.load_state_dict(best["model"])
-        model.eval()
-
-        # publish best/ and last/ (best_epoch/ and averaged/ too when averaging ran) with sample
-        # translations and attention heatmaps, then test
-        v = config["valid"]
-        with atomic_directory(output_dir, overwrite=config["overwrite"]) as tmp:
-            for name, state in outputs.items():
-                (tmp / name).mkdir()
-                info = {k: w for k, w in bundle.info.items() if k != "averaged_epochs"}
-                if name in ("best_epoch", "averaged"):
-                    info["valid_bleu"] = averaged[f"valid_bleu_{name}"]
-                if name == "averaged" or name == "best" and "averaged_epochs" in bundle.info:
-                    info["averaged_epochs"] = averaged["epochs"]
-                replace(bundle, info=info).save(tmp / name / BUNDLE_FILE, state)
-            (tmp / "config.yaml").write_text(to_yaml(cfg), encoding="utf-8")
-            shown = valid.src_text[:max(v["samples"], v["heatmaps"])]
-            translations = translate(bundle, shown, replace(decode, beam=1))
-            plots = attention_heatmaps(bundle, translations, valid.src_text, v["heatmaps"], tmp)
-        test = test_scores(bundle, config, manifest, decode)
-        progress = Progress(**last["progress"])
-        summary = {"best": str(output_dir / "best"), "last": str(output_dir / "last"),
-                   "best_epoch": best["metrics"]["epoch"], "epochs": progress.epoch,
-                   "valid_bleu": best["metrics"]["valid_bleu"], "valid_chrf": best["metrics"]["valid_chrf"],
-                   "bleu_signature": best["metrics"]["bleu_signature"],
-                   "train_seconds": round(progress.train_seconds, 1),
-                   "train_tokens_per_sec": progress.train_units / max(progress.train_seconds, 1e-9),
-                   "wall_seconds": round(time.perf_counter() - started, 1), **test}
-        if averaged:
-            summary["averaging"] = {k: v for k, v in averaged.items() if k != "metrics"}
-
-        # MLflow: the summary, samples, heatmaps, the best checkpoint and the model
-        per_epoch = {"epochs", "best_epoch", "valid_bleu", "valid_chrf"}  # already logged per epoch
-        mlflow.log_metrics({k: v for k, v in summary.items() if isinstance(v, (int, float)) and k not in per_epoch})
-        if averaged:  # both validation scores, and which one was published
-            mlflow.log_metrics({k: averaged[k] for k in ("valid_bleu_averaged", "valid_bleu_best_epoch")})
-            mlflow.set_tags({"averaging.epochs": averaged["epochs"], "averaging.published": averaged["published"]})
-        mlflow.log_table({"source": valid.src_text[:v["samples"]], "reference": valid.tgt_text[:v["samples"]],
-                          "translation": [t.text for t in translations[:v["samples"]]]}, "samples.json")
-        for plot in plots:
-            mlflow.log_artifact(str(output_dir / plot.name), "attention")
-        mlflow.log_artifacts(str(output_dir / "best"), "best")
-        if config["mlflow"]["enabled"]:
-            registry = publish(mlflow, bundle, output_dir / "best" / BUNDLE_FILE, config, test, decode)
-            if registry:
-                summary["registry"] = registry
-        mlflow.set_tag("output_dir", str(output_dir))
-    print(json.dumps(summary))
-    return summary
-
-
 def average_last(checkpoints: list[tuple[Any, dict[str, Any]]], bundle: Bundle, valid: Pairs,
                  config: dict[str, Any], best_bleu: float) -> dict[str, Any]:
     """With ``train.average_last`` N > 1: the mean of the parameters of the last N epochs' checkpoints
@@ -361,28 +271,6 @@ def average_last(checkpoints: list[tuple[Any, dict[str, Any]]], bundle: Bundle, 
             "valid_bleu_best_epoch": best_bleu, "published": published, "model": state, "metrics": metrics}
 
 
-def publish(mlflow: Any, bundle: Bundle, bundle_file: Path, config: dict[str, Any], test: dict[str, Any],
-            decode: DecodeSettings) -> dict[str, Any] | None:
-    """Log the best model as a pyfunc model that translates text and, with ``mlflow.registry_name``
-    set and a test split scored, register it (champion only if it beats the current one); returns
-    the registry's decision."""
-    info = log_translator(mlflow, bundle_file, bundle)
-    name = config["mlflow"]["registry_name"]
-    if not name or "test_set" not in test:
-        return None
-
-    def score_champion(uri: str) -> float:
-        """The champion's BLEU on this run's test split (when it was scored on another)."""
-        data_dir = Path(config["data_dir"])
-        split = load_manifest(data_dir, "parallel")["splits"][config["valid"]["test_split"]]
-        pairs = read_pairs(data_dir, split["files"], text=True)
-        champion = Bundle.load(uri, tracking_uri=config["mlflow_tracking_uri"])
-        return translate_and_score(champion, pairs.src_text, pairs.tgt_text, decode, decode.beam)[0]["bleu"]
-
-    return register(mlflow, info.model_uri, name, test[f"test_bleu_beam{decode.beam}"], test["test_set"],
-                    score_champion)
-
-
 def test_scores(bundle: Bundle, config: dict[str, Any], manifest: dict[str, Any], decode: DecodeSettings
                 ) -> dict[str, Any]:
     """Greedy and beam BLEU/chrF on the test split (none when it is empty or not asked for), and
@@ -394,10 +282,117 @@ def test_scores(bundle: Bundle, config: dict[str, Any], manifest: dict[str, Any]
     out: dict[str, Any] = {"test_set": pairs_digest(pairs.src_text, pairs.tgt_text)}
     for name, beam in (("greedy", 1), (f"beam{decode.beam}", decode.beam)):
         scores, _ = translate_and_score(bundle, pairs.src_text, pairs.tgt_text, decode, beam)
-        out.update({f"test_bleu_{name}": scores["bleu"], f"test_chrf_{name}": scores["chrf"],
-                    f"test_unk_{name}": scores["unk"]})
+        out.update({f"test_{name}_bleu": scores["bleu"], f"test_{name}_chrf": scores["chrf"],
+                    f"test_{name}_unk": scores["unk"]})
         out["test_bleu_signature"], out["test_chrf_signature"] = scores["bleu_signature"], scores["chrf_signature"]
     return out
+
+
+class TranslatorTrainer(Trainer):
+    """The translator's part of the job on the driver: a ``translator.pt`` bundle that translates
+    raw text (with checkpoint averaging where asked), sample translations and attention heatmaps,
+    greedy and beam test scores; champion by the highest beam test BLEU."""
+
+    job, family, checkpoint_file = "train_translator", TranslatorFamily, BUNDLE_FILE
+    path_keys = PATH_KEYS
+    prepare = staticmethod(prepare)
+
+    def __init__(self, cfg: Any, config: dict[str, Any], mlflow: Any):
+        super().__init__(cfg, config, mlflow)
+        if config["init_from"]:  # fine-tuning: the parent model
+            mlflow.set_tags({"parent_model": config["init_from"],
+                             "parent_model.run_id": config["init_parent_run_id"] or ""})
+        self.manifest = load_manifest(self.data_dir, "parallel")
+        self.vocabs = load_vocabs(self.data_dir, self.manifest)
+        self.decode = decode_settings(config)
+        self.valid = valid_pairs(config, self.manifest)
+        self.averaged: dict[str, Any] = {}
+        self.translations: list[Translation] = []
+        self.plots: list[Path] = []
+
+    def checkpoints_kept(self) -> int:
+        return self.config["train"]["average_last"]
+
+    def bundle(self, best: dict[str, Any]) -> Bundle:
+        (src, _), (tgt, _) = self.vocabs["src"], self.vocabs["tgt"]
+        model = build_model(self.config, src, tgt, self.manifest["splits"]["train"]["examples"], pretrained=False)
+        model.load_state_dict(best["model"])
+        model.eval()
+        bundle = Bundle.from_manifest(model, self.manifest, self.vocabs)
+        bundle.info = {"best_epoch": best["metrics"]["epoch"], "valid_bleu": best["metrics"]["valid_bleu"],
+                       "bleu_signature": best["metrics"]["bleu_signature"],
+                       "mlflow_run_id": self.config["mlflow_run_id"], "decode": self.decode.to_dict(),
+                       "parent_model": self.config["init_from"]}
+        return bundle
+
+    def outputs(self, bundle: Bundle, result: Any, best: dict[str, Any], last: dict[str, Any]) -> dict[str, Any]:
+        """best/ and last/; with checkpoint averaging also best_epoch/ and averaged/, and the average
+        as best/ when it validates better than the best epoch."""
+        self.averaged = averaged = average_last(result.best_checkpoints or [], bundle, self.valid, self.config,
+                                                best["metrics"]["valid_bleu"])
+        outputs = {"best": best["model"], "last": last["model"]}
+        if averaged:  # both candidates are kept, whichever is published as best
+            outputs.update(best_epoch=best["model"], averaged=averaged["model"])
+        if averaged.get("published"):
+            best["model"] = outputs["best"] = averaged["model"]
+            best["metrics"].update(averaged["metrics"])
+            bundle.info.update(valid_bleu=best["metrics"]["valid_bleu"], averaged_epochs=averaged["epochs"])
+        averaged.pop("model", None)
+        bundle.model.load_state_dict(best["model"])
+        bundle.model.eval()
+        return outputs
+
+    def save(self, bundle: Bundle, directory: Path, name: str, state: dict[str, Any]) -> None:
+        info = {k: w for k, w in bundle.info.items() if k != "averaged_epochs"}
+        if name in ("best_epoch", "averaged"):
+            info["valid_bleu"] = self.averaged[f"valid_bleu_{name}"]
+        if name == "averaged" or name == "best" and "averaged_epochs" in bundle.info:
+            info["averaged_epochs"] = self.averaged["epochs"]
+        replace(bundle, info=info).save(directory / BUNDLE_FILE, state)
+
+    def test(self, bundle: Bundle) -> dict[str, Any]:
+        return test_scores(bundle, self.config, self.manifest, self.decode)
+
+    def write_extras(self, directory: Path, bundle: Bundle, test: dict[str, Any]) -> None:
+        """Sample translations (greedy) of the valid split and their attention heatmaps."""
+        v = self.config["valid"]
+        shown = self.valid.src_text[:max(v["samples"], v["heatmaps"])]
+        self.translations = translate(bundle, shown, replace(self.decode, beam=1))
+        self.plots = attention_heatmaps(bundle, self.translations, self.valid.src_text, v["heatmaps"], directory)
+
+    def summary_extras(self, bundle: Bundle) -> dict[str, Any]:
+        extras: dict[str, Any] = {"bleu_signature": bundle.info["bleu_signature"]}
+        if self.averaged:
+            extras["averaging"] = {k: v for k, v in self.averaged.items() if k != "metrics"}
+        return extras
+
+    def log_extras(self, bundle: Bundle, test: dict[str, Any]) -> None:
+        mlflow, v, averaged = self.mlflow, self.config["valid"], self.averaged
+        if averaged:  # both validation scores, and which one was published
+            mlflow.log_metrics({k: averaged[k] for k in ("valid_bleu_averaged", "valid_bleu_best_epoch")})
+            mlflow.set_tags({"averaging.epochs": averaged["epochs"], "averaging.published": averaged["published"]})
+        mlflow.log_table({"source": self.valid.src_text[:v["samples"]], "reference": self.valid.tgt_text[:v["samples"]],
+                          "translation": [t.text for t in self.translations[:v["samples"]]]}, "samples.json")
+        for plot in self.plots:
+            mlflow.log_artifact(str(self.output_dir / plot.name), "attention")
+
+    def log_model(self, checkpoint: Path, bundle: Bundle, step: int) -> Any:
+        return log_translator(self.mlflow, checkpoint, bundle, step=step)
+
+    def test_metric(self, bundle: Bundle) -> TestMetric:
+        return beam_bleu(self.decode.beam)
+
+    def score_champion(self, uri: str, bundle: Bundle) -> float | None:
+        """The champion's BLEU on this run's test split (when it was scored on another)."""
+        split = self.manifest["splits"][self.config["valid"]["test_split"]]
+        pairs = read_pairs(self.data_dir, split["files"], text=True)
+        champion = Bundle.load(uri, tracking_uri=self.config["mlflow_tracking_uri"])
+        return translate_and_score(champion, pairs.src_text, pairs.tgt_text, self.decode, self.decode.beam)[0]["bleu"]
+
+
+def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """Run the job; returns the summary it prints last."""
+    return train(TranslatorTrainer, argv)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

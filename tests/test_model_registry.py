@@ -21,7 +21,7 @@ import pytest
 from mlflow.exceptions import MlflowException
 
 from jobs.common.checkpoint import BUNDLE_FILE, Bundle
-from jobs.common.model_registry import CHAMPION, PERPLEXITY, log_translator, pairs_digest, register
+from jobs.common.model_registry import CHAMPION, PERPLEXITY, beam_bleu, log_translator, pairs_digest, register
 from jobs.common.translation import translate
 from rnn_models.search import DecodeSettings
 from conftest import free_port
@@ -101,7 +101,7 @@ def test_champion_moves_only_to_a_better_version_on_the_same_test_set(store):
     decisions = []
     for bleu, test_set in ((10.0, digest), (8.0, digest), (12.5, digest), (25.0, "another-test-set")):
         with mlflow.start_run():
-            decisions.append(register(mlflow, _log(store), name, bleu, test_set, score_champion))
+            decisions.append(register(mlflow, _log(store), name, bleu, test_set, score_champion, beam_bleu(5)))
         champion = client.get_model_version_by_alias(name, CHAMPION)
         assert int(champion.version) == decisions[-1]["champion_version"]
     assert [d["version"] for d in decisions] == [1, 2, 3, 4]
@@ -110,7 +110,7 @@ def test_champion_moves_only_to_a_better_version_on_the_same_test_set(store):
     assert "8.00 does not beat champion version 1's 10.00 (its tag)" in decisions[1]["reason"]
     # the champion was scored on another test set: it is scored on this one (30.0 here) before comparing
     assert scored == [f"models:/{name}/3"] and "scored now" in decisions[3]["reason"]
-    assert client.get_model_version(name, "2").tags["test_bleu"] == "8.00"
+    assert client.get_model_version(name, "2").tags["test_beam5_bleu"] == "8.00"
 
     # the champion's translator loads by alias and by version, as jobs.translate and jobs.evaluate take it
     by_alias = Bundle.load(f"models:/{name}@{CHAMPION}", tracking_uri=uri)
@@ -178,7 +178,7 @@ def test_served_model_answers_rest_requests_and_refuses_bad_ones(store):
     root, uri = store
     name = "served-translator"
     with mlflow.start_run():
-        register(mlflow, _log(store), name, 1.0, "toy", lambda model_uri: 0.0)
+        register(mlflow, _log(store), name, 1.0, "toy", lambda model_uri: 0.0, beam_bleu(5))
     with served(f"models:/{name}@{CHAMPION}", uri) as url:
         expected = [t.text for t in translate(Bundle.load(root), TEXTS, Bundle.load(root).decode_settings())]
         status, answer = post(url, json.dumps({"inputs": TEXTS}).encode())

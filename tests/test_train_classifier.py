@@ -71,6 +71,14 @@ def test_two_workers_learn_sentiment_resume_and_classify(tmp_path, sentiment, ra
     assert [m.step for m in accuracy] == [0, 1, 2, 3]
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"confusion_matrix.png", "misclassified.jsonl", "best", "config.yaml"} <= artifacts
+    # the logged model carries the metrics of the model it holds (the best epoch's), and its test scores, once each
+    (model,) = client.search_logged_models([experiment])
+    keys = [m.key for m in model.metrics]
+    assert len(keys) == len(set(keys)), keys
+    linked = {m.key: m.value for m in model.metrics}
+    assert linked["epoch"] == linked["best_epoch"] == summary["best_epoch"] > 0
+    assert linked["valid_accuracy"] == summary["valid_accuracy"]
+    assert linked["test_accuracy"] == summary["test_accuracy"]
     # registered: the first version is the champion
     assert summary["registry"]["name"] == "rnnmt-classifier" and summary["registry"]["version"] == 1
     assert summary["registry"]["champion"]

@@ -49,7 +49,7 @@ def test_two_workers_train_resume_and_evaluate(tmp_path, data_dir, ray_local, ca
     summary = job.run(_args(tmp_path, data_dir, out, uri, "run_name=tr-test", f"embeddings.src={tmp_path}",
                             "embeddings.freeze=true"))
     assert summary["epochs"] == 2 and summary["best"] == str(out / "best")
-    assert {"test_bleu_greedy", "test_bleu_beam3", "test_chrf_greedy", "test_bleu_signature"} <= set(summary)
+    assert {"test_greedy_bleu", "test_beam3_bleu", "test_greedy_chrf", "test_bleu_signature"} <= set(summary)
     assert summary["train_tokens_per_sec"] > 0
     assert {p.name for p in out.iterdir()} >= {"best", "last", "config.yaml", "attention-0.png"}
     # frozen pretrained source embeddings come out unchanged but for the one rescaling factor
@@ -74,7 +74,7 @@ def test_two_workers_train_resume_and_evaluate(tmp_path, data_dir, ray_local, ca
     valid_loss = [m.value for m in client.get_metric_history(run.info.run_id, "valid_loss")]
     assert valid_loss[1] < valid_loss[0] - 0.05, valid_loss  # it learns
     train_loss = [m.value for m in client.get_metric_history(run.info.run_id, "train_loss")]
-    assert "test_bleu_beam3" in run.data.metrics
+    assert "test_beam3_bleu" in run.data.metrics
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"best", "attention", "samples.json", "config.yaml"} <= artifacts
     (logged,) = client.search_logged_models([experiment])
@@ -83,7 +83,7 @@ def test_two_workers_train_resume_and_evaluate(tmp_path, data_dir, ray_local, ca
     assert summary["registry"]["version"] == 1 and summary["registry"]["reason"] == "no champion yet"
     first = client.get_model_version_by_alias("rnnmt-translator", "champion")
     assert int(first.version) == 1 and first.run_id == run.info.run_id
-    assert first.tags["test_bleu"] == f"{summary['test_bleu_beam3']:.2f}"
+    assert first.tags["test_beam3_bleu"] == f"{summary['test_beam3_bleu']:.2f}"
     assert run.data.tags["registry.champion"] == "True"
 
     # the same run name resumes after the last epoch: only epoch 2 is trained
@@ -116,7 +116,7 @@ def test_two_workers_train_resume_and_evaluate(tmp_path, data_dir, ray_local, ca
     # the second version takes the champion alias only if it scores better on the same test set
     second = again["registry"]
     assert second["version"] == 2 and second["test_set"] == summary["registry"]["test_set"]
-    better = round(again["test_bleu_beam3"], 2) > round(summary["test_bleu_beam3"], 2)
+    better = round(again["test_beam3_bleu"], 2) > round(summary["test_beam3_bleu"], 2)
     assert second["champion"] == better and "(its tag)" in second["reason"]
     assert int(client.get_model_version_by_alias("rnnmt-translator", "champion").version) == (2 if better else 1)
     last_after = Bundle.load(out / "last")
@@ -208,8 +208,8 @@ def test_fine_tuning_on_an_in_domain_corpus_raises_its_bleu(tmp_path, data_dir, 
     before = translate_and_score(parent, test.src_text, test.tgt_text, parent.decode_settings(), 1)[0]["bleu"]
     tuned = job.run(_args(tmp_path, domain, tmp_path / "tuned", uri, "run_name=ft-tuned", "train.epochs=12",
                           f"init_from={base['best']}", *small))
-    print(f"in-domain test BLEU: base {before:.2f}, fine-tuned {tuned['test_bleu_greedy']:.2f}")
-    assert tuned["test_bleu_greedy"] > before + 20
+    print(f"in-domain test BLEU: base {before:.2f}, fine-tuned {tuned['test_greedy_bleu']:.2f}")
+    assert tuned["test_greedy_bleu"] > before + 20
     run = mlflow.MlflowClient(uri).search_runs([mlflow.MlflowClient(uri).get_experiment_by_name(
         "test-translator").experiment_id], "tags.mlflow.runName = 'ft-tuned'")[0]
     assert run.data.tags["parent_model"] == base["best"]

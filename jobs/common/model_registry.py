@@ -41,13 +41,17 @@ class TestMetric:
     label: str
 
 
-BLEU = TestMetric("test_bleu", True, "test BLEU")
+def beam_bleu(beam: int) -> TestMetric:
+    """A translator's test BLEU with beam search of ``beam`` (a score of another beam does not compare)."""
+    return TestMetric(f"test_beam{beam}_bleu", True, f"test BLEU (beam {beam})")
+
+
 PERPLEXITY = TestMetric("test_perplexity", False, "test perplexity")
 ACCURACY = TestMetric("test_accuracy", True, "test accuracy")
 RMSE = TestMetric("test_rmse", False, "test RMSE")
 
 
-def log_translator(mlflow: Any, bundle_file: Path, bundle: Bundle, name: str = "model") -> Any:
+def log_translator(mlflow: Any, bundle_file: Path, bundle: Bundle, name: str = "model", step: int = 0) -> Any:
     """Log ``bundle_file`` (the bundle's ``translator.pt``) as a pyfunc model of the active run,
     with a list-of-strings signature whose parameters default to the bundle's decode settings;
     returns MLflow's ``ModelInfo``."""
@@ -57,28 +61,28 @@ def log_translator(mlflow: Any, bundle_file: Path, bundle: Bundle, name: str = "
     # so the requirements name only what it imports; serve with --env-manager local)
     return mlflow.pyfunc.log_model(
         name=name, python_model=str(MODEL_CODE), artifacts={ARTIFACT: str(bundle_file)},
-        input_example=(EXAMPLE, params), pip_requirements=_requirements())
+        input_example=(EXAMPLE, params), pip_requirements=_requirements(), step=step)
 
 
-def log_language_model(mlflow: Any, lm_file: Path, bundle: Any, name: str = "model") -> Any:
+def log_language_model(mlflow: Any, lm_file: Path, bundle: Any, name: str = "model", step: int = 0) -> Any:
     """Log ``lm_file`` (an ``lm.pt``) as a pyfunc model of the active run that continues prompts,
     with a list-of-strings signature whose parameters default to the model's sampling settings;
     returns MLflow's ``ModelInfo``."""
     params = {**bundle.sample_settings().to_dict(), "tokens": 50, "seed": 0}
     return mlflow.pyfunc.log_model(
         name=name, python_model=str(LM_MODEL_CODE), artifacts={LM_ARTIFACT: str(lm_file)},
-        input_example=(LM_EXAMPLE, params), pip_requirements=_requirements())
+        input_example=(LM_EXAMPLE, params), pip_requirements=_requirements(), step=step)
 
 
-def log_classifier(mlflow: Any, classifier_file: Path, name: str = "model") -> Any:
+def log_classifier(mlflow: Any, classifier_file: Path, name: str = "model", step: int = 0) -> Any:
     """Log ``classifier_file`` (a ``classifier.pt``) as a pyfunc model of the active run that labels
     texts, with a list-of-strings signature and a ``max_tokens`` parameter; returns MLflow's ``ModelInfo``."""
     return mlflow.pyfunc.log_model(
         name=name, python_model=str(CLASSIFIER_MODEL_CODE), artifacts={CLASSIFIER_ARTIFACT: str(classifier_file)},
-        input_example=(CLASSIFIER_EXAMPLE, {"max_tokens": 500}), pip_requirements=_requirements())
+        input_example=(CLASSIFIER_EXAMPLE, {"max_tokens": 500}), pip_requirements=_requirements(), step=step)
 
 
-def log_forecaster(mlflow: Any, forecaster_file: Path, bundle: Any, name: str = "model") -> Any:
+def log_forecaster(mlflow: Any, forecaster_file: Path, bundle: Any, name: str = "model", step: int = 0) -> Any:
     """Log ``forecaster_file`` (a ``forecaster.pt``) as a pyfunc model of the active run that
     forecasts the series of a table with the training columns (the time and id as text, the values
     as numbers), with ``steps`` (default: the training horizon) and ``series`` parameters; returns
@@ -96,7 +100,7 @@ def log_forecaster(mlflow: Any, forecaster_file: Path, bundle: Any, name: str = 
         warnings.filterwarnings("ignore", ".*An input example was not provided", UserWarning)
         return mlflow.pyfunc.log_model(
             name=name, python_model=str(FORECASTER_MODEL_CODE), artifacts={FORECASTER_ARTIFACT: str(forecaster_file)},
-            signature=signature, pip_requirements=_requirements())
+            signature=signature, pip_requirements=_requirements(), step=step)
 
 
 def _requirements() -> list[str]:
@@ -123,7 +127,7 @@ def arrays_digest(identity: str, *arrays: np.ndarray) -> str:
 
 
 def register(mlflow: Any, model_uri: str, name: str, score: float, digest: str,
-             score_champion: Callable[[str], float | None], metric: TestMetric = BLEU) -> dict[str, Any]:
+             score_champion: Callable[[str], float | None], metric: TestMetric) -> dict[str, Any]:
     """Register ``model_uri`` as a new version of ``name``, tagged with its test ``score`` and the
     test set's ``digest``, and move the ``champion`` alias to it when it beats the current
     champion's score on that test set (taken from the champion's tags when it was scored on the same

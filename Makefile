@@ -6,7 +6,7 @@ PYTHON ?= python3
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run ui serve test test-fast bench-preprocess bench-word2vec bench-translator clean
+.PHONY: install run ui serve lint format test test-fast bench-preprocess bench-word2vec bench-translator clean
 
 install: $(STAMP)
 
@@ -31,6 +31,15 @@ ui: install
 # (PORT=..., MODEL=models:/rnnmt-translator/3 to change).
 serve: install
 	$(PY) -m jobs.serve port=$${PORT:-5001} model=$${MODEL:-models:/rnnmt-translator@champion}
+
+# ruff (configured in pyproject.toml): the linter, and the formatter's check; `make format` formats
+lint: install
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+format: install
+	$(PY) -m ruff check --fix .
+	$(PY) -m ruff format .
 
 test: install
 	$(PY) -m pytest

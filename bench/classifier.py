@@ -36,10 +36,13 @@ PROJECT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT))
 
 from measure import cpu_name, preprocess_once, run_job  # noqa: E402
-from word2vec import prepare as prepare_wikipedia, run_rnnmt as train_word2vec  # noqa: E402
+from word2vec import prepare as prepare_wikipedia  # noqa: E402
+from word2vec import run_rnnmt as train_word2vec  # noqa: E402
 
-ANCHORS = {"sst2": {"tai2015_lstm": 84.9, "tai2015_bilstm": 87.5, "kim2014_cnn_non_static": 87.2, "target": 84.9},
-           "sst5": {"tai2015_lstm": 46.4, "tai2015_bilstm": 49.1, "kim2014_cnn_non_static": 48.0, "target": 46.4}}
+ANCHORS = {
+    "sst2": {"tai2015_lstm": 84.9, "tai2015_bilstm": 87.5, "kim2014_cnn_non_static": 87.2, "target": 84.9},
+    "sst5": {"tai2015_lstm": 46.4, "tai2015_bilstm": 49.1, "kim2014_cnn_non_static": 48.0, "target": 46.4},
+}
 
 
 def word2vec_vectors(data_dir: Path, out: Path) -> tuple[Path, dict]:
@@ -51,25 +54,45 @@ def word2vec_vectors(data_dir: Path, out: Path) -> tuple[Path, dict]:
     prepared = prepare_wikipedia(data_dir, out.parent / "wikipedia-min5")
     preprocess_seconds = time.perf_counter() - started
     trained = train_word2vec(prepared, data_dir, 0, out, "1x2", "window", [])
-    info = {"preprocess_seconds": round(preprocess_seconds, 1), "train_wall_seconds": trained["wall_seconds"],
-            "words_per_sec": trained["words_per_sec"], "train_words": trained["train_words"],
-            "analogy": trained["analogy"], "wordsim353": trained["wordsim353"]}
+    info = {
+        "preprocess_seconds": round(preprocess_seconds, 1),
+        "train_wall_seconds": trained["wall_seconds"],
+        "words_per_sec": trained["words_per_sec"],
+        "train_words": trained["train_words"],
+        "analogy": trained["analogy"],
+        "wordsim353": trained["wordsim353"],
+    }
     record.write_text(json.dumps(info))
     return out, info
 
 
 def rnnmt(prepared: Path, out: Path, minutes: float, vectors: Path | None, extra: list[str]) -> dict:
     """Train and test the classifier preset; its summary's figures."""
-    cmd = [sys.executable, "-m", "jobs.train_classifier", "conf/train_classifier/sst.yaml", f"data_dir={prepared}",
-           f"output_dir={out}", "overwrite=true", f"train.max_minutes={minutes}",
-           f"run_name=bench-classifier-{out.name}-{time.strftime('%Y%m%d-%H%M%S')}",
-           "mlflow.registry_name=",  # tracked, not registered: a bench never takes the champion alias
-           *([f"embeddings.path={vectors}"] if vectors else []), *extra]
+    cmd = [
+        sys.executable,
+        "-m",
+        "jobs.train_classifier",
+        "conf/train_classifier/sst.yaml",
+        f"data_dir={prepared}",
+        f"output_dir={out}",
+        "overwrite=true",
+        f"train.max_minutes={minutes}",
+        f"run_name=bench-classifier-{out.name}-{time.strftime('%Y%m%d-%H%M%S')}",
+        "mlflow.registry_name=",  # tracked, not registered: a bench never takes the champion alias
+        *([f"embeddings.path={vectors}"] if vectors else []),
+        *extra,
+    ]
     summary, wall, peak = run_job(cmd, PROJECT)
-    return {"test_accuracy": round(summary["test_accuracy"], 2), "test_macro_f1": round(summary["test_macro_f1"], 2),
-            "valid_accuracy": round(summary["valid_accuracy"], 2), "best_epoch": summary["best_epoch"],
-            "epochs": summary["epochs"], "train_seconds": summary["train_seconds"], "wall_seconds": round(wall, 1),
-            "peak_rss_mb": round(peak / 2**20)}
+    return {
+        "test_accuracy": round(summary["test_accuracy"], 2),
+        "test_macro_f1": round(summary["test_macro_f1"], 2),
+        "valid_accuracy": round(summary["valid_accuracy"], 2),
+        "best_epoch": summary["best_epoch"],
+        "epochs": summary["epochs"],
+        "train_seconds": summary["train_seconds"],
+        "wall_seconds": round(wall, 1),
+        "peak_rss_mb": round(peak / 2**20),
+    }
 
 
 def ensemble(prepared: Path, checkpoints: list[Path]) -> dict:
@@ -86,10 +109,15 @@ def ensemble(prepared: Path, checkpoints: list[Path]) -> dict:
     names = manifest["labels"]["names"]
     predictions = mean_classify([ClassifierBundle.load(c) for c in checkpoints], test.text)
     predicted = np.array([names.index(p.label) if p else -1 for p in predictions])
-    return {"test_accuracy": round(100 * float(np.mean(predicted == test.labels)), 2),
-            "test_macro_f1": round(100 * float(f1_score(test.labels, predicted, labels=list(range(len(names))),
-                                                        average="macro", zero_division=0)), 2),
-            "models": len(checkpoints)}
+    return {
+        "test_accuracy": round(100 * float(np.mean(predicted == test.labels)), 2),
+        "test_macro_f1": round(
+            100
+            * float(f1_score(test.labels, predicted, labels=list(range(len(names))), average="macro", zero_division=0)),
+            2,
+        ),
+        "models": len(checkpoints),
+    }
 
 
 def tfidf_logreg(prepared: Path) -> dict:
@@ -122,9 +150,13 @@ def tfidf_logreg(prepared: Path) -> dict:
     accuracy, c, model = best
     predicted = model.predict(vectorizer.transform(splits["test"][0]))
     labels = splits["test"][1]
-    return {"test_accuracy": round(100 * float(np.mean(predicted == labels)), 2),
-            "test_macro_f1": round(100 * float(f1_score(labels, predicted, average="macro")), 2),
-            "valid_accuracy": round(100 * accuracy, 2), "C": c, "wall_seconds": round(time.perf_counter() - started, 1)}
+    return {
+        "test_accuracy": round(100 * float(np.mean(predicted == labels)), 2),
+        "test_macro_f1": round(100 * float(f1_score(labels, predicted, average="macro")), 2),
+        "valid_accuracy": round(100 * accuracy, 2),
+        "C": c,
+        "wall_seconds": round(time.perf_counter() - started, 1),
+    }
 
 
 def main() -> None:
@@ -135,8 +167,7 @@ def main() -> None:
     parser.add_argument("--phrases", action="store_true", help="train on every phrase of the training trees")
     parser.add_argument("--no-random", action="store_true", help="skip the run with random embeddings")
     parser.add_argument("--vectors", type=Path, help="a jobs.train_word2vec output to use instead of training one")
-    parser.add_argument("--seeds", type=int, default=1, help="rnnmt runs per task (seeds 0, 1, ...) and their "
-                                                             "ensemble")
+    parser.add_argument("--seeds", type=int, default=1, help="rnnmt runs per task (seeds 0, 1, ...) and their ensemble")
     parser.add_argument("--out", type=Path, default=PROJECT / "bench" / "results")
     parser.add_argument("--rnnmt", nargs="*", default=[], help="extra key=value overrides for the training job")
     args = parser.parse_args()
@@ -148,26 +179,36 @@ def main() -> None:
     else:
         vectors, word2vec = word2vec_vectors(args.data_dir, args.out / "classifier-word2vec")
     suffix = "_phrases" if args.phrases else ""
-    result: dict = {"cpu": cpu_name(), "word2vec": word2vec, "minutes": args.minutes,
-                    "training": "phrases" if args.phrases else "sentences"}
+    result: dict = {
+        "cpu": cpu_name(),
+        "word2vec": word2vec,
+        "minutes": args.minutes,
+        "training": "phrases" if args.phrases else "sentences",
+    }
     for task in args.tasks:
         name = f"{task}{suffix}"
         prepared = preprocess_once([f"conf/preprocess/{name}.yaml"], args.data_dir, args.out / name, PROJECT)
         if args.seeds == 1:
-            result[task] = {"rnnmt": rnnmt(prepared, args.out / f"classifier-{name}", args.minutes, vectors,
-                                           args.rnnmt)}
+            result[task] = {
+                "rnnmt": rnnmt(prepared, args.out / f"classifier-{name}", args.minutes, vectors, args.rnnmt)
+            }
         else:
             outs = [args.out / f"classifier-{name}-seed{seed}" for seed in range(args.seeds)]
-            runs = [{"seed": seed, **rnnmt(prepared, out, args.minutes, vectors, [f"seed={seed}", *args.rnnmt])}
-                    for seed, out in enumerate(outs)]
+            runs = [
+                {"seed": seed, **rnnmt(prepared, out, args.minutes, vectors, [f"seed={seed}", *args.rnnmt])}
+                for seed, out in enumerate(outs)
+            ]
             mean = {k: round(sum(r[k] for r in runs) / len(runs), 2) for k in ("test_accuracy", "test_macro_f1")}
             # the first model alone through the same raw-text path: its accuracy must be the job's own
             check = ensemble(prepared, [outs[0] / "best"])["test_accuracy"]
-            result[task] = {"rnnmt": {**mean, "runs": runs, "seed0_test_accuracy_from_raw_text": check},
-                            "rnnmt_ensemble": ensemble(prepared, [out / "best" for out in outs])}
+            result[task] = {
+                "rnnmt": {**mean, "runs": runs, "seed0_test_accuracy_from_raw_text": check},
+                "rnnmt_ensemble": ensemble(prepared, [out / "best" for out in outs]),
+            }
         if not args.no_random:
-            result[task]["rnnmt_random_embeddings"] = rnnmt(prepared, args.out / f"classifier-{name}-random",
-                                                            args.minutes, None, args.rnnmt)
+            result[task]["rnnmt_random_embeddings"] = rnnmt(
+                prepared, args.out / f"classifier-{name}-random", args.minutes, None, args.rnnmt
+            )
         result[task].update(tfidf_logreg=tfidf_logreg(prepared), anchors=ANCHORS[task])
         print(json.dumps({task: result[task]}), file=sys.stderr, flush=True)
     print(json.dumps(result))

@@ -27,6 +27,7 @@ PROJECT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT))
 
 from measure import cpu_name  # noqa: E402
+
 from jobs.common.checkpoint import Bundle  # noqa: E402
 from jobs.common.translation import score, translate, unk_counts  # noqa: E402
 from pipelines.contract.manifest import load_manifest  # noqa: E402
@@ -43,7 +44,9 @@ def system(text: str) -> tuple[str, list[str]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-dir", type=Path, required=True, help="the preprocessing output the models were trained on")
+    parser.add_argument(
+        "--data-dir", type=Path, required=True, help="the preprocessing output the models were trained on"
+    )
     parser.add_argument("--system", type=system, action="append", required=True, help="NAME=CHECKPOINT[+CHECKPOINT...]")
     parser.add_argument("--split", default="test")
     parser.add_argument("--beams", type=int, nargs="+", default=[1, 5])
@@ -66,14 +69,32 @@ def main() -> None:
             translations = translate(bundle, sources, replace(settings, beam=beam))
             seconds = time.perf_counter() - started
             scores = score([t.text for t in translations], references, bundle.tgt_lowercase)
-            row = {"bleu": round(scores["bleu"], 2), "chrf": round(scores["chrf"], 2),
-                   "sentences_per_sec": round(len(sources) / seconds, 1), **unk_counts(translations)}
+            row = {
+                "bleu": round(scores["bleu"], 2),
+                "chrf": round(scores["chrf"], 2),
+                "sentences_per_sec": round(len(sources) / seconds, 1),
+                **unk_counts(translations),
+            }
             results[f"{name}_beam{beam}"] = row
-            print(f"{name:>20} beam {beam}: BLEU {row['bleu']:5.2f}  chrF {row['chrf']:5.2f}  "
-                  f"{row['sentences_per_sec']:6.1f} sentences/s  [UNK] {row['unk']}", file=sys.stderr, flush=True)
-    print(json.dumps({"cpu": cpu_name(), "torch_threads": torch.get_num_threads(), "split": args.split,
-                      "sentences": len(sources), "bleu_signature": scores["bleu_signature"],
-                      "systems": {name: checkpoints for name, checkpoints in args.system}, "results": results}))
+            print(
+                f"{name:>20} beam {beam}: BLEU {row['bleu']:5.2f}  chrF {row['chrf']:5.2f}  "
+                f"{row['sentences_per_sec']:6.1f} sentences/s  [UNK] {row['unk']}",
+                file=sys.stderr,
+                flush=True,
+            )
+    print(
+        json.dumps(
+            {
+                "cpu": cpu_name(),
+                "torch_threads": torch.get_num_threads(),
+                "split": args.split,
+                "sentences": len(sources),
+                "bleu_signature": scores["bleu_signature"],
+                "systems": {name: checkpoints for name, checkpoints in args.system},
+                "results": results,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -43,8 +43,11 @@ sys.path.insert(0, str(PROJECT))
 
 from measure import cpu_name, preprocess_once, run_job  # noqa: E402
 
-SERIES = {"airline": "airline-passengers.csv", "sunspots_monthly": "sunspots-monthly.csv",
-          "melbourne": "melbourne-min-temp.csv"}
+SERIES = {
+    "airline": "airline-passengers.csv",
+    "sunspots_monthly": "sunspots-monthly.csv",
+    "melbourne": "melbourne-min-temp.csv",
+}
 
 
 def history_and_test(path: Path, horizon: int) -> tuple[pd.Series, pd.Series]:
@@ -62,8 +65,11 @@ def score(forecast: np.ndarray, history: pd.Series, test: pd.Series, season: int
     """RMSE, MAE and MASE of ``forecast`` against ``test``."""
     errors = np.asarray(forecast, float) - test.to_numpy()
     scale = np.mean(np.abs(history.to_numpy()[season:] - history.to_numpy()[:-season]))
-    return {"rmse": round(float(np.sqrt(np.mean(errors ** 2))), 4), "mae": round(float(np.mean(np.abs(errors))), 4),
-            "mase": round(float(np.mean(np.abs(errors)) / scale), 4)}
+    return {
+        "rmse": round(float(np.sqrt(np.mean(errors**2))), 4),
+        "mae": round(float(np.mean(np.abs(errors))), 4),
+        "mase": round(float(np.mean(np.abs(errors)) / scale), 4),
+    }
 
 
 def seasonal_naive(history: pd.Series, horizon: int, season: int) -> np.ndarray:
@@ -84,12 +90,18 @@ def ets(history: pd.Series, test: pd.Series, season: int) -> tuple[dict, dict]:
     for (trend, damped), seasonal in itertools.product(trends, seasons):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            fit = ExponentialSmoothing(values, trend=trend, damped_trend=damped, seasonal=seasonal,
-                                       seasonal_periods=season if seasonal else None,
-                                       initialization_method="estimated").fit()
+            fit = ExponentialSmoothing(
+                values,
+                trend=trend,
+                damped_trend=damped,
+                seasonal=seasonal,
+                seasonal_periods=season if seasonal else None,
+                initialization_method="estimated",
+            ).fit()
         name = f"trend={trend}{' damped' if damped else ''} season={seasonal}"
-        fits.append({**score(fit.forecast(horizon), history, test, season), "model": name,
-                     "aicc": round(float(fit.aicc), 2)})
+        fits.append(
+            {**score(fit.forecast(horizon), history, test, season), "model": name, "aicc": round(float(fit.aicc), 2)}
+        )
     by_aicc = min((f for f in fits if np.isfinite(f["aicc"])), key=lambda f: f["aicc"])
     return by_aicc, min(fits, key=lambda f: f["rmse"])
 
@@ -97,16 +109,30 @@ def ets(history: pd.Series, test: pd.Series, season: int) -> tuple[dict, dict]:
 def rnnmt(prepared: Path, name: str, out: Path, minutes: float, extra: list[str]) -> tuple[np.ndarray, dict]:
     """Train and test the forecaster preset; its test forecast and its summary's figures."""
     preset = PROJECT / "conf" / "train_forecaster" / f"{name}.yaml"
-    cmd = [sys.executable, "-m", "jobs.train_forecaster", *([str(preset)] if preset.is_file() else []),
-           f"data_dir={prepared}", f"output_dir={out}", "overwrite=true", f"train.max_minutes={minutes}",
-           f"run_name=bench-forecaster-{name}-{time.strftime('%Y%m%d-%H%M%S')}",
-           "mlflow.registry_name=", *extra]  # tracked, not registered: a bench never takes the champion alias
+    cmd = [
+        sys.executable,
+        "-m",
+        "jobs.train_forecaster",
+        *([str(preset)] if preset.is_file() else []),
+        f"data_dir={prepared}",
+        f"output_dir={out}",
+        "overwrite=true",
+        f"train.max_minutes={minutes}",
+        f"run_name=bench-forecaster-{name}-{time.strftime('%Y%m%d-%H%M%S')}",
+        "mlflow.registry_name=",
+        *extra,
+    ]  # tracked, not registered: a bench never takes the champion alias
     summary, wall, peak = run_job(cmd, PROJECT)
     forecast = pd.read_csv(out / "test_forecast.csv")["forecast_value"].to_numpy()
-    return forecast, {"job_test_rmse": round(summary["test_rmse"], 4), "valid_rmse": round(summary["valid_rmse"], 4),
-                      "best_epoch": summary["best_epoch"], "epochs": summary["epochs"],
-                      "train_seconds": summary["train_seconds"], "wall_seconds": round(wall, 1),
-                      "peak_rss_mb": round(peak / 2**20)}
+    return forecast, {
+        "job_test_rmse": round(summary["test_rmse"], 4),
+        "valid_rmse": round(summary["valid_rmse"], 4),
+        "best_epoch": summary["best_epoch"],
+        "epochs": summary["epochs"],
+        "train_seconds": summary["train_seconds"],
+        "wall_seconds": round(wall, 1),
+        "peak_rss_mb": round(peak / 2**20),
+    }
 
 
 def ensemble(checkpoints: list[Path], history: pd.Series, steps: int, raw_name: str, out: Path) -> np.ndarray:
@@ -115,8 +141,22 @@ def ensemble(checkpoints: list[Path], history: pd.Series, steps: int, raw_name: 
     out.mkdir(parents=True, exist_ok=True)
     source, target = out / raw_name, out / "forecast.csv"
     history.rename("value").rename_axis("date").reset_index().to_csv(source, index=False)
-    subprocess.run([sys.executable, "-m", "jobs.forecast", *map(str, checkpoints), "--series", str(source),
-                    "--steps", str(steps), "--output", str(target)], check=True, cwd=PROJECT)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "jobs.forecast",
+            *map(str, checkpoints),
+            "--series",
+            str(source),
+            "--steps",
+            str(steps),
+            "--output",
+            str(target),
+        ],
+        check=True,
+        cwd=PROJECT,
+    )
     return pd.read_csv(target)["value"].to_numpy()
 
 
@@ -141,24 +181,38 @@ def main() -> None:
         history, test = history_and_test(args.data_dir / "timeseries" / SERIES[name], horizon)
         runs = []
         for seed in range(args.seeds):
-            forecast, figures = rnnmt(prepared, name, args.out / f"forecaster-{name}-seed{seed}", args.minutes,
-                                      [f"seed={seed}", *args.rnnmt])
+            forecast, figures = rnnmt(
+                prepared, name, args.out / f"forecaster-{name}-seed{seed}", args.minutes, [f"seed={seed}", *args.rnnmt]
+            )
             runs.append({"seed": seed, **score(forecast, history, test, season), **figures})
         mean = {k: round(float(np.mean([r[k] for r in runs])), 4) for k in ("rmse", "mae", "mase")}
-        together = ensemble([args.out / f"forecaster-{name}-seed{seed}" / "best" for seed in range(args.seeds)],
-                            history, horizon, SERIES[name], args.out / f"ensemble-{name}")
+        together = ensemble(
+            [args.out / f"forecaster-{name}-seed{seed}" / "best" for seed in range(args.seeds)],
+            history,
+            horizon,
+            SERIES[name],
+            args.out / f"ensemble-{name}",
+        )
         started = time.perf_counter()
         by_aicc, by_test = ets(history, test, season)
-        entry = {"rnnmt": {**mean, "rmse_min": min(r["rmse"] for r in runs), "rmse_max": max(r["rmse"] for r in runs),
-                           "runs": runs},
-                 "rnnmt_ensemble": {**score(together, history, test, season), "models": args.seeds},
-                 "seasonal_naive": score(seasonal_naive(history, horizon, season), history, test, season),
-                 "ets": {**by_aicc, "seconds": round(time.perf_counter() - started, 1)},
-                 "ets_best_on_test": by_test,
-                 "horizon": horizon, "season": season}
+        entry = {
+            "rnnmt": {
+                **mean,
+                "rmse_min": min(r["rmse"] for r in runs),
+                "rmse_max": max(r["rmse"] for r in runs),
+                "runs": runs,
+            },
+            "rnnmt_ensemble": {**score(together, history, test, season), "models": args.seeds},
+            "seasonal_naive": score(seasonal_naive(history, horizon, season), history, test, season),
+            "ets": {**by_aicc, "seconds": round(time.perf_counter() - started, 1)},
+            "ets_best_on_test": by_test,
+            "horizon": horizon,
+            "season": season,
+        }
         entry["target_met"] = entry["rnnmt"]["rmse"] <= min(entry["seasonal_naive"]["rmse"], entry["ets"]["rmse"])
-        entry["ensemble_target_met"] = entry["rnnmt_ensemble"]["rmse"] <= min(entry["seasonal_naive"]["rmse"],
-                                                                            entry["ets"]["rmse"])
+        entry["ensemble_target_met"] = entry["rnnmt_ensemble"]["rmse"] <= min(
+            entry["seasonal_naive"]["rmse"], entry["ets"]["rmse"]
+        )
         entry["below_ets_best_on_test"] = entry["rnnmt"]["rmse"] <= by_test["rmse"]
         result[name] = entry
         print(json.dumps({name: entry}), file=sys.stderr, flush=True)

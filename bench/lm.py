@@ -29,9 +29,15 @@ sys.path.insert(0, str(PROJECT))
 from measure import cpu_name, preprocess_once, run_job  # noqa: E402
 
 CORPORA = {"ptb": ("ptb", "ptb"), "shakespeare": ("tinyshakespeare", "tinyshakespeare")}  # data dir, preset
-ANCHORS = {"ptb": {"zaremba_small_test_perplexity": 114.5, "zaremba_medium_test_perplexity": 82.7,
-                   "kneser_ney_5gram_test_perplexity": 141.2, "target_test_perplexity": 114.5},
-           "shakespeare": {"nanogpt_baby_gpt_valid_loss_nats": 1.4697, "target_valid_loss_nats": 1.50}}
+ANCHORS = {
+    "ptb": {
+        "zaremba_small_test_perplexity": 114.5,
+        "zaremba_medium_test_perplexity": 82.7,
+        "kneser_ney_5gram_test_perplexity": 141.2,
+        "target_test_perplexity": 114.5,
+    },
+    "shakespeare": {"nanogpt_baby_gpt_valid_loss_nats": 1.4697, "target_valid_loss_nats": 1.50},
+}
 
 
 def prepare(corpus: str, data_dir: Path, out: Path) -> Path:
@@ -54,20 +60,42 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     prepared = args.prepared or prepare(args.corpus, args.data_dir, args.out / preset)
     output = args.out / f"lm-{preset}"
-    cmd = [sys.executable, "-m", "jobs.train_lm", f"conf/train_lm/{preset}.yaml", f"data_dir={prepared}",
-           f"output_dir={output}", "overwrite=true", f"train.max_minutes={args.minutes}",
-           f"run_name=bench-lm-{preset}-{time.strftime('%Y%m%d-%H%M%S')}",
-           "mlflow.registry_name=", *args.rnnmt]  # tracked, not registered: a bench never takes the champion alias
+    cmd = [
+        sys.executable,
+        "-m",
+        "jobs.train_lm",
+        f"conf/train_lm/{preset}.yaml",
+        f"data_dir={prepared}",
+        f"output_dir={output}",
+        "overwrite=true",
+        f"train.max_minutes={args.minutes}",
+        f"run_name=bench-lm-{preset}-{time.strftime('%Y%m%d-%H%M%S')}",
+        "mlflow.registry_name=",
+        *args.rnnmt,
+    ]  # tracked, not registered: a bench never takes the champion alias
     summary, wall, peak = run_job(cmd, PROJECT)
-    result = {"corpus": args.corpus, "minutes": args.minutes, "cpu": cpu_name(), "epochs": summary["epochs"],
-              "best_epoch": summary["best_epoch"], "train_tokens_per_sec": round(summary["train_tokens_per_sec"]),
-              "wall_seconds_with_startup": round(wall, 1), "peak_rss_mb": round(peak / 2**20),
-              "checkpoint": summary["best"], "sample": summary["samples"][0], "anchors": ANCHORS[args.corpus]}
+    result = {
+        "corpus": args.corpus,
+        "minutes": args.minutes,
+        "cpu": cpu_name(),
+        "epochs": summary["epochs"],
+        "best_epoch": summary["best_epoch"],
+        "train_tokens_per_sec": round(summary["train_tokens_per_sec"]),
+        "wall_seconds_with_startup": round(wall, 1),
+        "peak_rss_mb": round(peak / 2**20),
+        "checkpoint": summary["best"],
+        "sample": summary["samples"][0],
+        "anchors": ANCHORS[args.corpus],
+    }
     if args.corpus == "ptb":
         result.update(valid_perplexity=summary["valid_perplexity"], test_perplexity=summary["test_perplexity"])
     else:
-        result.update(valid_loss_nats=summary["valid_loss"], test_loss_nats=summary["test_loss"],
-                      valid_bits_per_char=summary["valid_bits_per_char"], test_bits_per_char=summary["test_bits_per_char"])
+        result.update(
+            valid_loss_nats=summary["valid_loss"],
+            test_loss_nats=summary["test_loss"],
+            valid_bits_per_char=summary["valid_bits_per_char"],
+            test_bits_per_char=summary["test_bits_per_char"],
+        )
     print(json.dumps(result))
 
 

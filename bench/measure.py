@@ -53,8 +53,13 @@ def run_job(cmd: list[str], cwd: Path) -> tuple[dict, float, int]:
     Exits with the job's status when it fails."""
     print(" ".join(cmd), file=sys.stderr, flush=True)
     started = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, text=True,
-                            env={**os.environ, "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "disabled")})
+    proc = subprocess.Popen(
+        cmd,
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "disabled")},
+    )
     last = ""
     with PeakMemory(proc.pid, interval=1.0) as memory:
         for line in proc.stdout:  # the job's log, passed on; its last line is the summary
@@ -70,7 +75,19 @@ def preprocess_once(config: list[str], data_root: Path, out: Path, cwd: Path) ->
     """``out``, made by ``jobs.preprocess`` with the ``config`` arguments unless it holds a
     preprocessing output already."""
     if not (out / "manifest.json").is_file():
-        subprocess.run([sys.executable, "-m", "jobs.preprocess", *config, f"data_root={data_root}",
-                        f"output_dir={out}", "mlflow.enabled=false", "overwrite=true"],
-                       cwd=cwd, check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "jobs.preprocess",
+                *config,
+                f"data_root={data_root}",
+                f"output_dir={out}",
+                "mlflow.enabled=false",
+                "overwrite=true",
+            ],
+            cwd=cwd,
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
     return out

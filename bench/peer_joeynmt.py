@@ -19,8 +19,21 @@ import yaml
 
 VERSION = "2.3.0"
 # what JoeyNMT's training imports (its own pins are old; these are today's releases)
-IMPORTS = ["numpy", "pyyaml", "sacrebleu", "subword-nmt", "sentencepiece", "matplotlib", "plotly", "pandas",
-           "tqdm", "tensorboard", "importlib_metadata", "packaging", "sacremoses"]
+IMPORTS = [
+    "numpy",
+    "pyyaml",
+    "sacrebleu",
+    "subword-nmt",
+    "sentencepiece",
+    "matplotlib",
+    "plotly",
+    "pandas",
+    "tqdm",
+    "tensorboard",
+    "importlib_metadata",
+    "packaging",
+    "sacremoses",
+]
 RATE = re.compile(r"Tokens per Sec:\s+([0-9.]+)")
 
 
@@ -58,31 +71,73 @@ def write_data(prepared: Path, out: Path, src: str, tgt: str) -> dict[str, Path]
     return prefixes
 
 
-def write_config(prefixes: dict[str, Path], model_dir: Path, src: str, tgt: str, batch_sentences: int,
-                 path: Path) -> Path:
+def write_config(
+    prefixes: dict[str, Path], model_dir: Path, src: str, tgt: str, batch_sentences: int, path: Path
+) -> Path:
     """JoeyNMT's config for rnnmt's benchmark model: 256-d embeddings, bidirectional LSTM encoder of
     256, LSTM decoder of 256 with Bahdanau attention and input feeding, 10,000 words per side."""
     side = {"level": "word", "lowercase": False, "max_length": 100, "voc_limit": 10000, "voc_min_freq": 1}
-    rnn = {"type": "recurrent", "rnn_type": "lstm", "hidden_size": 256, "num_layers": 1, "dropout": 0.3,
-           "embeddings": {"embedding_dim": 256, "scale": False}}
+    rnn = {
+        "type": "recurrent",
+        "rnn_type": "lstm",
+        "hidden_size": 256,
+        "num_layers": 1,
+        "dropout": 0.3,
+        "embeddings": {"embedding_dim": 256, "scale": False},
+    }
     config = {
-        "name": "rnnmt-peer", "joeynmt_version": VERSION, "model_dir": str(model_dir), "use_cuda": False,
-        "fp16": False, "random_seed": 0,
-        "data": {"train": str(prefixes["train"]), "dev": str(prefixes["valid"]), "test": str(prefixes["test"]),
-                 "dataset_type": "plain", "src": {"lang": src, **side}, "trg": {"lang": tgt, **side}},
-        "training": {"optimizer": "adam", "learning_rate": 0.002, "batch_size": batch_sentences,
-                     "batch_type": "sentence", "eval_batch_size": 64, "eval_batch_type": "sentence",
-                     # a constant rate (its plateau scheduler passes `verbose`, which torch 2.13 no
-                     # longer takes; no validation runs within the budget anyway)
-                     "scheduling": "exponential", "decrease_factor": 1.0, "epochs": 1000, "validation_freq": 10**9,
-                     "logging_freq": 50, "eval_metrics": ["bleu"], "early_stopping_metric": "bleu",
-                     "clip_grad_norm": 1.0, "shuffle": True, "overwrite": True, "keep_best_ckpts": 1,
-                     "num_workers": 0, "print_valid_sents": []},
+        "name": "rnnmt-peer",
+        "joeynmt_version": VERSION,
+        "model_dir": str(model_dir),
+        "use_cuda": False,
+        "fp16": False,
+        "random_seed": 0,
+        "data": {
+            "train": str(prefixes["train"]),
+            "dev": str(prefixes["valid"]),
+            "test": str(prefixes["test"]),
+            "dataset_type": "plain",
+            "src": {"lang": src, **side},
+            "trg": {"lang": tgt, **side},
+        },
+        "training": {
+            "optimizer": "adam",
+            "learning_rate": 0.002,
+            "batch_size": batch_sentences,
+            "batch_type": "sentence",
+            "eval_batch_size": 64,
+            "eval_batch_type": "sentence",
+            # a constant rate (its plateau scheduler passes `verbose`, which torch 2.13 no
+            # longer takes; no validation runs within the budget anyway)
+            "scheduling": "exponential",
+            "decrease_factor": 1.0,
+            "epochs": 1000,
+            "validation_freq": 10**9,
+            "logging_freq": 50,
+            "eval_metrics": ["bleu"],
+            "early_stopping_metric": "bleu",
+            "clip_grad_norm": 1.0,
+            "shuffle": True,
+            "overwrite": True,
+            "keep_best_ckpts": 1,
+            "num_workers": 0,
+            "print_valid_sents": [],
+        },
         "testing": {"beam_size": 1, "eval_metrics": ["bleu"]},
-        "model": {"initializer": "xavier_uniform", "bias_initializer": "zeros", "embed_initializer": "normal",
-                  "embed_init_weight": 0.1, "encoder": {**rnn, "bidirectional": True},
-                  "decoder": {**rnn, "hidden_dropout": 0.3, "input_feeding": True, "init_hidden": "bridge",
-                              "attention": "bahdanau"}},
+        "model": {
+            "initializer": "xavier_uniform",
+            "bias_initializer": "zeros",
+            "embed_initializer": "normal",
+            "embed_init_weight": 0.1,
+            "encoder": {**rnn, "bidirectional": True},
+            "decoder": {
+                **rnn,
+                "hidden_dropout": 0.3,
+                "input_feeding": True,
+                "init_hidden": "bridge",
+                "attention": "bahdanau",
+            },
+        },
     }
     path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
     return path
@@ -92,13 +147,22 @@ def train(exe: Path, config: Path, model_dir: Path, minutes: float) -> dict:
     """Train for ``minutes`` of wall clock (stopped then), and read its target tokens/s: the mean of
     the rates its log lines report (each over its last 50 steps), the first left out as warm-up."""
     try:
-        subprocess.run([str(exe), "-m", "joeynmt", "train", str(config)], timeout=minutes * 60,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        subprocess.run(
+            [str(exe), "-m", "joeynmt", "train", str(config)],
+            timeout=minutes * 60,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
     except subprocess.TimeoutExpired:
         pass  # the budget ran out, as intended
     log = (model_dir / "train.log").read_text(encoding="utf-8", errors="replace")
     rates = [float(m) for m in RATE.findall(log)]
     if len(rates) < 2:
         raise RuntimeError(f"JoeyNMT logged {len(rates)} training rates; see {model_dir / 'train.log'}")
-    return {"target_tokens_per_sec": statistics.fmean(rates[1:]), "log_lines": len(rates),
-            "steps": 50 * len(rates), "version": VERSION, "log": str(model_dir / "train.log")}
+    return {
+        "target_tokens_per_sec": statistics.fmean(rates[1:]),
+        "log_lines": len(rates),
+        "steps": 50 * len(rates),
+        "version": VERSION,
+        "log": str(model_dir / "train.log"),
+    }

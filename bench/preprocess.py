@@ -40,8 +40,9 @@ PROJECT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT))
 
 from measure import PeakMemory, cpu_name  # noqa: E402
-from pipelines.text.normalize import NormalizeOptions, tokenize  # noqa: E402
+
 from pipelines.contract.vocab import rank_tokens, select_vocab  # noqa: E402
+from pipelines.text.normalize import NormalizeOptions, tokenize  # noqa: E402
 
 PRESETS = {"wikipedia": "conf/preprocess/wikipedia.yaml", "tatoeba": "conf/preprocess/tatoeba.yaml"}
 SUBWORD_PRESETS = {"wikipedia": "conf/preprocess/wikipedia_bpe.yaml", "tatoeba": "conf/preprocess/tatoeba_bpe.yaml"}
@@ -50,7 +51,7 @@ SUBWORD_PRESETS = {"wikipedia": "conf/preprocess/wikipedia_bpe.yaml", "tatoeba":
 def count_words(files: list[Path]) -> int:
     words = 0
     for path in files:
-        with (gzip.open(path, "rt", encoding="utf-8") if path.suffix == ".gz" else open(path, encoding="utf-8")) as f:
+        with gzip.open(path, "rt", encoding="utf-8") if path.suffix == ".gz" else open(path, encoding="utf-8") as f:
             words += sum(len(line.split()) for line in f)
     return words
 
@@ -61,11 +62,21 @@ def input_files(corpus: str, data_dir: Path) -> list[Path]:
     return [data_dir / "tatoeba-en-fr" / "fra.txt.gz"]
 
 
-def run_spark(corpus: str, data_dir: Path, master: str, out: Path, one_cpu: bool = False, subwords: bool = False
-              ) -> dict:
+def run_spark(
+    corpus: str, data_dir: Path, master: str, out: Path, one_cpu: bool = False, subwords: bool = False
+) -> dict:
     preset = (SUBWORD_PRESETS if subwords else PRESETS)[corpus]
-    cmd = (["taskset", "-c", "0"] if one_cpu else []) + [sys.executable, "-m", "jobs.preprocess", preset, f"data_root={data_dir}",
-           f"output_dir={out}", f"spark.master={master}", "mlflow.enabled=false", "overwrite=true"]
+    cmd = (["taskset", "-c", "0"] if one_cpu else []) + [
+        sys.executable,
+        "-m",
+        "jobs.preprocess",
+        preset,
+        f"data_root={data_dir}",
+        f"output_dir={out}",
+        f"spark.master={master}",
+        "mlflow.enabled=false",
+        "overwrite=true",
+    ]
     started = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=PROJECT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     with PeakMemory(proc.pid) as memory:
@@ -74,8 +85,13 @@ def run_spark(corpus: str, data_dir: Path, master: str, out: Path, one_cpu: bool
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed:\n{stderr[-3000:]}")
     summary = json.loads(stdout.strip().splitlines()[-1])
-    return {"seconds": round(seconds, 2), "peak_rss_mb": round(memory.peak / 2**20),
-            "kept": summary["kept"], "vocab": summary["vocab"], "job_seconds": summary["seconds"]}
+    return {
+        "seconds": round(seconds, 2),
+        "peak_rss_mb": round(memory.peak / 2**20),
+        "kept": summary["kept"],
+        "vocab": summary["vocab"],
+        "job_seconds": summary["seconds"],
+    }
 
 
 def _lines(path: Path):
@@ -92,8 +108,9 @@ def run_python(corpus: str, data_dir: Path, out: Path) -> dict:
     flt, norm = cfg["filter"], cfg["normalize"]
     parallel = cfg["data"]["kind"] == "parallel"
     langs = [cfg["data"]["src_lang"]] + ([cfg["data"]["tgt_lang"]] if parallel else [])
-    options = [NormalizeOptions.for_language(lang, norm["unicode"], norm["lowercase"], norm["apostrophe"])
-               for lang in langs]
+    options = [
+        NormalizeOptions.for_language(lang, norm["unicode"], norm["lowercase"], norm["apostrophe"]) for lang in langs
+    ]
     started = time.perf_counter()
     with PeakMemory(os.getpid()) as memory:
         examples, seen, dropped = [], set(), Counter()
@@ -136,18 +153,27 @@ def run_python(corpus: str, data_dir: Path, out: Path) -> dict:
             if (bucket % 1_000_000) / 1e6 >= valid + test:
                 for counter, toks in zip(counters, tokens):
                     counter.update(toks)
-        vocabs = [select_vocab(rank_tokens(c.items()), cfg["vocab"]["max_size"], cfg["vocab"]["min_count"],
-                               sum(c.values())) for c in counters]
+        vocabs = [
+            select_vocab(rank_tokens(c.items()), cfg["vocab"]["max_size"], cfg["vocab"]["min_count"], sum(c.values()))
+            for c in counters
+        ]
         indexes = [v.index for v in vocabs]
         shards = cfg["output"]["shards"]
         out.mkdir(parents=True, exist_ok=True)
         for shard in range(shards):
             rows = [tokens for bucket, tokens in examples if (bucket >> 20) % shards == shard]
-            columns = {f"c{i}": pa.array([[index.get(t, 1) for t in toks[i]] for toks in rows], pa.list_(pa.int32()))
-                       for i, index in enumerate(indexes)}
+            columns = {
+                f"c{i}": pa.array([[index.get(t, 1) for t in toks[i]] for toks in rows], pa.list_(pa.int32()))
+                for i, index in enumerate(indexes)
+            }
             pq.write_table(pa.table(columns), out / f"part-{shard:05d}.parquet")
-    return {"seconds": round(time.perf_counter() - started, 2), "peak_rss_mb": round(memory.peak / 2**20),
-            "kept": len(examples), "vocab": [len(v) for v in vocabs], "dropped": dict(dropped)}
+    return {
+        "seconds": round(time.perf_counter() - started, 2),
+        "peak_rss_mb": round(memory.peak / 2**20),
+        "kept": len(examples),
+        "vocab": [len(v) for v in vocabs],
+        "dropped": dict(dropped),
+    }
 
 
 def main() -> None:
@@ -159,41 +185,62 @@ def main() -> None:
     parser.add_argument("--subwords", action="store_true", help="also run the corpus's subword (BPE) preset")
     args = parser.parse_args()
     data_dir = args.data_dir.resolve()
-    results = {"machine": {"cpu": cpu_name(), "cpus": os.cpu_count(),
-                           "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
-                           "load_before": [round(x, 2) for x in os.getloadavg()]}}
+    results = {
+        "machine": {
+            "cpu": cpu_name(),
+            "cpus": os.cpu_count(),
+            "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
+            "load_before": [round(x, 2) for x in os.getloadavg()],
+        }
+    }
     with tempfile.TemporaryDirectory(prefix="rnnmt-bench-") as tmp:
         for corpus in args.corpus:
             words = count_words(input_files(corpus, data_dir))
             entry: dict = {"words": words}
             runs = [("spark_local2", lambda: run_spark(corpus, data_dir, "local[2]", Path(tmp) / f"{corpus}-2"))]
             if not args.skip_local1:
-                runs.append(("spark_local1", lambda: run_spark(corpus, data_dir, "local[1]", Path(tmp) / f"{corpus}-1")))
+                runs.append(
+                    ("spark_local1", lambda: run_spark(corpus, data_dir, "local[1]", Path(tmp) / f"{corpus}-1"))
+                )
                 if shutil.which("taskset"):
-                    runs.append(("spark_local1_one_cpu", lambda: run_spark(
-                        corpus, data_dir, "local[1]", Path(tmp) / f"{corpus}-1p", one_cpu=True)))
+                    runs.append(
+                        (
+                            "spark_local1_one_cpu",
+                            lambda: run_spark(corpus, data_dir, "local[1]", Path(tmp) / f"{corpus}-1p", one_cpu=True),
+                        )
+                    )
             if args.subwords:
-                runs.append(("spark_local2_bpe", lambda: run_spark(corpus, data_dir, "local[2]",
-                                                                   Path(tmp) / f"{corpus}-bpe", subwords=True)))
+                runs.append(
+                    (
+                        "spark_local2_bpe",
+                        lambda: run_spark(corpus, data_dir, "local[2]", Path(tmp) / f"{corpus}-bpe", subwords=True),
+                    )
+                )
             if not args.skip_python:
                 runs.append(("python", lambda: run_python(corpus, data_dir, Path(tmp) / f"{corpus}-py")))
             for name, fn in runs:
                 result = fn()
                 result["words_per_s"] = round(words / result["seconds"])
                 entry[name] = result
-                print(f"{corpus:10s} {name:20s} {result['seconds']:8.1f} s {result['words_per_s']:>11,} words/s "
-                      f"peak {result['peak_rss_mb']:>6,} MB  kept {result['kept']:,}", flush=True)
+                print(
+                    f"{corpus:10s} {name:20s} {result['seconds']:8.1f} s {result['words_per_s']:>11,} words/s "
+                    f"peak {result['peak_rss_mb']:>6,} MB  kept {result['kept']:,}",
+                    flush=True,
+                )
             if "python" in entry:
                 entry["speedup_vs_python"] = round(entry["python"]["seconds"] / entry["spark_local2"]["seconds"], 2)
             if "spark_local2_bpe" in entry:
-                entry["bpe_vs_word_wall"] = round(entry["spark_local2_bpe"]["seconds"] / entry["spark_local2"]["seconds"],
-                                                  2)
+                entry["bpe_vs_word_wall"] = round(
+                    entry["spark_local2_bpe"]["seconds"] / entry["spark_local2"]["seconds"], 2
+                )
             for one in ("spark_local1", "spark_local1_one_cpu"):
                 if one in entry:
                     entry[f"scaling_local2_vs_{one.removeprefix('spark_')}"] = round(
-                        entry[one]["seconds"] / entry["spark_local2"]["seconds"], 2)
+                        entry[one]["seconds"] / entry["spark_local2"]["seconds"], 2
+                    )
                     entry[f"scaling_local2_vs_{one.removeprefix('spark_')}_job_only"] = round(
-                        entry[one]["job_seconds"] / entry["spark_local2"]["job_seconds"], 2)
+                        entry[one]["job_seconds"] / entry["spark_local2"]["job_seconds"], 2
+                    )
             results[corpus] = entry
     results["machine"]["load_after"] = [round(x, 2) for x in os.getloadavg()]
     print(json.dumps(results))

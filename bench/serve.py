@@ -90,11 +90,17 @@ def load(url: str, sources: list[str], clients: int, seconds: float, batch: int,
     wall = time.perf_counter() - started
     ordered = sorted(latencies)
     pick = lambda q: ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else None  # noqa: E731
-    return {"params": params, "requests": len(latencies) + failures[0], "failed": failures[0],
-            "sentences": sentences[0], "seconds": round(wall, 1), "sentences_per_sec": round(sentences[0] / wall, 2),
-            "latency_p50_s": round(pick(0.5), 3) if ordered else None,
-            "latency_p99_s": round(pick(0.99), 3) if ordered else None,
-            "latency_mean_s": round(statistics.mean(ordered), 3) if ordered else None}
+    return {
+        "params": params,
+        "requests": len(latencies) + failures[0],
+        "failed": failures[0],
+        "sentences": sentences[0],
+        "seconds": round(wall, 1),
+        "sentences_per_sec": round(sentences[0] / wall, 2),
+        "latency_p50_s": round(pick(0.5), 3) if ordered else None,
+        "latency_p99_s": round(pick(0.99), 3) if ordered else None,
+        "latency_mean_s": round(statistics.mean(ordered), 3) if ordered else None,
+    }
 
 
 def main() -> None:
@@ -105,8 +111,13 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60)
     parser.add_argument("--batch", type=int, default=8, help="sentences per request")
     parser.add_argument("--workers", type=int, default=1, help="server worker processes")
-    parser.add_argument("--params", type=json.loads, nargs="+", default=[{}, {"beam": 1}],
-                        help="request parameter sets, one load phase each ({} = the model's settings)")
+    parser.add_argument(
+        "--params",
+        type=json.loads,
+        nargs="+",
+        default=[{}, {"beam": 1}],
+        help="request parameter sets, one load phase each ({} = the model's settings)",
+    )
     args = parser.parse_args()
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     import mlflow
@@ -118,16 +129,29 @@ def main() -> None:
     store = Path(tempfile.mkdtemp(prefix="rnnmt-bench-serve-"))
     uri = f"sqlite:///{store / 'mlflow.db'}"
     mlflow.set_tracking_uri(uri)
-    mlflow.set_experiment(experiment_id=mlflow.create_experiment("bench-serve",
-                                                                 artifact_location=(store / "artifacts").as_uri()))
+    mlflow.set_experiment(
+        experiment_id=mlflow.create_experiment("bench-serve", artifact_location=(store / "artifacts").as_uri())
+    )
     file = Path(args.checkpoint)
     file = file / BUNDLE_FILE if file.is_dir() else file
     with mlflow.start_run():
         model_uri = log_translator(mlflow, file, Bundle.load(file)).model_uri
     port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "jobs.serve", f"model={model_uri}", f"port={port}",
-                               f"workers={args.workers}", f"mlflow.tracking_uri={uri}"], cwd=PROJECT,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "jobs.serve",
+            f"model={model_uri}",
+            f"port={port}",
+            f"workers={args.workers}",
+            f"mlflow.tracking_uri={uri}",
+        ],
+        cwd=PROJECT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     url = f"http://127.0.0.1:{port}/invocations"
     try:
         started = time.perf_counter()
@@ -140,12 +164,25 @@ def main() -> None:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=60)
     for p in phases:
-        print(f"params {json.dumps(p['params'])}: {p['requests']} requests ({p['failed']} failed), "
-              f"{p['sentences_per_sec']} sentences/s, latency p50 {p['latency_p50_s']} s p99 {p['latency_p99_s']} s",
-              flush=True)
-    print(json.dumps({"checkpoint": str(args.checkpoint), "cpu": cpu_name(), "cpus": os.cpu_count(),
-                      "clients": args.clients, "batch": args.batch, "workers": args.workers,
-                      "decode": Bundle.load(file).decode_settings().to_dict(), "phases": phases}))
+        print(
+            f"params {json.dumps(p['params'])}: {p['requests']} requests ({p['failed']} failed), "
+            f"{p['sentences_per_sec']} sentences/s, latency p50 {p['latency_p50_s']} s p99 {p['latency_p99_s']} s",
+            flush=True,
+        )
+    print(
+        json.dumps(
+            {
+                "checkpoint": str(args.checkpoint),
+                "cpu": cpu_name(),
+                "cpus": os.cpu_count(),
+                "clients": args.clients,
+                "batch": args.batch,
+                "workers": args.workers,
+                "decode": Bundle.load(file).decode_settings().to_dict(),
+                "phases": phases,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

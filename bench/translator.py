@@ -38,23 +38,41 @@ sys.path.insert(0, str(PROJECT))
 import peer_joeynmt  # noqa: E402
 from measure import cpu_name, preprocess_once, run_job  # noqa: E402
 
-JOEYNMT_REPORTED = {"epochs": 7, "target_tokens_per_sec": 1580, "test_bleu_greedy": 53.1, "test_bleu_beam5": 55.2,
-                    "test_chrf_greedy": 70.9, "test_chrf_beam5": 72.1}
+JOEYNMT_REPORTED = {
+    "epochs": 7,
+    "target_tokens_per_sec": 1580,
+    "test_bleu_greedy": 53.1,
+    "test_bleu_beam5": 55.2,
+    "test_chrf_greedy": 70.9,
+    "test_chrf_beam5": 72.1,
+}
 
 
 def prepare(corpus: str, preset: str, data_dir: Path, out: Path) -> Path:
     """rnnmt's preprocessing of the corpus, 10,000 words or the preset's pieces per side (reused if present)."""
-    config = [f"conf/preprocess/{corpus}_bpe.yaml"] if preset == "bpe" else [f"conf/preprocess/{corpus}.yaml",
-                                                                             "vocab.max_size=10006"]
+    config = (
+        [f"conf/preprocess/{corpus}_bpe.yaml"]
+        if preset == "bpe"
+        else [f"conf/preprocess/{corpus}.yaml", "vocab.max_size=10006"]
+    )
     return preprocess_once(config, data_dir, out, PROJECT)
 
 
 def train_rnnmt(prepared: Path, name: str, minutes: float, out: Path, extra: list[str]) -> tuple[dict, float, int]:
     """rnnmt's translator preset ``name`` on ``prepared`` for ``minutes``: its summary, wall seconds, peak RSS."""
-    cmd = [sys.executable, "-m", "jobs.train_translator", f"conf/train_translator/{name}.yaml",
-           f"data_dir={prepared}", f"output_dir={out / f'translator-{name}'}", "overwrite=true",
-           f"train.max_minutes={minutes}", f"run_name=bench-translator-{name}-{time.strftime('%Y%m%d-%H%M%S')}",
-           "mlflow.registry_name=", *extra]  # tracked, not registered: a bench never takes the champion alias
+    cmd = [
+        sys.executable,
+        "-m",
+        "jobs.train_translator",
+        f"conf/train_translator/{name}.yaml",
+        f"data_dir={prepared}",
+        f"output_dir={out / f'translator-{name}'}",
+        "overwrite=true",
+        f"train.max_minutes={minutes}",
+        f"run_name=bench-translator-{name}-{time.strftime('%Y%m%d-%H%M%S')}",
+        "mlflow.registry_name=",
+        *extra,
+    ]  # tracked, not registered: a bench never takes the champion alias
     return run_job(cmd, PROJECT)
 
 
@@ -68,12 +86,30 @@ def peer_race(prepared: Path, args: argparse.Namespace) -> None:
     joey = peer_joeynmt.train(exe, config, work / "model", args.minutes)
     print(f"joeynmt: {json.dumps(joey)}", flush=True)
     # the same batches: 64 sentences, with a token budget that never binds first
-    summary, _, _ = train_rnnmt(prepared, "multi30k", args.minutes, args.out,
-                                ["train.batch_sentences=64", "train.batch_tokens=1000000", *args.rnnmt])
+    summary, _, _ = train_rnnmt(
+        prepared,
+        "multi30k",
+        args.minutes,
+        args.out,
+        ["train.batch_sentences=64", "train.batch_tokens=1000000", *args.rnnmt],
+    )
     rnnmt = {"target_tokens_per_sec": summary["train_tokens_per_sec"], "epochs": summary.get("epochs")}
-    print(json.dumps({"cpu": cpu_name(), "minutes": args.minutes, "batch_sentences": 64, "rnnmt": rnnmt,
-                      "joeynmt": joey, "ratios": {"target_tokens_per_sec_vs_joeynmt_measured":
-                                                  round(rnnmt["target_tokens_per_sec"] / joey["target_tokens_per_sec"], 3)}}))
+    print(
+        json.dumps(
+            {
+                "cpu": cpu_name(),
+                "minutes": args.minutes,
+                "batch_sentences": 64,
+                "rnnmt": rnnmt,
+                "joeynmt": joey,
+                "ratios": {
+                    "target_tokens_per_sec_vs_joeynmt_measured": round(
+                        rnnmt["target_tokens_per_sec"] / joey["target_tokens_per_sec"], 3
+                    )
+                },
+            }
+        )
+    )
 
 
 def main() -> None:
@@ -92,8 +128,9 @@ def main() -> None:
         sys.exit(f"error: {args.data_dir / source} not found (pass --data-dir)")
     args.out.mkdir(parents=True, exist_ok=True)
     name = args.corpus + ("_bpe" if args.preset == "bpe" else "")
-    prepared = args.prepared or prepare(args.corpus, args.preset, args.data_dir,
-                                        args.out / f"{args.corpus}-{'bpe' if args.preset == 'bpe' else '10k'}")
+    prepared = args.prepared or prepare(
+        args.corpus, args.preset, args.data_dir, args.out / f"{args.corpus}-{'bpe' if args.preset == 'bpe' else '10k'}"
+    )
     if args.peer:
         if (args.corpus, args.preset) != ("multi30k", "word"):
             sys.exit("error: --peer runs on Multi30k words (--corpus multi30k --preset word)")
@@ -104,16 +141,24 @@ def main() -> None:
     tgt_vocab = json.loads((prepared / "manifest.json").read_text(encoding="utf-8"))["vocab"]["tgt"]
     pieces_per_word = tgt_vocab.get("pieces_per_word", {}).get("train") or 1.0
     summary["train_target_words_per_sec"] = summary["train_tokens_per_sec"] / pieces_per_word
-    result = {"rnnmt": {**summary, "wall_seconds_with_startup": round(wall, 1), "peak_rss_mb": round(peak / 2**20)},
-              "corpus": args.corpus, "preset": args.preset, "vocab_kind": tgt_vocab["kind"],
-              "tgt_vocab_size": tgt_vocab["size"], "tgt_pieces_per_word": pieces_per_word, "minutes": args.minutes,
-              **({"joeynmt_reported": JOEYNMT_REPORTED} if args.corpus == "multi30k" else {}),
-              "checkpoint": summary["best"]}
+    result = {
+        "rnnmt": {**summary, "wall_seconds_with_startup": round(wall, 1), "peak_rss_mb": round(peak / 2**20)},
+        "corpus": args.corpus,
+        "preset": args.preset,
+        "vocab_kind": tgt_vocab["kind"],
+        "tgt_vocab_size": tgt_vocab["size"],
+        "tgt_pieces_per_word": pieces_per_word,
+        "minutes": args.minutes,
+        **({"joeynmt_reported": JOEYNMT_REPORTED} if args.corpus == "multi30k" else {}),
+        "checkpoint": summary["best"],
+    }
     if args.corpus == "multi30k":
         # JoeyNMT's tokens are words: compare words (the same as tokens for the word preset)
-        result["ratios"] = {"target_tokens_per_sec": summary["train_target_words_per_sec"] / joey["target_tokens_per_sec"],
-                            "bleu_greedy_diff": summary.get("test_greedy_bleu", nan) - joey["test_bleu_greedy"],
-                            "bleu_beam5_diff": summary.get("test_beam5_bleu", nan) - joey["test_bleu_beam5"]}
+        result["ratios"] = {
+            "target_tokens_per_sec": summary["train_target_words_per_sec"] / joey["target_tokens_per_sec"],
+            "bleu_greedy_diff": summary.get("test_greedy_bleu", nan) - joey["test_bleu_greedy"],
+            "bleu_beam5_diff": summary.get("test_beam5_bleu", nan) - joey["test_bleu_beam5"],
+        }
     print(json.dumps(result))
 
 

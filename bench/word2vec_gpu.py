@@ -21,8 +21,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pipelines.contract.token_stream import read_token_share  # noqa: E402
 from pipelines.contract.vocab import Vocab  # noqa: E402
-from rnn_models.skipgram import (Word2Vec, Word2VecSettings, keep_probabilities, linear_lr,  # noqa: E402
-                                 training_stream)
+from rnn_models.skipgram import (
+    Word2Vec,
+    Word2VecSettings,
+    keep_probabilities,
+    linear_lr,  # noqa: E402
+    training_stream,
+)
 
 
 def measure(tokens, sentences, counts, batch_words: int, noise_block: int, seconds: float, device) -> dict:
@@ -35,7 +40,7 @@ def measure(tokens, sentences, counts, batch_words: int, noise_block: int, secon
     started = None
     while True:
         lo = (step * batch_words) % max(1, tokens.numel() - batch_words)
-        stream = training_stream(tokens[lo:lo + batch_words], sentences[lo:lo + batch_words], keep, 5, generator)
+        stream = training_stream(tokens[lo : lo + batch_words], sentences[lo : lo + batch_words], keep, 5, generator)
         loss, terms = model.train_step(stream, model.draw_noise(stream, generator), linear_lr(0.025, 0.1))
         step += 1
         if step == 3:  # warm-up done
@@ -48,9 +53,14 @@ def measure(tokens, sentences, counts, batch_words: int, noise_block: int, secon
                 break
     sync()
     elapsed = time.perf_counter() - started
-    return {"batch_words": batch_words, "noise_block": noise_block, "words_per_sec": round(words / elapsed),
-            "steps": step, "pairs_per_word": round(pairs / max(words, 1), 2), "last_loss_per_pair":
-            round(loss / max(terms, 1), 3)}
+    return {
+        "batch_words": batch_words,
+        "noise_block": noise_block,
+        "words_per_sec": round(words / elapsed),
+        "steps": step,
+        "pairs_per_word": round(pairs / max(words, 1), 2),
+        "last_loss_per_pair": round(loss / max(terms, 1), 3),
+    }
 
 
 def main() -> None:
@@ -72,8 +82,11 @@ def main() -> None:
         results.append(measure(tokens, sentences, counts, batch_words, args.noise_block, args.seconds, device))
         print(results[-1], flush=True)
     name = torch.cuda.get_device_name() if device.type == "cuda" else "cpu"
-    print(json.dumps({"device": name, "torch": torch.__version__, "stream_words": int(tokens.numel()),
-                      "results": results}))
+    print(
+        json.dumps(
+            {"device": name, "torch": torch.__version__, "stream_words": int(tokens.numel()), "results": results}
+        )
+    )
 
 
 if __name__ == "__main__":

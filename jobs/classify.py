@@ -32,17 +32,23 @@ CHUNK_BATCHES = 20  # lines read, classified and written at a time: this many ba
 def run(argv: Sequence[str] | None = None) -> dict[str, int]:
     """Classify; returns the counts it prints to stderr."""
     parser = argparse.ArgumentParser(prog="python -m jobs.classify", description=__doc__.splitlines()[0])
-    parser.add_argument("checkpoints", nargs="+", help="classifier.pt, a directory with one, or runs:/RUN_ID/best; "
-                                                        "several: an ensemble")
+    parser.add_argument(
+        "checkpoints", nargs="+", help="classifier.pt, a directory with one, or runs:/RUN_ID/best; several: an ensemble"
+    )
     parser.add_argument("--input", type=Path, help="input file (default: stdin)")
     parser.add_argument("--output", type=Path, help="output file (default: stdout)")
     parser.add_argument("--all", action="store_true", help="print every label's probability as JSON")
-    parser.add_argument("--max-tokens", type=int, default=500, help="read at most this many tokens per line "
-                                                                    "(0 = all; default 500)")
+    parser.add_argument(
+        "--max-tokens", type=int, default=500, help="read at most this many tokens per line (0 = all; default 500)"
+    )
     parser.add_argument("--batch-size", type=int, default=64, help="lines per batch")
     parser.add_argument("--use-gpu", action="store_true", help="classify on the GPU")
-    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,
-                        help="a progress bar on stderr when it is a terminal (default: on)")
+    parser.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="a progress bar on stderr when it is a terminal (default: on)",
+    )
     args = parser.parse_args(argv)
     if args.max_tokens < 0 or args.batch_size < 1:
         raise InputError("--max-tokens must be >= 0 and --batch-size >= 1")
@@ -59,20 +65,31 @@ def run(argv: Sequence[str] | None = None) -> dict[str, int]:
             if p is None:
                 out.append("")
             elif args.all:
-                out.append(json.dumps({"label": p.label, "probability": round(p.probability, 6),
-                                       "probabilities": {k: round(v, 6) for k, v in p.probabilities.items()}},
-                                      ensure_ascii=False))
+                out.append(
+                    json.dumps(
+                        {
+                            "label": p.label,
+                            "probability": round(p.probability, 6),
+                            "probabilities": {k: round(v, 6) for k, v in p.probabilities.items()},
+                        },
+                        ensure_ascii=False,
+                    )
+                )
             else:
                 out.append(f"{p.label}\t{p.probability:.4f}")
         return out
 
-    stats = map_lines(args.input, args.output, CHUNK_BATCHES * args.batch_size, classify_chunk, args.progress,
-                      desc="classifying")
+    stats = map_lines(
+        args.input, args.output, CHUNK_BATCHES * args.batch_size, classify_chunk, args.progress, desc="classifying"
+    )
     counts["lines"] = stats.lines
     counts["classified"] = stats.lines - counts["empty"]
-    print(f"classified {counts['classified']} of {counts['lines']} lines ({counts['empty']} without tokens, "
-          f"{counts['truncated']} cut to {args.max_tokens} tokens) in {stats.seconds:.1f} s: "
-          f"{stats.lines_per_sec:.1f} lines/s", file=sys.stderr)
+    print(
+        f"classified {counts['classified']} of {counts['lines']} lines ({counts['empty']} without tokens, "
+        f"{counts['truncated']} cut to {args.max_tokens} tokens) in {stats.seconds:.1f} s: "
+        f"{stats.lines_per_sec:.1f} lines/s",
+        file=sys.stderr,
+    )
     return counts
 
 

@@ -67,16 +67,26 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
         for entry in config["sets"]:
             sources, references = load_set(entry)
             for beam in config["beams"]:
-                scores, translations = translate_and_score(bundle, sources, references, settings, beam, device,
-                                                           config["progress"])
+                scores, translations = translate_and_score(
+                    bundle, sources, references, settings, beam, device, config["progress"]
+                )
                 key = f"{entry['name']}_{'greedy' if beam == 1 else f'beam{beam}'}"
-                results[key] = {"bleu": scores["bleu"], "chrf": scores["chrf"], "sentences": len(sources),
-                                "unk": scores["unk"], "unk_kept": scores["unk_kept"],
-                                "bleu_signature": scores["bleu_signature"], "chrf_signature": scores["chrf_signature"]}
+                results[key] = {
+                    "bleu": scores["bleu"],
+                    "chrf": scores["chrf"],
+                    "sentences": len(sources),
+                    "unk": scores["unk"],
+                    "unk_kept": scores["unk_kept"],
+                    "bleu_signature": scores["bleu_signature"],
+                    "chrf_signature": scores["chrf_signature"],
+                }
                 mlflow.log_metrics({f"{key}_{name}": scores[name] for name in ("bleu", "chrf", "unk", "unk_kept")})
                 mlflow.log_text("".join(t.text + "\n" for t in translations), f"translations/{key}.txt")
-                print(f"{key}: BLEU {scores['bleu']:.2f} chrF {scores['chrf']:.2f}, {scores['unk']} [UNK] output "
-                      f"({scores['unk_kept']} left after the [UNK] policy) ({scores['bleu_signature']})", flush=True)
+                print(
+                    f"{key}: BLEU {scores['bleu']:.2f} chrF {scores['chrf']:.2f}, {scores['unk']} [UNK] output "
+                    f"({scores['unk_kept']} left after the [UNK] policy) ({scores['bleu_signature']})",
+                    flush=True,
+                )
         mlflow.log_dict(results, "scores.json")
     print(json.dumps(results))
     return results

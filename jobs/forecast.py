@@ -4,7 +4,8 @@
 
 CHECKPOINT is a ``forecaster.pt``, a directory holding one (``output_dir/best``) or an MLflow URI
 (``runs:/RUN_ID/best``); several forecast as an ensemble, each step the mean of their forecasts
-(they must have been trained on the same columns). FILE is a CSV (``.gz`` ok) with the columns the model was trained on: the
+(they must have been trained on the same columns). FILE is a CSV (``.gz`` ok) with the columns the
+model was trained on: the
 time, the values and, for a model of many series, the series id. Each series is read with the
 training rules (sorted by time, gaps and missing values interpolated or dropped), then the model
 reads its last window and feeds its predictions back for N steps. A series the model was trained
@@ -46,8 +47,9 @@ def read_csv(path: Path) -> pd.DataFrame:
 def run(argv: Sequence[str] | None = None) -> dict[str, int]:
     """Forecast; returns the counts it prints to stderr."""
     parser = argparse.ArgumentParser(prog="python -m jobs.forecast", description=__doc__.splitlines()[0])
-    parser.add_argument("checkpoints", nargs="+", help="forecaster.pt, a directory with one, or runs:/RUN_ID/best; "
-                                                        "several: an ensemble")
+    parser.add_argument(
+        "checkpoints", nargs="+", help="forecaster.pt, a directory with one, or runs:/RUN_ID/best; several: an ensemble"
+    )
     parser.add_argument("--series", type=Path, required=True, help="CSV with the history of one or more series")
     parser.add_argument("--steps", type=int, required=True, help="how many steps to forecast")
     parser.add_argument("--output", type=Path, help="output CSV file (default: stdout)")

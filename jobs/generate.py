@@ -65,8 +65,12 @@ def run(argv: Sequence[str] | None = None) -> dict[str, object]:
     parser.add_argument("--top-p", type=float, help="draw among the tokens whose probability reaches p (1 = all)")
     parser.add_argument("--seed", type=int, default=0, help="the same seed gives the same samples")
     parser.add_argument("--num", type=int, default=1, help="how many samples")
-    parser.add_argument("--max-context", type=int, default=2000, help="read at most this many prompt tokens "
-                                                                       "(the end of a longer prompt; 0 = all)")
+    parser.add_argument(
+        "--max-context",
+        type=int,
+        default=2000,
+        help="read at most this many prompt tokens (the end of a longer prompt; 0 = all)",
+    )
     parser.add_argument("--use-gpu", action="store_true", help="generate on the GPU")
     args = parser.parse_args(argv)
     prompt = read_prompt(args)
@@ -79,17 +83,26 @@ def run(argv: Sequence[str] | None = None) -> dict[str, object]:
     if steps < 0 or args.num < 1 or args.max_context < 0:
         raise ConfigError("--words/--chars/--tokens and --max-context must be >= 0, --num >= 1")
     base = bundle.sample_settings().to_dict()
-    settings = SampleSettings.from_dict({**base, **{k: getattr(args, k) for k in FLAGS if getattr(args, k) is not None}})
-    generated = bundle.generate(prompt, steps, settings, args.num, args.seed, args.max_context,
-                                "cuda" if args.use_gpu else "cpu")
+    settings = SampleSettings.from_dict(
+        {**base, **{k: getattr(args, k) for k in FLAGS if getattr(args, k) is not None}}
+    )
+    generated = bundle.generate(
+        prompt, steps, settings, args.num, args.seed, args.max_context, "cuda" if args.use_gpu else "cpu"
+    )
     glue = "" if bundle.kind == "char" or not prompt else " "
     samples = [prompt + (glue if text and not text.startswith("\n") else "") + text for text in generated.texts]
     data_stdout().write("\n\n".join(samples) + "\n")
     if generated.truncated:
-        print(f"the prompt has {generated.prompt_tokens} tokens: the model read its last "
-              f"{generated.prompt_tokens - generated.truncated} (--max-context {args.max_context})", file=sys.stderr)
-    print(f"generated {args.num} sample(s) of {steps} tokens (temperature {settings.temperature}, top-k "
-          f"{settings.top_k}, top-p {settings.top_p}, seed {args.seed})", file=sys.stderr)
+        print(
+            f"the prompt has {generated.prompt_tokens} tokens: the model read its last "
+            f"{generated.prompt_tokens - generated.truncated} (--max-context {args.max_context})",
+            file=sys.stderr,
+        )
+    print(
+        f"generated {args.num} sample(s) of {steps} tokens (temperature {settings.temperature}, top-k "
+        f"{settings.top_k}, top-p {settings.top_p}, seed {args.seed})",
+        file=sys.stderr,
+    )
     return {"samples": samples, "truncated": generated.truncated, "prompt_tokens": generated.prompt_tokens}
 
 

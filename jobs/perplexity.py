@@ -58,8 +58,9 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(prog="python -m jobs.perplexity", description=__doc__.splitlines()[0])
     parser.add_argument("checkpoint", help="lm.pt, a directory with one, or runs:/RUN_ID/best")
     parser.add_argument("files", nargs="*", help="text files, one document or sentence per line (- = stdin)")
-    parser.add_argument("--batch-size", type=int, default=1, help="rows scored in parallel (1: every token "
-                                                                   "with its whole history)")
+    parser.add_argument(
+        "--batch-size", type=int, default=1, help="rows scored in parallel (1: every token with its whole history)"
+    )
     parser.add_argument("--bptt", type=int, default=100, help="steps per forward pass (the state goes on)")
     parser.add_argument("--use-gpu", action="store_true", help="score on the GPU")
     args = parser.parse_args(argv)
@@ -75,9 +76,14 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if count == 0:
         raise InputError(f"{len(tokens)} tokens are too few for --batch-size {args.batch_size}: lower it")
     metrics = loss_metrics("text", total / count, count, bundle.kind == "char")
-    summary = {"lines": len(lines), "tokens": count, "unk": int((tokens[1:] == UNK_ID).sum()),
-               **{k.removeprefix("text_"): v for k, v in metrics.items() if k != "text_tokens"},
-               "kind": bundle.kind, "batch_size": args.batch_size}
+    summary = {
+        "lines": len(lines),
+        "tokens": count,
+        "unk": int((tokens[1:] == UNK_ID).sum()),
+        **{k.removeprefix("text_"): v for k, v in metrics.items() if k != "text_tokens"},
+        "kind": bundle.kind,
+        "batch_size": args.batch_size,
+    }
     print(json.dumps(summary))
     return summary
 

@@ -35,8 +35,18 @@ from pipelines.contract.atomic import write_atomically
 from pipelines.spark.readers import resolve_inputs
 
 # Keys that say where and how a stage runs, not what it computes: left out of its fingerprint.
-_PLACEMENT = ("output_dir", "overwrite", "run_name", "storage_path", "resume", "mlflow", "spark", "ray", "log_level",
-              "progress")
+_PLACEMENT = (
+    "output_dir",
+    "overwrite",
+    "run_name",
+    "storage_path",
+    "resume",
+    "mlflow",
+    "spark",
+    "ray",
+    "log_level",
+    "progress",
+)
 
 
 @dataclass
@@ -66,32 +76,82 @@ def plan(config: dict[str, Any]) -> list[Stage]:
         return Stage(name, job, run, argv, upstream, Path(wiring.get("output_dir") or wiring.get("checkpoint")))
 
     with_word2vec, with_lm = s["word2vec"]["enabled"], s["lm"]["enabled"]
-    vocab = {} if config["vocab_kind"] == "word" else {"vocab.kind": config["vocab_kind"],
-                                                        "vocab.max_size": config["piece_vocab_size"]}
-    stages = [stage("corpus", "preprocess", preprocess.run, (), output_dir=str(work / "corpus"), overwrite=True,
-                    **vocab)]
+    vocab = (
+        {}
+        if config["vocab_kind"] == "word"
+        else {"vocab.kind": config["vocab_kind"], "vocab.max_size": config["piece_vocab_size"]}
+    )
+    stages = [
+        stage("corpus", "preprocess", preprocess.run, (), output_dir=str(work / "corpus"), overwrite=True, **vocab)
+    ]
     embeddings: dict[str, Any] = {}
     if with_word2vec or with_lm:
         # subwords: the text is segmented by the corpus's piece model of its language, so that every
         # word2vec piece vector is one the translator knows
         text_vocab = {"vocab.from": str(work / "corpus")} if vocab else {}
-        stages.append(stage("text", "preprocess", preprocess.run, ("corpus",) if vocab else (),
-                            output_dir=str(work / "text"), overwrite=True, **text_vocab))
+        stages.append(
+            stage(
+                "text",
+                "preprocess",
+                preprocess.run,
+                ("corpus",) if vocab else (),
+                output_dir=str(work / "text"),
+                overwrite=True,
+                **text_vocab,
+            )
+        )
     if with_word2vec:
-        stages.append(stage("word2vec", "train_word2vec", train_word2vec.run, ("text",), data_dir=str(work / "text"),
-                            output_dir=str(work / "word2vec"), overwrite=True,
-                            **{"model.dim": config["embedding_size"]}))
+        stages.append(
+            stage(
+                "word2vec",
+                "train_word2vec",
+                train_word2vec.run,
+                ("text",),
+                data_dir=str(work / "text"),
+                output_dir=str(work / "word2vec"),
+                overwrite=True,
+                **{"model.dim": config["embedding_size"]},
+            )
+        )
         embeddings = {f"embeddings.{s['word2vec']['init']}": str(work / "word2vec")}
     if with_lm:
-        stages.append(stage("lm", "train_lm", train_lm.run, ("text",), data_dir=str(work / "text"),
-                            output_dir=str(work / "lm"), overwrite=True))
-    stages.append(stage("translator", "train_translator", train_translator.run,
-                        ("corpus", "word2vec") if with_word2vec else ("corpus",), data_dir=str(work / "corpus"),
-                        output_dir=str(work / "translator"), overwrite=True,
-                        **{"model.embedding_size": config["embedding_size"],
-                           "mlflow.registry_name": config["mlflow"]["registry_name"]}, **embeddings))
-    stages.append(stage("evaluate", "evaluate", evaluate.run, ("translator",), checkpoint=str(work / "translator/best"),
-                        sets=[{"name": "test", "data_dir": str(work / "corpus"), "split": "test"}]))
+        stages.append(
+            stage(
+                "lm",
+                "train_lm",
+                train_lm.run,
+                ("text",),
+                data_dir=str(work / "text"),
+                output_dir=str(work / "lm"),
+                overwrite=True,
+            )
+        )
+    stages.append(
+        stage(
+            "translator",
+            "train_translator",
+            train_translator.run,
+            ("corpus", "word2vec") if with_word2vec else ("corpus",),
+            data_dir=str(work / "corpus"),
+            output_dir=str(work / "translator"),
+            overwrite=True,
+            **{
+                "model.embedding_size": config["embedding_size"],
+                "mlflow.registry_name": config["mlflow"]["registry_name"],
+            },
+            **embeddings,
+        )
+    )
+    stages.append(
+        stage(
+            "evaluate",
+            "evaluate",
+            evaluate.run,
+            ("translator",),
+            checkpoint=str(work / "translator/best"),
+            sets=[{"name": "test", "data_dir": str(work / "corpus"), "split": "test"}],
+        )
+    )
     return stages
 
 
@@ -99,8 +159,11 @@ def fingerprint(stage: Stage, upstream: dict[str, str]) -> str:
     """A digest of what the stage computes from: its resolved config (placement keys aside), the
     fingerprints of the stages it reads, and for preprocessing the bytes of its input files."""
     config = to_dict(load_config(stage.job, stage.argv))
-    what = {"job": stage.job, "config": {k: v for k, v in config.items() if k not in _PLACEMENT},
-            "upstream": {name: upstream[name] for name in stage.upstream}}
+    what = {
+        "job": stage.job,
+        "config": {k: v for k, v in config.items() if k not in _PLACEMENT},
+        "upstream": {name: upstream[name] for name in stage.upstream},
+    }
     if stage.job == "preprocess":
         specs = resolve_inputs(config["data"]["inputs"], config["data"]["kind"])
         what["inputs"] = [{k: f[k] for k in ("path", "sha256")} for spec in specs for f in spec.describe()]
@@ -124,10 +187,14 @@ def _child_run_id(mlflow: Any, config: dict[str, Any], stage: Stage) -> str | No
     if not config["mlflow"]["enabled"]:
         return None
     parent = mlflow.active_run().info
-    runs = mlflow.search_runs([parent.experiment_id], output_format="list", max_results=1,
-                              filter_string=f"tags.mlflow.parentRunId = '{parent.run_id}' and "
-                                            f"tags.mlflow.runName = '{config['run_name']}-{stage.name}'",
-                              order_by=["attributes.start_time DESC"])
+    runs = mlflow.search_runs(
+        [parent.experiment_id],
+        output_format="list",
+        max_results=1,
+        filter_string=f"tags.mlflow.parentRunId = '{parent.run_id}' and "
+        f"tags.mlflow.runName = '{config['run_name']}-{stage.name}'",
+        order_by=["attributes.start_time DESC"],
+    )
     return runs[0].info.run_id if runs else None
 
 
@@ -152,10 +219,16 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
             prints[stage.name] = fingerprint(stage, prints)
             record_file = work / "stages" / f"{stage.name}.json"
             record = json.loads(record_file.read_text()) if record_file.is_file() else {}
-            if (config["reuse"] and record.get("fingerprint") == prints[stage.name]
-                    and (stage.job == "evaluate" or stage.output.exists())):
-                print(f"== {step}: reusing {stage.output} (same inputs and config as MLflow run "
-                      f"{record.get('mlflow_run_id')})", flush=True)
+            if (
+                config["reuse"]
+                and record.get("fingerprint") == prints[stage.name]
+                and (stage.job == "evaluate" or stage.output.exists())
+            ):
+                print(
+                    f"== {step}: reusing {stage.output} (same inputs and config as MLflow run "
+                    f"{record.get('mlflow_run_id')})",
+                    flush=True,
+                )
                 record["reused"] = True
             else:
                 record_file.unlink(missing_ok=True)
@@ -163,21 +236,30 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 print(f"== {step} (jobs.{stage.job})", flush=True)  # its config follows, compactly
                 started = time.perf_counter()
                 if stage.job == "preprocess" and spark is None:  # one session for the preprocessing stages
-                    spark = stack.enter_context(spark_session(config["spark"], app_name="rnnmt-pipeline",
-                                                              progress=config["progress"]))
+                    spark = stack.enter_context(
+                        spark_session(config["spark"], app_name="rnnmt-pipeline", progress=config["progress"])
+                    )
                 elif stage.job != "preprocess" and spark is not None:
                     stack.close()  # stop it before training needs the memory
                     spark = None
                 result = stage.run(argv)
-                record = {"fingerprint": prints[stage.name], "output": str(stage.output),
-                          "mlflow_run_id": _child_run_id(mlflow, config, stage), "summary": _summary(stage, result)}
+                record = {
+                    "fingerprint": prints[stage.name],
+                    "output": str(stage.output),
+                    "mlflow_run_id": _child_run_id(mlflow, config, stage),
+                    "summary": _summary(stage, result),
+                }
                 write_atomically(record_file, json.dumps(record, indent=2, default=str) + "\n")
                 record["reused"] = False
                 print(f"== {step} done in {time.perf_counter() - started:.0f} s", flush=True)
             records[stage.name] = record
-            mlflow.set_tags({f"stage.{stage.name}.run_id": record["mlflow_run_id"] or "",
-                             f"stage.{stage.name}.reused": str(record["reused"]).lower(),
-                             f"stage.{stage.name}.output": str(stage.output)})
+            mlflow.set_tags(
+                {
+                    f"stage.{stage.name}.run_id": record["mlflow_run_id"] or "",
+                    f"stage.{stage.name}.reused": str(record["reused"]).lower(),
+                    f"stage.{stage.name}.output": str(stage.output),
+                }
+            )
         report = _report(records, config)
         write_atomically(work / "report.json", json.dumps(report, indent=2, default=str) + "\n")
         write_atomically(work / "report.md", _markdown(report))
@@ -186,10 +268,15 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
         metrics = {k: v for k, v in report["scores"].items() if isinstance(v, (int, float))}
         mlflow.log_metrics(metrics)
         run_id = mlflow.active_run().info.run_id if config["mlflow"]["enabled"] else None
-    summary = {"mlflow_run_id": run_id, "tracking_uri": tracking_uri(config["mlflow"]) if run_id else None,
-               "bleu": report["scores"].get("test_greedy_bleu"), "bleu_signature": report["bleu_signature"],
-               "outputs": report["outputs"], "reused": [n for n, r in records.items() if r["reused"]],
-               "report": str(work / "report.md")}
+    summary = {
+        "mlflow_run_id": run_id,
+        "tracking_uri": tracking_uri(config["mlflow"]) if run_id else None,
+        "bleu": report["scores"].get("test_greedy_bleu"),
+        "bleu_signature": report["bleu_signature"],
+        "outputs": report["outputs"],
+        "reused": [n for n, r in records.items() if r["reused"]],
+        "report": str(work / "report.md"),
+    }
     print(f"\nReport: {work / 'report.md'}")
     if run_id:
         experiment = mlflow.get_run(run_id).info.experiment_id
@@ -197,8 +284,10 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
         if is_server(uri):
             print(f"Browse the runs: {runs_page(uri, experiment)}")
         else:
-            print(f"Browse the runs: make ui   (or: mlflow ui --backend-store-uri {uri} --host 127.0.0.1 "
-                  f"--port 5000), then open {runs_page('http://127.0.0.1:5000', experiment)}")
+            print(
+                f"Browse the runs: make ui   (or: mlflow ui --backend-store-uri {uri} --host 127.0.0.1 "
+                f"--port 5000), then open {runs_page('http://127.0.0.1:5000', experiment)}"
+            )
         registry = records.get("translator", {}).get("summary", {}).get("registry")
         if registry:
             print(serve_hint(registry["name"], config["mlflow"]))
@@ -209,10 +298,12 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
 def serve_hint(name: str, mlflow: dict[str, Any]) -> str:
     """How to serve the registered champion and translate with it by curl."""
     store = "" if tracking_uri(mlflow) == project_store() else f" mlflow.tracking_uri={tracking_uri(mlflow)}"
-    return (f"Serve the champion: make serve   (or: python -m jobs.serve model=models:/{name}@champion port=5001"
-            f"{store}), then:\n"
-            "  curl -s http://127.0.0.1:5001/invocations -H 'Content-Type: application/json' "
-            "-d '{\"inputs\": [\"I like cats.\"]}'")
+    return (
+        f"Serve the champion: make serve   (or: python -m jobs.serve model=models:/{name}@champion port=5001"
+        f"{store}), then:\n"
+        "  curl -s http://127.0.0.1:5001/invocations -H 'Content-Type: application/json' "
+        '-d \'{"inputs": ["I like cats."]}\''
+    )
 
 
 def _report(records: dict[str, dict[str, Any]], config: dict[str, Any]) -> dict[str, Any]:
@@ -235,19 +326,29 @@ def _report(records: dict[str, dict[str, Any]], config: dict[str, Any]) -> dict[
     if "lm" in records:
         scores["lm_valid_perplexity"] = records["lm"]["summary"]["valid_perplexity"]
     corpus = records["corpus"]["summary"]
-    return {"scores": scores, "bleu_signature": signature, "corpus": {k: corpus[k] for k in ("read", "kept", "splits")},
-            "outputs": {name: r["output"] for name, r in records.items() if name != "evaluate"},
-            "runs": {name: {"mlflow_run_id": r["mlflow_run_id"], "reused": r["reused"]} for name, r in records.items()},
-            "tracking_uri": tracking_uri(config["mlflow"]) if config["mlflow"]["enabled"] else None}
+    return {
+        "scores": scores,
+        "bleu_signature": signature,
+        "corpus": {k: corpus[k] for k in ("read", "kept", "splits")},
+        "outputs": {name: r["output"] for name, r in records.items() if name != "evaluate"},
+        "runs": {name: {"mlflow_run_id": r["mlflow_run_id"], "reused": r["reused"]} for name, r in records.items()},
+        "tracking_uri": tracking_uri(config["mlflow"]) if config["mlflow"]["enabled"] else None,
+    }
 
 
 def _markdown(report: dict[str, Any]) -> str:
     lines = ["# rnnmt pipeline report", "", "| score | value |", "| --- | ---: |"]
     lines += [f"| {k} | {v:.4g} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in report["scores"].items()]
-    lines += ["", f"BLEU signature: `{report['bleu_signature']}`", "",
-              f"Corpus: {report['corpus']['read']} pairs read, {report['corpus']['kept']} kept, splits "
-              f"{report['corpus']['splits']}", "",
-              "| stage | output | MLflow run | reused |", "| --- | --- | --- | --- |"]
+    lines += [
+        "",
+        f"BLEU signature: `{report['bleu_signature']}`",
+        "",
+        f"Corpus: {report['corpus']['read']} pairs read, {report['corpus']['kept']} kept, splits "
+        f"{report['corpus']['splits']}",
+        "",
+        "| stage | output | MLflow run | reused |",
+        "| --- | --- | --- | --- |",
+    ]
     for name, run in report["runs"].items():
         lines.append(f"| {name} | {report['outputs'].get(name, '')} | {run['mlflow_run_id']} | {run['reused']} |")
     lines += ["", f"Tracking URI: {report['tracking_uri']}", ""]

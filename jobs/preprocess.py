@@ -32,16 +32,27 @@ def summary(manifest: dict[str, Any], output_dir: Path) -> dict[str, Any]:
     """The figures a user or script wants from a preprocessing run."""
     counts = manifest["counts"]
     if manifest["kind"] == "series":
-        return {"output_dir": str(output_dir), "read": counts["read"], "kept": counts["kept"],
-                "dropped": {k: v for k, v in counts["dropped"].items() if v}, "notes": counts["notes"],
-                "series": manifest["series"]["count"], "series_kept": manifest["series"]["kept"],
-                "splits": {k: v["examples"] for k, v in manifest["splits"].items()}, "seconds": manifest["seconds"]}
-    return {"output_dir": str(output_dir), "read": counts["read"], "kept": counts["kept"],
+        return {
+            "output_dir": str(output_dir),
+            "read": counts["read"],
+            "kept": counts["kept"],
             "dropped": {k: v for k, v in counts["dropped"].items() if v},
+            "notes": counts["notes"],
+            "series": manifest["series"]["count"],
+            "series_kept": manifest["series"]["kept"],
             "splits": {k: v["examples"] for k, v in manifest["splits"].items()},
-            "vocab": {k: v["size"] for k, v in manifest["vocab"].items()},
-            "coverage": {k: v["coverage"] for k, v in manifest["vocab"].items()},
-            "seconds": manifest["seconds"]}
+            "seconds": manifest["seconds"],
+        }
+    return {
+        "output_dir": str(output_dir),
+        "read": counts["read"],
+        "kept": counts["kept"],
+        "dropped": {k: v for k, v in counts["dropped"].items() if v},
+        "splits": {k: v["examples"] for k, v in manifest["splits"].items()},
+        "vocab": {k: v["size"] for k, v in manifest["vocab"].items()},
+        "coverage": {k: v["coverage"] for k, v in manifest["vocab"].items()},
+        "seconds": manifest["seconds"],
+    }
 
 
 def given_vocabs(source: str, mlflow: dict[str, Any]) -> dict[str, GivenVocab]:
@@ -73,8 +84,11 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
     with mlflow_run(config["mlflow"], config["run_name"], params=config) as mlflow:
         mlflow.log_text(to_yaml(cfg), "config.yaml")
         with spark_session(config["spark"], app_name="rnnmt-preprocess", progress=config["progress"]) as spark:
-            manifest = (preprocess_series(spark, config, output_dir) if series
-                        else preprocess(spark, config, output_dir, given=given))
+            manifest = (
+                preprocess_series(spark, config, output_dir)
+                if series
+                else preprocess(spark, config, output_dir, given=given)
+            )
         counts = manifest["counts"]
         metrics = {"read": counts["read"], "kept": counts["kept"], "seconds": time.perf_counter() - started}
         metrics.update({f"dropped.{k}": v for k, v in counts["dropped"].items()})

@@ -31,20 +31,38 @@ def command(argv: Sequence[str] | None = None) -> tuple[list[str], dict[str, str
         raise ConfigError("model must be set: models:/NAME@ALIAS, models:/NAME/VERSION or runs:/RUN_ID/model")
     bin_dir = os.path.dirname(sys.executable)
     mlflow = shutil.which("mlflow", path=bin_dir) or "mlflow"
-    cmd = [mlflow, "models", "serve", "--model-uri", str(config["model"]), "--env-manager", "local",
-           "--host", config["host"], "--port", str(config["port"]), "--workers", str(config["workers"])]
+    cmd = [
+        mlflow,
+        "models",
+        "serve",
+        "--model-uri",
+        str(config["model"]),
+        "--env-manager",
+        "local",
+        "--host",
+        config["host"],
+        "--port",
+        str(config["port"]),
+        "--workers",
+        str(config["workers"]),
+    ]
     # the model URI is resolved against the tracking store (and registry) the jobs write to; the
     # server's own programs (uvicorn) are found beside this Python even in an unactivated venv
-    return cmd, {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri(config["mlflow"]),
-                 "PATH": os.pathsep.join([bin_dir, os.environ.get("PATH", "")])}
+    return cmd, {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": tracking_uri(config["mlflow"]),
+        "PATH": os.pathsep.join([bin_dir, os.environ.get("PATH", "")]),
+    }
 
 
 def serve(argv: Sequence[str] | None = None) -> None:
     """Replace this process with ``mlflow models serve``."""
     cmd, env = command(argv)
-    print(f"Serving {cmd[cmd.index('--model-uri') + 1]} at "
-          f"http://{cmd[cmd.index('--host') + 1]}:{cmd[cmd.index('--port') + 1]}/invocations  ({' '.join(cmd)})",
-          flush=True)
+    print(
+        f"Serving {cmd[cmd.index('--model-uri') + 1]} at "
+        f"http://{cmd[cmd.index('--host') + 1]}:{cmd[cmd.index('--port') + 1]}/invocations  ({' '.join(cmd)})",
+        flush=True,
+    )
     os.execve(cmd[0], cmd, env)
 
 

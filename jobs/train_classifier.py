@@ -24,9 +24,9 @@ import torch
 
 from jobs.common import cli
 from jobs.common.classifier_checkpoint import CLASSIFIER_FILE, ClassifierBundle
+from jobs.common.collectives import worker_log
 from jobs.common.driver import Trainer, train
 from jobs.common.model_registry import ACCURACY, TestMetric, arrays_digest, log_classifier
-from jobs.common.collectives import worker_log
 from jobs.common.training_loop import Family, check_train_settings
 from pipelines.contract.errors import ConfigError, ManifestError, check_integer
 from pipelines.contract.labelled_shards import Labelled, read_labelled
@@ -53,8 +53,14 @@ def label_shift(manifest: dict[str, Any], prior: str) -> tuple[float, ...]:
 
 def settings_of(config: dict[str, Any], vocab: int, manifest: dict[str, Any]) -> ClassifierSettings:
     """The model settings a config describes for ``vocab`` entries and the labels of ``manifest``."""
-    return ClassifierSettings.from_dict({**config["model"], "vocab": vocab, "classes": len(manifest["labels"]["names"]),
-                                         "label_shift": label_shift(manifest, config["train"]["label_prior"])})
+    return ClassifierSettings.from_dict(
+        {
+            **config["model"],
+            "vocab": vocab,
+            "classes": len(manifest["labels"]["names"]),
+            "label_shift": label_shift(manifest, config["train"]["label_prior"]),
+        }
+    )
 
 
 def build_model(config: dict[str, Any], vocab: Vocab, manifest: dict[str, Any], log: bool = True) -> Classifier:
@@ -69,23 +75,25 @@ def build_model(config: dict[str, Any], vocab: Vocab, manifest: dict[str, Any], 
     return model
 
 
-def make_batch(data: Labelled, index: Sequence[int], device: torch.device
-               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def make_batch(
+    data: Labelled, index: Sequence[int], device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Padded ids, lengths and label ids of the examples ``index``."""
     ids, lengths = pad([data.ids[i] for i in index], device)
     return ids, lengths, torch.as_tensor(data.labels[np.asarray(index)], device=device)
 
 
 @torch.no_grad()
-def predict(model: Classifier, data: Labelled, batch_size: int, device: torch.device | str = "cpu"
-            ) -> tuple[float, np.ndarray]:
+def predict(
+    model: Classifier, data: Labelled, batch_size: int, device: torch.device | str = "cpu"
+) -> tuple[float, np.ndarray]:
     """Mean cross-entropy over ``data`` and each example's label probabilities (N, classes)."""
     was_training = model.training
     model.eval()
     loss, probabilities = 0.0, []
     order = np.argsort(data.lengths(), kind="stable")  # similar lengths together: less padding
     for start in range(0, len(order), batch_size):
-        index = order[start:start + batch_size]
+        index = order[start : start + batch_size]
         ids, lengths, labels = make_batch(data, index, device)
         logits = model(ids, lengths).float()
         loss += float(torch.nn.functional.cross_entropy(logits, labels, reduction="sum"))
@@ -103,8 +111,14 @@ def training_batches(lengths: np.ndarray, train: dict[str, Any], seed: int, epoc
     ``train.batch_tokens`` examples of similar lengths (far fewer recurrent steps per batch where
     lengths vary as much as the phrases of a treebank do). Depends only on the lengths, seed and epoch."""
     if train["batch_tokens"]:
-        return token_batches(lengths, np.zeros_like(lengths), train["batch_tokens"], seed, epoch,  # no target side
-                             max_sentences=train["batch_size"])
+        return token_batches(
+            lengths,
+            np.zeros_like(lengths),
+            train["batch_tokens"],
+            seed,
+            epoch,  # no target side
+            max_sentences=train["batch_size"],
+        )
     return epoch_batches(len(lengths), train["batch_size"], seed, epoch)
 
 
@@ -112,9 +126,12 @@ def scores(prefix: str, loss: float, labels: np.ndarray, predicted: np.ndarray, 
     """Loss, accuracy (percent) and macro-F1 (percent) of ``predicted`` label ids against ``labels``."""
     from sklearn.metrics import f1_score
 
-    return {f"{prefix}_loss": loss, f"{prefix}_accuracy": 100.0 * float(np.mean(predicted == labels)) if len(labels) else 0.0,
-            f"{prefix}_macro_f1": 100.0 * float(f1_score(labels, predicted, labels=list(range(classes)),
-                                                         average="macro", zero_division=0))}
+    return {
+        f"{prefix}_loss": loss,
+        f"{prefix}_accuracy": 100.0 * float(np.mean(predicted == labels)) if len(labels) else 0.0,
+        f"{prefix}_macro_f1": 100.0
+        * float(f1_score(labels, predicted, labels=list(range(classes)), average="macro", zero_division=0)),
+    }
 
 
 class ClassifierFamily(Family):
@@ -138,8 +155,11 @@ class ClassifierFamily(Family):
         return build_model(self.config, self.vocab, self.manifest, log=self.rank == 0)
 
     def batches(self, epoch: int) -> list[np.ndarray]:
-        return worker_batches(training_batches(self.train_lengths, self.config["train"], self.config["seed"], epoch),
-                              self.rank, self.world)
+        return worker_batches(
+            training_batches(self.train_lengths, self.config["train"], self.config["seed"], epoch),
+            self.rank,
+            self.world,
+        )
 
     def step(self, batch: np.ndarray, forward: Any) -> tuple[torch.Tensor, float, float]:
         ids, lengths, labels = make_batch(self.train, batch, self.device)
@@ -151,8 +171,10 @@ class ClassifierFamily(Family):
         return scores("valid", loss, self.valid.labels, probabilities.argmax(1), self.n_labels)
 
     def describe(self, metrics: dict[str, Any]) -> str:
-        return (f"valid loss {metrics['valid_loss']:.4f} accuracy {metrics['valid_accuracy']:.2f} "
-                f"macro-F1 {metrics['valid_macro_f1']:.2f}")
+        return (
+            f"valid loss {metrics['valid_loss']:.4f} accuracy {metrics['valid_accuracy']:.2f} "
+            f"macro-F1 {metrics['valid_macro_f1']:.2f}"
+        )
 
 
 def prepare(config: dict[str, Any]) -> None:
@@ -196,8 +218,11 @@ class ClassifierTrainer(Trainer):
         model.load_state_dict(best["model"])
         model.eval()
         bundle = ClassifierBundle.from_manifest(model, self.manifest, self.vocab, self.pieces)
-        bundle.info = {"best_epoch": best["metrics"]["epoch"], "valid_accuracy": best["metrics"]["valid_accuracy"],
-                       "mlflow_run_id": self.config["mlflow_run_id"]}
+        bundle.info = {
+            "best_epoch": best["metrics"]["epoch"],
+            "valid_accuracy": best["metrics"]["valid_accuracy"],
+            "mlflow_run_id": self.config["mlflow_run_id"],
+        }
         return bundle
 
     def test(self, bundle: ClassifierBundle) -> dict[str, Any]:
@@ -211,20 +236,33 @@ class ClassifierTrainer(Trainer):
         self.predicted, self.probabilities = probabilities.argmax(1), probabilities
         identity = vocab_identity(self.manifest["vocab"]["words"]) + "\t" + "\t".join(bundle.labels)
         ids = np.concatenate([np.asarray(i, np.int64) for i in data.ids] + [np.zeros(0, np.int64)])
-        return {**scores("test", loss, data.labels, self.predicted, len(self.names)), "test_examples": len(data),
-                "test_set": arrays_digest(identity, data.lengths(), ids, np.asarray(data.labels, np.int64))}
+        return {
+            **scores("test", loss, data.labels, self.predicted, len(self.names)),
+            "test_examples": len(data),
+            "test_set": arrays_digest(identity, data.lengths(), ids, np.asarray(data.labels, np.int64)),
+        }
 
     def summary_extras(self, bundle: ClassifierBundle) -> dict[str, Any]:
         return {"labels": self.names}
 
     def log_extras(self, bundle: ClassifierBundle, test: dict[str, Any]) -> None:
         data, names, predicted = self.data, self.names, self.predicted
-        misclassified = [] if data is None else [
-            {"text": data.text[i] if data.text else None, "label": names[data.labels[i]],
-             "predicted": names[predicted[i]], "probability": round(float(self.probabilities[i].max()), 4)}
-            for i in np.flatnonzero(predicted != data.labels)[:self.config["valid"]["misclassified"]]]
-        self.mlflow.log_text("".join(json.dumps(m, ensure_ascii=False) + "\n" for m in misclassified),
-                             "misclassified.jsonl")
+        misclassified = (
+            []
+            if data is None
+            else [
+                {
+                    "text": data.text[i] if data.text else None,
+                    "label": names[data.labels[i]],
+                    "predicted": names[predicted[i]],
+                    "probability": round(float(self.probabilities[i].max()), 4),
+                }
+                for i in np.flatnonzero(predicted != data.labels)[: self.config["valid"]["misclassified"]]
+            ]
+        )
+        self.mlflow.log_text(
+            "".join(json.dumps(m, ensure_ascii=False) + "\n" for m in misclassified), "misclassified.jsonl"
+        )
         if data is not None and self.config["mlflow"]["enabled"]:
             self.mlflow.log_figure(confusion_figure(data.labels, predicted, names), "confusion_matrix.png")
 
@@ -238,7 +276,11 @@ class ClassifierTrainer(Trainer):
         """The champion's accuracy on this run's test examples, if it reads the same ids and labels."""
         champion = ClassifierBundle.load(uri, tracking_uri=self.config["mlflow_tracking_uri"])
         if (champion.tokens, champion.kind, champion.pieces, champion.labels) != (
-                bundle.tokens, bundle.kind, bundle.pieces, bundle.labels):
+            bundle.tokens,
+            bundle.kind,
+            bundle.pieces,
+            bundle.labels,
+        ):
             return None
         _, probabilities = predict(champion.model, self.data, self.config["valid"]["batch_size"])
         return 100.0 * float(np.mean(probabilities.argmax(1) == self.data.labels))
@@ -259,8 +301,9 @@ def confusion_figure(labels: np.ndarray, predicted: np.ndarray, names: Sequence[
 
     size = max(4.0, 0.8 * len(names) + 2)
     figure, axes = plt.subplots(figsize=(size, size))
-    ConfusionMatrixDisplay.from_predictions(labels, predicted, labels=list(range(len(names))), display_labels=names,
-                                            ax=axes, colorbar=False)
+    ConfusionMatrixDisplay.from_predictions(
+        labels, predicted, labels=list(range(len(names))), display_labels=names, ax=axes, colorbar=False
+    )
     axes.set_title(f"test: {math.fsum(labels == predicted):.0f} of {len(labels)} right")
     figure.tight_layout()
     return figure

@@ -46,8 +46,9 @@ PATH_KEYS = ("data_dir", "output_dir")
 def settings_of(config: dict[str, Any], manifest: dict[str, Any]) -> ForecasterSettings:
     """The model settings a config describes for the data of ``manifest``."""
     series = manifest["series"]
-    return ForecasterSettings.from_dict({**config["model"], "features": series["features"],
-                                         "calendar": series["calendar_features"]})
+    return ForecasterSettings.from_dict(
+        {**config["model"], "features": series["features"], "calendar": series["calendar_features"]}
+    )
 
 
 def data_identity(manifest: dict[str, Any]) -> str:
@@ -59,8 +60,9 @@ def data_identity(manifest: dict[str, Any]) -> str:
 
 def read_split(config: dict[str, Any], manifest: dict[str, Any], split: str) -> SeriesRows:
     series = manifest["series"]
-    return read_windows(Path(config["data_dir"]), manifest["splits"][split]["files"], series["features"],
-                        series["calendar_features"])
+    return read_windows(
+        Path(config["data_dir"]), manifest["splits"][split]["files"], series["features"], series["calendar_features"]
+    )
 
 
 def scores(prefix: str, forecast: np.ndarray, rows: SeriesRows) -> dict[str, float]:
@@ -70,8 +72,11 @@ def scores(prefix: str, forecast: np.ndarray, rows: SeriesRows) -> dict[str, flo
     mae = np.abs(errors).mean(axis=1)  # (N, F)
     with np.errstate(divide="ignore", invalid="ignore"):
         mase = mae / rows.mase_scale
-    return {f"{prefix}_rmse": float(np.sqrt(np.mean(errors ** 2))), f"{prefix}_mae": float(np.mean(np.abs(errors))),
-            f"{prefix}_mase": float(np.nanmean(mase)) if np.isfinite(mase).any() else float("nan")}
+    return {
+        f"{prefix}_rmse": float(np.sqrt(np.mean(errors**2))),
+        f"{prefix}_mae": float(np.mean(np.abs(errors))),
+        f"{prefix}_mase": float(np.nanmean(mase)) if np.isfinite(mase).any() else float("nan"),
+    }
 
 
 class ForecasterFamily(Family):
@@ -94,8 +99,11 @@ class ForecasterFamily(Family):
         return Forecaster(settings_of(self.config, self.manifest))
 
     def batches(self, epoch: int) -> list[np.ndarray]:
-        return worker_batches(epoch_batches(len(self.train), self.config["train"]["batch_size"], self.config["seed"],
-                                            epoch), self.rank, self.world)
+        return worker_batches(
+            epoch_batches(len(self.train), self.config["train"]["batch_size"], self.config["seed"], epoch),
+            self.rank,
+            self.world,
+        )
 
     def step(self, batch: np.ndarray, forward: Any) -> tuple[torch.Tensor, float, float]:
         data, device = self.train, self.device
@@ -124,16 +132,21 @@ def prepare(config: dict[str, Any]) -> None:
     window = manifest["series"]["settings"]["window"]
     check_integer("train.feedback_steps", t["feedback_steps"], 0)
     if t["feedback_steps"] >= window:
-        raise ConfigError(f"train.feedback_steps must be below the window ({window} values): the first "
-                          f"values are read; got {t['feedback_steps']}")
+        raise ConfigError(
+            f"train.feedback_steps must be below the window ({window} values): the first "
+            f"values are read; got {t['feedback_steps']}"
+        )
     for split in ("train", "valid"):
         if not manifest["splits"][split]["examples"]:
-            raise ManifestError(f"{config['data_dir']} has no rows in its {split} split: no series was long enough "
-                                f"({manifest['counts']['dropped']})")
+            raise ManifestError(
+                f"{config['data_dir']} has no rows in its {split} split: no series was long enough "
+                f"({manifest['counts']['dropped']})"
+            )
 
 
-def forecast_table(rows: SeriesRows, forecast: np.ndarray, steps: dict[str, Step], columns: Sequence[str]
-                   ) -> pd.DataFrame:
+def forecast_table(
+    rows: SeriesRows, forecast: np.ndarray, steps: dict[str, Step], columns: Sequence[str]
+) -> pd.DataFrame:
     """The forecasts of ``rows`` next to the held-out values: series, time, step, then
     ``actual_<column>`` and ``forecast_<column>`` for every value column."""
     records = []
@@ -189,11 +202,22 @@ class ForecasterTrainer(Trainer):
         model.load_state_dict(best["model"])
         model.eval()
         settings = self.series["settings"]
-        return ForecasterBundle(model, Scaling.from_config(settings), settings["window"], settings["horizon"],
-                                settings["missing"], self.series["time_column"], list(self.series["value_columns"]),
-                                self.series["id_column"], {r["series"]: (r["centre"], r["spread"]) for r in self.kept},
-                                {"best_epoch": best["metrics"]["epoch"], "valid_rmse": best["metrics"]["valid_rmse"],
-                                 "mlflow_run_id": self.config["mlflow_run_id"]})
+        return ForecasterBundle(
+            model,
+            Scaling.from_config(settings),
+            settings["window"],
+            settings["horizon"],
+            settings["missing"],
+            self.series["time_column"],
+            list(self.series["value_columns"]),
+            self.series["id_column"],
+            {r["series"]: (r["centre"], r["spread"]) for r in self.kept},
+            {
+                "best_epoch": best["metrics"]["epoch"],
+                "valid_rmse": best["metrics"]["valid_rmse"],
+                "mlflow_run_id": self.config["mlflow_run_id"],
+            },
+        )
 
     def test(self, bundle: ForecasterBundle) -> dict[str, Any]:
         if not self.manifest["splits"]["test"]["examples"]:
@@ -203,8 +227,10 @@ class ForecasterTrainer(Trainer):
         steps = {r["series"]: Step(r["step_months"], r["step_seconds"]) for r in self.kept}
         self.table = forecast_table(rows, forecast, steps, self.series["value_columns"])
         identity = "\t".join([*bundle.value_columns, "|", *rows.series])
-        return {**scores("test", forecast, rows), "test_set": arrays_digest(identity, rows.origin, rows.inputs,
-                                                                            rows.future)}
+        return {
+            **scores("test", forecast, rows),
+            "test_set": arrays_digest(identity, rows.origin, rows.inputs, rows.future),
+        }
 
     def write_extras(self, directory: Path, bundle: ForecasterBundle, test: dict[str, Any]) -> None:
         if self.table is not None:
@@ -228,7 +254,11 @@ class ForecasterTrainer(Trainer):
         """The champion's RMSE on this run's test tails, if it reads the same windows the same way."""
         champion = ForecasterBundle.load(uri, tracking_uri=self.config["mlflow_tracking_uri"])
         if (champion.scaling, champion.window, champion.model.settings.calendar, len(champion.value_columns)) != (
-                bundle.scaling, bundle.window, bundle.model.settings.calendar, len(bundle.value_columns)):
+            bundle.scaling,
+            bundle.window,
+            bundle.model.settings.calendar,
+            len(bundle.value_columns),
+        ):
             return None
         rows = self.rows
         return scores("test", forecast_rows(champion.model, rows, bundle.horizon, bundle.scaling), rows)["test_rmse"]

@@ -25,18 +25,25 @@ import numpy as np
 import torch
 
 from jobs.common import cli
+from jobs.common.collectives import worker_log
 from jobs.common.driver import Trainer, train
 from jobs.common.lm_checkpoint import LM_FILE, LMBundle
 from jobs.common.model_registry import PERPLEXITY, TestMetric, arrays_digest, log_language_model
-from jobs.common.collectives import worker_log
 from jobs.common.tracking import MetricsLog
 from jobs.common.training_loop import Family, check_train_settings
 from pipelines.contract.errors import ConfigError, ManifestError, check_integer
 from pipelines.contract.manifest import load_manifest
 from pipelines.contract.token_stream import read_token_share
 from pipelines.contract.vocab import load_vocab, vocab_identity
-from rnn_models.language_model import LanguageModel, LanguageModelSettings, loss_metrics, segment_count, segments, \
-    stream_loss, stream_rows
+from rnn_models.language_model import (
+    LanguageModel,
+    LanguageModelSettings,
+    loss_metrics,
+    segment_count,
+    segments,
+    stream_loss,
+    stream_rows,
+)
 from rnn_models.recurrent import detach_state
 from rnn_models.sampling import SampleSettings
 from rnn_models.translator import sequence_loss
@@ -49,8 +56,9 @@ def settings_of(config: dict[str, Any], vocab: int) -> LanguageModelSettings:
     return LanguageModelSettings.from_dict({**config["model"], "vocab": vocab})
 
 
-def stream(data_dir: Path, manifest: dict[str, Any], split: str, rank: int = 0, world: int = 1,
-           max_tokens: int = 0) -> np.ndarray:
+def stream(
+    data_dir: Path, manifest: dict[str, Any], split: str, rank: int = 0, world: int = 1, max_tokens: int = 0
+) -> np.ndarray:
     """A split's token stream (each document ended by ``<eos>``), or worker ``rank``'s share of it."""
     return read_token_share(data_dir, manifest["splits"][split]["files"], rank, world, max_tokens, eos=True).tokens
 
@@ -80,10 +88,12 @@ class LanguageModelFamily(Family):
         # this worker's rows of the training stream, and the segments every worker takes (the same number)
         share = stream(data_dir, self.manifest, "train", rank, world, t["max_tokens"])
         self.rows = stream_rows(share, t["batch_size"]).to(device)
-        self.steps = segment_count(stream_length(self.manifest, "train", t["max_tokens"]) // world, t["batch_size"],
-                                   t["bptt"])
-        self.valid = stream(data_dir, self.manifest, "valid", max_tokens=config["valid"]["max_tokens"]) \
-            if rank == 0 else None
+        self.steps = segment_count(
+            stream_length(self.manifest, "train", t["max_tokens"]) // world, t["batch_size"], t["bptt"]
+        )
+        self.valid = (
+            stream(data_dir, self.manifest, "valid", max_tokens=config["valid"]["max_tokens"]) if rank == 0 else None
+        )
         self.state: Any = None  # the recurrent state carried from one segment to the next
         self.texts = MetricsLog.for_rank(config, rank)  # the sample texts go to the job's MLflow run
 
@@ -112,8 +122,9 @@ class LanguageModelFamily(Family):
         if v["samples"]:
             bundle = LMBundle.from_manifest(self.model, self.manifest, self.vocab, self.pieces)
             sampling = SampleSettings.from_dict(self.config["sampling"])
-            texts = bundle.generate("", v["sample_tokens"], sampling, v["samples"], self.config["seed"] + epoch,
-                                    device=self.device).texts
+            texts = bundle.generate(
+                "", v["sample_tokens"], sampling, v["samples"], self.config["seed"] + epoch, device=self.device
+            ).texts
             if self.texts is not None:
                 self.texts.client.log_text(self.texts.run_id, "\n\n".join(texts), f"samples/epoch-{epoch:03d}.txt")
             worker_log(f"epoch {epoch} sample: {texts[0][:300]!r}")
@@ -138,8 +149,10 @@ def prepare(config: dict[str, Any]) -> None:
             raise ManifestError(f"{config['data_dir']} has no tokens in its {split} split: a language model needs some")
     total = stream_length(manifest, "train", t["max_tokens"])
     if segment_count(total // t["num_workers"], t["batch_size"], t["bptt"]) < 1:
-        raise ConfigError(f"the train split's {total} tokens are too few for {t['num_workers']} worker(s) of "
-                          f"{t['batch_size']} rows: lower train.batch_size")
+        raise ConfigError(
+            f"the train split's {total} tokens are too few for {t['num_workers']} worker(s) of "
+            f"{t['batch_size']} rows: lower train.batch_size"
+        )
 
 
 class LanguageModelTrainer(Trainer):
@@ -161,8 +174,12 @@ class LanguageModelTrainer(Trainer):
         model.load_state_dict(best["model"])
         model.eval()
         bundle = LMBundle.from_manifest(model, self.manifest, self.vocab, self.pieces)
-        bundle.info = {"best_epoch": best["metrics"]["epoch"], "valid_loss": best["metrics"]["valid_loss"],
-                       "mlflow_run_id": self.config["mlflow_run_id"], "sampling": self.config["sampling"]}
+        bundle.info = {
+            "best_epoch": best["metrics"]["epoch"],
+            "valid_loss": best["metrics"]["valid_loss"],
+            "mlflow_run_id": self.config["mlflow_run_id"],
+            "sampling": self.config["sampling"],
+        }
         return bundle
 
     def test(self, bundle: LMBundle) -> dict[str, Any]:
@@ -172,14 +189,18 @@ class LanguageModelTrainer(Trainer):
         self.test_tokens = stream(self.data_dir, self.manifest, split)
         total, tokens = stream_loss(bundle.model, self.test_tokens, v["batch_size"], self.config["train"]["bptt"])
         chars = self.manifest["vocab"]["words"]["kind"] == "char"
-        return {**loss_metrics("test", total / max(tokens, 1), tokens, chars),
-                "test_set": arrays_digest(vocab_identity(self.manifest["vocab"]["words"]),
-                                          np.asarray(self.test_tokens, np.int64))}
+        return {
+            **loss_metrics("test", total / max(tokens, 1), tokens, chars),
+            "test_set": arrays_digest(
+                vocab_identity(self.manifest["vocab"]["words"]), np.asarray(self.test_tokens, np.int64)
+            ),
+        }
 
     def summary_extras(self, bundle: LMBundle) -> dict[str, Any]:
         v = self.config["valid"]
-        self.samples = bundle.generate("", v["sample_tokens"], bundle.sample_settings(), max(1, v["samples"]),
-                                       self.config["seed"]).texts
+        self.samples = bundle.generate(
+            "", v["sample_tokens"], bundle.sample_settings(), max(1, v["samples"]), self.config["seed"]
+        ).texts
         return {"samples": self.samples}
 
     def log_extras(self, bundle: LMBundle, test: dict[str, Any]) -> None:
@@ -196,8 +217,9 @@ class LanguageModelTrainer(Trainer):
         champion = LMBundle.load(uri, tracking_uri=self.config["mlflow_tracking_uri"])
         if (champion.tokens, champion.kind, champion.pieces) != (bundle.tokens, bundle.kind, bundle.pieces):
             return None
-        total, count = stream_loss(champion.model, self.test_tokens, self.config["valid"]["batch_size"],
-                                   self.config["train"]["bptt"])
+        total, count = stream_loss(
+            champion.model, self.test_tokens, self.config["valid"]["batch_size"], self.config["train"]["bptt"]
+        )
         return math.exp(total / max(count, 1))
 
 

@@ -24,13 +24,13 @@ import torch
 
 from jobs.common import cli, ray_train
 from jobs.common.checkpoint import BUNDLE_FILE, Bundle, average_states
+from jobs.common.collectives import worker_log
 from jobs.common.driver import Trainer, train
 from jobs.common.model_registry import TestMetric, beam_bleu, log_translator, pairs_digest
-from jobs.common.collectives import worker_log
-from jobs.common.training_loop import STATE_FILE, Family, check_train_settings
 from jobs.common.reports import attention_heatmaps
 from jobs.common.torch_files import load_checked
 from jobs.common.tracking import tracking_uri
+from jobs.common.training_loop import STATE_FILE, Family, check_train_settings
 from jobs.common.translation import Translation, translate, translate_and_score
 from pipelines.contract.errors import CheckpointError, ConfigError, ManifestError, check_integer
 from pipelines.contract.manifest import load_manifest
@@ -52,12 +52,13 @@ def settings_of(config: dict[str, Any], src: int = len(SPECIALS), tgt: int = len
     return TranslatorSettings.from_dict({**config["model"], "src_vocab": src, "tgt_vocab": tgt})
 
 
-def build_model(config: dict[str, Any], src: Vocab, tgt: Vocab, sentences: int, pretrained: bool = True,
-                quiet: bool = False) -> Translator:
+def build_model(
+    config: dict[str, Any], src: Vocab, tgt: Vocab, sentences: int, pretrained: bool = True, quiet: bool = False
+) -> Translator:
     """The translator a config describes for ``sentences`` training pairs, with pretrained
     embeddings loaded where configured and ``pretrained`` (their coverage printed unless ``quiet``)."""
     model = Translator(settings_of(config, len(src), len(tgt)))
-    model.init_output_bias(tgt.counts[:EOS_ID] + (sentences,) + tgt.counts[EOS_ID + 1:])
+    model.init_output_bias(tgt.counts[:EOS_ID] + (sentences,) + tgt.counts[EOS_ID + 1 :])
     e = config["embeddings"]
     for side, vocab, embedding in (("src", src, model.encoder.embedding), ("tgt", tgt, model.decoder.embedding)):
         if pretrained and e[side]:
@@ -87,7 +88,9 @@ class SubwordSampler:
     def draw(self, alpha: float, seed: int) -> Pairs:
         """The pairs segmented by sampling with ``alpha`` and ``seed``."""
         drawn_sides = []
-        for (model, plain, texts), ids, side_seed in zip(self.sides, (self.pairs.src, self.pairs.tgt), (seed, seed + 1)):
+        for (model, plain, texts), ids, side_seed in zip(
+            self.sides, (self.pairs.src, self.pairs.tgt), (seed, seed + 1)
+        ):
             drawn = list(ids)
             for i, new in zip(plain, model.sample(texts, alpha, side_seed % 2**32)):
                 drawn[i] = np.asarray(new, dtype=np.int64)
@@ -102,26 +105,34 @@ def make_batch(pairs: Pairs, index: Sequence[int], device: torch.device) -> tupl
     return src, src_len, *frame_target(tgt)
 
 
-def validate(model: Translator, bundle: Bundle, valid: Pairs, config: dict[str, Any], device: torch.device
-             ) -> tuple[dict[str, Any], list[Translation]]:
+def validate(
+    model: Translator, bundle: Bundle, valid: Pairs, config: dict[str, Any], device: torch.device
+) -> tuple[dict[str, Any], list[Translation]]:
     """Validation loss, perplexity, greedy BLEU and chrF; also returns the translations."""
     model.eval()
     loss_sum, tokens = 0.0, 0
     src_len, tgt_len = valid.lengths()
     with torch.no_grad():
-        for index in token_batches(src_len, tgt_len, config["train"]["batch_tokens"], 0, 0,
-                                   max_sentences=config["train"]["batch_sentences"]):
+        for index in token_batches(
+            src_len, tgt_len, config["train"]["batch_tokens"], 0, 0, max_sentences=config["train"]["batch_sentences"]
+        ):
             src, lengths, tgt_in, tgt_out = make_batch(valid, index, device)
             logits, _ = model(src, lengths, tgt_in)
             loss, n = sequence_loss(logits, tgt_out)
             loss_sum, tokens = loss_sum + float(loss), tokens + n
-    scores, translations = translate_and_score(bundle, valid.src_text, valid.tgt_text, decode_settings(config), 1,
-                                               device)
+    scores, translations = translate_and_score(
+        bundle, valid.src_text, valid.tgt_text, decode_settings(config), 1, device
+    )
     loss = loss_sum / max(tokens, 1)
     model.train()
-    return {"valid_loss": loss, "valid_ppl": math.exp(min(loss, 50)), "valid_bleu": scores["bleu"],
-            "valid_chrf": scores["chrf"], "valid_unk": scores["unk"], "bleu_signature": scores["bleu_signature"]
-            }, translations
+    return {
+        "valid_loss": loss,
+        "valid_ppl": math.exp(min(loss, 50)),
+        "valid_bleu": scores["bleu"],
+        "valid_chrf": scores["chrf"],
+        "valid_unk": scores["unk"],
+        "bleu_signature": scores["bleu_signature"],
+    }, translations
 
 
 def decode_settings(config: dict[str, Any]) -> DecodeSettings:
@@ -158,8 +169,13 @@ class TranslatorFamily(Family):
         t = self.config["train"]
         self.epoch_data = self.epoch_pairs(epoch)
         src_len, tgt_len = self.epoch_data.lengths()
-        return worker_batches(token_batches(src_len, tgt_len, t["batch_tokens"], self.config["seed"], epoch,
-                                            max_sentences=t["batch_sentences"]), self.rank, self.world)
+        return worker_batches(
+            token_batches(
+                src_len, tgt_len, t["batch_tokens"], self.config["seed"], epoch, max_sentences=t["batch_sentences"]
+            ),
+            self.rank,
+            self.world,
+        )
 
     def epoch_pairs(self, epoch: int) -> Pairs:
         """The training pairs of an epoch: as preprocessed, or with ``train.subword_alpha`` their
@@ -183,8 +199,10 @@ class TranslatorFamily(Family):
         return validate(self.model, bundle, self.valid, self.config, self.device)[0]
 
     def describe(self, metrics: dict[str, Any]) -> str:
-        return (f"valid loss {metrics['valid_loss']:.3f} ppl {metrics['valid_ppl']:.2f} "
-                f"BLEU {metrics['valid_bleu']:.2f} chrF {metrics['valid_chrf']:.2f}")
+        return (
+            f"valid loss {metrics['valid_loss']:.3f} ppl {metrics['valid_ppl']:.2f} "
+            f"BLEU {metrics['valid_bleu']:.2f} chrF {metrics['valid_chrf']:.2f}"
+        )
 
 
 def valid_pairs(config: dict[str, Any], manifest: dict[str, Any]) -> Pairs:
@@ -225,18 +243,26 @@ def stage_init_weights(config: dict[str, Any], vocabs: dict[str, tuple[Vocab, Pi
         raise ConfigError("init_from starts from a trained model's weights: leave embeddings.src/tgt unset")
     parent = Bundle.load(source, tracking_uri=tracking_uri(config["mlflow"]))
     (src, src_pieces), (tgt, tgt_pieces) = vocabs["src"], vocabs["tgt"]
-    for side, vocab, pieces, tokens, proto in (("src", src, src_pieces, parent.src_tokens, parent.src_pieces),
-                                               ("tgt", tgt, tgt_pieces, parent.tgt_tokens, parent.tgt_pieces)):
+    for side, vocab, pieces, tokens, proto in (
+        ("src", src, src_pieces, parent.src_tokens, parent.src_pieces),
+        ("tgt", tgt, tgt_pieces, parent.tgt_tokens, parent.tgt_pieces),
+    ):
         if list(vocab.tokens) != list(tokens) or (pieces.proto if pieces else None) != proto:
-            raise CheckpointError(f"init_from={source}: the {side} vocabulary of {config['data_dir']} is not the "
-                                  f"model's; preprocess the data with vocab.from={source}")
+            raise CheckpointError(
+                f"init_from={source}: the {side} vocabulary of {config['data_dir']} is not the "
+                f"model's; preprocess the data with vocab.from={source}"
+            )
     ours, theirs = settings_of(config, len(src), len(tgt)).to_dict(), parent.model.settings.to_dict()
     # every setting that shapes the parameters or their meaning must agree (dropout may change)
-    differ = [f"model.{k}={ours[k]!r} here, {theirs.get(k)!r} there" for k in ours
-              if k != "dropout" and ours[k] != theirs.get(k)]
+    differ = [
+        f"model.{k}={ours[k]!r} here, {theirs.get(k)!r} there"
+        for k in ours
+        if k != "dropout" and ours[k] != theirs.get(k)
+    ]
     if differ:
-        raise CheckpointError(f"init_from={source} is another model: " + "; ".join(differ) +
-                              " (set model.* to its settings)")
+        raise CheckpointError(
+            f"init_from={source} is another model: " + "; ".join(differ) + " (set model.* to its settings)"
+        )
     path = Path(config["storage_path"]) / f".init-{config['run_name']}.pt"
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(parent.model.state_dict(), path.with_suffix(".tmp"))
@@ -245,8 +271,13 @@ def stage_init_weights(config: dict[str, Any], vocabs: dict[str, tuple[Vocab, Pi
     return str(path)
 
 
-def average_last(checkpoints: list[tuple[Any, dict[str, Any]]], bundle: Bundle, valid: Pairs,
-                 config: dict[str, Any], best_bleu: float) -> dict[str, Any]:
+def average_last(
+    checkpoints: list[tuple[Any, dict[str, Any]]],
+    bundle: Bundle,
+    valid: Pairs,
+    config: dict[str, Any],
+    best_bleu: float,
+) -> dict[str, Any]:
     """With ``train.average_last`` N > 1: the mean of the parameters of the last N epochs' checkpoints
     (of those Ray kept, as ``(checkpoint, metrics)``), validated as every epoch is. Returns the
     epochs, both validation BLEUs and whether the average validates better than the best epoch
@@ -265,14 +296,24 @@ def average_last(checkpoints: list[tuple[Any, dict[str, Any]]], bundle: Bundle, 
     bundle.model.load_state_dict(state)
     metrics = validate(bundle.model, bundle, valid, config, torch.device("cpu"))[0]
     published = metrics["valid_bleu"] > best_bleu
-    print(f"averaged epochs {[e for e, _ in epochs]}: valid BLEU {metrics['valid_bleu']:.2f} against the best "
-          f"epoch's {best_bleu:.2f}: {'published as best' if published else 'the best epoch stays'}", flush=True)
-    return {"epochs": [e for e, _ in epochs], "valid_bleu_averaged": metrics["valid_bleu"],
-            "valid_bleu_best_epoch": best_bleu, "published": published, "model": state, "metrics": metrics}
+    print(
+        f"averaged epochs {[e for e, _ in epochs]}: valid BLEU {metrics['valid_bleu']:.2f} against the best "
+        f"epoch's {best_bleu:.2f}: {'published as best' if published else 'the best epoch stays'}",
+        flush=True,
+    )
+    return {
+        "epochs": [e for e, _ in epochs],
+        "valid_bleu_averaged": metrics["valid_bleu"],
+        "valid_bleu_best_epoch": best_bleu,
+        "published": published,
+        "model": state,
+        "metrics": metrics,
+    }
 
 
-def test_scores(bundle: Bundle, config: dict[str, Any], manifest: dict[str, Any], decode: DecodeSettings
-                ) -> dict[str, Any]:
+def test_scores(
+    bundle: Bundle, config: dict[str, Any], manifest: dict[str, Any], decode: DecodeSettings
+) -> dict[str, Any]:
     """Greedy and beam BLEU/chrF on the test split (none when it is empty or not asked for), and
     the test set's digest."""
     split = config["valid"]["test_split"]
@@ -282,8 +323,13 @@ def test_scores(bundle: Bundle, config: dict[str, Any], manifest: dict[str, Any]
     out: dict[str, Any] = {"test_set": pairs_digest(pairs.src_text, pairs.tgt_text)}
     for name, beam in (("greedy", 1), (f"beam{decode.beam}", decode.beam)):
         scores, _ = translate_and_score(bundle, pairs.src_text, pairs.tgt_text, decode, beam)
-        out.update({f"test_{name}_bleu": scores["bleu"], f"test_{name}_chrf": scores["chrf"],
-                    f"test_{name}_unk": scores["unk"]})
+        out.update(
+            {
+                f"test_{name}_bleu": scores["bleu"],
+                f"test_{name}_chrf": scores["chrf"],
+                f"test_{name}_unk": scores["unk"],
+            }
+        )
         out["test_bleu_signature"], out["test_chrf_signature"] = scores["bleu_signature"], scores["chrf_signature"]
     return out
 
@@ -300,8 +346,9 @@ class TranslatorTrainer(Trainer):
     def __init__(self, cfg: Any, config: dict[str, Any], mlflow: Any):
         super().__init__(cfg, config, mlflow)
         if config["init_from"]:  # fine-tuning: the parent model
-            mlflow.set_tags({"parent_model": config["init_from"],
-                             "parent_model.run_id": config["init_parent_run_id"] or ""})
+            mlflow.set_tags(
+                {"parent_model": config["init_from"], "parent_model.run_id": config["init_parent_run_id"] or ""}
+            )
         self.manifest = load_manifest(self.data_dir, "parallel")
         self.vocabs = load_vocabs(self.data_dir, self.manifest)
         self.decode = decode_settings(config)
@@ -319,17 +366,22 @@ class TranslatorTrainer(Trainer):
         model.load_state_dict(best["model"])
         model.eval()
         bundle = Bundle.from_manifest(model, self.manifest, self.vocabs)
-        bundle.info = {"best_epoch": best["metrics"]["epoch"], "valid_bleu": best["metrics"]["valid_bleu"],
-                       "bleu_signature": best["metrics"]["bleu_signature"],
-                       "mlflow_run_id": self.config["mlflow_run_id"], "decode": self.decode.to_dict(),
-                       "parent_model": self.config["init_from"]}
+        bundle.info = {
+            "best_epoch": best["metrics"]["epoch"],
+            "valid_bleu": best["metrics"]["valid_bleu"],
+            "bleu_signature": best["metrics"]["bleu_signature"],
+            "mlflow_run_id": self.config["mlflow_run_id"],
+            "decode": self.decode.to_dict(),
+            "parent_model": self.config["init_from"],
+        }
         return bundle
 
     def outputs(self, bundle: Bundle, result: Any, best: dict[str, Any], last: dict[str, Any]) -> dict[str, Any]:
         """best/ and last/; with checkpoint averaging also best_epoch/ and averaged/, and the average
         as best/ when it validates better than the best epoch."""
-        self.averaged = averaged = average_last(result.best_checkpoints or [], bundle, self.valid, self.config,
-                                                best["metrics"]["valid_bleu"])
+        self.averaged = averaged = average_last(
+            result.best_checkpoints or [], bundle, self.valid, self.config, best["metrics"]["valid_bleu"]
+        )
         outputs = {"best": best["model"], "last": last["model"]}
         if averaged:  # both candidates are kept, whichever is published as best
             outputs.update(best_epoch=best["model"], averaged=averaged["model"])
@@ -356,7 +408,7 @@ class TranslatorTrainer(Trainer):
     def write_extras(self, directory: Path, bundle: Bundle, test: dict[str, Any]) -> None:
         """Sample translations (greedy) of the valid split and their attention heatmaps."""
         v = self.config["valid"]
-        shown = self.valid.src_text[:max(v["samples"], v["heatmaps"])]
+        shown = self.valid.src_text[: max(v["samples"], v["heatmaps"])]
         self.translations = translate(bundle, shown, replace(self.decode, beam=1))
         self.plots = attention_heatmaps(bundle, self.translations, self.valid.src_text, v["heatmaps"], directory)
 
@@ -371,8 +423,14 @@ class TranslatorTrainer(Trainer):
         if averaged:  # both validation scores, and which one was published
             mlflow.log_metrics({k: averaged[k] for k in ("valid_bleu_averaged", "valid_bleu_best_epoch")})
             mlflow.set_tags({"averaging.epochs": averaged["epochs"], "averaging.published": averaged["published"]})
-        mlflow.log_table({"source": self.valid.src_text[:v["samples"]], "reference": self.valid.tgt_text[:v["samples"]],
-                          "translation": [t.text for t in self.translations[:v["samples"]]]}, "samples.json")
+        mlflow.log_table(
+            {
+                "source": self.valid.src_text[: v["samples"]],
+                "reference": self.valid.tgt_text[: v["samples"]],
+                "translation": [t.text for t in self.translations[: v["samples"]]],
+            },
+            "samples.json",
+        )
         for plot in self.plots:
             mlflow.log_artifact(str(self.output_dir / plot.name), "attention")
 

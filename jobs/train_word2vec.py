@@ -28,16 +28,16 @@ from typing import Any
 import torch
 
 from jobs.common import cli, ray_train
+from jobs.common.collectives import all_reduce_sum, check_replicas, worker_log, world
 from jobs.common.config import ConfigError
-from jobs.common.collectives import all_reduce_sum, check_replicas, world, worker_log
-from jobs.common.tracking import MetricsLog
 from jobs.common.reports import evaluate, projection_plot
+from jobs.common.tracking import MetricsLog
 from pipelines.contract.atomic import atomic_directory
 from pipelines.contract.errors import CheckpointError, ManifestError
 from pipelines.contract.manifest import load_manifest
+from pipelines.contract.pieces import word_forms
 from pipelines.contract.specials import SPECIALS, STRUCTURAL_IDS
 from pipelines.contract.token_stream import read_token_share
-from pipelines.contract.pieces import word_forms
 from pipelines.contract.vocab import Vocab, load_vocab
 from rnn_models import word2vec_native
 from rnn_models.skipgram import Word2Vec, Word2VecSettings, keep_probabilities, linear_lr, training_stream
@@ -123,9 +123,11 @@ def restore(state: dict[str, Any], model: Word2Vec) -> Position:
     """Load a checkpoint's model; refuses one of another model (settings or vocabulary)."""
     saved = state.get("settings")
     if saved is not None and saved != model.settings.to_dict():
-        raise CheckpointError(f"the checkpoint is of another model ({saved}; this config: "
-                              f"{model.settings.to_dict()}): use another run_name, resume=false to start over, "
-                              "or the same model settings")
+        raise CheckpointError(
+            f"the checkpoint is of another model ({saved}; this config: "
+            f"{model.settings.to_dict()}): use another run_name, resume=false to start over, "
+            "or the same model settings"
+        )
     model.load_state_dict(state["model"])
     return Position(state["epoch"], state["step"])
 
@@ -140,8 +142,10 @@ class Word2VecTraining:
         torch.set_num_threads(self.threads)
         self.native = native_loop(t["loop"], device)
         if rank == 0:
-            worker_log(f"training with {f'the C loop on {self.threads} threads' if self.native else 'the tensor step'} "
-                       f"per worker on {device}, {world} workers")
+            worker_log(
+                f"training with {f'the C loop on {self.threads} threads' if self.native else 'the tensor step'} "
+                f"per worker on {device}, {world} workers"
+            )
         vocab = Vocab.load(Path(config["vocab_file"]))
         # the entries as words, for the evaluation sets (pieces: their whole-word forms)
         self.words = word_forms(vocab.tokens) if config["piece_model"] else vocab.tokens
@@ -206,11 +210,12 @@ class Word2VecTraining:
     def _sgd(self, step: int, lr: float) -> None:
         """One step: subsample the step's chunk, draw windows and noise, update the tables."""
         lo = step * self.t["batch_words"]
-        chunk = self.tokens[lo:lo + self.t["batch_words"]]
+        chunk = self.tokens[lo : lo + self.t["batch_words"]]
         if not chunk.numel():
             return
-        stream = training_stream(chunk.long(), self.sentences[lo:lo + self.t["batch_words"]], self.keep,
-                                 self.t["window"], self.generator)
+        stream = training_stream(
+            chunk.long(), self.sentences[lo : lo + self.t["batch_words"]], self.keep, self.t["window"], self.generator
+        )
         noise = self.model.draw_noise(stream, self.generator)
         loss, terms = self.model.train_step(stream, noise, lr, self.native, self.threads)
         self.stats += torch.tensor([loss, terms, chunk.numel()], dtype=torch.float64, device=self.device)
@@ -229,24 +234,35 @@ class Word2VecTraining:
         totals = all_reduce_sum(self.stats.clone()).tolist()
         elapsed = time.perf_counter() - self.last_report
         self.words_done, self.loop_seconds = self.words_done + totals[2], self.loop_seconds + elapsed
-        metrics: dict[str, Any] = {"epoch": epoch, "progress": progress, "lr": lr,
-                                   "loss": totals[0] / max(totals[1], 1), "words_per_sec": totals[2] / elapsed,
-                                   "words": self.words_done, "train_loop_seconds": self.loop_seconds,
-                                   "sync_mb": self.sync.megabytes_per_sync}
+        metrics: dict[str, Any] = {
+            "epoch": epoch,
+            "progress": progress,
+            "lr": lr,
+            "loss": totals[0] / max(totals[1], 1),
+            "words_per_sec": totals[2] / elapsed,
+            "words": self.words_done,
+            "train_loop_seconds": self.loop_seconds,
+            "sync_mb": self.sync.megabytes_per_sync,
+        }
         scores = None
         if resume and self.rank == 0:  # every checkpoint carries its scores (what jobs.tune ranks by)
             scores = evaluate(*exported(self.words, self.model.input.weight.detach().cpu()), self.config["eval"])
             metrics.update(flat_scores(scores))
         if self.log_metrics is not None:
             self.log_metrics(metrics, global_step)
-            worker_log(f"epoch {epoch} progress {progress:.1%} loss {metrics['loss']:.4f} "
-                       f"lr {lr:.5f} {metrics['words_per_sec']:,.0f} words/s")
+            worker_log(
+                f"epoch {epoch} progress {progress:.1%} loss {metrics['loss']:.4f} "
+                f"lr {lr:.5f} {metrics['words_per_sec']:,.0f} words/s"
+            )
         if resume and self.rank == 0:
             with tempfile.TemporaryDirectory() as directory:
-                torch.save({"model": self.model.state_dict(), **asdict(resume),
-                            "settings": self.model.settings.to_dict()}, Path(directory) / STATE_FILE)
-                (Path(directory) / EVAL_FILE).write_text(json.dumps(scores, indent=2, ensure_ascii=False) + "\n",
-                                                         encoding="utf-8")
+                torch.save(
+                    {"model": self.model.state_dict(), **asdict(resume), "settings": self.model.settings.to_dict()},
+                    Path(directory) / STATE_FILE,
+                )
+                (Path(directory) / EVAL_FILE).write_text(
+                    json.dumps(scores, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
+                )
                 ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory))
         elif resume:
             ray.train.report(metrics)
@@ -277,7 +293,9 @@ def prepare(config: dict[str, Any]) -> None:
     if config["train"]["loop"] not in LOOPS:
         raise ConfigError(f"train.loop must be one of {', '.join(LOOPS)}, got {config['train']['loop']!r}")
     if config["train"]["sync_rows"] not in SYNC_ROWS:
-        raise ConfigError(f"train.sync_rows must be one of {', '.join(SYNC_ROWS)}, got {config['train']['sync_rows']!r}")
+        raise ConfigError(
+            f"train.sync_rows must be one of {', '.join(SYNC_ROWS)}, got {config['train']['sync_rows']!r}"
+        )
     settings_of(config, len(SPECIALS))  # the settings, before any data is read
     manifest = load_manifest(Path(config["data_dir"]), "monolingual")
     entry = manifest["vocab"]["words"]
@@ -316,23 +334,39 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 shutil.copyfile(config["piece_model"], tmp / "pieces.model")
             (tmp / "eval.json").write_text(json.dumps(scores, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
             projection_plot(words, vectors, config["eval"]["plot_words"], tmp / "projection.png")
-        mlflow.log_metrics({"train_seconds": train_seconds, **flat_scores(scores),
-                            **({"train_words_per_sec": words_per_sec} if words_per_sec else {})})
+        mlflow.log_metrics(
+            {
+                "train_seconds": train_seconds,
+                **flat_scores(scores),
+                **({"train_words_per_sec": words_per_sec} if words_per_sec else {}),
+            }
+        )
         mlflow.log_artifacts(str(output_dir), "vectors")
         mlflow.set_tag("output_dir", str(output_dir))
-    summary = {"output_dir": str(output_dir), "vectors": str(output_dir / "vectors.txt"),
-               "words": len(words), "dim": int(vectors.shape[1]), "train_seconds": round(train_seconds, 2),
-               "train_words": int(last.get("words", 0)), "words_per_sec": words_per_sec,
-               "sync_mb": last.get("sync_mb"),
-               **{k: v for k, v in scores.items() if k != "neighbours"}}
+    summary = {
+        "output_dir": str(output_dir),
+        "vectors": str(output_dir / "vectors.txt"),
+        "words": len(words),
+        "dim": int(vectors.shape[1]),
+        "train_seconds": round(train_seconds, 2),
+        "train_words": int(last.get("words", 0)),
+        "words_per_sec": words_per_sec,
+        "sync_mb": last.get("sync_mb"),
+        **{k: v for k, v in scores.items() if k != "neighbours"},
+    }
     print(json.dumps(summary))
     return summary
 
 
 def flat_scores(scores: dict[str, Any]) -> dict[str, float]:
     """``{"analogy": {"accuracy": x}}`` -> ``{"analogy.accuracy": x}``, numbers only, for MLflow."""
-    return {f"{group}.{name}": value for group in ("analogy", "similarity") if group in scores
-            for name, value in scores[group].items() if isinstance(value, (int, float)) and not math.isnan(value)}
+    return {
+        f"{group}.{name}": value
+        for group in ("analogy", "similarity")
+        if group in scores
+        for name, value in scores[group].items()
+        if isinstance(value, (int, float)) and not math.isnan(value)
+    }
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -1,10 +1,12 @@
 """Translate raw text with a trained translator, one output line per input line.
 
-    python -m jobs.translate CHECKPOINT [CHECKPOINT ...] [--input FILE] [--output FILE] [--beam N] [--unk keep|copy] [--nbest N]
+    python -m jobs.translate CHECKPOINT [CHECKPOINT ...] [--input FILE] [--output FILE] [--beam N]
+    [--unk keep|copy] [--nbest N]
 
 CHECKPOINT is a ``translator.pt``, a directory holding one (``output_dir/best``), or an MLflow URI
 (``runs:/RUN_ID/best``, ``models:/rnnmt-translator@champion``, ``models:/NAME/VERSION``); several
-checkpoints with the same vocabularies decode as an ensemble (log-probabilities averaged). Input is normalized with the rules the model was trained with, output is
+checkpoints with the same vocabularies decode as an ensemble (log-probabilities averaged). Input is
+normalized with the rules the model was trained with, output is
 detokenized with numbers and links filled back in from the source. Empty lines stay empty; lines
 longer than ``--max-tokens`` tokens are translated up to it and counted. With ``--nbest N`` each
 output line is a JSON object whose ``nbest`` lists the N best ``{"text", "score"}``, best first
@@ -39,21 +41,32 @@ FLAGS = ("beam", "alpha", "unk", "max_tokens", "batch_size", "nbest")  # the Dec
 def run(argv: Sequence[str] | None = None) -> dict[str, int]:
     """Translate; returns the counts it prints to stderr."""
     parser = argparse.ArgumentParser(prog="python -m jobs.translate", description=__doc__.splitlines()[0])
-    parser.add_argument("checkpoints", nargs="+", help="translator.pt, a directory with one, runs:/RUN_ID/best "
-                                                       "or models:/NAME@ALIAS; several: an ensemble")
+    parser.add_argument(
+        "checkpoints",
+        nargs="+",
+        help="translator.pt, a directory with one, runs:/RUN_ID/best or models:/NAME@ALIAS; several: an ensemble",
+    )
     parser.add_argument("--input", type=Path, help="input file (default: stdin)")
     parser.add_argument("--output", type=Path, help="output file (default: stdout)")
     parser.add_argument("--beam", type=int, help="beam size (1 = greedy; default: the training config's)")
     parser.add_argument("--alpha", type=float, help="length penalty of beam search")
-    parser.add_argument("--unk", choices=UNK_POLICIES,
-                        help="[UNK] in the output: keep it or copy the attended source word")
+    parser.add_argument(
+        "--unk", choices=UNK_POLICIES, help="[UNK] in the output: keep it or copy the attended source word"
+    )
     parser.add_argument("--max-tokens", type=int, help="translate at most this many source tokens per line")
     parser.add_argument("--batch-size", type=int, help="sentences per batch")
-    parser.add_argument("--nbest", type=int, help="write the N best translations of each line as JSON Lines "
-                                                 "(needs a beam of at least N)")
+    parser.add_argument(
+        "--nbest",
+        type=int,
+        help="write the N best translations of each line as JSON Lines (needs a beam of at least N)",
+    )
     parser.add_argument("--use-gpu", action="store_true", help="decode on the GPU")
-    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,
-                        help="a progress bar on stderr when it is a terminal (default: on)")
+    parser.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="a progress bar on stderr when it is a terminal (default: on)",
+    )
     args = parser.parse_args(argv)
     check_input(args.input)
     device = "cuda" if args.use_gpu else "cpu"
@@ -67,18 +80,24 @@ def run(argv: Sequence[str] | None = None) -> dict[str, int]:
         counts["truncated"] += sum(t.truncated for t in translations)
         counts["tokens"] += sum(len(t.tokens) for t in translations)
         if settings.nbest > 1:
-            return [json.dumps({"nbest": [{"text": text, "score": score} for text, score in t.nbest]},
-                               ensure_ascii=False) for t in translations]
+            return [
+                json.dumps({"nbest": [{"text": text, "score": score} for text, score in t.nbest]}, ensure_ascii=False)
+                for t in translations
+            ]
         return [t.text for t in translations]
 
-    stats = map_lines(args.input, args.output, CHUNK_BATCHES * settings.batch_size, translate_chunk,
-                      args.progress, desc="translating")
+    stats = map_lines(
+        args.input, args.output, CHUNK_BATCHES * settings.batch_size, translate_chunk, args.progress, desc="translating"
+    )
     counts["lines"] = stats.lines
     counts["translated"] = stats.lines - counts["empty"]
-    print(f"translated {counts['translated']} of {counts['lines']} lines ({counts['empty']} empty, "
-          f"{counts['truncated']} cut to {settings.max_tokens} tokens) with beam {settings.beam} in "
-          f"{stats.seconds:.1f} s: {stats.lines_per_sec:.1f} lines/s, "
-          f"{counts['tokens'] / stats.seconds if stats.seconds else 0:.0f} output tokens/s", file=sys.stderr)
+    print(
+        f"translated {counts['translated']} of {counts['lines']} lines ({counts['empty']} empty, "
+        f"{counts['truncated']} cut to {settings.max_tokens} tokens) with beam {settings.beam} in "
+        f"{stats.seconds:.1f} s: {stats.lines_per_sec:.1f} lines/s, "
+        f"{counts['tokens'] / stats.seconds if stats.seconds else 0:.0f} output tokens/s",
+        file=sys.stderr,
+    )
     return counts
 
 

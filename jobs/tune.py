@@ -4,7 +4,8 @@
     python -m jobs.tune conf/tune/word2vec.yaml num_samples=8
 
 Each trial runs the training job itself (``jobs.train_translator``, ``jobs.train_word2vec``,
-``jobs.train_lm``, ``jobs.train_classifier`` or ``jobs.train_forecaster``, the Ray Train V2 pattern: a function trainable that fits a TorchTrainer, whose reports reach Tune)
+``jobs.train_lm``, ``jobs.train_classifier`` or ``jobs.train_forecaster``, the Ray Train V2
+pattern: a function trainable that fits a TorchTrainer, whose reports reach Tune)
 with the sampled keys as overrides. MLflow gets one parent run for the search and a child run per
 trial (its params, metrics per epoch, and FINISHED, FAILED or KILLED at the end: trials ASHA stops
 are marked KILLED). The best trial's config is written to ``output_dir/best.yaml``, which the
@@ -45,9 +46,11 @@ def search_space(space: dict[str, Any]) -> dict[str, Any]:
     out = {}
     for key, spec in space.items():
         if not isinstance(spec, dict) or len(spec) != 1 or next(iter(spec)) not in SAMPLERS:
-            raise ConfigError(f"space.{key} must be one of {{choice: [...]}}, {{grid: [...]}}, {{uniform: [low, high]}}, "
-                              f"{{loguniform: [low, high]}}, {{randint: [low, high]}}; got {spec!r}")
-        (kind, values), = spec.items()
+            raise ConfigError(
+                f"space.{key} must be one of {{choice: [...]}}, {{grid: [...]}}, {{uniform: [low, high]}}, "
+                f"{{loguniform: [low, high]}}, {{randint: [low, high]}}; got {spec!r}"
+            )
+        ((kind, values),) = spec.items()
         if kind == "choice":
             out[key] = tune.choice(list(values))
         elif kind == "grid":  # every value, in order, num_samples times each
@@ -59,8 +62,9 @@ def search_space(space: dict[str, Any]) -> dict[str, Any]:
 
 def trial_count(config: dict[str, Any]) -> int:
     """How many trials the search runs: ``num_samples`` for every combination of the grid values."""
-    return config["num_samples"] * math.prod(len(spec["grid"]) for spec in config.get("space", {}).values()
-                                             if isinstance(spec, dict) and "grid" in spec)
+    return config["num_samples"] * math.prod(
+        len(spec["grid"]) for spec in config.get("space", {}).values() if isinstance(spec, dict) and "grid" in spec
+    )
 
 
 def trainer_config(config: dict[str, Any]) -> dict[str, Any]:
@@ -71,8 +75,10 @@ def trainer_config(config: dict[str, Any]) -> dict[str, Any]:
     if config["trainer"] not in TRAINERS:
         raise ConfigError(f"trainer must be one of {TRAINERS}, got {config['trainer']!r}")
     # the trainer's own registry_name (trials register nothing; best.yaml keeps the trainer's name)
-    shared = {"mlflow": {k: v for k, v in config["mlflow"].items() if k not in ("parent_run_id", "registry_name")},
-              "ray": config["ray"]}
+    shared = {
+        "mlflow": {k: v for k, v in config["mlflow"].items() if k not in ("parent_run_id", "registry_name")},
+        "ray": config["ray"],
+    }
     argv = ([config["preset"]] if config["preset"] else []) + to_dotlist(config["overrides"]) + to_dotlist(shared)
     trainer = to_dict(load_config(config["trainer"], argv))
     unknown = [k for k in config["space"] if k not in flatten(trainer)]
@@ -109,10 +115,17 @@ def _trial(params: dict[str, Any], spec: dict[str, Any]) -> None:
 
     trial = tune.get_context().get_trial_id()
     trial_dir = Path(spec["trials_dir"]) / trial
-    argv = [spec["trainer_yaml"], *to_dotlist(params), f"run_name={spec['name']}-{trial}",
-            f"output_dir={trial_dir / 'output'}", f"storage_path={spec['trials_dir']}", "overwrite=true",
-            f"train.cpus_per_worker={spec['cpus_per_worker']}", f"mlflow.parent_run_id={spec['parent_run_id']}",
-            "mlflow.registry_name="]  # trials are not registered
+    argv = [
+        spec["trainer_yaml"],
+        *to_dotlist(params),
+        f"run_name={spec['name']}-{trial}",
+        f"output_dir={trial_dir / 'output'}",
+        f"storage_path={spec['trials_dir']}",
+        "overwrite=true",
+        f"train.cpus_per_worker={spec['cpus_per_worker']}",
+        f"mlflow.parent_run_id={spec['parent_run_id']}",
+        "mlflow.registry_name=",
+    ]  # trials are not registered
     importlib.import_module(f"jobs.{spec['trainer']}").run(argv)
 
 
@@ -135,8 +148,11 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
     output_dir = Path(config["output_dir"]).resolve()
     resources = connect(config["ray"])
     trials, cpus_per_worker = concurrency(config, trainer, resources)
-    print(f"tune: {trial_count(config)} trials of {config['trainer']}, {trials} at a time, "
-          f"{cpus_per_worker:g} CPUs per worker ({resources.get('CPU', 0):g} CPUs in the cluster)", flush=True)
+    print(
+        f"tune: {trial_count(config)} trials of {config['trainer']}, {trials} at a time, "
+        f"{cpus_per_worker:g} CPUs per worker ({resources.get('CPU', 0):g} CPUs in the cluster)",
+        flush=True,
+    )
     restore = config["resume"] and tune.Tuner.can_restore(str(experiment_dir))
     if not restore and experiment_dir.exists():
         print(f"tune: starting over, removing {experiment_dir}", flush=True)
@@ -148,9 +164,14 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
         run_id = mlflow.active_run().info.run_id if config["mlflow"]["enabled"] else None
         write_atomically(parent_file, f"{run_id or ''}\n")
         write_atomically(experiment_dir / "trainer.yaml", OmegaConf.to_yaml(OmegaConf.create(trainer)))
-        spec = {"trainer": config["trainer"], "trainer_yaml": str(experiment_dir / "trainer.yaml"),
-                "name": config["name"], "trials_dir": str(experiment_dir / "trials"),
-                "cpus_per_worker": cpus_per_worker, "parent_run_id": run_id}
+        spec = {
+            "trainer": config["trainer"],
+            "trainer_yaml": str(experiment_dir / "trainer.yaml"),
+            "name": config["name"],
+            "trials_dir": str(experiment_dir / "trials"),
+            "cpus_per_worker": cpus_per_worker,
+            "parent_run_id": run_id,
+        }
         trainable = tune.with_resources(tune.with_parameters(_trial, spec=spec), {"CPU": TRIAL_CPU})
         results = None
         try:
@@ -158,22 +179,38 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 print(f"tune: resuming the search in {experiment_dir}", flush=True)
                 tuner = tune.Tuner.restore(str(experiment_dir), trainable, resume_unfinished=True, resume_errored=True)
             else:
-                tuner = tune.Tuner(trainable, param_space=space, tune_config=tune.TuneConfig(
-                    metric=config["metric"], mode=config["mode"], num_samples=config["num_samples"],
-                    max_concurrent_trials=None if config["search"] == "random" else trials,
-                    search_alg=_search_alg(config, trials),
-                    # max_t past the last epoch: ASHA stops a trial at max_t, which would cut off
-                    # the job's work after its last epoch (publishing its output, test scores)
-                    scheduler=ASHAScheduler(time_attr="training_iteration", max_t=trainer["train"]["epochs"] + 1,
-                                            grace_period=config["scheduler"]["grace_period"],
-                                            reduction_factor=config["scheduler"]["reduction_factor"])),
-                    run_config=tune.RunConfig(name=config["name"], storage_path=str(storage),
-                                              callbacks=[TrialBar(trial_count(config), config["progress"])]))
+                tuner = tune.Tuner(
+                    trainable,
+                    param_space=space,
+                    tune_config=tune.TuneConfig(
+                        metric=config["metric"],
+                        mode=config["mode"],
+                        num_samples=config["num_samples"],
+                        max_concurrent_trials=None if config["search"] == "random" else trials,
+                        search_alg=_search_alg(config, trials),
+                        # max_t past the last epoch: ASHA stops a trial at max_t, which would cut off
+                        # the job's work after its last epoch (publishing its output, test scores)
+                        scheduler=ASHAScheduler(
+                            time_attr="training_iteration",
+                            max_t=trainer["train"]["epochs"] + 1,
+                            grace_period=config["scheduler"]["grace_period"],
+                            reduction_factor=config["scheduler"]["reduction_factor"],
+                        ),
+                    ),
+                    run_config=tune.RunConfig(
+                        name=config["name"],
+                        storage_path=str(storage),
+                        callbacks=[TrialBar(trial_count(config), config["progress"])],
+                    ),
+                )
             results = tuner.fit()
         finally:
             if run_id:
-                clean = {f"{config['name']}-{r.metrics['trial_id']}" for r in results or []
-                         if not r.error and "trial_id" in (r.metrics or {})}
+                clean = {
+                    f"{config['name']}-{r.metrics['trial_id']}"
+                    for r in results or []
+                    if not r.error and "trial_id" in (r.metrics or {})
+                }
                 _end_trial_runs(mlflow, run_id, clean)
         summary = _publish(config, trainer, results, output_dir, mlflow)
     summary["mlflow_run_id"] = run_id
@@ -221,17 +258,24 @@ def _end_trial_runs(mlflow: Any, parent_id: str, clean: set[str]) -> None:
             client.set_terminated(run.info.run_id, "KILLED")
 
 
-def _publish(config: dict[str, Any], trainer: dict[str, Any], results: Any, output_dir: Path, mlflow: Any
-             ) -> dict[str, Any]:
+def _publish(
+    config: dict[str, Any], trainer: dict[str, Any], results: Any, output_dir: Path, mlflow: Any
+) -> dict[str, Any]:
     """Write best.yaml (the trainer config with the best trial's keys) and results.json; log them."""
     metric, mode = config["metric"], config["mode"]
     trials = []
     for result in results:
         history = result.metrics_dataframe
         values = history[metric].dropna().tolist() if history is not None and metric in history else []
-        trials.append({"trial": result.path and Path(result.path).name, "params": result.config,
-                       metric: (max if mode == "max" else min)(values) if values else None,
-                       "epochs": len(values), "error": str(result.error) if result.error else None})
+        trials.append(
+            {
+                "trial": result.path and Path(result.path).name,
+                "params": result.config,
+                metric: (max if mode == "max" else min)(values) if values else None,
+                "epochs": len(values),
+                "error": str(result.error) if result.error else None,
+            }
+        )
     trials.sort(key=lambda t: t["trial"] or "")  # ties go to the earliest trial, also after a resume
     scored = [t for t in trials if t[metric] is not None]
     if not scored:
@@ -240,20 +284,31 @@ def _publish(config: dict[str, Any], trainer: dict[str, Any], results: Any, outp
     cfg = OmegaConf.create(trainer)
     for key, value in best["params"].items():
         OmegaConf.update(cfg, key, value)
-    best_yaml = (f"# jobs.tune {config['name']}: the best of {len(trials)} trials ({metric} {best[metric]:.4g}).\n"
-                 f"# python -m jobs.{config['trainer']} {output_dir / 'best.yaml'} [key=value ...]\n"
-                 + OmegaConf.to_yaml(cfg))
+    best_yaml = (
+        f"# jobs.tune {config['name']}: the best of {len(trials)} trials ({metric} {best[metric]:.4g}).\n"
+        f"# python -m jobs.{config['trainer']} {output_dir / 'best.yaml'} [key=value ...]\n" + OmegaConf.to_yaml(cfg)
+    )
     output_dir.mkdir(parents=True, exist_ok=True)
     write_atomically(output_dir / "best.yaml", best_yaml)
     write_atomically(output_dir / "results.json", json.dumps(trials, indent=2, default=str) + "\n")
     mlflow.log_artifact(str(output_dir / "best.yaml"))
     mlflow.log_artifact(str(output_dir / "results.json"))
-    mlflow.log_metrics({f"best_{metric}": best[metric], "trials": len(trials),
-                        "trials_failed": sum(t["error"] is not None for t in trials)})
+    mlflow.log_metrics(
+        {
+            f"best_{metric}": best[metric],
+            "trials": len(trials),
+            "trials_failed": sum(t["error"] is not None for t in trials),
+        }
+    )
     mlflow.set_tags({f"best.{k}": v for k, v in best["params"].items()})  # tags: a resumed search may change them
-    return {"best_config": str(output_dir / "best.yaml"), "best_params": best["params"], f"best_{metric}": best[metric],
-            "trials": len(trials), "trials_failed": sum(t["error"] is not None for t in trials),
-            "experiment_path": str(results.experiment_path)}
+    return {
+        "best_config": str(output_dir / "best.yaml"),
+        "best_params": best["params"],
+        f"best_{metric}": best[metric],
+        "trials": len(trials),
+        "trials_failed": sum(t["error"] is not None for t in trials),
+        "experiment_path": str(results.experiment_path),
+    }
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -25,8 +25,18 @@ def command(argv: Sequence[str] | None = None) -> list[str]:
     if not isinstance(config["workers"], int) or config["workers"] < 1:
         raise ConfigError(f"workers must be at least 1, got {config['workers']!r}")
     mlflow = shutil.which("mlflow", path=os.path.dirname(sys.executable)) or "mlflow"
-    cmd = [mlflow, "ui", "--backend-store-uri", tracking_uri(config["mlflow"]), "--host", config["host"],
-           "--port", str(config["port"]), "--workers", str(config["workers"])]
+    cmd = [
+        mlflow,
+        "ui",
+        "--backend-store-uri",
+        tracking_uri(config["mlflow"]),
+        "--host",
+        config["host"],
+        "--port",
+        str(config["port"]),
+        "--workers",
+        str(config["workers"]),
+    ]
     if config["allowed_hosts"]:
         cmd += ["--allowed-hosts", config["allowed_hosts"]]
     return cmd

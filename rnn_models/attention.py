@@ -24,8 +24,10 @@ class Attention(nn.Module):
         if kind not in KINDS:
             raise ValueError(f"attention must be one of {KINDS} (or none), got {kind!r}")
         if kind == "dot" and query_size != memory_size:
-            raise ConfigError(f"model.attention=dot needs equal query and memory sizes, got {query_size} and "
-                              f"{memory_size} (a bidirectional encoder doubles the memory); use general or bahdanau")
+            raise ConfigError(
+                f"model.attention=dot needs equal query and memory sizes, got {query_size} and "
+                f"{memory_size} (a bidirectional encoder doubles the memory); use general or bahdanau"
+            )
         self.kind = kind
         if kind == "general":
             self.key_layer = nn.Linear(memory_size, query_size, bias=False)
@@ -39,8 +41,9 @@ class Attention(nn.Module):
         """The keys for ``memory`` (B, S, M): what every later call scores against."""
         return memory if self.kind == "dot" else self.key_layer(memory)
 
-    def forward(self, query: torch.Tensor, keys: torch.Tensor, memory: torch.Tensor,
-                mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, query: torch.Tensor, keys: torch.Tensor, memory: torch.Tensor, mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Context (B, T, M) and weights (B, T, S) for ``query`` (B, T, Q); ``mask`` (B, S) is True
         at real source positions."""
         if self.kind == "bahdanau":

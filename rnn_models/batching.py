@@ -10,8 +10,15 @@ import torch
 from pipelines.contract.specials import PAD_ID
 
 
-def token_batches(src_len: np.ndarray, tgt_len: np.ndarray, batch_tokens: int, seed: int, epoch: int,
-                  pool: int = 100, max_sentences: int = 0) -> list[np.ndarray]:
+def token_batches(
+    src_len: np.ndarray,
+    tgt_len: np.ndarray,
+    batch_tokens: int,
+    seed: int,
+    epoch: int,
+    pool: int = 100,
+    max_sentences: int = 0,
+) -> list[np.ndarray]:
     """Example indices grouped into batches of at most ``batch_tokens`` padded tokens on either side
     (the target counted with its ``<eos>``) and, if ``max_sentences`` > 0, at most that many
     examples; a longer example gets a batch of its own.
@@ -26,7 +33,7 @@ def token_batches(src_len: np.ndarray, tgt_len: np.ndarray, batch_tokens: int, s
     pool_size = max(1, int(pool * batch_tokens / average))
     batches: list[np.ndarray] = []
     for start in range(0, len(order), pool_size):
-        chunk = order[start:start + pool_size]
+        chunk = order[start : start + pool_size]
         chunk = chunk[np.lexsort((src_len[chunk], tgt_len[chunk]))]
         current: list[int] = []
         widest = 0
@@ -45,7 +52,7 @@ def token_batches(src_len: np.ndarray, tgt_len: np.ndarray, batch_tokens: int, s
 def epoch_batches(count: int, batch_size: int, seed: int, epoch: int) -> list[np.ndarray]:
     """The example indices of an epoch's batches: a new shuffle every epoch, the same for every number of workers."""
     order = np.random.default_rng([seed, epoch]).permutation(count)
-    return [order[start:start + batch_size] for start in range(0, count, batch_size)]
+    return [order[start : start + batch_size] for start in range(0, count, batch_size)]
 
 
 def worker_batches(batches: Sequence[np.ndarray], rank: int, world: int) -> list[np.ndarray]:
@@ -64,5 +71,5 @@ def pad(sequences: Sequence[np.ndarray], device: torch.device | str = "cpu") -> 
     lengths = torch.tensor([len(s) for s in sequences], dtype=torch.long)
     out = torch.full((len(sequences), int(lengths.max()) if len(sequences) else 0), PAD_ID, dtype=torch.long)
     for i, s in enumerate(sequences):
-        out[i, :len(s)] = torch.from_numpy(np.asarray(s, dtype=np.int64))
+        out[i, : len(s)] = torch.from_numpy(np.asarray(s, dtype=np.int64))
     return out.to(device), lengths.to(device)

@@ -64,12 +64,16 @@ class Classifier(nn.Module):
         super().__init__()
         s = self.settings = settings
         self.embedding = nn.Embedding(s.vocab, s.embedding_size, padding_idx=PAD_ID)
-        self.encoder = Encoder(self.embedding, s.cell, s.hidden_size, s.layers, s.dropout, s.bidirectional,
-                               reverse=False)
+        self.encoder = Encoder(
+            self.embedding, s.cell, s.hidden_size, s.layers, s.dropout, s.bidirectional, reverse=False
+        )
         size = self.encoder.output_size
         # attention pooling: a score per position, v . tanh(W h_t), softmax over the real positions
-        self.attention = nn.Sequential(nn.Linear(size, size), nn.Tanh(), nn.Linear(size, 1, bias=False)) \
-            if s.pooling == "attention" else None
+        self.attention = (
+            nn.Sequential(nn.Linear(size, size), nn.Tanh(), nn.Linear(size, 1, bias=False))
+            if s.pooling == "attention"
+            else None
+        )
         self.dropout = nn.Dropout(s.dropout)
         self.output = nn.Linear(size, s.classes)
         self.register_buffer("label_shift", torch.tensor(s.label_shift or [0.0] * s.classes), persistent=False)

@@ -34,8 +34,11 @@ class DecoderState:
 
     def select(self, index: torch.Tensor) -> "DecoderState":
         """The states of the batch rows ``index`` (beam search reorders and copies hypotheses)."""
-        rnn = tuple(s.index_select(1, index) for s in self.rnn) if isinstance(self.rnn, tuple) \
+        rnn = (
+            tuple(s.index_select(1, index) for s in self.rnn)
+            if isinstance(self.rnn, tuple)
             else self.rnn.index_select(1, index)
+        )
         return DecoderState(rnn, None if self.feed is None else self.feed.index_select(0, index))
 
 
@@ -55,8 +58,19 @@ class Memory:
 class Decoder(nn.Module):
     """Target-side embeddings, recurrent layers, attention and the output layer."""
 
-    def __init__(self, embedding: nn.Embedding, cell: str, hidden_size: int, layers: int, dropout: float,
-                 encoder_size: int, attention: str | None, input_feeding: bool, init: str, tied: bool):
+    def __init__(
+        self,
+        embedding: nn.Embedding,
+        cell: str,
+        hidden_size: int,
+        layers: int,
+        dropout: float,
+        encoder_size: int,
+        attention: str | None,
+        input_feeding: bool,
+        init: str,
+        tied: bool,
+    ):
         super().__init__()
         if init not in INITS:
             raise ValueError(f"decoder init must be one of {INITS}, got {init!r}")
@@ -76,8 +90,10 @@ class Decoder(nn.Module):
         self.output = nn.Linear(hidden_size, embedding.num_embeddings, bias=not tied)
         if tied:
             if embedding.embedding_dim != hidden_size:
-                raise ConfigError(f"model.tie_embeddings needs model.embedding_size == model.hidden_size "
-                              f"({embedding.embedding_dim} != {hidden_size})")
+                raise ConfigError(
+                    f"model.tie_embeddings needs model.embedding_size == model.hidden_size "
+                    f"({embedding.embedding_dim} != {hidden_size})"
+                )
             self.output.weight = embedding.weight
 
     def prepare(self, encoded: Encoded) -> Memory:
@@ -92,8 +108,14 @@ class Decoder(nn.Module):
             hidden = torch.tanh(self.bridge(encoded.final)).unsqueeze(0).expand(self.layers, -1, -1).contiguous()
         state: State = hidden
         if self.cell in WITH_CELL_STATE:
-            cell = zeros if self.init == "zero" or encoded.final_cell is None else \
-                torch.tanh(self.bridge_cell(encoded.final_cell)).unsqueeze(0).expand(self.layers, -1, -1).contiguous()
+            cell = (
+                zeros
+                if self.init == "zero" or encoded.final_cell is None
+                else torch.tanh(self.bridge_cell(encoded.final_cell))
+                .unsqueeze(0)
+                .expand(self.layers, -1, -1)
+                .contiguous()
+            )
             state = (hidden, cell)
         feed = encoded.memory.new_zeros(batch, self.hidden_size) if self.input_feeding else None
         return DecoderState(state, feed)
@@ -115,13 +137,15 @@ class Decoder(nn.Module):
         outputs, _ = self.rnn(embedded, state.rnn)
         return self._attend(outputs, memory)
 
-    def step(self, prev: torch.Tensor, state: DecoderState, memory: Memory
-             ) -> tuple[torch.Tensor, DecoderState, torch.Tensor | None]:
+    def step(
+        self, prev: torch.Tensor, state: DecoderState, memory: Memory
+    ) -> tuple[torch.Tensor, DecoderState, torch.Tensor | None]:
         """One word: ``prev`` (B,) ids -> the vector (B, H) to score, the new state, weights (B, S)."""
         return self._step(self.dropout(self.embedding(prev)), state, memory)
 
-    def _step(self, embedded: torch.Tensor, state: DecoderState, memory: Memory
-              ) -> tuple[torch.Tensor, DecoderState, torch.Tensor | None]:
+    def _step(
+        self, embedded: torch.Tensor, state: DecoderState, memory: Memory
+    ) -> tuple[torch.Tensor, DecoderState, torch.Tensor | None]:
         """``step`` from the embedded previous word (B, E)."""
         x = embedded.unsqueeze(1)
         if self.input_feeding:
@@ -129,8 +153,11 @@ class Decoder(nn.Module):
         output, rnn_state = self.rnn(x, state.rnn)
         vector, weights = self._attend(output, memory)
         vector = vector.squeeze(1)
-        return vector, DecoderState(rnn_state, vector if self.input_feeding else None), \
-            None if weights is None else weights.squeeze(1)
+        return (
+            vector,
+            DecoderState(rnn_state, vector if self.input_feeding else None),
+            None if weights is None else weights.squeeze(1),
+        )
 
     def _attend(self, outputs: torch.Tensor, memory: Memory) -> tuple[torch.Tensor, torch.Tensor | None]:
         if self.attention is None:

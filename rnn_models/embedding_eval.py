@@ -33,19 +33,21 @@ class Analogies:
         return cls(questions, sections)
 
 
-def analogy_accuracy(words: Sequence[str], vectors: torch.Tensor, analogies: Analogies,
-                     restrict: int = 30000, batch: int = 1024) -> dict[str, float | int]:
+def analogy_accuracy(
+    words: Sequence[str], vectors: torch.Tensor, analogies: Analogies, restrict: int = 30000, batch: int = 1024
+) -> dict[str, float | int]:
     """3CosAdd accuracy over the questions whose four words are among the first ``restrict`` words
     (``words`` in frequency order); the question's own words are never an answer. Sections whose
     name starts with ``gram`` are syntactic, the others semantic (as in gensim)."""
     index = {w: i for i, w in enumerate(words[:restrict])}
     unit = F.normalize(vectors[:restrict].float(), dim=1)
-    covered = [(q, s.startswith("gram")) for q, s in zip(analogies.questions, analogies.sections)
-               if all(w in index for w in q)]
+    covered = [
+        (q, s.startswith("gram")) for q, s in zip(analogies.questions, analogies.sections) if all(w in index for w in q)
+    ]
     correct = {True: 0, False: 0}
     total = {True: 0, False: 0}
     for start in range(0, len(covered), batch):
-        chunk = covered[start:start + batch]
+        chunk = covered[start : start + batch]
         ids = torch.tensor([[index[w] for w in q] for q, _ in chunk])
         target = unit[ids[:, 1]] - unit[ids[:, 0]] + unit[ids[:, 2]]
         scores = F.normalize(target, dim=1) @ unit.T
@@ -58,9 +60,13 @@ def analogy_accuracy(words: Sequence[str], vectors: torch.Tensor, analogies: Ana
     def share(hit: int, n: int) -> float:
         return hit / n if n else float("nan")
 
-    return {"accuracy": share(correct[True] + correct[False], total[True] + total[False]),
-            "semantic": share(correct[False], total[False]), "syntactic": share(correct[True], total[True]),
-            "covered": total[True] + total[False], "questions": len(analogies.questions)}
+    return {
+        "accuracy": share(correct[True] + correct[False], total[True] + total[False]),
+        "semantic": share(correct[False], total[False]),
+        "syntactic": share(correct[True], total[True]),
+        "covered": total[True] + total[False],
+        "questions": len(analogies.questions),
+    }
 
 
 def load_similarity(path: str | Path, lowercase: bool = True) -> list[tuple[str, str, float]]:
@@ -94,7 +100,7 @@ def _ranks(values: torch.Tensor) -> torch.Tensor:
         end = start
         while end + 1 < len(values) and sorted_values[end + 1] == sorted_values[start]:
             end += 1
-        ranks[order[start:end + 1]] = (start + end) / 2 + 1
+        ranks[order[start : end + 1]] = (start + end) / 2 + 1
         start = end + 1
     return ranks
 
@@ -106,8 +112,9 @@ def spearman(x: torch.Tensor, y: torch.Tensor) -> float:
     return float((rx * ry).sum() / (rx.norm() * ry.norm()))
 
 
-def similarity_correlation(words: Sequence[str], vectors: torch.Tensor,
-                           pairs: Sequence[tuple[str, str, float]]) -> dict[str, float | int]:
+def similarity_correlation(
+    words: Sequence[str], vectors: torch.Tensor, pairs: Sequence[tuple[str, str, float]]
+) -> dict[str, float | int]:
     """Spearman correlation between cosine similarity and the human scores, over the pairs whose
     two words have vectors."""
     index = {w: i for i, w in enumerate(words)}
@@ -119,8 +126,9 @@ def similarity_correlation(words: Sequence[str], vectors: torch.Tensor,
     return {"spearman": spearman(cosine, human), "covered": len(known), "pairs": len(pairs)}
 
 
-def nearest_neighbours(words: Sequence[str], vectors: torch.Tensor, probes: Sequence[str],
-                       n: int = 8) -> dict[str, list[tuple[str, float]]]:
+def nearest_neighbours(
+    words: Sequence[str], vectors: torch.Tensor, probes: Sequence[str], n: int = 8
+) -> dict[str, list[tuple[str, float]]]:
     """The ``n`` words closest by cosine to each probe word that has a vector."""
     index = {w: i for i, w in enumerate(words)}
     unit = F.normalize(vectors.float(), dim=1)

@@ -17,17 +17,25 @@ from rnn_models.recurrent import recurrent_layers
 class Encoded:
     """What the decoder attends to and starts from."""
 
-    memory: torch.Tensor     # B, S, H * directions: top-layer outputs, in source order as fed
-    mask: torch.Tensor       # B, S: True at real tokens
-    final: torch.Tensor      # B, H * directions: the top layer's last state (both directions)
+    memory: torch.Tensor  # B, S, H * directions: top-layer outputs, in source order as fed
+    mask: torch.Tensor  # B, S: True at real tokens
+    final: torch.Tensor  # B, H * directions: the top layer's last state (both directions)
     final_cell: torch.Tensor | None  # B, H * directions: the LSTM cell state to go with it
 
 
 class Encoder(nn.Module):
     """Source ids (B, S) and lengths (B,) -> ``Encoded``; the source is read reversed if asked."""
 
-    def __init__(self, embedding: nn.Embedding, cell: str, hidden_size: int, layers: int, dropout: float,
-                 bidirectional: bool, reverse: bool):
+    def __init__(
+        self,
+        embedding: nn.Embedding,
+        cell: str,
+        hidden_size: int,
+        layers: int,
+        dropout: float,
+        bidirectional: bool,
+        reverse: bool,
+    ):
         super().__init__()
         self.embedding = embedding
         self.dropout = nn.Dropout(dropout)
@@ -49,5 +57,5 @@ class Encoder(nn.Module):
 
     def _top(self, state: torch.Tensor) -> torch.Tensor:
         """The top layer's final state, directions concatenated: (layers * dirs, B, H) -> (B, H * dirs)."""
-        top = state[-self.directions:]
+        top = state[-self.directions :]
         return torch.cat(list(top), dim=-1)

@@ -49,8 +49,9 @@ class Ensemble(nn.Module):
             if (s.src_vocab, s.tgt_vocab) != (first.src_vocab, first.tgt_vocab):
                 raise CheckpointError("cannot ensemble models with vocabularies of different sizes")
             if s.reverse_source != first.reverse_source:
-                raise CheckpointError("cannot ensemble models that read the source in different orders "
-                                      "(model.reverse_source)")
+                raise CheckpointError(
+                    "cannot ensemble models that read the source in different orders (model.reverse_source)"
+                )
         self.models = nn.ModuleList(models)
 
     @property
@@ -63,8 +64,9 @@ class Ensemble(nn.Module):
     def start(self, memory: EnsembleMemory) -> EnsembleState:
         return EnsembleState([m.start(part) for m, part in zip(self.models, memory.parts)])
 
-    def next_log_probs(self, prev: torch.Tensor, state: EnsembleState, memory: EnsembleMemory
-                       ) -> tuple[torch.Tensor, EnsembleState, torch.Tensor | None]:
+    def next_log_probs(
+        self, prev: torch.Tensor, state: EnsembleState, memory: EnsembleMemory
+    ) -> tuple[torch.Tensor, EnsembleState, torch.Tensor | None]:
         steps = [m.next_log_probs(prev, s, part) for m, s, part in zip(self.models, state.parts, memory.parts)]
         log_probs = torch.stack([lp for lp, _, _ in steps]).mean(0)
         attending = [w for _, _, w in steps if w is not None]

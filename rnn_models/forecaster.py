@@ -23,8 +23,8 @@ class ForecasterSettings(Settings):
     """The shape of a forecaster; ``features`` and ``calendar`` come from the data, the rest are
     the ``model.*`` keys of the job's config."""
 
-    features: int = 1          # values per step (the series' value columns)
-    calendar: int = 0          # known-in-advance inputs per step (calendar features)
+    features: int = 1  # values per step (the series' value columns)
+    calendar: int = 0  # known-in-advance inputs per step (calendar features)
     hidden_size: int = 64
     layers: int = 2
     cell: str = "lstm"
@@ -53,8 +53,9 @@ class Forecaster(nn.Module):
         self.dropout = nn.Dropout(s.dropout)
         self.projection = nn.Linear(s.hidden_size, s.features)  # shared by every time step
 
-    def forward(self, values: torch.Tensor, calendar: torch.Tensor | None = None, state: State | None = None,
-                fed: int = 0) -> tuple[torch.Tensor, State]:
+    def forward(
+        self, values: torch.Tensor, calendar: torch.Tensor | None = None, state: State | None = None, fed: int = 0
+    ) -> tuple[torch.Tensor, State]:
         """With ``fed`` > 0 the last ``fed`` steps of ``values`` are not read: each is replaced by the
         prediction before it, fed back, so the window's end is forecast from its start (training on
         the forecast's own loop); their predictions are returned like the others'."""
@@ -62,13 +63,15 @@ class Forecaster(nn.Module):
         predicted, state = self._read(values[:, :head], calendar[:, :head] if calendar is not None else None, state)
         outputs = [predicted]
         for k in range(head, values.size(1)):  # each prediction is the next step's input
-            predicted, state = self._read(predicted[:, -1:], calendar[:, k:k + 1] if calendar is not None else None,
-                                          state)
+            predicted, state = self._read(
+                predicted[:, -1:], calendar[:, k : k + 1] if calendar is not None else None, state
+            )
             outputs.append(predicted)
         return torch.cat(outputs, dim=1), state
 
-    def _read(self, values: torch.Tensor, calendar: torch.Tensor | None, state: State | None
-              ) -> tuple[torch.Tensor, State]:
+    def _read(
+        self, values: torch.Tensor, calendar: torch.Tensor | None, state: State | None
+    ) -> tuple[torch.Tensor, State]:
         inputs = values if not self.settings.calendar else torch.cat([values, calendar], dim=-1)
         outputs, state = self.rnn(inputs, state)
         return self.projection(self.dropout(outputs)), state
@@ -80,4 +83,4 @@ class Forecaster(nn.Module):
         step predicted: those of the history's steps (T), then of the values fed back."""
         unread = history.new_zeros(history.size(0), steps - 1, history.size(2))  # the steps fed back
         predicted, _ = self(torch.cat([history, unread], dim=1), calendar, fed=steps - 1)
-        return predicted[:, history.size(1) - 1:]
+        return predicted[:, history.size(1) - 1 :]

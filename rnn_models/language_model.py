@@ -46,8 +46,10 @@ class LanguageModelSettings(Settings):
         if not 0 <= self.dropout < 1:
             raise ConfigError(f"model.dropout must be in [0, 1), got {self.dropout}")
         if self.tie_embeddings and self.embedding_size != self.hidden_size:
-            raise ConfigError(f"model.tie_embeddings needs model.embedding_size == model.hidden_size "
-                              f"({self.embedding_size} != {self.hidden_size})")
+            raise ConfigError(
+                f"model.tie_embeddings needs model.embedding_size == model.hidden_size "
+                f"({self.embedding_size} != {self.hidden_size})"
+            )
 
 
 class LanguageModel(nn.Module):
@@ -82,7 +84,7 @@ def stream_rows(tokens: np.ndarray, batch: int) -> torch.Tensor:
     ``[r * L, (r + 1) * L)``; the end of the last rows is padding."""
     length = max(1, math.ceil(len(tokens) / batch))
     rows = np.full(batch * length, PAD_ID, dtype=np.int64)
-    rows[:len(tokens)] = tokens
+    rows[: len(tokens)] = tokens
     return torch.from_numpy(rows.reshape(batch, length))
 
 
@@ -91,7 +93,7 @@ def segments(rows: torch.Tensor, bptt: int) -> Iterator[tuple[torch.Tensor, torc
     inputs shifted by one token."""
     for start in range(0, rows.size(1) - 1, bptt):
         end = min(start + bptt, rows.size(1) - 1)
-        yield rows[:, start:end], rows[:, start + 1:end + 1]
+        yield rows[:, start:end], rows[:, start + 1 : end + 1]
 
 
 def segment_count(tokens: int, batch: int, bptt: int) -> int:
@@ -100,8 +102,9 @@ def segment_count(tokens: int, batch: int, bptt: int) -> int:
 
 
 @torch.no_grad()
-def stream_loss(model: LanguageModel, tokens: np.ndarray, batch: int, bptt: int,
-                device: torch.device | str = "cpu") -> tuple[float, int]:
+def stream_loss(
+    model: LanguageModel, tokens: np.ndarray, batch: int, bptt: int, device: torch.device | str = "cpu"
+) -> tuple[float, int]:
     """Summed cross-entropy (nats) of every predicted token of the stream and how many there are;
     ``exp(sum / count)`` is the perplexity. The state is carried along the rows."""
     was_training = model.training

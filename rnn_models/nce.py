@@ -19,8 +19,9 @@ import torch.nn.functional as F
 from pipelines.contract.specials import PLACEHOLDER_IDS, STRUCTURAL_IDS
 
 
-def noise_distribution(counts: Sequence[int] | torch.Tensor, power: float = 0.75,
-                       exclude_placeholders: bool = False) -> torch.Tensor:
+def noise_distribution(
+    counts: Sequence[int] | torch.Tensor, power: float = 0.75, exclude_placeholders: bool = False
+) -> torch.Tensor:
     """Unigram counts raised to ``power`` and normalized. The structural specials ([PAD], <go>,
     <eos>) are never noise; the placeholders ([UNK], [NUM], [URL]) are unless excluded."""
     weights = torch.as_tensor(counts, dtype=torch.float64).clamp(min=0) ** power

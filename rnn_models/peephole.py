@@ -33,8 +33,15 @@ class PeepholeLSTM(nn.Module):
     layers in training only; parameters per layer and direction: ``weight_ih`` (4H, in),
     ``weight_hh`` (4H, H), ``bias`` (4H) in gate order i, f, g, o, and ``peephole`` (3, H) for i, f, o."""
 
-    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, batch_first: bool = True,
-                 dropout: float = 0.0, bidirectional: bool = False):
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        batch_first: bool = True,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+    ):
         super().__init__()
         if not batch_first:
             raise ValueError("PeepholeLSTM is batch first only")
@@ -55,9 +62,9 @@ class PeepholeLSTM(nn.Module):
         for parameter in self.parameters():
             nn.init.uniform_(parameter, -bound, bound)
 
-    def forward(self, input: torch.Tensor | PackedSequence,
-                state: tuple[torch.Tensor, torch.Tensor] | None = None
-                ) -> tuple[torch.Tensor | PackedSequence, tuple[torch.Tensor, torch.Tensor]]:
+    def forward(
+        self, input: torch.Tensor | PackedSequence, state: tuple[torch.Tensor, torch.Tensor] | None = None
+    ) -> tuple[torch.Tensor | PackedSequence, tuple[torch.Tensor, torch.Tensor]]:
         packed = isinstance(input, PackedSequence)
         if packed:
             x, lengths = pad_packed_sequence(input, batch_first=True)
@@ -89,8 +96,9 @@ class PeepholeLSTM(nn.Module):
             return pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False), final
         return x, final
 
-    def _run(self, cell: nn.Module, x: torch.Tensor, mask: torch.Tensor, h: torch.Tensor, c: torch.Tensor
-             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _run(
+        self, cell: nn.Module, x: torch.Tensor, mask: torch.Tensor, h: torch.Tensor, c: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """One layer and direction over (B, T, in) from ``h``, ``c`` (B, H)."""
         projected = nn.functional.linear(x, cell.weight_ih, cell.bias)  # all steps at once
         p_i, p_f, p_o = cell.peephole

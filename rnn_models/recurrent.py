@@ -14,14 +14,21 @@ WITH_CELL_STATE = ("lstm", "peephole")  # cells whose state is (h, c)
 State = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
 
 
-def recurrent_layers(cell: str, input_size: int, hidden_size: int, layers: int, dropout: float,
-                     bidirectional: bool = False) -> nn.Module:
+def recurrent_layers(
+    cell: str, input_size: int, hidden_size: int, layers: int, dropout: float, bidirectional: bool = False
+) -> nn.Module:
     """A stack of ``layers`` recurrent layers (batch first) with dropout between them, applied in
     training only; LSTM forget-gate biases start at 1."""
     if cell not in CELLS:
         raise ValueError(f"cell must be one of {tuple(CELLS)}, got {cell!r}")
-    rnn = CELLS[cell](input_size, hidden_size, num_layers=layers, batch_first=True,
-                      dropout=dropout if layers > 1 else 0.0, bidirectional=bidirectional)
+    rnn = CELLS[cell](
+        input_size,
+        hidden_size,
+        num_layers=layers,
+        batch_first=True,
+        dropout=dropout if layers > 1 else 0.0,
+        bidirectional=bidirectional,
+    )
     if cell in WITH_CELL_STATE:
         with torch.no_grad():
             for name, bias in rnn.named_parameters():
@@ -29,7 +36,7 @@ def recurrent_layers(cell: str, input_size: int, hidden_size: int, layers: int, 
                 if name.startswith("bias"):
                     bias.zero_()
                     if not name.startswith("bias_hh"):  # gates i, f, g, o: the two biases add up
-                        bias[hidden_size:2 * hidden_size] = 1.0
+                        bias[hidden_size : 2 * hidden_size] = 1.0
     return rnn
 
 

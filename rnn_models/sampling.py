@@ -34,8 +34,9 @@ class SampleSettings(Settings):
             raise ConfigError(f"top_p must be in (0, 1] (1 = off), got {self.top_p}")
 
 
-def next_token(logits: torch.Tensor, settings: SampleSettings, generator: torch.Generator | None = None
-               ) -> torch.Tensor:
+def next_token(
+    logits: torch.Tensor, settings: SampleSettings, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """One token id per row of the scores ``logits`` (B, V)."""
     logits = logits.float().clone()
     logits[:, list(NEVER_SAMPLED)] = float("-inf")
@@ -55,8 +56,15 @@ def next_token(logits: torch.Tensor, settings: SampleSettings, generator: torch.
 
 
 @torch.no_grad()
-def generate(model: LanguageModel, prompt: list[int], steps: int, settings: SampleSettings, samples: int = 1,
-             generator: torch.Generator | None = None, device: torch.device | str = "cpu") -> list[list[int]]:
+def generate(
+    model: LanguageModel,
+    prompt: list[int],
+    steps: int,
+    settings: SampleSettings,
+    samples: int = 1,
+    generator: torch.Generator | None = None,
+    device: torch.device | str = "cpu",
+) -> list[list[int]]:
     """``samples`` continuations of ``steps`` tokens each after the ``prompt`` ids (at least one),
     each sampled token fed back in as the next input."""
     if not prompt:

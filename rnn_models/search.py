@@ -16,8 +16,8 @@ import torch
 from pipelines.contract.errors import ConfigError, check_integer
 from pipelines.contract.specials import EOS_ID, GO_ID
 from rnn_models.decoder import DecoderState, Memory
-from rnn_models.settings import Settings
 from rnn_models.ensemble import Ensemble
+from rnn_models.settings import Settings
 from rnn_models.translator import Translator
 
 Decodable = Translator | Ensemble  # what the searches decode with
@@ -32,19 +32,25 @@ class DecodeSettings(Settings):
     ``decode.*`` keys of a config and the command-line flags override them, and a translator's
     checkpoint carries the settings it was trained with."""
 
-    beam: int = 5              # beam size (1 = greedy)
-    alpha: float = 1.5         # length penalty ((5 + len) / 6) ** alpha of beam search (bench/README.md: beam study)
-    max_ratio: float = 1.5     # output length limit: max_ratio x source length + max_extra
+    beam: int = 5  # beam size (1 = greedy)
+    alpha: float = 1.5  # length penalty ((5 + len) / 6) ** alpha of beam search (bench/README.md: beam study)
+    max_ratio: float = 1.5  # output length limit: max_ratio x source length + max_extra
     max_extra: int = 5
-    min_length: int = 1        # tokens before <eos> may end an output (1: never the empty translation)
-    batch_size: int = 100      # sentences per decoding batch
-    unk: str = "copy"          # [UNK] in the output: keep it, or copy the source word attended to most
-    max_tokens: int = 200      # longer sources are cut to this many tokens (and counted)
-    nbest: int = 1             # translations kept per sentence, best first (beam search: needs beam >= nbest)
+    min_length: int = 1  # tokens before <eos> may end an output (1: never the empty translation)
+    batch_size: int = 100  # sentences per decoding batch
+    unk: str = "copy"  # [UNK] in the output: keep it, or copy the source word attended to most
+    max_tokens: int = 200  # longer sources are cut to this many tokens (and counted)
+    nbest: int = 1  # translations kept per sentence, best first (beam search: needs beam >= nbest)
 
     def __post_init__(self) -> None:
-        for name, low in (("beam", 1), ("max_extra", 0), ("min_length", 0), ("batch_size", 1), ("max_tokens", 1),
-                          ("nbest", 1)):
+        for name, low in (
+            ("beam", 1),
+            ("max_extra", 0),
+            ("min_length", 0),
+            ("batch_size", 1),
+            ("max_tokens", 1),
+            ("nbest", 1),
+        ):
             check_integer(f"decode.{name}", getattr(self, name), low)
         if not self.alpha >= 0:
             raise ConfigError(f"decode.alpha must be >= 0, got {self.alpha!r}")
@@ -66,8 +72,7 @@ class DecodeSettings(Settings):
         return self.unk == "copy"
 
 
-def decode(model: Decodable, src: torch.Tensor, src_len: torch.Tensor, settings: DecodeSettings
-           ) -> list[Hypothesis]:
+def decode(model: Decodable, src: torch.Tensor, src_len: torch.Tensor, settings: DecodeSettings) -> list[Hypothesis]:
     """Greedy search at beam 1, else beam search."""
     if settings.beam > 1:
         return beam_search(model, src, src_len, settings)
@@ -97,8 +102,9 @@ def _source_positions(weights: torch.Tensor | None, src_len: torch.Tensor, rever
 
 
 @torch.no_grad()
-def greedy(model: Decodable, src: torch.Tensor, src_len: torch.Tensor,
-           settings: DecodeSettings = DecodeSettings()) -> list[Hypothesis]:
+def greedy(
+    model: Decodable, src: torch.Tensor, src_len: torch.Tensor, settings: DecodeSettings = DecodeSettings()
+) -> list[Hypothesis]:
     """The most likely word at every step, until ``<eos>`` or the length limit (``settings``'
     beam and alpha play no part)."""
     memory = model.encode(src, src_len)
@@ -121,8 +127,15 @@ def greedy(model: Decodable, src: torch.Tensor, src_len: torch.Tensor,
     return [_hypothesis(t, p, s) for t, p, s in zip(tokens_t, positions_t, scores.tolist())]
 
 
-def _next(model: Decodable, prev: torch.Tensor, state: DecoderState, memory: Memory, step: int,
-          limits: torch.Tensor, min_length: int) -> tuple[torch.Tensor, DecoderState, torch.Tensor | None]:
+def _next(
+    model: Decodable,
+    prev: torch.Tensor,
+    state: DecoderState,
+    memory: Memory,
+    step: int,
+    limits: torch.Tensor,
+    min_length: int,
+) -> tuple[torch.Tensor, DecoderState, torch.Tensor | None]:
     """Log-probabilities of the word at ``step``: a row at its length limit (``limits``, per row)
     may only end (``<eos>``), before ``min_length`` a row may not end."""
     log_probs, state, weights = model.next_log_probs(prev, state, memory)
@@ -145,8 +158,9 @@ def length_penalty(length: torch.Tensor, alpha: float) -> torch.Tensor:
 
 
 @torch.no_grad()
-def beam_search(model: Decodable, src: torch.Tensor, src_len: torch.Tensor,
-                settings: DecodeSettings = DecodeSettings()) -> list[Hypothesis]:
+def beam_search(
+    model: Decodable, src: torch.Tensor, src_len: torch.Tensor, settings: DecodeSettings = DecodeSettings()
+) -> list[Hypothesis]:
     """Keep the ``settings.beam`` best partial translations per sentence. Ended translations are
     ranked by log-probability / length_penalty (``<eos>`` counted in the length), the best ``beam``
     of them kept; a sentence is done when ``beam`` have ended and no live translation can still
@@ -170,8 +184,9 @@ def beam_search(model: Decodable, src: torch.Tensor, src_len: torch.Tensor,
     # the most a live score can still be divided by: the length penalty at each sentence's length limit
     longest_penalty = length_penalty(limits, alpha).tolist()
     for step in range(int(limits.max())):
-        log_probs, state, weights = _next(model, prev, state, memory, step, limits.index_select(0, rows),
-                                          settings.min_length)
+        log_probs, state, weights = _next(
+            model, prev, state, memory, step, limits.index_select(0, rows), settings.min_length
+        )
         vocab = log_probs.size(-1)
         candidates = (scores.view(-1, 1) + log_probs).view(batch, beam * vocab)
         top_scores, top_index = candidates.topk(2 * beam, dim=-1)  # enough to refill after <eos>
@@ -192,8 +207,11 @@ def beam_search(model: Decodable, src: torch.Tensor, src_len: torch.Tensor,
                     # only an ending among the best `beam` candidates ends a hypothesis (as in
                     # fairseq and Hugging Face's beam search)
                     if rank < beam:
-                        _keep_best(finished[b], Hypothesis(history[o].tolist(), aligned[o].tolist(),
-                                                           score / ended_penalty), beam)
+                        _keep_best(
+                            finished[b],
+                            Hypothesis(history[o].tolist(), aligned[o].tolist(), score / ended_penalty),
+                            beam,
+                        )
                 else:
                     keep_origin[b, slot], keep_word[b, slot], new_scores[b, slot] = o, w, score
                     slot += 1
@@ -208,8 +226,9 @@ def beam_search(model: Decodable, src: torch.Tensor, src_len: torch.Tensor,
             break
         flat_origin = keep_origin.view(-1)
         history = torch.cat([history.index_select(0, flat_origin), keep_word.view(-1, 1)], 1)
-        aligned = torch.cat([aligned.index_select(0, flat_origin),
-                             positions.index_select(0, flat_origin).view(-1, 1)], 1)
+        aligned = torch.cat(
+            [aligned.index_select(0, flat_origin), positions.index_select(0, flat_origin).view(-1, 1)], 1
+        )
         state = state.select(flat_origin)
         prev = keep_word.view(-1)
         scores = new_scores

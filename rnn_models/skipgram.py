@@ -39,13 +39,13 @@ class Word2VecSettings(Settings):
     fields besides ``vocab_size`` are the ``model.*`` keys of the job's config."""
 
     vocab_size: int
-    dim: int = 200                  # embedding size
-    cbow: bool = False              # CBOW (the window's mean predicts the centre) instead of skip-gram
-    loss: str = "nce"               # nce (with the log(k q(w)) correction) or negative (negative sampling)
-    negatives: int = 5              # noise words k per pair
-    noise_block: int = 1            # consecutive centres sharing one draw of noise words
-    update: str = "window"          # skip-gram's C loop: window (a centre's window at once) or pair (pair by pair)
-    noise_power: float = 0.75       # noise distribution: unigram counts to this power
+    dim: int = 200  # embedding size
+    cbow: bool = False  # CBOW (the window's mean predicts the centre) instead of skip-gram
+    loss: str = "nce"  # nce (with the log(k q(w)) correction) or negative (negative sampling)
+    negatives: int = 5  # noise words k per pair
+    noise_block: int = 1  # consecutive centres sharing one draw of noise words
+    update: str = "window"  # skip-gram's C loop: window (a centre's window at once) or pair (pair by pair)
+    noise_power: float = 0.75  # noise distribution: unigram counts to this power
     placeholder_noise: bool = True  # [UNK], [NUM], [URL] may be drawn as noise
 
     def __post_init__(self) -> None:
@@ -58,7 +58,6 @@ class Word2VecSettings(Settings):
                 raise ConfigError(f"model.{name} must be at least 1, got {getattr(self, name)}")
         if self.noise_power < 0:
             raise ConfigError(f"model.noise_power must be >= 0, got {self.noise_power}")
-
 
 
 def keep_probabilities(counts: torch.Tensor, sample: float) -> torch.Tensor:
@@ -97,8 +96,9 @@ class Stream:
         return self.tokens.numel()
 
     @classmethod
-    def draw(cls, tokens: torch.Tensor, sentence: torch.Tensor, window: int,
-             generator: torch.Generator | None = None) -> "Stream":
+    def draw(
+        cls, tokens: torch.Tensor, sentence: torch.Tensor, window: int, generator: torch.Generator | None = None
+    ) -> "Stream":
         reach = torch.randint(1, window + 1, tokens.shape, generator=generator, device=tokens.device)
         return cls(tokens, sentence, reach, window)
 
@@ -187,15 +187,16 @@ class Word2Vec(nn.Module):
         """Corrected true logits (C, S) and noise logits (C, S, k), with the output rows used."""
         c, s, d = inputs.shape
         centre_out = self.output(batch.centres)
-        noise_out = self.output(noise)                                           # (blocks, k, D)
+        noise_out = self.output(noise)  # (blocks, k, D)
         true = (inputs * centre_out.unsqueeze(1)).sum(-1) + self.bias(batch.centres)
         blocked = self._blocked(inputs, noise.shape[0])
         noise_logit = torch.bmm(blocked, noise_out.transpose(1, 2)) + self.bias(noise).view(noise.shape[0], 1, -1)
         noise_logit = noise_logit.view(-1, s, self.negatives)[:c]
         kq = self.nce
         true = corrected_logits(true, self.log_kq[batch.centres].unsqueeze(1) if kq else None)
-        noise_logit = corrected_logits(noise_logit, self.log_kq[noise].repeat_interleave(self.noise_block, 0)[:c]
-                                       .unsqueeze(1) if kq else None)
+        noise_logit = corrected_logits(
+            noise_logit, self.log_kq[noise].repeat_interleave(self.noise_block, 0)[:c].unsqueeze(1) if kq else None
+        )
         return true, noise_logit, centre_out, noise_out, blocked
 
     def forward(self, batch: Windows, noise: torch.Tensor) -> torch.Tensor:
@@ -213,12 +214,12 @@ class Word2Vec(nn.Module):
         true, noise_logit, centre_out, noise_out, blocked = self._logits(inputs, batch, noise)
         loss = float((nce_loss(true, noise_logit) * mask).sum())
         g_true, g_noise = nce_logit_grads(true, noise_logit)
-        g_true = g_true * mask                                                   # (C, S)
-        g_noise = g_noise * mask.unsqueeze(-1)                                   # (C, S, k)
+        g_true = g_true * mask  # (C, S)
+        g_noise = g_noise * mask.unsqueeze(-1)  # (C, S, k)
         g_blocked = self._blocked(g_noise, noise.shape[0])
         d_inputs = g_true.unsqueeze(-1) * centre_out.unsqueeze(1) + torch.bmm(g_blocked, noise_out).view(-1, s, d)[:c]
         d_centre = (g_true.unsqueeze(-1) * inputs).sum(1)
-        d_noise = torch.bmm(g_blocked.transpose(1, 2), blocked)                  # (blocks, k, D)
+        d_noise = torch.bmm(g_blocked.transpose(1, 2), blocked)  # (blocks, k, D)
         out, bias = self.output.weight, self.bias.weight.view(-1)
         out.index_add_(0, batch.centres, d_centre, alpha=-lr)
         out.index_add_(0, noise.flatten(), d_noise.view(-1, d), alpha=-lr)
@@ -231,24 +232,40 @@ class Word2Vec(nn.Module):
         self.input.weight.index_add_(0, batch.contexts.flatten(), d_inputs.reshape(-1, d), alpha=-lr)
         return loss
 
-    def train_step(self, stream: Stream, noise: torch.Tensor, lr: float, native: bool = False,
-                   threads: int = 1) -> tuple[float, int]:
+    def train_step(
+        self, stream: Stream, noise: torch.Tensor, lr: float, native: bool = False, threads: int = 1
+    ) -> tuple[float, int]:
         """One SGD pass over a stream's windows; returns the summed loss and the number of terms
         (pairs; windows for CBOW). ``native`` runs the C loop (``settings.update``: pair by pair or
         window by window) on ``threads`` threads (CPU, float32); otherwise :meth:`sgd_step` updates
         the whole stream at once."""
         if native:
             tables = (self.input.weight, self.output.weight, self.bias.weight, self.log_kq)
-            return word2vec_native.sgd(tables, stream.tokens, stream.sentence, stream.reach, noise,
-                                       self.noise_block, lr, self.nce, self.cbow, threads,
-                                       by_window=self.settings.update == "window")
+            return word2vec_native.sgd(
+                tables,
+                stream.tokens,
+                stream.sentence,
+                stream.reach,
+                noise,
+                self.noise_block,
+                lr,
+                self.nce,
+                self.cbow,
+                threads,
+                by_window=self.settings.update == "window",
+            )
         batch = stream.windows()
         loss = self.sgd_step(batch, noise, lr)
         return loss, int(batch.mask.any(1).sum()) if self.cbow else batch.pairs
 
 
-def training_stream(tokens: torch.Tensor, sentence: torch.Tensor, keep: torch.Tensor, window: int,
-                    generator: torch.Generator | None = None) -> Stream:
+def training_stream(
+    tokens: torch.Tensor,
+    sentence: torch.Tensor,
+    keep: torch.Tensor,
+    window: int,
+    generator: torch.Generator | None = None,
+) -> Stream:
     """Subsample a token stream and draw its windows' reaches (discarded words leave no gap)."""
     kept = subsample(tokens, keep, generator)
     return Stream.draw(tokens[kept], sentence[kept], window, generator)

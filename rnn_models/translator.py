@@ -39,8 +39,11 @@ class TranslatorSettings(Settings):
     tie_embeddings: bool = False
 
     def __post_init__(self) -> None:
-        for name, value, allowed in (("attention", self.attention, KINDS + (None,)), ("cell", self.cell, tuple(CELLS)),
-                                     ("decoder_init", self.decoder_init, INITS)):
+        for name, value, allowed in (
+            ("attention", self.attention, KINDS + (None,)),
+            ("cell", self.cell, tuple(CELLS)),
+            ("decoder_init", self.decoder_init, INITS),
+        ):
             if value not in allowed:
                 shown = ", ".join("none" if a is None else str(a) for a in allowed)
                 raise ConfigError(f"model.{name} must be one of {shown}; got {value!r}")
@@ -68,10 +71,21 @@ class Translator(nn.Module):
         s = self.settings = settings
         src_embedding = nn.Embedding(s.src_vocab, s.embedding_size, padding_idx=PAD_ID)
         tgt_embedding = nn.Embedding(s.tgt_vocab, s.embedding_size, padding_idx=PAD_ID)
-        self.encoder = Encoder(src_embedding, s.cell, s.hidden_size, s.layers, s.dropout, s.bidirectional,
-                               s.reverse_source)
-        self.decoder = Decoder(tgt_embedding, s.cell, s.hidden_size, s.layers, s.dropout, self.encoder.output_size,
-                               s.attention, s.input_feeding, s.decoder_init, s.tie_embeddings)
+        self.encoder = Encoder(
+            src_embedding, s.cell, s.hidden_size, s.layers, s.dropout, s.bidirectional, s.reverse_source
+        )
+        self.decoder = Decoder(
+            tgt_embedding,
+            s.cell,
+            s.hidden_size,
+            s.layers,
+            s.dropout,
+            self.encoder.output_size,
+            s.attention,
+            s.input_feeding,
+            s.decoder_init,
+            s.tie_embeddings,
+        )
 
     def init_output_bias(self, counts: Sequence[int]) -> None:
         """Start the output bias at the log unigram distribution of the target words (``counts``
@@ -95,26 +109,34 @@ class Translator(nn.Module):
         """The decoder state before the first word."""
         return self.decoder.initial_state(memory.encoded)
 
-    def next_log_probs(self, prev: torch.Tensor, state: DecoderState, memory: Memory
-                       ) -> tuple[torch.Tensor, DecoderState, torch.Tensor | None]:
+    def next_log_probs(
+        self, prev: torch.Tensor, state: DecoderState, memory: Memory
+    ) -> tuple[torch.Tensor, DecoderState, torch.Tensor | None]:
         """Log-probabilities (B, V) of the next word after ``prev``, the new state, and the
         attention weights (None without attention)."""
         vector, state, weights = self.decoder.step(prev, state, memory)
         return torch.log_softmax(self.decoder.logits(vector).float(), -1), state, weights
 
-    def forward(self, src: torch.Tensor, src_len: torch.Tensor, tgt_in: torch.Tensor
-                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def forward(
+        self, src: torch.Tensor, src_len: torch.Tensor, tgt_in: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Teacher-forced scores (B, T, V) for ``tgt_in`` (``<go>`` + target), and attention weights."""
         vectors, weights = self.decoder(tgt_in, self.encode(src, src_len))
         return self.decoder.logits(vectors), weights
 
 
-def sequence_loss(logits: torch.Tensor, tgt_out: torch.Tensor, label_smoothing: float = 0.0
-                  ) -> tuple[torch.Tensor, int]:
+def sequence_loss(
+    logits: torch.Tensor, tgt_out: torch.Tensor, label_smoothing: float = 0.0
+) -> tuple[torch.Tensor, int]:
     """Summed cross-entropy of the scores (B, T, V) against ``tgt_out`` (B, T), padding ignored, and
     the number of tokens it covers."""
-    loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), tgt_out.reshape(-1),
-                           ignore_index=PAD_ID, reduction="sum", label_smoothing=label_smoothing)
+    loss = F.cross_entropy(
+        logits.reshape(-1, logits.size(-1)).float(),
+        tgt_out.reshape(-1),
+        ignore_index=PAD_ID,
+        reduction="sum",
+        label_smoothing=label_smoothing,
+    )
     return loss, int((tgt_out != PAD_ID).sum())
 
 

@@ -37,8 +37,9 @@ class NativeUnavailable(UserError, RuntimeError):
 def _build() -> Path:
     compiler = os.environ.get("CC", "cc")
     if shutil.which(compiler) is None:
-        raise NativeUnavailable(f"no C compiler {compiler!r} on PATH to build {SOURCE.name} "
-                                "(install gcc, set CC, or set train.loop=tensor)")
+        raise NativeUnavailable(
+            f"no C compiler {compiler!r} on PATH to build {SOURCE.name} (install gcc, set CC, or set train.loop=tensor)"
+        )
     source = SOURCE.read_bytes()
     key = hashlib.sha256(source + " ".join([compiler, platform.machine(), *FLAGS]).encode()).hexdigest()[:16]
     cache = Path(os.environ.get("RNNMT_CACHE", Path.home() / ".cache" / "rnnmt"))
@@ -66,8 +67,28 @@ def library() -> ctypes.CDLL:
             lib = ctypes.CDLL(str(_build()))
             p, i64 = ctypes.c_void_p, ctypes.c_int64
             lib.word2vec_sgd.restype = ctypes.c_double
-            lib.word2vec_sgd.argtypes = [p, p, p, p, i64, p, p, p, i64, i64, i64, p, i64, i64,
-                                         ctypes.c_float, ctypes.c_int, ctypes.c_int, ctypes.c_int, p, p]
+            lib.word2vec_sgd.argtypes = [
+                p,
+                p,
+                p,
+                p,
+                i64,
+                p,
+                p,
+                p,
+                i64,
+                i64,
+                i64,
+                p,
+                i64,
+                i64,
+                ctypes.c_float,
+                ctypes.c_int,
+                ctypes.c_int,
+                ctypes.c_int,
+                p,
+                p,
+            ]
             _library = lib
     return _library
 
@@ -81,9 +102,19 @@ def available() -> bool:
         return False
 
 
-def sgd(tables: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], tokens: torch.Tensor,
-        sentence: torch.Tensor, reach: torch.Tensor, noise: torch.Tensor, noise_block: int, lr: float,
-        nce: bool, cbow: bool, threads: int = 1, by_window: bool = False) -> tuple[float, int]:
+def sgd(
+    tables: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor],
+    tokens: torch.Tensor,
+    sentence: torch.Tensor,
+    reach: torch.Tensor,
+    noise: torch.Tensor,
+    noise_block: int,
+    lr: float,
+    nce: bool,
+    cbow: bool,
+    threads: int = 1,
+    by_window: bool = False,
+) -> tuple[float, int]:
     """Run the loop over every centre of a token stream; returns the summed loss and the number of
     terms. ``tables`` are the input and output embeddings, biases and ``log(k q)`` (float32,
     contiguous, CPU); the stream is split into ``threads`` contiguous ranges run concurrently.
@@ -104,10 +135,28 @@ def sgd(tables: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], t
     def run(lo: int, hi: int) -> tuple[float, int]:
         work = torch.empty(work_size)
         terms = ctypes.c_int64()
-        loss = lib.word2vec_sgd(weight_in.data_ptr(), weight_out.data_ptr(), bias.data_ptr(), log_kq.data_ptr(),
-                                dim, tokens.data_ptr(), sentence.data_ptr(), reach.data_ptr(), n, lo, hi,
-                                noise.data_ptr(), negatives, noise_block, lr, int(nce), int(cbow), int(by_window),
-                                work.data_ptr(), ctypes.byref(terms))
+        loss = lib.word2vec_sgd(
+            weight_in.data_ptr(),
+            weight_out.data_ptr(),
+            bias.data_ptr(),
+            log_kq.data_ptr(),
+            dim,
+            tokens.data_ptr(),
+            sentence.data_ptr(),
+            reach.data_ptr(),
+            n,
+            lo,
+            hi,
+            noise.data_ptr(),
+            negatives,
+            noise_block,
+            lr,
+            int(nce),
+            int(cbow),
+            int(by_window),
+            work.data_ptr(),
+            ctypes.byref(terms),
+        )
         return loss, terms.value
 
     threads = max(1, min(threads, n))

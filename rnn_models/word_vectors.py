@@ -63,8 +63,15 @@ class Coverage:
     scale: float = 1.0
 
 
-def init_embedding(embedding: torch.nn.Embedding, tokens: Sequence[str], words: Sequence[str],
-                   vectors: torch.Tensor, freeze: bool, skip: Sequence[int] = (0,), rescale: bool = False) -> Coverage:
+def init_embedding(
+    embedding: torch.nn.Embedding,
+    tokens: Sequence[str],
+    words: Sequence[str],
+    vectors: torch.Tensor,
+    freeze: bool,
+    skip: Sequence[int] = (0,),
+    rescale: bool = False,
+) -> Coverage:
     """Copy the pretrained vector of each token into ``embedding`` (the token itself, else its
     lowercase form); tokens without one keep their random initialisation. Rows in ``skip``
     (padding) are left alone. ``rescale`` multiplies the copied vectors by one factor that gives
@@ -72,8 +79,10 @@ def init_embedding(embedding: torch.nn.Embedding, tokens: Sequence[str], words: 
     start on one scale (directions and relative lengths are kept). ``freeze`` stops training of
     the whole table."""
     if vectors.shape[1] != embedding.embedding_dim:
-        raise ValueError(f"pretrained vectors have {vectors.shape[1]} dimensions, the embedding "
-                         f"{embedding.embedding_dim}: set the embedding size to match")
+        raise ValueError(
+            f"pretrained vectors have {vectors.shape[1]} dimensions, the embedding "
+            f"{embedding.embedding_dim}: set the embedding size to match"
+        )
     index = {w: i for i, w in enumerate(words)}
     exact = lowercased = 0
     missing: list[str] = []
@@ -104,14 +113,17 @@ def init_embedding(embedding: torch.nn.Embedding, tokens: Sequence[str], words: 
     return Coverage(exact, lowercased, len(missing), missing[:20], scale)
 
 
-def init_embedding_from(embedding: torch.nn.Embedding, tokens: Sequence[str], path: str | Path, freeze: bool,
-                        rescale: bool) -> str:
+def init_embedding_from(
+    embedding: torch.nn.Embedding, tokens: Sequence[str], path: str | Path, freeze: bool, rescale: bool
+) -> str:
     """:func:`init_embedding` with the vectors of a word2vec output (a directory holding
     ``vectors.txt``, or a ``.txt``/``.bin`` file); returns a line saying how the tokens matched."""
     path = Path(path)
     file = path / "vectors.txt" if path.is_dir() else path
     words, vectors = load_word2vec(file, binary=file.suffix == ".bin")
     coverage = init_embedding(embedding, tokens, words, vectors, freeze, rescale=rescale)
-    return (f"embeddings from {file}: {coverage.exact} tokens matched, {coverage.lowercased} by their lowercase "
-            f"form, {coverage.missing} initialised randomly (e.g. {coverage.missing_examples[:8]}), scaled by "
-            f"{coverage.scale:.4g}; {'frozen' if freeze else 'fine-tuned'}")
+    return (
+        f"embeddings from {file}: {coverage.exact} tokens matched, {coverage.lowercased} by their lowercase "
+        f"form, {coverage.missing} initialised randomly (e.g. {coverage.missing_examples[:8]}), scaled by "
+        f"{coverage.scale:.4g}; {'frozen' if freeze else 'fine-tuned'}"
+    )

@@ -18,7 +18,6 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-
 from local_cluster import free_port
 
 # what test modules import from here (free_port is the cluster helper's, the tests' one)
@@ -54,8 +53,14 @@ def spark():
     """A local[2] SparkSession, configured as the jobs configure theirs."""
     from jobs.common.spark_session import spark_session
 
-    settings = {"master": "local[2]", "partitions": 4, "driver_memory": "2g", "ui": False,
-                "log_level": "ERROR", "conf": {}}
+    settings = {
+        "master": "local[2]",
+        "partitions": 4,
+        "driver_memory": "2g",
+        "ui": False,
+        "log_level": "ERROR",
+        "conf": {},
+    }
     with spark_session(settings, app_name="rnnmt-tests") as session:
         yield session
 
@@ -85,8 +90,9 @@ def toy_text() -> Path:
 @pytest.fixture(scope="session")
 def toy_pairs_data(spark, tmp_path_factory, toy_pairs) -> Path:
     """The toy pairs preprocessed (10% valid, 10% test), shared by the translator tests."""
-    from pipelines.spark.preprocess import preprocess
     from test_preprocess import config as preprocess_config
+
+    from pipelines.spark.preprocess import preprocess
 
     out = tmp_path_factory.mktemp("toy-pairs") / "data"
     cfg = preprocess_config([{"path": str(toy_pairs), "format": "tsv"}], "split.valid=0.1", "split.test=0.1")
@@ -98,8 +104,9 @@ def toy_pairs_data(spark, tmp_path_factory, toy_pairs) -> Path:
 def sample_pairs_data(spark, tmp_path_factory) -> Path:
     """The bundled Tatoeba sample (3,774 pairs) preprocessed: epochs of a few seconds, long enough
     to be interrupted."""
-    from pipelines.spark.preprocess import preprocess
     from test_preprocess import config as preprocess_config
+
+    from pipelines.spark.preprocess import preprocess
 
     out = tmp_path_factory.mktemp("sample-pairs") / "data"
     sample = PROJECT / "data/sample/tatoeba-en-fr.tsv.gz"

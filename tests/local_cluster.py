@@ -83,8 +83,17 @@ class LocalCluster:
     ``spark_cores`` cores. Logs and stores go under ``root``; Ray's temporary directories under a
     short path in /tmp (Ray's socket paths are length-limited)."""
 
-    def __init__(self, root: Path, ray_workers: int = 2, cpus_per_node: float = 1, head_cpus: float = 1,
-                 spark_workers: int = 1, spark_cores: int = 1, spark_memory: str = "2g", mlflow: bool = True):
+    def __init__(
+        self,
+        root: Path,
+        ray_workers: int = 2,
+        cpus_per_node: float = 1,
+        head_cpus: float = 1,
+        spark_workers: int = 1,
+        spark_cores: int = 1,
+        spark_memory: str = "2g",
+        mlflow: bool = True,
+    ):
         self.root = Path(root).resolve()
         self.ray_workers, self.cpus_per_node, self.head_cpus = ray_workers, cpus_per_node, head_cpus
         self.spark_workers, self.spark_cores, self.spark_memory = spark_workers, spark_cores, spark_memory
@@ -126,10 +135,16 @@ class LocalCluster:
         tools first, Spark's driver on 127.0.0.1, Ray's auth and usage reporting as the cluster has
         them, and Ray Train's run state kept (the dashboard's Train page and ``/api/train/v2/runs``
         show each run's workers and their nodes)."""
-        env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "SPARK_LOCAL_IP": "127.0.0.1",
-               "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "disabled"), "RAY_USAGE_STATS_ENABLED": "0",
-               "RAY_TRAIN_ENABLE_STATE_TRACKING": "1",
-               "PYSPARK_PYTHON": sys.executable, "MLFLOW_DISABLE_TELEMETRY": "true"}
+        env = {
+            **os.environ,
+            "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
+            "SPARK_LOCAL_IP": "127.0.0.1",
+            "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "disabled"),
+            "RAY_USAGE_STATS_ENABLED": "0",
+            "RAY_TRAIN_ENABLE_STATE_TRACKING": "1",
+            "PYSPARK_PYTHON": sys.executable,
+            "MLFLOW_DISABLE_TELEMETRY": "true",
+        }
         env.pop("RAY_ADDRESS", None)
         return env
 
@@ -158,8 +173,15 @@ class LocalCluster:
     def _spawn(self, name: str, command: list[str], env: dict[str, str] | None = None, **ports: int) -> Service:
         log = self.root / "logs" / f"{name}.log"
         with open(log, "ab") as out:
-            process = subprocess.Popen(command, env=env or self.env(), stdout=out, stderr=subprocess.STDOUT,
-                                       stdin=subprocess.DEVNULL, start_new_session=True, cwd=self.root)
+            process = subprocess.Popen(
+                command,
+                env=env or self.env(),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                cwd=self.root,
+            )
         service = Service(name, process, log, ports)
         self.services.append(service)
         self.sessions.add(process.pid)
@@ -188,17 +210,34 @@ class LocalCluster:
         temp = self.ray_temp / name
         names = ("node_manager", "object_manager", "metrics", "agent_listen", "agent_grpc", "runtime_env_agent")
         ports = dict(zip(names, free_ports(len(names))))
-        command = [str(BIN / "ray"), "start", "--block", f"--num-cpus={cpus:g}", "--num-gpus=0",
-                   f"--resources={json.dumps({name: 1})}", "--node-ip-address=127.0.0.1", f"--temp-dir={temp}",
-                   f"--node-manager-port={ports['node_manager']}", f"--object-manager-port={ports['object_manager']}",
-                   f"--metrics-export-port={ports['metrics']}", f"--dashboard-agent-listen-port={ports['agent_listen']}",
-                   f"--dashboard-agent-grpc-port={ports['agent_grpc']}",
-                   f"--runtime-env-agent-port={ports['runtime_env_agent']}",
-                   "--min-worker-port=0", "--max-worker-port=0",  # workers on ports the system picks
-                   "--disable-usage-stats", "--object-store-memory=200000000"]
+        command = [
+            str(BIN / "ray"),
+            "start",
+            "--block",
+            f"--num-cpus={cpus:g}",
+            "--num-gpus=0",
+            f"--resources={json.dumps({name: 1})}",
+            "--node-ip-address=127.0.0.1",
+            f"--temp-dir={temp}",
+            f"--node-manager-port={ports['node_manager']}",
+            f"--object-manager-port={ports['object_manager']}",
+            f"--metrics-export-port={ports['metrics']}",
+            f"--dashboard-agent-listen-port={ports['agent_listen']}",
+            f"--dashboard-agent-grpc-port={ports['agent_grpc']}",
+            f"--runtime-env-agent-port={ports['runtime_env_agent']}",
+            "--min-worker-port=0",
+            "--max-worker-port=0",  # workers on ports the system picks
+            "--disable-usage-stats",
+            "--object-store-memory=200000000",
+        ]
         if head:
-            command += ["--head", f"--port={self.gcs_port}", "--dashboard-host=127.0.0.1",
-                        f"--dashboard-port={self.dashboard_port}", "--include-dashboard=true"]
+            command += [
+                "--head",
+                f"--port={self.gcs_port}",
+                "--dashboard-host=127.0.0.1",
+                f"--dashboard-port={self.dashboard_port}",
+                "--include-dashboard=true",
+            ]
         else:
             command += [f"--address={self.ray_address}"]
         return self._spawn(f"ray-{name}", command, **ports)
@@ -210,15 +249,21 @@ class LocalCluster:
         self._wait(head, lambda: get_json(f"{self.dashboard}/api/version"), "dashboard")
         for i in range(1, self.ray_workers + 1):
             self._ray_node(f"worker{i}", self.cpus_per_node, head=False)
-        self._wait(head, lambda: len(self.ray_nodes()) >= 1 + self.ray_workers, f"{1 + self.ray_workers} alive Ray nodes")
+        self._wait(
+            head, lambda: len(self.ray_nodes()) >= 1 + self.ray_workers, f"{1 + self.ray_workers} alive Ray nodes"
+        )
 
     def ray_nodes(self) -> dict[str, str]:
         """The alive Ray nodes by name (``head``, ``worker1``, ...): their node ids (Ray's state API)."""
         from ray.util.state import list_nodes
 
         nodes = list_nodes(address=self.dashboard, filters=[("state", "=", "ALIVE")], raise_on_missing_output=False)
-        return {name: node.node_id for node in nodes for name in node.resources_total
-                if name == HEAD or name.startswith("worker")}
+        return {
+            name: node.node_id
+            for node in nodes
+            for name in node.resources_total
+            if name == HEAD or name.startswith("worker")
+        }
 
     def restart_ray_node(self, name: str) -> None:
         """Start worker node ``name`` again (after a fault took it down) and wait until it is alive."""
@@ -232,21 +277,37 @@ class LocalCluster:
         import pyspark
 
         spark_home = Path(pyspark.__file__).parent
-        env = {**self.env(), "SPARK_HOME": str(spark_home), "SPARK_LOG_DIR": str(self.root / "logs"),
-               "SPARK_WORKER_DIR": str(self.root / "spark-work")}
+        env = {
+            **self.env(),
+            "SPARK_HOME": str(spark_home),
+            "SPARK_LOG_DIR": str(self.root / "logs"),
+            "SPARK_WORKER_DIR": str(self.root / "spark-work"),
+        }
         spark_class = [str(spark_home / "bin" / "spark-class")]
         self.spark_port, self.spark_ui_port = free_ports(2)
-        master = self._spawn("spark-master", spark_class + [
-            "org.apache.spark.deploy.master.Master", "--host", "127.0.0.1", "--port", str(self.spark_port),
-            "--webui-port", str(self.spark_ui_port)], env)
+        master = self._spawn(
+            "spark-master",
+            spark_class
+            + [
+                "org.apache.spark.deploy.master.Master",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.spark_port),
+                "--webui-port",
+                str(self.spark_ui_port),
+            ],
+            env,
+        )
         state = f"http://127.0.0.1:{self.spark_ui_port}/json/"
         self._wait(master, lambda: get_json(state).get("status") == "ALIVE", "master")
         for i in range(1, self.spark_workers + 1):
             self.start_spark_worker(i, env, spark_class)
         self._wait(master, lambda: self.spark_workers_alive() >= self.spark_workers, "alive workers")
 
-    def start_spark_worker(self, i: int, env: dict[str, str] | None = None, spark_class: list[str] | None = None
-                           ) -> Service:
+    def start_spark_worker(
+        self, i: int, env: dict[str, str] | None = None, spark_class: list[str] | None = None
+    ) -> Service:
         """Spark worker ``i`` (``spark-worker<i>``), registered with the master."""
         import pyspark
 
@@ -256,10 +317,26 @@ class LocalCluster:
         work = self.root / "spark-work" / f"worker{i}"
         work.mkdir(parents=True, exist_ok=True)
         ui = free_port()
-        return self._spawn(f"spark-worker{i}", spark_class + [
-            "org.apache.spark.deploy.worker.Worker", self.spark_master, "--host", "127.0.0.1",
-            "--webui-port", str(ui), "--cores", str(self.spark_cores), "--memory", self.spark_memory,
-            "--work-dir", str(work)], env, ui=ui)
+        return self._spawn(
+            f"spark-worker{i}",
+            spark_class
+            + [
+                "org.apache.spark.deploy.worker.Worker",
+                self.spark_master,
+                "--host",
+                "127.0.0.1",
+                "--webui-port",
+                str(ui),
+                "--cores",
+                str(self.spark_cores),
+                "--memory",
+                self.spark_memory,
+                "--work-dir",
+                str(work),
+            ],
+            env,
+            ui=ui,
+        )
 
     def restart_spark_worker(self, i: int) -> None:
         """Start Spark worker ``i`` again (after a fault took it down) and wait until the master has it."""
@@ -279,12 +356,30 @@ class LocalCluster:
         self.mlflow_port = self.mlflow_port or free_port()
         store = self.root / "mlflow"
         store.mkdir(exist_ok=True)
-        server = self._spawn("mlflow", [str(BIN / "mlflow"), "server", "--host", "127.0.0.1",
-                                        "--port", str(self.mlflow_port), "--workers", "1",
-                                        "--backend-store-uri", f"sqlite:///{store / 'mlflow.db'}",
-                                        "--artifacts-destination", str(store / "artifacts"), "--serve-artifacts"])
-        self._wait(server, lambda: get_json(f"{self.tracking_uri}/api/2.0/mlflow/experiments/search?max_results=1")
-                   is not None, "answer", timeout=180)
+        server = self._spawn(
+            "mlflow",
+            [
+                str(BIN / "mlflow"),
+                "server",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.mlflow_port),
+                "--workers",
+                "1",
+                "--backend-store-uri",
+                f"sqlite:///{store / 'mlflow.db'}",
+                "--artifacts-destination",
+                str(store / "artifacts"),
+                "--serve-artifacts",
+            ],
+        )
+        self._wait(
+            server,
+            lambda: get_json(f"{self.tracking_uri}/api/2.0/mlflow/experiments/search?max_results=1") is not None,
+            "answer",
+            timeout=180,
+        )
 
     # -- faults --------------------------------------------------------------------------------
 
@@ -336,7 +431,8 @@ class LocalCluster:
                 if process.info["status"] == psutil.STATUS_ZOMBIE or process.pid == os.getpid():
                     continue
                 if os.getsid(process.pid) in self.sessions or any(
-                        mark in arg for mark in marks for arg in process.info["cmdline"] or ()):
+                    mark in arg for mark in marks for arg in process.info["cmdline"] or ()
+                ):
                     out.append(process)
             except (psutil.Error, ProcessLookupError):
                 pass
@@ -378,8 +474,9 @@ def _stop(processes: list[subprocess.Popen], grace: float = 10) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--dir", type=Path, default=None, help="logs and stores (default: a new temporary directory)")
     parser.add_argument("--ray-workers", type=int, default=2, help="Ray worker nodes beside the head")
     parser.add_argument("--cpus-per-node", type=float, default=1, help="logical CPUs of each Ray worker node")
@@ -390,10 +487,20 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     root = args.dir or Path(tempfile.mkdtemp(prefix="rnnmt-cluster-"))
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM stops it as Ctrl-C does
-    with LocalCluster(root, args.ray_workers, args.cpus_per_node, args.head_cpus, args.spark_workers,
-                      args.spark_cores, mlflow=not args.no_mlflow) as cluster:
-        print(f"Cluster up (logs in {root / 'logs'}). Ray dashboard {cluster.dashboard}"
-              + (f", MLflow {cluster.tracking_uri}" if cluster.mlflow_port else "") + ". Run a job on it with:\n")
+    with LocalCluster(
+        root,
+        args.ray_workers,
+        args.cpus_per_node,
+        args.head_cpus,
+        args.spark_workers,
+        args.spark_cores,
+        mlflow=not args.no_mlflow,
+    ) as cluster:
+        print(
+            f"Cluster up (logs in {root / 'logs'}). Ray dashboard {cluster.dashboard}"
+            + (f", MLflow {cluster.tracking_uri}" if cluster.mlflow_port else "")
+            + ". Run a job on it with:\n"
+        )
         print("  export SPARK_LOCAL_IP=127.0.0.1 RAY_AUTH_MODE=" + cluster.env()["RAY_AUTH_MODE"])
         print("  python -m jobs.pipeline " + " ".join(cluster.overrides()) + "\n")
         print("Ctrl-C stops every part.", flush=True)

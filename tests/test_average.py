@@ -7,13 +7,13 @@ from dataclasses import replace
 
 import pytest
 import torch
+from test_translate import _original
 
 from jobs import average as job
 from jobs.common.checkpoint import BUNDLE_FILE, Bundle, average_states
 from jobs.common.translation import translate
 from pipelines.contract.errors import CheckpointError, ConfigError
 from rnn_models.translator import Translator
-from test_translate import _original
 
 
 def _bundle(seed: int, **settings) -> Bundle:

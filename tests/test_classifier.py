@@ -10,9 +10,19 @@ from rnn_models.classifier import POOLINGS, Classifier, ClassifierSettings
 
 def _model(pooling="max", cell="lstm", bidirectional=True, layers=2, seed=0, vocab=20, classes=3, size=8, **kw):
     torch.manual_seed(seed)
-    return Classifier(ClassifierSettings(vocab=vocab, classes=classes, embedding_size=size, hidden_size=size,
-                                         layers=layers, cell=cell, bidirectional=bidirectional, pooling=pooling,
-                                         **kw))
+    return Classifier(
+        ClassifierSettings(
+            vocab=vocab,
+            classes=classes,
+            embedding_size=size,
+            hidden_size=size,
+            layers=layers,
+            cell=cell,
+            bidirectional=bidirectional,
+            pooling=pooling,
+            **kw,
+        )
+    )
 
 
 @pytest.mark.parametrize("pooling", POOLINGS)
@@ -85,7 +95,9 @@ def test_it_learns_what_depends_on_word_order(pooling):
     model.train()
     for epoch in range(30):
         for start in range(0, 600, 50):
-            loss = F.cross_entropy(model(ids[start:start + 50], lengths[start:start + 50]), labels[start:start + 50])
+            loss = F.cross_entropy(
+                model(ids[start : start + 50], lengths[start : start + 50]), labels[start : start + 50]
+            )
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
@@ -94,11 +106,16 @@ def test_it_learns_what_depends_on_word_order(pooling):
     assert before < 0.65 and after > 0.9, (before, after)
 
 
-@pytest.mark.parametrize("change, message", [({"pooling": "sum"}, "model.pooling must be one of"),
-                                             ({"classes": 1}, "at least 2 labels"),
-                                             ({"cell": "tcn"}, "model.cell must be one of"),
-                                             ({"dropout": 1.0}, "model.dropout must be in"),
-                                             ({"label_shift": [0.5]}, "label_shift has 1 values for 2 labels")])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"pooling": "sum"}, "model.pooling must be one of"),
+        ({"classes": 1}, "at least 2 labels"),
+        ({"cell": "tcn"}, "model.cell must be one of"),
+        ({"dropout": 1.0}, "model.dropout must be in"),
+        ({"label_shift": [0.5]}, "label_shift has 1 values for 2 labels"),
+    ],
+)
 def test_bad_settings_are_refused(change, message):
     with pytest.raises(ConfigError, match=message):
         ClassifierSettings.from_dict({"vocab": 10, "classes": 2, **change})

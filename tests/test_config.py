@@ -26,10 +26,10 @@ def test_unknown_key_is_rejected():
 
 
 def test_free_form_mappings_take_any_key():
-    cfg = load_config("preprocess", ['spark.conf={spark.sql.adaptive.enabled: "false"}',
-                                     "spark.conf.spark.executor.cores=2"])
-    assert flatten(to_dict(cfg)["spark"]["conf"]) == {"spark.sql.adaptive.enabled": "false",
-                                                      "spark.executor.cores": 2}
+    cfg = load_config(
+        "preprocess", ['spark.conf={spark.sql.adaptive.enabled: "false"}', "spark.conf.spark.executor.cores=2"]
+    )
+    assert flatten(to_dict(cfg)["spark"]["conf"]) == {"spark.sql.adaptive.enabled": "false", "spark.executor.cores": 2}
 
 
 def test_missing_config_file():

@@ -8,8 +8,8 @@ from pipelines.text.detokenize import detokenize, restore
 from pipelines.text.normalize import NormalizeOptions, placeholder_values, tokenize
 
 CASES = [
-    ("en", "Two young, White males don't sit (outside) near bushes; is it \"big\"?"),
-    ("fr", "Un homme, dit : \"l'homme est-il là ?\" (oui) peut-être des chiens."),
+    ("en", 'Two young, White males don\'t sit (outside) near bushes; is it "big"?'),
+    ("fr", 'Un homme, dit : "l\'homme est-il là ?" (oui) peut-être des chiens.'),
     ("en", "A man in a T-shirt and/or jeans."),
 ]
 

@@ -8,11 +8,33 @@ import torch
 from gensim.models import KeyedVectors
 from scipy.stats import spearmanr
 
-from rnn_models.embedding_eval import (Analogies, analogy_accuracy, load_similarity, nearest_neighbours,
-                                       similarity_correlation, spearman)
+from rnn_models.embedding_eval import (
+    Analogies,
+    analogy_accuracy,
+    load_similarity,
+    nearest_neighbours,
+    similarity_correlation,
+    spearman,
+)
 
-WORDS = ["king", "queen", "man", "woman", "paris", "france", "rome", "italy", "big", "bigger", "small",
-         "smaller", "tall", "taller", "cold", "colder"]
+WORDS = [
+    "king",
+    "queen",
+    "man",
+    "woman",
+    "paris",
+    "france",
+    "rome",
+    "italy",
+    "big",
+    "bigger",
+    "small",
+    "smaller",
+    "tall",
+    "taller",
+    "cold",
+    "colder",
+]
 
 
 def _vectors(seed=0):
@@ -27,10 +49,12 @@ def _vectors(seed=0):
 
 def _questions(tmp_path):
     path = tmp_path / "questions.txt"
-    path.write_text(": family\nKing Queen Man Woman\nMan Woman King Queen\n"
-                    ": capital-world\nParis France Rome Italy\nParis France Berlin Germany\n"
-                    ": gram2-comparative\nbig bigger small smaller\nbig bigger tall taller\n"
-                    "small smaller cold colder\ncold colder tall taller\n")
+    path.write_text(
+        ": family\nKing Queen Man Woman\nMan Woman King Queen\n"
+        ": capital-world\nParis France Rome Italy\nParis France Berlin Germany\n"
+        ": gram2-comparative\nbig bigger small smaller\nbig bigger tall taller\n"
+        "small smaller cold colder\ncold colder tall taller\n"
+    )
     return path
 
 
@@ -56,11 +80,14 @@ def test_spearman_matches_scipy_with_ties():
 
 def test_similarity_files_and_correlation(tmp_path):
     tsv = tmp_path / "ws.tsv"
-    tsv.write_text("# comment\n# Word 1\tWord 2\tHuman\nKing\tqueen\t8.5\nking\tcold\t1.0\nparis\tfrance\t7\n"
-                   "rome\tunknownword\t5\n")
+    tsv.write_text(
+        "# comment\n# Word 1\tWord 2\tHuman\nKing\tqueen\t8.5\nking\tcold\t1.0\nparis\tfrance\t7\n"
+        "rome\tunknownword\t5\n"
+    )
     csv = tmp_path / "ws.csv"
-    csv.write_text("Word 1,Word 2,Human (mean)\r\nking,queen,8.5\r\nking,cold,1.0\r\nparis,france,7\r\n"
-                   "rome,unknownword,5\r\n")
+    csv.write_text(
+        "Word 1,Word 2,Human (mean)\r\nking,queen,8.5\r\nking,cold,1.0\r\nparis,france,7\r\nrome,unknownword,5\r\n"
+    )
     pairs = load_similarity(tsv)
     assert pairs == load_similarity(csv) and pairs[0] == ("king", "queen", 8.5)
     result = similarity_correlation(WORDS, _vectors(), pairs)

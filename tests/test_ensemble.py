@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import pytest
 import torch
+from test_translate import _original
+from test_translator import batch
 
 from jobs.common.checkpoint import Bundle
 from pipelines.contract.errors import CheckpointError
@@ -12,8 +14,6 @@ from pipelines.contract.specials import EOS_ID, GO_ID
 from rnn_models.ensemble import Ensemble
 from rnn_models.search import DecodeSettings, beam_search, greedy
 from rnn_models.translator import Translator, TranslatorSettings
-from test_translate import _original
-from test_translator import batch
 
 
 def _member(seed: int, **kwargs) -> Translator:

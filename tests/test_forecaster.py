@@ -32,7 +32,7 @@ def test_generate_feeds_each_prediction_back():
     # the same by hand: run the whole sequence again, each time with the forecasts so far appended
     sequence = history
     for k in range(4):
-        predicted, _ = model(sequence, calendar[:, :sequence.size(1)])
+        predicted, _ = model(sequence, calendar[:, : sequence.size(1)])
         torch.testing.assert_close(forecast[:, k], predicted[:, -1], rtol=1e-5, atol=1e-6)
         sequence = torch.cat([sequence, predicted[:, -1:]], dim=1)
 
@@ -60,7 +60,7 @@ def test_it_learns_a_seasonal_series_and_forecasts_it_ahead():
     torch.manual_seed(0)
     t = np.arange(400)
     series = np.sin(2 * np.pi * t / 12) + 0.5 * np.sin(2 * np.pi * t / 5)
-    windows = np.stack([series[s:s + 25] for s in range(0, 340)]).astype(np.float32)[..., None]
+    windows = np.stack([series[s : s + 25] for s in range(0, 340)]).astype(np.float32)[..., None]
     inputs, targets = torch.as_tensor(windows[:, :-1]), torch.as_tensor(windows[:, 1:])
     model = Forecaster(ForecasterSettings(features=1, hidden_size=32, layers=1))
     history, truth = torch.as_tensor(series[350:374], dtype=torch.float32)[None, :, None], series[374:398]

@@ -12,11 +12,15 @@ from jobs.common.config import load_config
 from jobs.common.job_output import differences, filtered, run_log, show_config
 from pipelines.contract.errors import ConfigError
 
-RAY_TRAIN_LINE = ("(RayTrainWorker pid=27346) Checkpoint successfully created at: Checkpoint(filesystem=local, "
-                  "path=/tmp/x/checkpoint_2026-12-02_23-35-12.829782)")
-CORE_WORKER_LINE = ("(TrainController pid=27233) [2026-12-02 23:35:07,173 E 27233 27263] core_worker.cc:2465: Actor "
-                    "with class name: 'PreemptionWatcher' and ID: '3d10369d' has constructor arguments in the "
-                    "object store and max_restarts > 0")
+RAY_TRAIN_LINE = (
+    "(RayTrainWorker pid=27346) Checkpoint successfully created at: Checkpoint(filesystem=local, "
+    "path=/tmp/x/checkpoint_2026-12-02_23-35-12.829782)"
+)
+CORE_WORKER_LINE = (
+    "(TrainController pid=27233) [2026-12-02 23:35:07,173 E 27233 27263] core_worker.cc:2465: Actor "
+    "with class name: 'PreemptionWatcher' and ID: '3d10369d' has constructor arguments in the "
+    "object store and max_restarts > 0"
+)
 OWN_LINE = "(RayTrainWorker pid=27626) epoch 0: valid loss 1.680 ppl 5.36 BLEU 26.25"
 
 
@@ -77,8 +81,12 @@ def test_each_mlflow_run_keeps_the_lines_printed_while_it_was_open(tmp_path, mon
     from jobs.common.tracking import mlflow_run
 
     monkeypatch.setattr(sys, "stdout", io.StringIO())
-    cfg = {"enabled": True, "tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}", "experiment": "logs",
-           "artifact_location": (tmp_path / "artifacts").as_uri()}
+    cfg = {
+        "enabled": True,
+        "tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}",
+        "experiment": "logs",
+        "artifact_location": (tmp_path / "artifacts").as_uri(),
+    }
     with filtered():
         print("before any run")
         with mlflow_run(cfg, "outer") as outer:

@@ -7,8 +7,14 @@ from torch.nn import functional as F
 
 from pipelines.contract.errors import ConfigError
 from pipelines.contract.specials import GO_ID, PAD_ID
-from rnn_models.language_model import (LanguageModel, LanguageModelSettings, segment_count, segments, stream_loss,
-                                       stream_rows)
+from rnn_models.language_model import (
+    LanguageModel,
+    LanguageModelSettings,
+    segment_count,
+    segments,
+    stream_loss,
+    stream_rows,
+)
 from rnn_models.recurrent import detach_state
 from rnn_models.sampling import SampleSettings, generate, next_token
 
@@ -22,8 +28,10 @@ def test_rows_are_contiguous_and_only_the_end_is_padding():
     rows = stream_rows(np.arange(6, 16), 4)  # 10 tokens in 4 rows of 3
     assert rows.tolist() == [[6, 7, 8], [9, 10, 11], [12, 13, 14], [15, PAD_ID, PAD_ID]]
     pieces = list(segments(rows, 2))
-    assert [(x.tolist(), y.tolist()) for x, y in pieces][0] == ([[6, 7], [9, 10], [12, 13], [15, 0]],
-                                                                 [[7, 8], [10, 11], [13, 14], [0, 0]])
+    assert [(x.tolist(), y.tolist()) for x, y in pieces][0] == (
+        [[6, 7], [9, 10], [12, 13], [15, 0]],
+        [[7, 8], [10, 11], [13, 14], [0, 0]],
+    )
     assert [x.size(1) for x, _ in pieces] == [2] and segment_count(10, 4, 2) == 1
     assert segment_count(100, 4, 7) == len(list(segments(stream_rows(np.arange(100), 4), 7))) == 4
 
@@ -127,7 +135,9 @@ def test_sampling_is_reproducible_and_temperature_zero_is_greedy():
         ids.append(greedy[-1])
     assert generate(model, [5, 6], 20, SampleSettings(temperature=0)) == [greedy]
     assert generate(model, [5, 6], 20, SampleSettings(top_k=1), generator=torch.Generator().manual_seed(1)) == [greedy]
-    assert generate(model, [5, 6], 20, SampleSettings(top_p=1e-6), generator=torch.Generator().manual_seed(1)) == [greedy]
+    assert generate(model, [5, 6], 20, SampleSettings(top_p=1e-6), generator=torch.Generator().manual_seed(1)) == [
+        greedy
+    ]
 
 
 def test_draws_follow_the_tempered_and_truncated_distribution():
@@ -140,7 +150,7 @@ def test_draws_follow_the_tempered_and_truncated_distribution():
 
     allowed = torch.tensor([0, 0.05, 0.1, 0.05, 0, 0.05, 0.25]) / 0.5
     torch.testing.assert_close(frequencies(SampleSettings()), allowed, atol=0.015, rtol=0)
-    hot = allowed ** 0.5 / (allowed ** 0.5).sum()  # temperature 2 flattens
+    hot = allowed**0.5 / (allowed**0.5).sum()  # temperature 2 flattens
     torch.testing.assert_close(frequencies(SampleSettings(temperature=2.0)), hot, atol=0.015, rtol=0)
     top2 = torch.tensor([0, 0, 0.1, 0, 0, 0, 0.25]) / 0.35
     torch.testing.assert_close(frequencies(SampleSettings(top_k=2)), top2, atol=0.015, rtol=0)

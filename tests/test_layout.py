@@ -30,8 +30,12 @@ def _modules(package: str) -> dict[str, set[str]]:
 
 
 def _offending(package: str, allowed: callable) -> list[str]:
-    return [f"{module} imports {name}" for module, names in _modules(package).items()
-            for name in sorted(names) if not allowed(module, name)]
+    return [
+        f"{module} imports {name}"
+        for module, names in _modules(package).items()
+        for name in sorted(names)
+        if not allowed(module, name)
+    ]
 
 
 def _top(name: str) -> str:
@@ -40,10 +44,12 @@ def _top(name: str) -> str:
 
 def test_models_know_nothing_of_spark_ray_mlflow_or_jobs():
     """rnn_models: plain PyTorch, and of the data side only its contract (special ids, errors)."""
+
     def allowed(module: str, name: str) -> bool:
         if _top(name) in ("pyspark", "ray", "mlflow", "jobs"):
             return False
         return _top(name) != "pipelines" or name.startswith("pipelines.contract.")
+
     assert _offending("rnn_models", allowed) == []
 
 
@@ -52,15 +58,21 @@ def test_the_data_side_knows_nothing_of_torch_ray_or_jobs_and_only_spark_imports
         if _top(name) in ("torch", "ray", "mlflow", "jobs", "rnn_models"):
             return False
         return _top(name) != "pyspark" or module.startswith("pipelines/spark/")
+
     assert _offending("pipelines", allowed) == []
 
 
 @pytest.mark.parametrize("package", ["pipelines/contract", "pipelines/text", "pipelines/series"])
 def test_contract_text_and_series_rules_stand_alone(package):
     """What both sides import needs neither Spark nor the Spark stages."""
+
     def allowed(module: str, name: str) -> bool:
-        return not name.startswith("pipelines.spark") and _top(name) != "pyspark" and \
-            not (package == "pipelines/contract" and name.startswith(("pipelines.text", "pipelines.series")))
+        return (
+            not name.startswith("pipelines.spark")
+            and _top(name) != "pyspark"
+            and not (package == "pipelines/contract" and name.startswith(("pipelines.text", "pipelines.series")))
+        )
+
     assert _offending(package, allowed) == []
 
 
@@ -80,5 +92,6 @@ def test_the_training_loop_knows_nothing_of_ray(module):
     """The loop runs in-process (its tests, one worker) as under Ray Train: Ray is jobs.common.ray_train's."""
     names = _imports(PROJECT / module)
     assert not [n for n in names if _top(n) in ("ray", "mlflow", "pyspark")]
-    assert not [n for n in names if n.startswith("jobs.") and n.split(".")[2] in ("ray_train", "ray_private",
-                                                                                  "tracking")]
+    assert not [
+        n for n in names if n.startswith("jobs.") and n.split(".")[2] in ("ray_train", "ray_private", "tracking")
+    ]

@@ -15,19 +15,19 @@ import subprocess
 import sys
 import time
 import urllib.error
-import uuid
 import urllib.parse
+import uuid
 from pathlib import Path
 
 import pytest
+from local_cluster import BIN, LocalCluster
 from ray.job_submission import JobStatus, JobSubmissionClient
+from test_model_registry import _wait_for as wait_until_ok
+from test_model_registry import post as post_json
 
 from conftest import PROJECT, free_port, get_json
 from jobs.common.checkpoint import Bundle
 from jobs.common.translation import translate
-from local_cluster import BIN, LocalCluster
-from test_model_registry import post as post_json
-from test_model_registry import _wait_for as wait_until_ok
 
 pytestmark = pytest.mark.slow
 
@@ -45,8 +45,9 @@ def cluster(tmp_path_factory):
 
 
 def _job(cluster: LocalCluster, *argv: str, timeout: float = 900) -> subprocess.CompletedProcess:
-    done = subprocess.run([sys.executable, "-m", *argv], cwd=PROJECT, env=cluster.env(), capture_output=True,
-                          text=True, timeout=timeout)
+    done = subprocess.run(
+        [sys.executable, "-m", *argv], cwd=PROJECT, env=cluster.env(), capture_output=True, text=True, timeout=timeout
+    )
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
     return done
 
@@ -57,8 +58,20 @@ def _mlflow(cluster: LocalCluster, path: str, **query: str) -> dict:
 
 def _submit(cluster: LocalCluster, job_id: str, *argv: str) -> subprocess.CompletedProcess:
     """``ray job submit`` of ``python argv`` to the cluster's head, the project as the working directory."""
-    command = [str(BIN / "ray"), "job", "submit", "--address", cluster.dashboard, "--submission-id", job_id,
-               "--working-dir", ".", "--", "python", *argv]
+    command = [
+        str(BIN / "ray"),
+        "job",
+        "submit",
+        "--address",
+        cluster.dashboard,
+        "--submission-id",
+        job_id,
+        "--working-dir",
+        ".",
+        "--",
+        "python",
+        *argv,
+    ]
     for _ in range(30):  # the head's dashboard can answer before its job agent is up
         done = subprocess.run(command, cwd=PROJECT, env=cluster.env(), capture_output=True, text=True, timeout=900)
         if "No available agent to submit job" not in done.stderr + done.stdout:
@@ -71,15 +84,29 @@ def _submit(cluster: LocalCluster, job_id: str, *argv: str) -> subprocess.Comple
 def test_pipeline_submitted_runs_across_the_nodes(cluster, tmp_path):
     """``ray job submit`` of the pipeline: its driver on the head, its work on every node."""
     work = tmp_path / "work"
-    two_workers = [f"stages.{stage}.overrides.train.{key}" for stage in ("translator", "word2vec")
-                   for key in ("num_workers=2", "cpus_per_worker=1")]
+    two_workers = [
+        f"stages.{stage}.overrides.train.{key}"
+        for stage in ("translator", "word2vec")
+        for key in ("num_workers=2", "cpus_per_worker=1")
+    ]
     job_id = f"rnnmt-test-{uuid.uuid4().hex[:8]}"
-    done = _submit(cluster, job_id, "-m", "jobs.pipeline", "tests/data/pipeline-toy.yaml", f"work_dir={work}",
-                   f"mlflow.experiment={EXPERIMENT}", *cluster.overrides(), *two_workers)
+    done = _submit(
+        cluster,
+        job_id,
+        "-m",
+        "jobs.pipeline",
+        "tests/data/pipeline-toy.yaml",
+        f"work_dir={work}",
+        f"mlflow.experiment={EXPERIMENT}",
+        *cluster.overrides(),
+        *two_workers,
+    )
     assert JobSubmissionClient(cluster.dashboard).get_job_status(job_id) == JobStatus.SUCCEEDED
     log = done.stdout + done.stderr
     assert "Started a local Ray instance" not in log  # it ran on the cluster, not beside it
-    summary = json.loads(next(line for line in reversed(done.stdout.splitlines()) if line.startswith('{"mlflow_run_id"')))
+    summary = json.loads(
+        next(line for line in reversed(done.stdout.splitlines()) if line.startswith('{"mlflow_run_id"'))
+    )
 
     # Ray: each data-parallel trainer's two workers ran on two different nodes (1 CPU each)
     runs = {r["name"]: r for r in get_json(f"{cluster.dashboard}/api/train/v2/runs/v1")["train_runs"]}
@@ -95,11 +122,15 @@ def test_pipeline_submitted_runs_across_the_nodes(cluster, tmp_path):
     # MLflow, through the server only: every run finished, artifacts stored by the server
     experiment = _mlflow(cluster, "experiments/get-by-name", experiment_name=EXPERIMENT)["experiment"]
     assert experiment["artifact_location"].startswith("mlflow-artifacts:"), experiment
-    found = get_json(f"{cluster.tracking_uri}/api/2.0/mlflow/runs/search",
-                     {"experiment_ids": [experiment["experiment_id"]], "max_results": 100})["runs"]
+    found = get_json(
+        f"{cluster.tracking_uri}/api/2.0/mlflow/runs/search",
+        {"experiment_ids": [experiment["experiment_id"]], "max_results": 100},
+    )["runs"]
     names = {r["info"]["run_name"]: r["info"] for r in found}
-    assert set(names) == {"pipeline", *(f"pipeline-{s}" for s in
-                                        ("corpus", "text", "word2vec", "lm", "translator", "evaluate"))}
+    assert set(names) == {
+        "pipeline",
+        *(f"pipeline-{s}" for s in ("corpus", "text", "word2vec", "lm", "translator", "evaluate")),
+    }
     assert all(info["status"] == "FINISHED" for info in names.values()), names
     assert summary["mlflow_run_id"] == names["pipeline"]["run_id"]
     report = get_json(f"{cluster.tracking_uri}/api/2.0/mlflow/artifacts/list?run_id={summary['mlflow_run_id']}")
@@ -114,9 +145,21 @@ def test_pipeline_submitted_runs_across_the_nodes(cluster, tmp_path):
 
     # the champion served from the registry, fetched through the server
     port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "jobs.serve", "model=models:/rnnmt-translator@champion",
-                               f"port={port}", f"mlflow.tracking_uri={cluster.tracking_uri}"], cwd=PROJECT,
-                              env=cluster.env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "jobs.serve",
+            "model=models:/rnnmt-translator@champion",
+            f"port={port}",
+            f"mlflow.tracking_uri={cluster.tracking_uri}",
+        ],
+        cwd=PROJECT,
+        env=cluster.env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
         wait_until_ok(f"http://127.0.0.1:{port}/ping", server)
         best = Bundle.load(work / "translator" / "best")
@@ -132,22 +175,63 @@ def test_classifier_and_forecaster_run_across_the_nodes(cluster, tmp_path):
     """The README's commands for both systems with the cluster's Spark, Ray and MLflow: preprocessing
     on the standalone master, each trainer's two workers on two nodes, predictions from the
     published models; runs checked through the MLflow server."""
-    common = [*cluster.overrides(), f"mlflow.experiment={EXPERIMENT}-more", f"storage_path={tmp_path / 'ray'}",
-              "train.num_workers=2", "train.cpus_per_worker=1", "model.hidden_size=16"]
+    common = [
+        *cluster.overrides(),
+        f"mlflow.experiment={EXPERIMENT}-more",
+        f"storage_path={tmp_path / 'ray'}",
+        "train.num_workers=2",
+        "train.cpus_per_worker=1",
+        "model.hidden_size=16",
+    ]
     data = [*cluster.overrides(), f"mlflow.experiment={EXPERIMENT}-more"]
-    _job(cluster, "jobs.preprocess", "conf/preprocess/sample_sentiment.yaml", f"output_dir={tmp_path / 'sentiment'}",
-         "run_name=cluster-sentiment", *data)
-    _job(cluster, "jobs.train_classifier", f"data_dir={tmp_path / 'sentiment'}", f"output_dir={tmp_path / 'cls'}",
-         "run_name=cluster-classifier", "train.epochs=1", "model.embedding_size=16", *common)
-    _job(cluster, "jobs.preprocess", "conf/preprocess/sample_series.yaml", f"output_dir={tmp_path / 'series'}",
-         "run_name=cluster-series", *data)
-    _job(cluster, "jobs.train_forecaster", f"data_dir={tmp_path / 'series'}", f"output_dir={tmp_path / 'fc'}",
-         "run_name=cluster-forecaster", "train.epochs=2", "valid.every=1", *common)
+    _job(
+        cluster,
+        "jobs.preprocess",
+        "conf/preprocess/sample_sentiment.yaml",
+        f"output_dir={tmp_path / 'sentiment'}",
+        "run_name=cluster-sentiment",
+        *data,
+    )
+    _job(
+        cluster,
+        "jobs.train_classifier",
+        f"data_dir={tmp_path / 'sentiment'}",
+        f"output_dir={tmp_path / 'cls'}",
+        "run_name=cluster-classifier",
+        "train.epochs=1",
+        "model.embedding_size=16",
+        *common,
+    )
+    _job(
+        cluster,
+        "jobs.preprocess",
+        "conf/preprocess/sample_series.yaml",
+        f"output_dir={tmp_path / 'series'}",
+        "run_name=cluster-series",
+        *data,
+    )
+    _job(
+        cluster,
+        "jobs.train_forecaster",
+        f"data_dir={tmp_path / 'series'}",
+        f"output_dir={tmp_path / 'fc'}",
+        "run_name=cluster-forecaster",
+        "train.epochs=2",
+        "valid.every=1",
+        *common,
+    )
 
     label = _job(cluster, "jobs.classify", str(tmp_path / "cls" / "best"), "--input", str(PROJECT / "README.md"))
     assert {line.split("\t")[0] for line in label.stdout.splitlines() if line} <= {"0", "1"}
-    forecast = _job(cluster, "jobs.forecast", str(tmp_path / "fc" / "best"), "--series",
-                    str(PROJECT / "data/sample/sunspots-yearly.csv"), "--steps", "5")
+    forecast = _job(
+        cluster,
+        "jobs.forecast",
+        str(tmp_path / "fc" / "best"),
+        "--series",
+        str(PROJECT / "data/sample/sunspots-yearly.csv"),
+        "--steps",
+        "5",
+    )
     assert len(forecast.stdout.strip().splitlines()) == 1 + 5  # a header and the five steps
 
     runs = {r["name"]: r for r in get_json(f"{cluster.dashboard}/api/train/v2/runs/v1")["train_runs"]}
@@ -157,11 +241,14 @@ def test_classifier_and_forecaster_run_across_the_nodes(cluster, tmp_path):
     master = get_json(f"http://127.0.0.1:{cluster.spark_ui_port}/json/")
     assert sum(app["name"] == "rnnmt-preprocess" for app in master["completedapps"]) >= 2
     experiment = _mlflow(cluster, "experiments/get-by-name", experiment_name=f"{EXPERIMENT}-more")["experiment"]
-    found = get_json(f"{cluster.tracking_uri}/api/2.0/mlflow/runs/search",
-                     {"experiment_ids": [experiment["experiment_id"]], "max_results": 10})["runs"]
+    found = get_json(
+        f"{cluster.tracking_uri}/api/2.0/mlflow/runs/search",
+        {"experiment_ids": [experiment["experiment_id"]], "max_results": 10},
+    )["runs"]
     status = {r["info"]["run_name"]: r["info"]["status"] for r in found}
-    assert status == {name: "FINISHED" for name in ("cluster-sentiment", "cluster-classifier", "cluster-series",
-                                                     "cluster-forecaster")}
+    assert status == {
+        name: "FINISHED" for name in ("cluster-sentiment", "cluster-classifier", "cluster-series", "cluster-forecaster")
+    }
     # both models registered through the server, each the champion of its name
     runs_by_name = {r["info"]["run_name"]: r["info"]["run_id"] for r in found}
     for model, run in (("rnnmt-classifier", "cluster-classifier"), ("rnnmt-forecaster", "cluster-forecaster")):
@@ -171,9 +258,19 @@ def test_classifier_and_forecaster_run_across_the_nodes(cluster, tmp_path):
 
 def test_an_in_process_ray_runs_beside_another_ray(cluster, toy_pairs_data, tmp_path):
     """The default (no ray.address) starts a Ray of its own and trains, while the cluster's head runs."""
-    done = _job(cluster, "jobs.train_translator", f"data_dir={toy_pairs_data}", f"output_dir={tmp_path / 'out'}",
-                f"storage_path={tmp_path / 'ray'}", "model.hidden_size=16", "train.epochs=1", "train.num_workers=1",
-                "train.cpus_per_worker=1", "ray.num_cpus=2", "mlflow.enabled=false")
+    done = _job(
+        cluster,
+        "jobs.train_translator",
+        f"data_dir={toy_pairs_data}",
+        f"output_dir={tmp_path / 'out'}",
+        f"storage_path={tmp_path / 'ray'}",
+        "model.hidden_size=16",
+        "train.epochs=1",
+        "train.num_workers=1",
+        "train.cpus_per_worker=1",
+        "ray.num_cpus=2",
+        "mlflow.enabled=false",
+    )
     log = done.stdout + done.stderr
     assert "Started a local Ray instance" in log
     assert "multiple active Ray instances" not in log, log[-4000:]
@@ -194,27 +291,55 @@ def _epochs_logged(cluster: LocalCluster, run_name: str) -> list[int]:
         if error.code == 404:  # not created yet
             return []
         raise
-    found = get_json(f"{cluster.tracking_uri}/api/2.0/mlflow/runs/search",
-                     {"experiment_ids": [experiment["experiment_id"]],
-                      "filter": f"attributes.run_name = '{run_name}'"}).get("runs", [])
+    found = get_json(
+        f"{cluster.tracking_uri}/api/2.0/mlflow/runs/search",
+        {"experiment_ids": [experiment["experiment_id"]], "filter": f"attributes.run_name = '{run_name}'"},
+    ).get("runs", [])
     if not found:
         return []
     run_id = found[0]["info"]["run_id"]
-    return sorted(m["step"] for m in _mlflow(cluster, "metrics/get-history", run_id=run_id,
-                                              metric_key="valid_bleu").get("metrics", []))
+    return sorted(
+        m["step"]
+        for m in _mlflow(cluster, "metrics/get-history", run_id=run_id, metric_key="valid_bleu").get("metrics", [])
+    )
 
 
-def _train_until_epoch_0(cluster: LocalCluster, data_dir: Path, tmp_path: Path, name: str,
-                         *settings: str) -> subprocess.Popen:
+def _train_until_epoch_0(
+    cluster: LocalCluster, data_dir: Path, tmp_path: Path, name: str, *settings: str
+) -> subprocess.Popen:
     """A small translator training on the cluster (run ``name``, 3 epochs, ``settings`` on top),
     returned once MLflow holds its epoch 0."""
-    command = [sys.executable, "-m", "jobs.train_translator", f"data_dir={data_dir}", f"output_dir={tmp_path / 'out'}",
-               f"storage_path={tmp_path / 'ray'}", f"run_name={name}", "model.embedding_size=32",
-               "model.hidden_size=32", "train.batch_tokens=200", "train.epochs=3", "train.cpus_per_worker=1",
-               "train.patience=0", "valid.max_sentences=50", "valid.test_split=", "valid.heatmaps=0",
-               "mlflow.registry_name=", f"mlflow.experiment={EXPERIMENT}", *cluster.overrides(), *settings]
-    job = subprocess.Popen(command, cwd=PROJECT, env=cluster.env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                           text=True, start_new_session=True)
+    command = [
+        sys.executable,
+        "-m",
+        "jobs.train_translator",
+        f"data_dir={data_dir}",
+        f"output_dir={tmp_path / 'out'}",
+        f"storage_path={tmp_path / 'ray'}",
+        f"run_name={name}",
+        "model.embedding_size=32",
+        "model.hidden_size=32",
+        "train.batch_tokens=200",
+        "train.epochs=3",
+        "train.cpus_per_worker=1",
+        "train.patience=0",
+        "valid.max_sentences=50",
+        "valid.test_split=",
+        "valid.heatmaps=0",
+        "mlflow.registry_name=",
+        f"mlflow.experiment={EXPERIMENT}",
+        *cluster.overrides(),
+        *settings,
+    ]
+    job = subprocess.Popen(
+        command,
+        cwd=PROJECT,
+        env=cluster.env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     deadline = time.monotonic() + 300
     while not _epochs_logged(cluster, name):
         if job.poll() is not None or time.monotonic() > deadline:
@@ -230,8 +355,9 @@ def test_a_node_lost_mid_training_restarts_the_run_on_the_others(cluster, sample
     max_failures=1 Ray Train restarts the whole worker group (fixed size) on the nodes left, from
     its latest checkpoint, and the run finishes with each epoch logged once."""
     name = "lost-node"
-    job = _train_until_epoch_0(cluster, sample_pairs_data, tmp_path, name, "train.num_workers=2",
-                               "train.max_failures=1")
+    job = _train_until_epoch_0(
+        cluster, sample_pairs_data, tmp_path, name, "train.num_workers=2", "train.max_failures=1"
+    )
     try:
         nodes = cluster.ray_nodes()
         used = {w["node_id"] for w in _train_run(cluster, name)["attempts"][-1]["workers"]}
@@ -264,14 +390,28 @@ def test_a_spark_worker_lost_mid_preprocessing_changes_no_byte(cluster, tmp_path
     the bundled Tatoeba corpus; the output equals an undisturbed run's, byte for byte (the
     manifest's creation time and duration aside)."""
     out = tmp_path / "out"
-    command = [sys.executable, "-m", "jobs.preprocess", f"output_dir={out}", "overwrite=true", "mlflow.enabled=false",
-               f"spark.master={cluster.spark_master}"]
+    command = [
+        sys.executable,
+        "-m",
+        "jobs.preprocess",
+        f"output_dir={out}",
+        "overwrite=true",
+        "mlflow.enabled=false",
+        f"spark.master={cluster.spark_master}",
+    ]
     _job(cluster, *command[2:])
     undisturbed = _files(out)
     shutil.move(out, tmp_path / "undisturbed")
 
-    job = subprocess.Popen(command, cwd=PROJECT, env=cluster.env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                           text=True, start_new_session=True)
+    job = subprocess.Popen(
+        command,
+        cwd=PROJECT,
+        env=cluster.env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     victim = cluster.service("spark-worker2")
     try:
         worker = f"http://127.0.0.1:{victim.ports['ui']}/json/"
@@ -307,8 +447,9 @@ def test_the_tracking_server_away_for_a_while_loses_and_repeats_nothing(cluster,
     the workers' logging waits through MLflow's retries, training goes on, and the run holds
     every epoch and every progress step once."""
     name = "server-away"
-    job = _train_until_epoch_0(cluster, sample_pairs_data, tmp_path, name, "train.num_workers=1",
-                               "train.report_seconds=1")
+    job = _train_until_epoch_0(
+        cluster, sample_pairs_data, tmp_path, name, "train.num_workers=1", "train.report_seconds=1"
+    )
     try:
         cluster.stop_service("mlflow")
         time.sleep(5)
@@ -321,10 +462,15 @@ def test_the_tracking_server_away_for_a_while_loses_and_repeats_nothing(cluster,
     assert job.returncode == 0, out[-4000:]
     assert _epochs_logged(cluster, name) == [0, 1, 2]
     experiment = _mlflow(cluster, "experiments/get-by-name", experiment_name=EXPERIMENT)["experiment"]
-    (run,) = get_json(f"{cluster.tracking_uri}/api/2.0/mlflow/runs/search",
-                      {"experiment_ids": [experiment["experiment_id"]],
-                       "filter": f"attributes.run_name = '{name}'"})["runs"]
+    (run,) = get_json(
+        f"{cluster.tracking_uri}/api/2.0/mlflow/runs/search",
+        {"experiment_ids": [experiment["experiment_id"]], "filter": f"attributes.run_name = '{name}'"},
+    )["runs"]
     assert run["info"]["status"] == "FINISHED"
-    steps = [m["step"] for m in _mlflow(cluster, "metrics/get-history", run_id=run["info"]["run_id"],
-                                        metric_key="train_loss")["metrics"]]
+    steps = [
+        m["step"]
+        for m in _mlflow(cluster, "metrics/get-history", run_id=run["info"]["run_id"], metric_key="train_loss")[
+            "metrics"
+        ]
+    ]
     assert len(steps) > 3 and sorted(steps) == sorted(set(steps))  # progress went on being logged, each step once

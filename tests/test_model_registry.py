@@ -19,13 +19,13 @@ from pathlib import Path
 import mlflow
 import pytest
 from mlflow.exceptions import MlflowException
+from test_translate import _original
 
+from conftest import free_port
 from jobs.common.checkpoint import BUNDLE_FILE, Bundle
 from jobs.common.model_registry import CHAMPION, PERPLEXITY, beam_bleu, log_translator, pairs_digest, register
 from jobs.common.translation import translate
 from rnn_models.search import DecodeSettings
-from conftest import free_port
-from test_translate import _original
 
 TEXTS = ["The cat sleeps on 3 mats.", "a cat", ""]
 
@@ -37,8 +37,9 @@ def store(tmp_path_factory):
     uri = f"sqlite:///{root / 'mlflow.db'}"
     mlflow.set_tracking_uri(uri)
     # artifacts in the test's directory (a new experiment's default is ./mlruns)
-    mlflow.set_experiment(experiment_id=mlflow.create_experiment(
-        "registry-test", artifact_location=(root / "artifacts").as_uri()))
+    mlflow.set_experiment(
+        experiment_id=mlflow.create_experiment("registry-test", artifact_location=(root / "artifacts").as_uri())
+    )
     _original().save(root / BUNDLE_FILE)
     yield root, uri
     mlflow.set_tracking_uri(None)
@@ -64,8 +65,13 @@ def test_logged_model_translates_text_as_jobs_translate_does(store):
     signature = model.metadata.signature
     assert signature.inputs.to_dict() == [{"type": "string", "required": True}]
     defaults = {p.name: p.default for p in signature.params.params}
-    assert defaults == {"beam": base.beam, "alpha": base.alpha, "unk": base.unk, "nbest": 1,
-                        "max_tokens": base.max_tokens}
+    assert defaults == {
+        "beam": base.beam,
+        "alpha": base.alpha,
+        "unk": base.unk,
+        "nbest": 1,
+        "max_tokens": base.max_tokens,
+    }
     expected = [t.text for t in translate(bundle, TEXTS, base)]
     assert model.predict(TEXTS) == expected
     greedy = [t.text for t in translate(bundle, TEXTS, DecodeSettings.from_dict({"beam": 1}, base))]
@@ -80,10 +86,17 @@ def test_logged_model_translates_text_as_jobs_translate_does(store):
         model.predict(TEXTS, params={"nbest": 9})
 
     # the same in a fresh Python process, which knows only the URI
-    code = ("import json, sys, mlflow; mlflow.set_tracking_uri(sys.argv[1]); "
-            "print(json.dumps(mlflow.pyfunc.load_model(sys.argv[2]).predict(json.loads(sys.argv[3]))))")
-    out = subprocess.run([sys.executable, "-c", code, uri, model_uri, json.dumps(TEXTS)], capture_output=True,
-                         text=True, timeout=300, check=True).stdout
+    code = (
+        "import json, sys, mlflow; mlflow.set_tracking_uri(sys.argv[1]); "
+        "print(json.dumps(mlflow.pyfunc.load_model(sys.argv[2]).predict(json.loads(sys.argv[3]))))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, uri, model_uri, json.dumps(TEXTS)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    ).stdout
     assert json.loads(out.strip().splitlines()[-1]) == expected
 
 
@@ -162,9 +175,19 @@ def served(model_uri: str, tracking_uri: str) -> Iterator[str]:
     """``jobs.serve`` (a real ``mlflow models serve``) serving ``model_uri`` on a free port, once it
     answers; yields its invocations URL and stops it after."""
     port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "jobs.serve", f"model={model_uri}", f"port={port}",
-                               f"mlflow.tracking_uri={tracking_uri}"],
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "jobs.serve",
+            f"model={model_uri}",
+            f"port={port}",
+            f"mlflow.tracking_uri={tracking_uri}",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
         _wait_for(f"http://127.0.0.1:{port}/ping", server)
         yield f"http://127.0.0.1:{port}/invocations"
@@ -185,11 +208,13 @@ def test_served_model_answers_rest_requests_and_refuses_bad_ones(store):
         assert status == 200 and answer == {"predictions": expected}
         status, answer = post(url, json.dumps({"inputs": TEXTS[:1], "params": {"nbest": 2}}).encode())
         assert status == 200 and answer["predictions"][0][0]["text"] == expected[0]
-        for bad, message in ((json.dumps({"inputs": [1, 2]}).encode(), "Expected type str"),
-                             (json.dumps({"inputs": []}).encode(), "no sentences"),
-                             (json.dumps({"inputs": "one"}).encode(), "Expected list"),
-                             (b'{"inputs": ["\xff\xfe"]}', "UTF-8"),
-                             (json.dumps({"inputs": ["a"], "params": {"beam": 0}}).encode(), "beam")):
+        for bad, message in (
+            (json.dumps({"inputs": [1, 2]}).encode(), "Expected type str"),
+            (json.dumps({"inputs": []}).encode(), "no sentences"),
+            (json.dumps({"inputs": "one"}).encode(), "Expected list"),
+            (b'{"inputs": ["\xff\xfe"]}', "UTF-8"),
+            (json.dumps({"inputs": ["a"], "params": {"beam": 0}}).encode(), "beam"),
+        ):
             status, answer = post(url, bad)
             assert 400 <= status < 500 and message.lower() in answer["message"].lower(), (bad, status, answer)
         # and it still answers

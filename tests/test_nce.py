@@ -15,7 +15,7 @@ def test_noise_distribution_is_unigram_to_the_075():
     counts = [0, 10, 20, 30, 0, 0, 100, 50, 1]
     probs = noise_distribution(counts)
     assert probs[list(STRUCTURAL_IDS)].tolist() == [0, 0, 0]  # [PAD], <go>, <eos> are never noise
-    weights = [c ** 0.75 if i not in STRUCTURAL_IDS else 0 for i, c in enumerate(counts)]
+    weights = [c**0.75 if i not in STRUCTURAL_IDS else 0 for i, c in enumerate(counts)]
     assert probs.tolist() == pytest.approx([w / sum(weights) for w in weights], rel=1e-6)
     no_placeholders = noise_distribution(counts, exclude_placeholders=True)
     assert no_placeholders[list(PLACEHOLDER_IDS)].sum() == 0 and no_placeholders.sum() == pytest.approx(1.0)
@@ -47,7 +47,10 @@ def _direct(true, noise, kq_true, kq_noise):
 def test_nce_loss_and_its_gradient_match_a_direct_computation():
     g = torch.Generator().manual_seed(1)
     true, noise = torch.randn(7, dtype=torch.float64, generator=g), torch.randn(7, 4, dtype=torch.float64, generator=g)
-    kq_true, kq_noise = torch.randn(7, dtype=torch.float64, generator=g), torch.randn(7, 4, dtype=torch.float64, generator=g)
+    kq_true, kq_noise = (
+        torch.randn(7, dtype=torch.float64, generator=g),
+        torch.randn(7, 4, dtype=torch.float64, generator=g),
+    )
     got = nce_loss(corrected_logits(true, kq_true), corrected_logits(noise, kq_noise))
     expected = [_direct(float(true[i]), noise[i].tolist(), float(kq_true[i]), kq_noise[i].tolist()) for i in range(7)]
     assert got.tolist() == pytest.approx(expected, rel=1e-9)

@@ -11,8 +11,10 @@ from pipelines.contract.parallel_shards import read_pairs
 
 
 def write(path, rows, text=True):
-    columns = {"src": pa.array([r[0] for r in rows], pa.list_(pa.int32())),
-               "tgt": pa.array([r[1] for r in rows], pa.list_(pa.int32()))}
+    columns = {
+        "src": pa.array([r[0] for r in rows], pa.list_(pa.int32())),
+        "tgt": pa.array([r[1] for r in rows], pa.list_(pa.int32())),
+    }
     if text:
         columns |= {"src_text": [r[2] for r in rows], "tgt_text": [r[3] for r in rows]}
     pq.write_table(pa.table(columns), path, row_group_size=1)

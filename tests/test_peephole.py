@@ -14,7 +14,7 @@ def _equations(cell, x, h, c):
     outputs = []
     for t in range(x.size(1)):
         xt = x[:, t]
-        pre = lambda k: xt @ W[k * H:(k + 1) * H].T + h @ U[k * H:(k + 1) * H].T + b[k * H:(k + 1) * H]  # noqa: E731
+        pre = lambda k: xt @ W[k * H : (k + 1) * H].T + h @ U[k * H : (k + 1) * H].T + b[k * H : (k + 1) * H]  # noqa: E731
         i = torch.sigmoid(pre(0) + p[0] * c)
         f = torch.sigmoid(pre(1) + p[1] * c)
         g = torch.tanh(pre(2))
@@ -88,8 +88,17 @@ def test_dropout_between_layers_in_training_only_and_forget_bias_starts_at_one()
 @pytest.mark.parametrize("bidirectional", [False, True])
 def test_a_translator_with_peephole_cells_trains(bidirectional):
     torch.manual_seed(3)
-    model = Translator(TranslatorSettings(src_vocab=12, tgt_vocab=12, embedding_size=8, hidden_size=8,
-                                          cell="peephole", bidirectional=bidirectional, dropout=0.0))
+    model = Translator(
+        TranslatorSettings(
+            src_vocab=12,
+            tgt_vocab=12,
+            embedding_size=8,
+            hidden_size=8,
+            cell="peephole",
+            bidirectional=bidirectional,
+            dropout=0.0,
+        )
+    )
     src = torch.randint(6, 12, (4, 5))
     src[1, 4:] = src[2, 3:] = src[3, 2:] = 0  # padding
     lengths = torch.tensor([5, 4, 3, 2])

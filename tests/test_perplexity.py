@@ -43,8 +43,12 @@ def test_perplexity_of_a_file_matches_the_model_stepped_by_hand(tmp_path, capsys
     path, model = _save(tmp_path, tokens, "word")
     text = tmp_path / "text.txt"
     text.write_text("The cat sat.\nA dog ran\n\n", encoding="utf-8")  # "dog" is unknown; an empty line
-    ids = [EOS_ID] + [tokens.index(w) for w in ("the", "cat", "sat", ".")] + [EOS_ID] \
+    ids = (
+        [EOS_ID]
+        + [tokens.index(w) for w in ("the", "cat", "sat", ".")]
+        + [EOS_ID]
         + [tokens.index("a"), UNK_ID, tokens.index("ran"), EOS_ID, EOS_ID]
+    )
     summary = perplexity.run([str(path), str(text), "--bptt", "3"])
     loss = _by_hand(model, ids)
     assert summary["lines"] == 3 and summary["tokens"] == len(ids) - 1 and summary["unk"] == 1

@@ -34,7 +34,7 @@ def test_the_same_sentences_give_the_same_model(sentences):
 
 
 def test_special_tokens_keep_their_ids(model):
-    assert model.tokens[:len(SPECIALS)] == SPECIALS and len(model) == 300
+    assert model.tokens[: len(SPECIALS)] == SPECIALS and len(model) == 300
     ids = model.encode([f"i have {NUM} cats at {URL}"])[0]
     assert ids.count(NUM_ID) == 1 and ids.count(URL_ID) == 1  # one piece each, never split
     assert not {PAD_ID, GO_ID, 5} & set(ids)  # padding and the frame are never in the text
@@ -117,5 +117,11 @@ def test_not_a_piece_model_is_a_clear_error():
 
 
 def test_word_forms_find_whole_words_among_pieces():
-    assert word_forms(["[PAD]", "[NUM]", "\u2581cat", "s", "\u2581", "\u2581the"]) == \
-        ["[PAD]", "[NUM]", "cat", "##s", "##\u2581", "the"]
+    assert word_forms(["[PAD]", "[NUM]", "\u2581cat", "s", "\u2581", "\u2581the"]) == [
+        "[PAD]",
+        "[NUM]",
+        "cat",
+        "##s",
+        "##\u2581",
+        "the",
+    ]

@@ -25,8 +25,13 @@ STAGES = ["corpus", "text", "word2vec", "lm", "translator", "evaluate"]
 def first_run(spark, ray_local, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("pipeline")
     uri = f"sqlite:///{tmp / 'mlflow.db'}"
-    args = [str(DATA / "pipeline-toy.yaml"), f"work_dir={tmp / 'work'}", f"mlflow.tracking_uri={uri}",
-            f"mlflow.artifact_location={(tmp / 'artifacts').as_uri()}", "mlflow.experiment=test-pipeline"]
+    args = [
+        str(DATA / "pipeline-toy.yaml"),
+        f"work_dir={tmp / 'work'}",
+        f"mlflow.tracking_uri={uri}",
+        f"mlflow.artifact_location={(tmp / 'artifacts').as_uri()}",
+        "mlflow.experiment=test-pipeline",
+    ]
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(PROJECT)  # the toy preset's paths are relative to the project
         yield tmp, args, uri, pipeline.run(args)
@@ -80,14 +85,23 @@ def test_rerun_reuses_stages_and_reruns_what_changed(first_run, capsys, monkeypa
 def test_ui_serves_the_pipeline_runs(first_run):
     _, _, uri, summary = first_run
     port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "jobs.ui", f"mlflow.tracking_uri={uri}", f"port={port}"],
-                              cwd=PROJECT, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "jobs.ui", f"mlflow.tracking_uri={uri}", f"port={port}"],
+        cwd=PROJECT,
+        start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     api = f"http://127.0.0.1:{port}/api/2.0/mlflow"
     try:
         experiment = wait_for_server(f"{api}/experiments/get-by-name?experiment_name=test-pipeline", server)
         # it listens on the loopback interface only (a 0.0.0.0 bind would answer above too)
-        listening = {c.laddr for p in [psutil.Process(server.pid), *psutil.Process(server.pid).children(recursive=True)]
-                     for c in p.net_connections("inet") if c.status == psutil.CONN_LISTEN and c.laddr.port == port}
+        listening = {
+            c.laddr
+            for p in [psutil.Process(server.pid), *psutil.Process(server.pid).children(recursive=True)]
+            for c in p.net_connections("inet")
+            if c.status == psutil.CONN_LISTEN and c.laddr.port == port
+        }
         assert listening and {address.ip for address in listening} == {"127.0.0.1"}, listening
         search = {"experiment_ids": [experiment["experiment"]["experiment_id"]], "max_results": 100}
         runs = get_json(f"{api}/runs/search", search)["runs"]
@@ -95,8 +109,9 @@ def test_ui_serves_the_pipeline_runs(first_run):
         parent = by_id[summary["mlflow_run_id"]]
         assert parent["info"]["status"] == "FINISHED"
         assert {p["key"] for p in parent["data"]["params"]} >= {"work_dir", "stages.translator.overrides.train.epochs"}
-        children = [r for r in runs if {"key": "mlflow.parentRunId", "value": summary["mlflow_run_id"]}
-                    in r["data"]["tags"]]
+        children = [
+            r for r in runs if {"key": "mlflow.parentRunId", "value": summary["mlflow_run_id"]} in r["data"]["tags"]
+        ]
         assert len(children) == len(STAGES)
         translator = next(r for r in children if r["info"]["run_name"] == "pipeline-translator")
         assert {m["key"] for m in translator["data"]["metrics"]} >= {"valid_bleu", "valid_loss", "test_bleu_greedy"}

@@ -25,8 +25,11 @@ def test_cpu_steps_use_bf16_only_when_asked_and_the_cpu_has_it(monkeypatch, has_
     monkeypatch.setattr(precision, "cpu_has_bf16", lambda: has_bf16)
     cpu = torch.device("cpu")
     layer = torch.nn.Linear(4, 4)
-    for amp, expected in (("all", torch.bfloat16 if has_bf16 else torch.float32), ("gpu", torch.float32),
-                          ("off", torch.float32)):
+    for amp, expected in (
+        ("all", torch.bfloat16 if has_bf16 else torch.float32),
+        ("gpu", torch.float32),
+        ("off", torch.float32),
+    ):
         with precision.autocast(cpu, amp):
             assert layer(torch.ones(2, 4)).dtype == expected, amp
 

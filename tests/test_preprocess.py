@@ -70,8 +70,14 @@ def _same_output(a: Path, b: Path) -> None:
             assert pq.read_table(a / split / name).equals(pq.read_table(b / split / name)), (split, name)
 
 
-@pytest.mark.parametrize("vocab", [["vocab.min_count=2"], ["vocab.kind=unigram", "vocab.max_size=300"],
-                                   ["vocab.kind=bpe", "vocab.max_size=300", "vocab.sample_sentences=200"]])
+@pytest.mark.parametrize(
+    "vocab",
+    [
+        ["vocab.min_count=2"],
+        ["vocab.kind=unigram", "vocab.max_size=300"],
+        ["vocab.kind=bpe", "vocab.max_size=300", "vocab.sample_sentences=200"],
+    ],
+)
 def test_same_output_whatever_the_partitioning(spark, tmp_path, toy_pairs, vocab):
     inputs = [{"path": str(toy_pairs), "format": "tsv"}]
     previous = spark.conf.get("spark.sql.shuffle.partitions")
@@ -110,8 +116,14 @@ def test_subword_pairs(spark, tmp_path, toy_pairs):
 
 
 def test_shared_piece_model(spark, tmp_path, toy_pairs):
-    out, m = run(spark, tmp_path, [{"path": str(toy_pairs), "format": "tsv"}], "vocab.kind=unigram",
-                 "vocab.max_size=500", "vocab.shared=true")
+    out, m = run(
+        spark,
+        tmp_path,
+        [{"path": str(toy_pairs), "format": "tsv"}],
+        "vocab.kind=unigram",
+        "vocab.max_size=500",
+        "vocab.shared=true",
+    )
     assert (out / "vocab/src.model").read_bytes() == (out / "vocab/tgt.model").read_bytes()
     assert (out / "vocab/src.tsv").read_bytes() == (out / "vocab/tgt.tsv").read_bytes()
     vocab, _ = load_vocab(out, m["vocab"]["src"])
@@ -128,8 +140,15 @@ def test_a_new_corpus_encoded_with_an_earlier_vocabulary(spark, tmp_path, toy_pa
     corpus = tmp_path / "new.tsv"
     corpus.write_text("\n".join(lines) + "\n", encoding="utf-8")
     given = given_from_output(first)
-    out, new = run(spark, tmp_path, [{"path": str(corpus), "format": "tsv"}], "split.test=0.0",
-                   f"vocab.from={first}", name="new", given=given)
+    out, new = run(
+        spark,
+        tmp_path,
+        [{"path": str(corpus), "format": "tsv"}],
+        "split.test=0.0",
+        f"vocab.from={first}",
+        name="new",
+        given=given,
+    )
     for side in ("src", "tgt"):
         assert new["vocab"][side]["fingerprint"] == m["vocab"][side]["fingerprint"]
         assert new["vocab"][side]["from"] == str(first) and new["vocab_kind"] == kind
@@ -146,16 +165,35 @@ def test_a_new_corpus_encoded_with_an_earlier_vocabulary(spark, tmp_path, toy_pa
     # one-sided text takes the side in its language: English text gets the English (source) side
     english = tmp_path / "english.txt"
     english.write_text("\n".join(line.split("\t")[0] for line in lines) + "\n", encoding="utf-8")
-    text, mono = run(spark, tmp_path, [{"path": str(english), "format": "text"}], "split.test=0.0",
-                     f"vocab.from={first}", kind="monolingual", name="text", given=given)
+    text, mono = run(
+        spark,
+        tmp_path,
+        [{"path": str(english), "format": "text"}],
+        "split.test=0.0",
+        f"vocab.from={first}",
+        kind="monolingual",
+        name="text",
+        given=given,
+    )
     words = mono["vocab"]["words"]
-    assert (words["fingerprint"], words.get("model_sha256")) == (m["vocab"]["src"]["fingerprint"],
-                                                                 m["vocab"]["src"].get("model_sha256"))
+    assert (words["fingerprint"], words.get("model_sha256")) == (
+        m["vocab"]["src"]["fingerprint"],
+        m["vocab"]["src"].get("model_sha256"),
+    )
     if kind == "bpe":
         assert (text / "vocab/words.model").read_bytes() == (first / "vocab/src.model").read_bytes()
-    with pytest.raises(ConfigError, match="has vocabularies for .'src': 'en', 'tgt': 'fr'.; this data needs one in 'de'"):
-        run(spark, tmp_path, [{"path": str(english), "format": "text"}], "data.src_lang=de", kind="monolingual",
-            name="z", given=given)
+    with pytest.raises(
+        ConfigError, match="has vocabularies for .'src': 'en', 'tgt': 'fr'.; this data needs one in 'de'"
+    ):
+        run(
+            spark,
+            tmp_path,
+            [{"path": str(english), "format": "text"}],
+            "data.src_lang=de",
+            kind="monolingual",
+            name="z",
+            given=given,
+        )
 
 
 def test_a_piece_model_that_does_not_match_the_shards_is_refused(spark, tmp_path, toy_pairs):
@@ -180,29 +218,38 @@ def test_a_corpus_too_small_for_the_piece_vocabulary(spark, tmp_path, toy_pairs)
 def hostile_tsv(path: Path) -> dict:
     """A TSV of bad records; returns the expected drop counts."""
     lines = [
-        b"Hello there.\tBonjour.",                      # kept
-        b"Bad \xff\xfe bytes.\tMauvais octets.",          # invalid_utf8
-        b"",                                              # missing_column (an empty line has no tab)
-        b"no tab on this line",                           # missing_column
-        b"Extra columns.\tColonnes en plus.\tCC-BY x",    # kept, extra column ignored
-        b"a " * 500_000 + b"\tb",                         # line_too_long (1 MB)
-        b"Ctrl\x07 char\x1b here.\tContr\x00ole ici.",    # kept: control characters become spaces
-        b"\tVide.",                                       # empty
-        b"Yes.\tOui , bien s\xc3\xbbr , tout \xc3\xa0 fait .",   # length_ratio
+        b"Hello there.\tBonjour.",  # kept
+        b"Bad \xff\xfe bytes.\tMauvais octets.",  # invalid_utf8
+        b"",  # missing_column (an empty line has no tab)
+        b"no tab on this line",  # missing_column
+        b"Extra columns.\tColonnes en plus.\tCC-BY x",  # kept, extra column ignored
+        b"a " * 500_000 + b"\tb",  # line_too_long (1 MB)
+        b"Ctrl\x07 char\x1b here.\tContr\x00ole ici.",  # kept: control characters become spaces
+        b"\tVide.",  # empty
+        b"Yes.\tOui , bien s\xc3\xbbr , tout \xc3\xa0 fait .",  # length_ratio
         b" ".join([b"w"] * 60) + b"\t" + b" ".join([b"m"] * 60),  # too_long
-        b"HELLO THERE.\tBonjour.",                        # duplicate (same tokens after lowercasing)
-        b"Windows line.\tLigne Windows.\r",               # kept, CR stripped
+        b"HELLO THERE.\tBonjour.",  # duplicate (same tokens after lowercasing)
+        b"Windows line.\tLigne Windows.\r",  # kept, CR stripped
         b"Replacement \xef\xbf\xbd char.\tCaract\xc3\xa8re.",  # invalid_utf8 (U+FFFD)
     ]
     path.write_bytes(b"\n".join(lines) + b"\n")
-    return {"invalid_utf8": 2, "missing_column": 2, "line_too_long": 1, "empty": 1, "length_ratio": 1,
-            "too_long": 1, "duplicate": 1, "too_short": 0}
+    return {
+        "invalid_utf8": 2,
+        "missing_column": 2,
+        "line_too_long": 1,
+        "empty": 1,
+        "length_ratio": 1,
+        "too_long": 1,
+        "duplicate": 1,
+        "too_short": 0,
+    }
 
 
 def test_hostile_input_is_kept_or_counted(spark, tmp_path):
     expected = hostile_tsv(tmp_path / "hostile.tsv")
-    out, m = run(spark, tmp_path, [{"path": str(tmp_path / "hostile.tsv"), "format": "tsv"}],
-                 "split.valid=0.0", "split.test=0.0")
+    out, m = run(
+        spark, tmp_path, [{"path": str(tmp_path / "hostile.tsv"), "format": "tsv"}], "split.valid=0.0", "split.test=0.0"
+    )
     counts = m["counts"]
     assert counts["read"] == 13
     assert counts["dropped"] == expected
@@ -225,15 +272,19 @@ def test_aligned_files_of_different_lengths_stop_the_job(spark, tmp_path):
 
 def test_aligned_inputs_with_pinned_splits(spark, tmp_path):
     """Multi30k's layout: official splits; a training pair equal to a test pair is dropped."""
+
     def write(name, lines):
         with gzip.open(tmp_path / name, "wt", encoding="utf-8") as f:
             f.write("\n".join(lines) + "\n")
+
     write("train.en.gz", ["A dog runs.", "Two cats sleep.", "A man sings.", "A very long sentence " * 20])
     write("train.fr.gz", ["Un chien court.", "Deux chats dorment.", "Un homme chante.", "Une phrase " * 20])
     write("test.en.gz", ["A man sings.", "A very long test sentence " * 20])
     write("test.fr.gz", ["Un homme chante.", "Une phrase de test " * 20])
-    inputs = [{"src": str(tmp_path / "train.en.gz"), "tgt": str(tmp_path / "train.fr.gz"), "split": "train"},
-              {"src": str(tmp_path / "test.en.gz"), "tgt": str(tmp_path / "test.fr.gz"), "split": "test"}]
+    inputs = [
+        {"src": str(tmp_path / "train.en.gz"), "tgt": str(tmp_path / "train.fr.gz"), "split": "train"},
+        {"src": str(tmp_path / "test.en.gz"), "tgt": str(tmp_path / "test.fr.gz"), "split": "test"},
+    ]
     out, m = run(spark, tmp_path, inputs)
     assert m["splits"]["train"]["examples"] == 2 and m["splits"]["valid"]["examples"] == 0
     assert m["counts"]["dropped"]["duplicate"] == 1 and m["counts"]["dropped"]["too_long"] == 1
@@ -242,8 +293,15 @@ def test_aligned_inputs_with_pinned_splits(spark, tmp_path):
 
 
 def test_monolingual(spark, tmp_path, toy_text):
-    out, m = run(spark, tmp_path, [{"path": str(toy_text), "format": "text"}], "vocab.max_size=100",
-                 "filter.max_len=1000", "filter.dedup=false", kind="monolingual")
+    out, m = run(
+        spark,
+        tmp_path,
+        [{"path": str(toy_text), "format": "text"}],
+        "vocab.max_size=100",
+        "filter.max_len=1000",
+        "filter.dedup=false",
+        kind="monolingual",
+    )
     assert m["kind"] == "monolingual" and list(m["vocab"]) == ["words"]
     assert len(Vocab.load(out / "vocab/words.tsv")) == 100
     rows = read_split(out, "train")
@@ -254,8 +312,15 @@ def test_monolingual(spark, tmp_path, toy_text):
 
 
 def test_monolingual_pieces_read_as_a_token_stream(spark, tmp_path, toy_text):
-    out, m = run(spark, tmp_path, [{"path": str(toy_text), "format": "text"}], "vocab.kind=unigram",
-                 "vocab.max_size=500", "filter.max_len=1000", kind="monolingual")
+    out, m = run(
+        spark,
+        tmp_path,
+        [{"path": str(toy_text), "format": "text"}],
+        "vocab.kind=unigram",
+        "vocab.max_size=500",
+        "filter.max_len=1000",
+        kind="monolingual",
+    )
     vocab, model = load_vocab(out, m["vocab"]["words"])
     assert m["vocab"]["words"]["model"] == "vocab/words.model" and model is not None and len(vocab) == 500
     share = read_token_share(out, m["splits"]["train"]["files"], 0, 1, 0)
@@ -270,13 +335,23 @@ def _stream(out, manifest, split):
 
 
 def test_a_text_kept_in_order_by_characters_and_split_by_offset(spark, tmp_path):
-    speeches = [["First Citizen:", "Before we proceed any further, hear me speak."], ["All:", "Speak, speak."],
-                ["Second Citizen:", "  One word, good citizens: 3 or 4!"]]
-    lines = [line for n in range(40) for speech in speeches[n % 3:] + [[f"Line {n}."]] for line in speech + [""]]
+    speeches = [
+        ["First Citizen:", "Before we proceed any further, hear me speak."],
+        ["All:", "Speak, speak."],
+        ["Second Citizen:", "  One word, good citizens: 3 or 4!"],
+    ]
+    lines = [line for n in range(40) for speech in speeches[n % 3 :] + [[f"Line {n}."]] for line in speech + [""]]
     path = tmp_path / "play.txt"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    settings = ["vocab.kind=char", "normalize.tokenize=none", "normalize.lowercase=false", "filter.min_len=0",
-                "filter.dedup=false", "output.order=input", "filter.max_len=1000"]
+    settings = [
+        "vocab.kind=char",
+        "normalize.tokenize=none",
+        "normalize.lowercase=false",
+        "filter.min_len=0",
+        "filter.dedup=false",
+        "output.order=input",
+        "filter.max_len=1000",
+    ]
     inputs = [{"path": str(path), "format": "text", "split_at": [0.8, 0.9]}]
     out, m = run(spark, tmp_path, inputs, *settings, kind="monolingual")
     # by hand: a line goes where the character offset of its start falls
@@ -289,10 +364,11 @@ def test_a_text_kept_in_order_by_characters_and_split_by_offset(spark, tmp_path)
     for split in ("train", "valid", "test"):
         assert _stream(out, m, split) == expected[split], split
     assert m["order"] == "input" and m["counts"]["dropped"]["empty"] == 0
-    assert m["splits"]["train"]["examples"] + m["splits"]["valid"]["examples"] + m["splits"]["test"]["examples"] \
-        == len(lines)
+    assert m["splits"]["train"]["examples"] + m["splits"]["valid"]["examples"] + m["splits"]["test"]["examples"] == len(
+        lines
+    )
     vocab = Vocab.load(out / "vocab/words.tsv")
-    assert set(vocab.tokens[len(SPECIALS):]) == set(expected["train"]) - {"<eos>"}  # the train characters
+    assert set(vocab.tokens[len(SPECIALS) :]) == set(expected["train"]) - {"<eos>"}  # the train characters
     assert vocab.counts[vocab.index[" "]] == expected["train"].count(" ") and vocab.counts[1] == 0
     # the same shards whatever the partitioning
     again, _ = run(spark, tmp_path, inputs, *settings, "spark.partitions=5", name="again", kind="monolingual")
@@ -302,21 +378,34 @@ def test_a_text_kept_in_order_by_characters_and_split_by_offset(spark, tmp_path)
 
 
 def test_a_tokenized_corpus_read_as_it_is(spark, tmp_path):
-    files = {"train": [" the <unk> rose N N to $ N <unk> ", " it 's n't over ", " it 's n't over ", " a b-c "],
-             "valid": [" the rose <unk> "], "test": [" new-york rose "]}
+    files = {
+        "train": [" the <unk> rose N N to $ N <unk> ", " it 's n't over ", " it 's n't over ", " a b-c "],
+        "valid": [" the rose <unk> "],
+        "test": [" new-york rose "],
+    }
     inputs = []
     for split, lines in files.items():
         (tmp_path / f"ptb.{split}.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
         inputs.append({"path": str(tmp_path / f"ptb.{split}.txt"), "format": "text", "split": split})
-    out, m = run(spark, tmp_path, inputs, "normalize.tokenize=spaces", "normalize.unk_token=<unk>",
-                 "normalize.unicode=none", "normalize.lowercase=false", "filter.dedup=false", "output.order=input",
-                 kind="monolingual")
+    out, m = run(
+        spark,
+        tmp_path,
+        inputs,
+        "normalize.tokenize=spaces",
+        "normalize.unk_token=<unk>",
+        "normalize.unicode=none",
+        "normalize.lowercase=false",
+        "filter.dedup=false",
+        "output.order=input",
+        kind="monolingual",
+    )
     vocab = Vocab.load(out / "vocab/words.tsv")
     assert "<unk>" not in vocab.index and "n't" in vocab.index and "$" in vocab.index and "b-c" in vocab.index
     assert vocab.counts[1] == 2  # the corpus's own <unk>s are [UNK]
     for split, lines in files.items():
-        words = [("[UNK]" if w == "<unk>" or w not in vocab.index else w) for line in lines
-                 for w in line.split() + ["<eos>"]]
+        words = [
+            ("[UNK]" if w == "<unk>" or w not in vocab.index else w) for line in lines for w in line.split() + ["<eos>"]
+        ]
         assert _stream(out, m, split) == words, split
     assert m["splits"]["test"]["unk"]["words"] == 1  # new-york is not in train
     assert m["splits"]["train"]["examples"] == 4  # the repeated line kept
@@ -351,16 +440,25 @@ def test_shared_vocabulary(spark, tmp_path, toy_pairs):
     assert m["splits"]["train"]["unk"] == {"src": 0, "tgt": 0}
 
 
-@pytest.mark.parametrize("override, message", [
-    ("split.valid=-0.1", "split.valid and split.test must be >= 0"), ("split.valid=0.96", "leave room for train"),
-    ("vocab.max_size=-3", "vocab.max_size must be an integer >= 6"), ("output.shards=0", "output.shards must be"),
-    ("filter.min_len=0", "filter.min_len must be"), ("data.kind=images", "data.kind must be one of"),
-    ("filter.max_ratio=-1", "filter.max_ratio must be >= 0"), ("vocab.kind=chars", "vocab.kind must be one of"),
-    ("vocab.sample_sentences=0", "vocab.sample_sentences must be"),
-    ("vocab.character_coverage=0.5", "vocab.character_coverage must be"),
-    ("normalize.tokenize=none", "needs vocab.kind=char"), ("output.order=input", "it is for monolingual data"),
-    ("output.order=random", "output.order must be one of hash, input"),
-    ("normalize.tokenize=lines", "normalize.tokenize must be one of")])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("split.valid=-0.1", "split.valid and split.test must be >= 0"),
+        ("split.valid=0.96", "leave room for train"),
+        ("vocab.max_size=-3", "vocab.max_size must be an integer >= 6"),
+        ("output.shards=0", "output.shards must be"),
+        ("filter.min_len=0", "filter.min_len must be"),
+        ("data.kind=images", "data.kind must be one of"),
+        ("filter.max_ratio=-1", "filter.max_ratio must be >= 0"),
+        ("vocab.kind=chars", "vocab.kind must be one of"),
+        ("vocab.sample_sentences=0", "vocab.sample_sentences must be"),
+        ("vocab.character_coverage=0.5", "vocab.character_coverage must be"),
+        ("normalize.tokenize=none", "needs vocab.kind=char"),
+        ("output.order=input", "it is for monolingual data"),
+        ("output.order=random", "output.order must be one of hash, input"),
+        ("normalize.tokenize=lines", "normalize.tokenize must be one of"),
+    ],
+)
 def test_bad_settings_are_refused_before_any_work(override, message):
     with pytest.raises(ConfigError, match=message):
         check_settings(config([{"path": "unused", "format": "tsv"}], override))
@@ -370,8 +468,9 @@ def test_bad_stream_settings_are_refused(tmp_path):
     with pytest.raises(ConfigError, match="set filter.dedup=false"):
         check_settings(config([], "output.order=input", kind="monolingual"))
     with pytest.raises(ConfigError, match="unk_token works with word and char"):
-        check_settings(config([], "normalize.tokenize=spaces", "normalize.unk_token=<unk>", "vocab.kind=bpe",
-                              kind="monolingual"))
+        check_settings(
+            config([], "normalize.tokenize=spaces", "normalize.unk_token=<unk>", "vocab.kind=bpe", kind="monolingual")
+        )
     (tmp_path / "a.txt").write_text("x\n")
     for split_at in ([0.9], [0.95, 0.9], [0, 0.5], "0.9"):
         with pytest.raises(InputError, match="split_at must be two character fractions"):
@@ -382,23 +481,34 @@ def test_bad_stream_settings_are_refused(tmp_path):
 
 def labelled_tsv(path: Path) -> dict[str, int]:
     """Labelled lines, hostile ones included; returns the drops expected with data.labels=[neg, pos]."""
-    lines = [b"pos\tA fine film.", b"neg\tA dull film.", b" pos \tLabels are trimmed.", b"neg\tThe same text.",
-             b"pos\tThe same text.",                      # duplicates by text: one is dropped
-             b"\tNo label here.",                         # missing_label
-             b"meh\tAn unknown label.",                   # unknown_label
-             b"pos",                                      # missing_column
-             b"neg\t",                                    # empty
-             b"pos\tBad \xff byte.",                      # invalid_utf8
-             b"neg\tExtra\tcolumn."]                      # kept, noted
+    lines = [
+        b"pos\tA fine film.",
+        b"neg\tA dull film.",
+        b" pos \tLabels are trimmed.",
+        b"neg\tThe same text.",
+        b"pos\tThe same text.",  # duplicates by text: one is dropped
+        b"\tNo label here.",  # missing_label
+        b"meh\tAn unknown label.",  # unknown_label
+        b"pos",  # missing_column
+        b"neg\t",  # empty
+        b"pos\tBad \xff byte.",  # invalid_utf8
+        b"neg\tExtra\tcolumn.",
+    ]  # kept, noted
     path.write_bytes(b"\n".join(lines) + b"\n")
-    return {"missing_label": 1, "unknown_label": 1, "missing_column": 1, "empty": 1, "invalid_utf8": 1,
-            "duplicate": 1}
+    return {"missing_label": 1, "unknown_label": 1, "missing_column": 1, "empty": 1, "invalid_utf8": 1, "duplicate": 1}
 
 
 def test_labelled_text_keeps_and_counts_its_labels(spark, tmp_path):
     expected = labelled_tsv(tmp_path / "labelled.tsv")
-    out, m = run(spark, tmp_path, [{"path": str(tmp_path / "labelled.tsv"), "format": "labelled"}],
-                 "data.labels=[neg,pos]", "split.valid=0.0", "split.test=0.0", kind="labelled")
+    out, m = run(
+        spark,
+        tmp_path,
+        [{"path": str(tmp_path / "labelled.tsv"), "format": "labelled"}],
+        "data.labels=[neg,pos]",
+        "split.valid=0.0",
+        "split.test=0.0",
+        kind="labelled",
+    )
     assert m["kind"] == "labelled" and list(m["vocab"]) == ["words"]
     assert {k: v for k, v in m["counts"]["dropped"].items() if v} == expected
     assert m["counts"]["read"] == 11 and m["counts"]["kept"] == 5
@@ -411,13 +521,17 @@ def test_labelled_text_keeps_and_counts_its_labels(spark, tmp_path):
     assert m["labels"]["names"] == ["neg", "pos"] and m["labels"]["from"] == "data.labels"
     assert m["labels"]["counts"]["train"] == [sum(1 for v in by_text.values() if v == k) for k in (0, 1)]
     assert (out / "vocab/labels.tsv").read_text().splitlines() == [
-        "id\tlabel\tcount", f"0\tneg\t{m['labels']['counts']['train'][0]}", f"1\tpos\t{m['labels']['counts']['train'][1]}"]
+        "id\tlabel\tcount",
+        f"0\tneg\t{m['labels']['counts']['train'][0]}",
+        f"1\tpos\t{m['labels']['counts']['train'][1]}",
+    ]
 
 
 def test_labels_taken_from_the_data_sorted_as_numbers(spark, tmp_path):
     (tmp_path / "l.tsv").write_text("10\tten\n2\ttwo\n-1\tminus one\n2\tdeux\n\tnone\n")
-    out, m = run(spark, tmp_path, [{"path": str(tmp_path / "l.tsv")}], "split.valid=0.0", "split.test=0.0",
-                 kind="labelled")
+    out, m = run(
+        spark, tmp_path, [{"path": str(tmp_path / "l.tsv")}], "split.valid=0.0", "split.test=0.0", kind="labelled"
+    )
     assert m["labels"]["names"] == ["-1", "2", "10"] and m["labels"]["from"] == "data"
     assert {r["text"]: r["label"] for r in read_split(out, "train")} == {"ten": 2, "two": 1, "minus one": 0, "deux": 1}
     assert m["counts"]["dropped"]["missing_label"] == 1 and m["counts"]["dropped"]["unknown_label"] == 0
@@ -431,8 +545,10 @@ def test_labelled_output_is_the_same_whatever_the_partitioning(spark, tmp_path):
     assert sum(m["labels"]["counts"]["test"]) == m["splits"]["test"]["examples"] > 0
 
 
-@pytest.mark.parametrize("override, message", [
-    ("data.labels=[pos]", "two or more distinct labels"), ("data.labels=[a,a]", "two or more distinct labels")])
+@pytest.mark.parametrize(
+    "override, message",
+    [("data.labels=[pos]", "two or more distinct labels"), ("data.labels=[a,a]", "two or more distinct labels")],
+)
 def test_bad_label_settings_are_refused(override, message):
     with pytest.raises(ConfigError, match=message):
         check_settings(config([], override, kind="labelled"))
@@ -445,25 +561,53 @@ def test_bad_label_settings_are_refused(override, message):
 
 
 def test_labelled_trees_give_sentences_or_every_phrase(spark, tmp_path):
-    trees = ["(3 (2 It) (4 (2 's) (4 good)))", "(1 (2 Not) (1 (2 so) (0 bad)))", "(4 (4 Fine)",  # unbalanced
-             "(0 (1 Awful) (0 !))"]
+    trees = [
+        "(3 (2 It) (4 (2 's) (4 good)))",
+        "(1 (2 Not) (1 (2 so) (0 bad)))",
+        "(4 (4 Fine)",  # unbalanced
+        "(0 (1 Awful) (0 !))",
+    ]
     (tmp_path / "train.txt").write_text("\n".join(trees) + "\n")
     (tmp_path / "test.tsv").write_text("1\tIt 's fine .\n0\tNot good .\n")
-    inputs = [{"path": str(tmp_path / "train.txt"), "format": "trees", "phrases": True, "split": "train",
-               "label_map": {0: 0, 1: 0, 3: 1, 4: 1}},
-              {"path": str(tmp_path / "test.tsv"), "format": "labelled", "split": "test"}]
+    inputs = [
+        {
+            "path": str(tmp_path / "train.txt"),
+            "format": "trees",
+            "phrases": True,
+            "split": "train",
+            "label_map": {0: 0, 1: 0, 3: 1, 4: 1},
+        },
+        {"path": str(tmp_path / "test.tsv"), "format": "labelled", "split": "test"},
+    ]
     out, m = run(spark, tmp_path, inputs, "data.labels=[0,1]", kind="labelled", name="phrases")
     rows = {r["text"]: r["label"] for r in read_split(out, "train")}
     # every node of the good trees but the neutral (2) ones, once each; the test file's labels unmapped
-    assert rows == {"It 's good": 1, "'s good": 1, "good": 1, "Not so bad": 0, "so bad": 0, "bad": 0, "Awful !": 0,
-                    "Awful": 0, "!": 0}
+    assert rows == {
+        "It 's good": 1,
+        "'s good": 1,
+        "good": 1,
+        "Not so bad": 0,
+        "so bad": 0,
+        "bad": 0,
+        "Awful !": 0,
+        "Awful": 0,
+        "!": 0,
+    }
     assert {r["text"]: r["label"] for r in read_split(out, "test")} == {"It 's fine .": 1, "Not good .": 0}
     dropped = m["counts"]["dropped"]
     assert dropped["bad_tree"] == 1 and dropped["unknown_label"] == 4 and dropped["duplicate"] == 0
     assert m["counts"]["read"] == 9 + 1 + 4 + 2  # kept phrases, the bad tree, the neutral ones, the test lines
     # without phrases: one example per tree, its root
-    out, m = run(spark, tmp_path, [{**inputs[0], "phrases": False}], "data.labels=[0,1]",
-                 "split.valid=0.0", "split.test=0.0", kind="labelled", name="roots")
+    out, m = run(
+        spark,
+        tmp_path,
+        [{**inputs[0], "phrases": False}],
+        "data.labels=[0,1]",
+        "split.valid=0.0",
+        "split.test=0.0",
+        kind="labelled",
+        name="roots",
+    )
     assert {r["text"]: r["label"] for r in read_split(out, "train")} == {"It 's good": 1, "Not so bad": 0, "Awful !": 0}
     with pytest.raises(InputError, match="label_map must map labels to labels"):
         resolve_inputs([{"path": str(tmp_path / "train.txt"), "format": "trees", "label_map": [1, 2]}], "labelled")

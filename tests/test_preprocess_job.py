@@ -17,10 +17,16 @@ from tests.conftest import PROJECT
 def test_job_logs_to_mlflow(spark, tmp_path, toy_pairs, capsys):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     out = tmp_path / "data"
-    manifest = job.run([f"output_dir={out}", f"mlflow.tracking_uri={uri}",
-                        f"mlflow.artifact_location={(tmp_path / 'artifacts').as_uri()}",
-                        "mlflow.experiment=test-preprocess", "filter.max_len=30",
-                        f"data.inputs=[{{path: {toy_pairs}, format: tsv}}]"])
+    manifest = job.run(
+        [
+            f"output_dir={out}",
+            f"mlflow.tracking_uri={uri}",
+            f"mlflow.artifact_location={(tmp_path / 'artifacts').as_uri()}",
+            "mlflow.experiment=test-preprocess",
+            "filter.max_len=30",
+            f"data.inputs=[{{path: {toy_pairs}, format: tsv}}]",
+        ]
+    )
     printed = capsys.readouterr().out.strip().splitlines()
     summary = json.loads(printed[-1])
     assert summary["kept"] == manifest["counts"]["kept"] and summary["output_dir"] == str(out)
@@ -40,8 +46,9 @@ def test_job_logs_to_mlflow(spark, tmp_path, toy_pairs, capsys):
 
 def test_command_line_errors_are_clear(tmp_path):
     def run(*args):
-        return subprocess.run([sys.executable, "-m", "jobs.preprocess", *args], cwd=PROJECT,
-                              capture_output=True, text=True, timeout=120)
+        return subprocess.run(
+            [sys.executable, "-m", "jobs.preprocess", *args], cwd=PROJECT, capture_output=True, text=True, timeout=120
+        )
 
     result = run("filter.max_lenght=3", "mlflow.enabled=false")
     assert result.returncode != 0 and "unknown config key" in result.stderr

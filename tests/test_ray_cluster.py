@@ -71,8 +71,14 @@ def test_a_dashboard_port_taken_while_ray_starts_moves_the_dashboard(tmp_path):
     """Two jobs starting at once both find Ray's usual dashboard port free; the later one's Ray
     starts again with its dashboard (and state API) on another port."""
     root = Path(__file__).resolve().parent.parent
-    result = subprocess.run([sys.executable, "-c", RACE], cwd=root, capture_output=True, text=True, timeout=300,
-                            env={**os.environ, "PYTHONPATH": str(root), "RAY_ADDRESS": ""})
+    result = subprocess.run(
+        [sys.executable, "-c", RACE],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": str(root), "RAY_ADDRESS": ""},
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     answer = json.loads(result.stdout.strip().splitlines()[-1])
     host, port = answer["url"].rsplit(":", 1)

@@ -22,20 +22,47 @@ pytestmark = pytest.mark.slow
 def _launch(tmp_path, module, *args):
     """``python -m module args`` in its own process group, tracking to an MLflow store in tmp_path."""
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    command = [sys.executable, "-m", module, *args, f"mlflow.tracking_uri={uri}", "mlflow.experiment=test-reliability",
-               f"mlflow.artifact_location={(tmp_path / 'artifacts').as_uri()}"]
+    command = [
+        sys.executable,
+        "-m",
+        module,
+        *args,
+        f"mlflow.tracking_uri={uri}",
+        "mlflow.experiment=test-reliability",
+        f"mlflow.artifact_location={(tmp_path / 'artifacts').as_uri()}",
+    ]
     env = {**os.environ, "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "disabled"), "RAY_USAGE_STATS_ENABLED": "0"}
     env.pop("RAY_ADDRESS", None)
-    job = subprocess.Popen(command, cwd=PROJECT, env=env, start_new_session=True, stdout=subprocess.PIPE,
-                           stderr=subprocess.STDOUT, text=True)
+    job = subprocess.Popen(
+        command,
+        cwd=PROJECT,
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     return job, mlflow.MlflowClient(uri)
 
 
 def _start(tmp_path, data_dir, *extra):
-    return _launch(tmp_path, "jobs.train_translator", f"data_dir={data_dir}", f"output_dir={tmp_path / 'out'}",
-                   f"storage_path={tmp_path / 'ray'}", "model.embedding_size=32", "model.hidden_size=32",
-                   "train.batch_tokens=200", "train.cpus_per_worker=1", "ray.num_cpus=2", "valid.max_sentences=50",
-                   "valid.test_split=", "valid.heatmaps=0", "train.patience=0", *extra)
+    return _launch(
+        tmp_path,
+        "jobs.train_translator",
+        f"data_dir={data_dir}",
+        f"output_dir={tmp_path / 'out'}",
+        f"storage_path={tmp_path / 'ray'}",
+        "model.embedding_size=32",
+        "model.hidden_size=32",
+        "train.batch_tokens=200",
+        "train.cpus_per_worker=1",
+        "ray.num_cpus=2",
+        "valid.max_sentences=50",
+        "valid.test_split=",
+        "valid.heatmaps=0",
+        "train.patience=0",
+        *extra,
+    )
 
 
 def _runs(client) -> dict:
@@ -55,8 +82,11 @@ def _wait_for_epoch(job, client, epoch: int, run_name: str = "translator", timeo
 
 
 def _train_workers(job) -> list[psutil.Process]:
-    return [p for p in psutil.Process(job.pid).children(recursive=True)
-            if any("RayTrainWorker" in part for part in _cmdline(p))]
+    return [
+        p
+        for p in psutil.Process(job.pid).children(recursive=True)
+        if any("RayTrainWorker" in part for part in _cmdline(p))
+    ]
 
 
 def _cmdline(process: psutil.Process) -> list[str]:
@@ -67,7 +97,9 @@ def _cmdline(process: psutil.Process) -> list[str]:
 
 
 def test_killed_worker_restarts_from_its_checkpoint(tmp_path, sample_pairs_data):
-    job, client = _start(tmp_path, sample_pairs_data, "train.epochs=3", "train.max_failures=1", "train.report_seconds=0")
+    job, client = _start(
+        tmp_path, sample_pairs_data, "train.epochs=3", "train.max_failures=1", "train.report_seconds=0"
+    )
     try:
         _wait_for_epoch(job, client, 0)
         (worker,) = _train_workers(job)
@@ -110,9 +142,15 @@ def test_ctrl_c_ends_the_run_killed_and_publishes_nothing(tmp_path, sample_pairs
 
 
 def test_ctrl_c_ends_the_pipeline_and_its_running_stage_killed(tmp_path):
-    job, client = _launch(tmp_path, "jobs.pipeline", str(DATA / "pipeline-toy.yaml"), f"work_dir={tmp_path / 'work'}",
-                          "stages.lm.enabled=false", "stages.word2vec.enabled=false",  # corpus, then the translator
-                          "stages.translator.overrides.train.epochs=100")
+    job, client = _launch(
+        tmp_path,
+        "jobs.pipeline",
+        str(DATA / "pipeline-toy.yaml"),
+        f"work_dir={tmp_path / 'work'}",
+        "stages.lm.enabled=false",
+        "stages.word2vec.enabled=false",  # corpus, then the translator
+        "stages.translator.overrides.train.epochs=100",
+    )
     try:
         _wait_for_epoch(job, client, 0, "pipeline-translator")
         os.killpg(job.pid, signal.SIGINT)
@@ -121,8 +159,9 @@ def test_ctrl_c_ends_the_pipeline_and_its_running_stage_killed(tmp_path):
         if job.poll() is None:
             os.killpg(job.pid, signal.SIGKILL)
     statuses = {name: run.info.status for name, run in _runs(client).items()}
-    assert statuses == {"pipeline": "KILLED", "pipeline-corpus": "FINISHED", "pipeline-translator": "KILLED"}, \
+    assert statuses == {"pipeline": "KILLED", "pipeline-corpus": "FINISHED", "pipeline-translator": "KILLED"}, (
         f"{statuses}\n{out[-3000:]}"
+    )
     assert not (tmp_path / "work/translator").exists() and not (tmp_path / "work/stages/translator.json").exists()
     assert (tmp_path / "work/stages/corpus.json").is_file()  # finished stages stay reusable
 

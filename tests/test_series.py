@@ -22,13 +22,17 @@ def test_steps_are_found_from_the_times():
     assert infer_step(pd.DatetimeIndex(["1700", "1701", "1702"])) == Step(months=12)
     assert str(Step(months=12)) == "1 years" and str(Step(seconds=86400)) == "1 days"
     assert infer_step(pd.DatetimeIndex(["1981-01-01", "1981-01-02", "1981-01-04"])) == Step(seconds=86400)
-    assert infer_step(pd.DatetimeIndex(["2020-01-01 00:00", "2020-01-01 01:00", "2020-01-01 02:00"])) == Step(seconds=3600)
+    assert infer_step(pd.DatetimeIndex(["2020-01-01 00:00", "2020-01-01 01:00", "2020-01-01 02:00"])) == Step(
+        seconds=3600
+    )
     assert infer_step(pd.DatetimeIndex(["2020-01-01"])) is None
 
 
 def test_bad_times_duplicates_gaps_and_missing_values_are_counted_and_interpolated():
-    times, values = _frame(["1981-01-03", "1981-01-01", "not a date", "", "1981-01-02", "1981-01-02", "1981-01-06"],
-                           ["3", "1", "9", "9", "", "7", "6"])
+    times, values = _frame(
+        ["1981-01-03", "1981-01-01", "not a date", "", "1981-01-02", "1981-01-02", "1981-01-06"],
+        ["3", "1", "9", "9", "", "7", "6"],
+    )
     series = regularize(times, values, "interpolate")
     c = series.counts
     assert (c["read"], c["bad_time"], c["duplicate_time"]) == (7, 2, 1)
@@ -51,12 +55,14 @@ def test_drop_takes_the_series_as_regular_by_index():
 def test_calendar_features_are_the_position_in_the_year():
     features = calendar_features(pd.DatetimeIndex(["2001-01-01", "2001-07-02 12:00", "2004-12-31"]))
     fraction = np.array([0, 182.5 / 365, 365 / 366])
-    np.testing.assert_allclose(features, np.stack([np.sin(2 * np.pi * fraction), np.cos(2 * np.pi * fraction)], 1),
-                               atol=1e-12)
+    np.testing.assert_allclose(
+        features, np.stack([np.sin(2 * np.pi * fraction), np.cos(2 * np.pi * fraction)], 1), atol=1e-12
+    )
 
 
-@pytest.mark.parametrize("scaling", [Scaling(), Scaling("log1p", 1, "standard"), Scaling("none", 12, "minmax"),
-                                     Scaling("log1p", 0, "none")])
+@pytest.mark.parametrize(
+    "scaling", [Scaling(), Scaling("log1p", 1, "standard"), Scaling("none", 12, "minmax"), Scaling("log1p", 0, "none")]
+)
 def test_scaling_inverts(scaling):
     raw = np.abs(np.random.default_rng(0).normal(100, 30, (60, 2)))
     centre, spread = scaling.fit(raw[:40])
@@ -64,7 +70,7 @@ def test_scaling_inverts(scaling):
     d = scaling.difference
     assert len(model) == len(raw) - d
     # the model's values of points 40.. turned back, given the raw points before them
-    back = scaling.inverse(model[40 - d:], raw[:40], centre, spread)
+    back = scaling.inverse(model[40 - d :], raw[:40], centre, spread)
     np.testing.assert_allclose(back, raw[40:], rtol=1e-10)
 
 
@@ -98,22 +104,26 @@ def test_holdout_and_windows_against_a_direct_computation():
     starts = sorted(range(n_train - w - 1, -1, -2))
     assert [r["origin"] for r in train] == [t + 1 for t in starts]
     for r, t in zip(train, starts):
-        np.testing.assert_allclose(r["inputs"], (raw[t:t + w] - mean) / std, rtol=1e-5)
-        np.testing.assert_allclose(r["targets"], (raw[t + 1:t + w + 1] - mean) / std, rtol=1e-5)
+        np.testing.assert_allclose(r["inputs"], (raw[t : t + w] - mean) / std, rtol=1e-5)
+        np.testing.assert_allclose(r["targets"], (raw[t + 1 : t + w + 1] - mean) / std, rtol=1e-5)
         assert max(r["targets"]) < 1e3
     # valid: the window before it as context, its values in both units; test: context includes valid
     assert valid["origin"] == n_train and test["origin"] == n_train + h
-    np.testing.assert_allclose(valid["inputs"], (raw[n_train - w:n_train] - mean) / std, rtol=1e-5)
-    np.testing.assert_allclose(valid["future"], raw[n_train:n_train + h])
-    np.testing.assert_allclose(test["inputs"], (raw[n_train + h - w:n_train + h] - mean) / std, rtol=1e-5)
+    np.testing.assert_allclose(valid["inputs"], (raw[n_train - w : n_train] - mean) / std, rtol=1e-5)
+    np.testing.assert_allclose(valid["future"], raw[n_train : n_train + h])
+    np.testing.assert_allclose(test["inputs"], (raw[n_train + h - w : n_train + h] - mean) / std, rtol=1e-5)
     np.testing.assert_allclose(test["future"], raw[-h:])
-    assert test["mase_scale"] == pytest.approx([np.mean(np.abs(raw[3:n - h] - raw[:n - h - 3]))])
+    assert test["mase_scale"] == pytest.approx([np.mean(np.abs(raw[3 : n - h] - raw[: n - h - 3]))])
     # calendar: each input step sees the point it predicts; a forecast's steps run to its last point
     times = pd.date_range("2000-01-01", periods=n, freq="MS")
-    np.testing.assert_allclose(np.reshape(train[0]["calendar"], (-1, 2)),
-                               calendar_features(times[starts[0] + 1:starts[0] + w + 1]), atol=1e-6)
-    np.testing.assert_allclose(np.reshape(test["calendar"], (-1, 2)),
-                               calendar_features(times[n - h - w + 1:]), atol=1e-6)
+    np.testing.assert_allclose(
+        np.reshape(train[0]["calendar"], (-1, 2)),
+        calendar_features(times[starts[0] + 1 : starts[0] + w + 1]),
+        atol=1e-6,
+    )
+    np.testing.assert_allclose(
+        np.reshape(test["calendar"], (-1, 2)), calendar_features(times[n - h - w + 1 :]), atol=1e-6
+    )
 
 
 def test_differenced_windows_and_short_series():
@@ -124,8 +134,8 @@ def test_differenced_windows_and_short_series():
     np.testing.assert_allclose(first["inputs"], np.diff(raw)[:4], rtol=1e-5)
     test = rows[-1]
     assert test["before"] == pytest.approx([raw[26]])  # the level a forecast's differences add to
-    assert series_rows(_regular(raw[:s.min_points() - 1]), s) == []
-    assert len([r for r in series_rows(_regular(raw[:s.min_points()]), s) if r["split"] == "train"]) == 1
+    assert series_rows(_regular(raw[: s.min_points() - 1]), s) == []
+    assert len([r for r in series_rows(_regular(raw[: s.min_points()]), s) if r["split"] == "train"]) == 1
 
 
 def test_seasonal_naive_mae_and_names():
@@ -145,7 +155,8 @@ def test_a_series_without_values_has_no_points():
 
 def test_times_that_fit_no_regular_step_drop_the_series():
     # minutes apart, then a year: a one-minute grid would hold half a million points for 4 rows
-    times, values = _frame(["2000-01-01 00:00", "2000-01-01 00:01", "2000-01-01 00:02", "2001-01-01 00:00"],
-                           ["1", "2", "3", "4"])
+    times, values = _frame(
+        ["2000-01-01 00:00", "2000-01-01 00:01", "2000-01-01 00:02", "2001-01-01 00:00"], ["1", "2", "3", "4"]
+    )
     series = regularize(times, values, "interpolate")
     assert series.counts["irregular_time"] == 4 and len(series.values) == 0 and series.step == Step(seconds=60)

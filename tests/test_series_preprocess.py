@@ -18,8 +18,11 @@ from pipelines.spark.series import preprocess_series
 
 
 def config(inputs, *overrides):
-    cfg = to_dict(load_config("preprocess", ["data.kind=series", "output.shards=3", "series.window=6",
-                                             "series.horizon=4", *overrides]))
+    cfg = to_dict(
+        load_config(
+            "preprocess", ["data.kind=series", "output.shards=3", "series.window=6", "series.horizon=4", *overrides]
+        )
+    )
     cfg["data"]["inputs"] = inputs
     return cfg
 
@@ -44,15 +47,23 @@ def test_many_series_accounting_holdout_and_partition_invariance(spark, tmp_path
     outputs = []
     for partitions in (1, 4):
         out = tmp_path / f"out{partitions}"
-        preprocess_series(spark, config([{"path": str(source)}], f"spark.partitions={partitions}", *args), out,
-                          log=lambda m: None)
+        preprocess_series(
+            spark, config([{"path": str(source)}], f"spark.partitions={partitions}", *args), out, log=lambda m: None
+        )
         outputs.append(out)
     m = load_manifest(outputs[0], "series")
     c = m["counts"]
     assert c["read"] == 5 * 40 + 5 == c["kept"] + sum(c["dropped"].values())
     # the duplicate of s1's first month is dropped (the first row in input order stays), the short
     # series is too short for a window of 6 and two tails of 4, the id-less row has no series
-    assert c["dropped"] == {"missing_id": 1, "bad_time": 1, "duplicate_time": 1, "irregular_time": 0, "missing_value": 0, "too_short": 2}
+    assert c["dropped"] == {
+        "missing_id": 1,
+        "bad_time": 1,
+        "duplicate_time": 1,
+        "irregular_time": 0,
+        "missing_value": 0,
+        "too_short": 2,
+    }
     assert m["series"]["count"] == 7 and m["series"]["kept"] == 5 and m["series"]["steps"] == {"1 months": 5}
     # one train window per start, one valid and one test forecast per series
     assert m["splits"]["train"]["examples"] == 5 * (40 - 8 - 6) and m["splits"]["valid"]["examples"] == 5
@@ -80,8 +91,9 @@ def test_one_series_per_file_named_by_the_file_with_gaps(spark, tmp_path):
     lines = [f"{1900 + i},{i}" for i in range(30) if i not in (10, 11)] + ["1950,"]
     (tmp_path / "flow.csv").write_text("date,value\n" + "\n".join(lines) + "\n", encoding="utf-8")
     out = tmp_path / "out"
-    m = preprocess_series(spark, config([{"path": str(tmp_path / "flow.csv")}], "series.calendar=true"), out,
-                          log=lambda x: None)
+    m = preprocess_series(
+        spark, config([{"path": str(tmp_path / "flow.csv")}], "series.calendar=true"), out, log=lambda x: None
+    )
     assert m["counts"]["notes"]["gaps"] == 2 + 20 and m["counts"]["notes"]["interpolated"] == 2 + 20 + 1
     assert m["series"]["calendar_features"] == 2
     rows = read_windows(out, m["splits"]["valid"]["files"], 1, 2)
@@ -96,9 +108,14 @@ def test_bad_input_is_refused_clearly(spark, tmp_path):
     with pytest.raises(InputError, match=r"a.csv: no column\(s\) \['date'\]"):
         preprocess_series(spark, config([{"path": str(tmp_path / "a.csv")}]), tmp_path / "o", log=lambda m: None)
     with pytest.raises(ConfigError, match="series.value_columns"):
-        preprocess_series(spark, config([{"path": str(tmp_path / "a.csv")}], "series.value_columns=[]"),
-                          tmp_path / "o", log=lambda m: None)
+        preprocess_series(
+            spark,
+            config([{"path": str(tmp_path / "a.csv")}], "series.value_columns=[]"),
+            tmp_path / "o",
+            log=lambda m: None,
+        )
     with pytest.raises(InputError, match="format 'text' does not fit"):
-        preprocess_series(spark, config([{"path": str(tmp_path / "a.csv"), "format": "text"}]), tmp_path / "o",
-                          log=lambda m: None)
+        preprocess_series(
+            spark, config([{"path": str(tmp_path / "a.csv"), "format": "text"}]), tmp_path / "o", log=lambda m: None
+        )
     assert not (tmp_path / "o").exists()

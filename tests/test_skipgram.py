@@ -8,8 +8,16 @@ import pytest
 import torch
 
 from pipelines.contract.errors import ConfigError
-from rnn_models.skipgram import (Stream, Word2Vec, Word2VecSettings, keep_probabilities, linear_lr, sentence_ids, subsample,
-                                 training_stream)
+from rnn_models.skipgram import (
+    Stream,
+    Word2Vec,
+    Word2VecSettings,
+    keep_probabilities,
+    linear_lr,
+    sentence_ids,
+    subsample,
+    training_stream,
+)
 
 
 def test_keep_probabilities_follow_word2vec():
@@ -36,8 +44,12 @@ def test_windows_match_brute_force_and_stay_in_sentences():
     window = 3
     batch = Stream.draw(tokens, sentence, window, torch.Generator().manual_seed(3)).windows()
     reach = torch.randint(1, window + 1, (tokens.numel(), 1), generator=torch.Generator().manual_seed(3)).flatten()
-    expected = {(int(tokens[i]), int(tokens[j])) for i in range(tokens.numel()) for j in range(tokens.numel())
-                if i != j and sentence[i] == sentence[j] and abs(i - j) <= reach[i]}
+    expected = {
+        (int(tokens[i]), int(tokens[j]))
+        for i in range(tokens.numel())
+        for j in range(tokens.numel())
+        if i != j and sentence[i] == sentence[j] and abs(i - j) <= reach[i]
+    }
     got = [(int(c), int(x)) for c, row, m in zip(batch.centres, batch.contexts, batch.mask) for x in row[m]]
     assert len(got) == len(set(got)) == batch.pairs and set(got) == expected
     assert batch.contexts[~batch.mask].eq(0).all() and batch.contexts.shape == (tokens.numel(), 2 * window)
@@ -67,8 +79,9 @@ def _direct_loss(model, batch, noise):
     def log_sigmoid(x):
         return -math.log1p(math.exp(-x))
 
-    w_in, w_out, bias, kq = (t.detach() for t in (model.input.weight, model.output.weight, model.bias.weight[:, 0],
-                                                 model.log_kq))
+    w_in, w_out, bias, kq = (
+        t.detach() for t in (model.input.weight, model.output.weight, model.bias.weight[:, 0], model.log_kq)
+    )
     correction = (lambda w: float(kq[w])) if model.nce else (lambda w: 0.0)
     total, terms = 0.0, 0
     for i, centre in enumerate(batch.centres.tolist()):
@@ -82,8 +95,10 @@ def _direct_loss(model, batch, noise):
     return total / terms
 
 
-@pytest.mark.parametrize("loss,cbow,block", [("nce", False, 1), ("nce", False, 4), ("negative", False, 2),
-                                             ("nce", True, 1), ("negative", True, 3)])
+@pytest.mark.parametrize(
+    "loss,cbow,block",
+    [("nce", False, 1), ("nce", False, 4), ("negative", False, 2), ("nce", True, 1), ("negative", True, 3)],
+)
 def test_loss_matches_direct_computation_and_step_matches_autograd(loss, cbow, block):
     model, batch = _model(loss, cbow, block), _batch()
     noise = model.draw_noise(batch, torch.Generator().manual_seed(1))

@@ -8,9 +8,11 @@ from pipelines.spark.split import assign_split, example_hash, shard_of
 
 
 def _assign(df, valid=0.1, test=0.1, seed=0, fixed=None):
-    return (df.withColumn("h", example_hash(["tokens"], seed))
-              .withColumn("split", assign_split(F.col("h"), valid, test, fixed))
-              .withColumn("shard", shard_of(F.col("h"), 4)))
+    return (
+        df.withColumn("h", example_hash(["tokens"], seed))
+        .withColumn("split", assign_split(F.col("h"), valid, test, fixed))
+        .withColumn("shard", shard_of(F.col("h"), 4))
+    )
 
 
 def test_split_is_stable_across_partitionings_and_order(spark):
@@ -34,4 +36,3 @@ def test_seed_changes_the_draw(spark):
 def test_fixed_split_wins(spark):
     df = spark.createDataFrame([(i, [f"w{i}"], "test") for i in range(50)], "i int, tokens array<string>, f string")
     assert {r["split"] for r in _assign(df, fixed=F.col("f")).collect()} == {"test"}
-

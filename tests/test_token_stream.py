@@ -17,9 +17,15 @@ def shards(tmp_path):
     files, sentences = [], []
     for f in range(4):
         rows = [rng.integers(6, 50, size=rng.integers(1, 30)).astype(np.int32) for _ in range(rng.integers(5, 20))]
-        pq.write_table(pa.table({"ids": pa.array([r.tolist() for r in rows], pa.list_(pa.int32())),
-                                 "ids_len": pa.array([len(r) for r in rows], pa.int32())}),
-                       tmp_path / f"part-{f}.parquet")
+        pq.write_table(
+            pa.table(
+                {
+                    "ids": pa.array([r.tolist() for r in rows], pa.list_(pa.int32())),
+                    "ids_len": pa.array([len(r) for r in rows], pa.int32()),
+                }
+            ),
+            tmp_path / f"part-{f}.parquet",
+        )
         files.append(f"part-{f}.parquet")
         sentences += rows
     return tmp_path, files, sentences

@@ -34,8 +34,7 @@ def test_a_tracking_server_that_stays_away_is_one_clear_error(monkeypatch):
     """MLflow's own retries (here none) run out: the worker's metrics log ends with one error that
     names the server and how to go on, not MLflow's connection traceback."""
     from conftest import free_port
-    from jobs.common.tracking import MetricsLog
-    from jobs.common.tracking import TrackingUnavailableError
+    from jobs.common.tracking import MetricsLog, TrackingUnavailableError
     from pipelines.contract.errors import UserError
 
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
@@ -52,8 +51,12 @@ def test_a_run_stopped_from_outside_ends_killed_and_an_error_failed(stop, status
 
     from jobs.common.tracking import mlflow_run
 
-    cfg = {"enabled": True, "tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}", "experiment": "stops",
-           "artifact_location": (tmp_path / "artifacts").as_uri()}
+    cfg = {
+        "enabled": True,
+        "tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}",
+        "experiment": "stops",
+        "artifact_location": (tmp_path / "artifacts").as_uri(),
+    }
     with pytest.raises(type(stop)), mlflow_run(cfg, "job") as run:
         run_id = run.active_run().info.run_id
         raise stop

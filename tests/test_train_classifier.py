@@ -12,6 +12,7 @@ import mlflow
 import numpy as np
 import pytest
 import torch
+from test_preprocess import config as preprocess_config
 
 from jobs import classify
 from jobs import train_classifier as job
@@ -20,10 +21,9 @@ from pipelines.contract.errors import CheckpointError, InputError
 from pipelines.contract.labelled_shards import read_labelled
 from pipelines.contract.manifest import load_manifest
 from pipelines.contract.specials import SPECIALS
+from pipelines.spark.preprocess import preprocess
 from pipelines.text.normalize import NormalizeOptions
 from rnn_models.classifier import Classifier, ClassifierSettings
-from pipelines.spark.preprocess import preprocess
-from test_preprocess import config as preprocess_config
 
 SAMPLE = Path(__file__).resolve().parent.parent / "data/sample/sentiment-en.tsv.gz"
 
@@ -35,26 +35,53 @@ def sentiment(spark, tmp_path_factory):
     with gzip.open(SAMPLE, "rt", encoding="utf-8") as f:
         lines = f.read().splitlines()[:3000]
     (root / "sentiment.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    cfg = preprocess_config([{"path": str(root / "sentiment.tsv"), "format": "labelled"}], "split.valid=0.1",
-                            "split.test=0.1", "data.labels=[0,1]", kind="labelled")
+    cfg = preprocess_config(
+        [{"path": str(root / "sentiment.tsv"), "format": "labelled"}],
+        "split.valid=0.1",
+        "split.test=0.1",
+        "data.labels=[0,1]",
+        kind="labelled",
+    )
     preprocess(spark, cfg, root / "data", log=lambda m: None)
     return root / "data"
 
 
 def _args(tmp_path, data_dir, out, uri, *extra):
-    return [f"data_dir={data_dir}", f"output_dir={out}", f"storage_path={tmp_path / 'ray'}",
-            f"mlflow.tracking_uri={uri}", f"mlflow.artifact_location={(tmp_path / 'artifacts').as_uri()}",
-            "mlflow.experiment=test-classifier", "model.embedding_size=24", "model.hidden_size=24",
-            "train.batch_size=16", "train.num_workers=2", "train.cpus_per_worker=0.5", "train.lr=0.01",
-            "train.report_seconds=0", "valid.misclassified=5", *extra]
+    return [
+        f"data_dir={data_dir}",
+        f"output_dir={out}",
+        f"storage_path={tmp_path / 'ray'}",
+        f"mlflow.tracking_uri={uri}",
+        f"mlflow.artifact_location={(tmp_path / 'artifacts').as_uri()}",
+        "mlflow.experiment=test-classifier",
+        "model.embedding_size=24",
+        "model.hidden_size=24",
+        "train.batch_size=16",
+        "train.num_workers=2",
+        "train.cpus_per_worker=0.5",
+        "train.lr=0.01",
+        "train.report_seconds=0",
+        "valid.misclassified=5",
+        *extra,
+    ]
 
 
 @pytest.mark.slow
 def test_two_workers_learn_sentiment_resume_and_classify(tmp_path, sentiment, ray_local, capsys):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     out = tmp_path / "classifier"
-    summary = job.run(_args(tmp_path, sentiment, out, uri, "run_name=cls-test", "train.epochs=4",
-                            "train.patience=0", "train.batch_tokens=300"))
+    summary = job.run(
+        _args(
+            tmp_path,
+            sentiment,
+            out,
+            uri,
+            "run_name=cls-test",
+            "train.epochs=4",
+            "train.patience=0",
+            "train.batch_tokens=300",
+        )
+    )
     assert summary["epochs"] == 4 and summary["labels"] == ["0", "1"]
     # it learns: far above always answering the most common test label (counted from the shards)
     manifest = load_manifest(sentiment, "labelled")
@@ -85,15 +112,19 @@ def test_two_workers_learn_sentiment_resume_and_classify(tmp_path, sentiment, ra
     assert summary["registry"]["test_accuracy"] == round(summary["test_accuracy"], 2)
 
     # the same run name resumes after the last epoch: only epoch 4 is trained
-    again = job.run(_args(tmp_path, sentiment, out, uri, "run_name=cls-test", "train.epochs=5", "overwrite=true",
-                          "train.patience=0"))
+    again = job.run(
+        _args(
+            tmp_path, sentiment, out, uri, "run_name=cls-test", "train.epochs=5", "overwrite=true", "train.patience=0"
+        )
+    )
     assert again["epochs"] == 5
     (_, rerun) = client.search_runs([experiment], order_by=["attributes.start_time ASC"])
     assert [m.step for m in client.get_metric_history(rerun.info.run_id, "valid_accuracy")] == [4]
     # version 2 takes the alias only with a higher accuracy on the same test examples
     decision = again["registry"]
     assert decision["version"] == 2 and decision["previous_champion_accuracy"] == pytest.approx(
-        summary["test_accuracy"], abs=0.01)
+        summary["test_accuracy"], abs=0.01
+    )
     assert decision["champion"] == (round(again["test_accuracy"], 2) > round(summary["test_accuracy"], 2))
 
     # jobs.classify reads the raw test texts as the pipeline did: the same accuracy
@@ -118,8 +149,9 @@ def test_two_workers_learn_sentiment_resume_and_classify(tmp_path, sentiment, ra
         logged.predict([])
     # every probability, as JSON Lines; an empty line stays empty
     (tmp_path / "two.txt").write_text("the plot was not dull .\n\nthe cast was not brilliant .\n")
-    classify.run([str(out / "best"), "--input", str(tmp_path / "two.txt"), "--all", "--output",
-                  str(tmp_path / "two.jsonl")])
+    classify.run(
+        [str(out / "best"), "--input", str(tmp_path / "two.txt"), "--all", "--output", str(tmp_path / "two.jsonl")]
+    )
     first, empty, third = (tmp_path / "two.jsonl").read_text().split("\n")[:3]
     assert empty == "" and json.loads(first)["label"] == "1" and json.loads(third)["label"] == "0"
     assert sum(json.loads(first)["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
@@ -172,17 +204,23 @@ def test_several_checkpoints_classify_with_their_mean_probabilities(tmp_path, ca
         expected = {k: (a["probabilities"][k] + b["probabilities"][k]) / 2 for k in labels}
         assert mean["probabilities"] == pytest.approx(expected, abs=2e-6)
         assert mean["label"] == max(expected, key=expected.get)
-    assert any(a["label"] != b["label"] or abs(a["probability"] - b["probability"]) > 1e-3
-               for a, b in zip(alone, other) if a)  # two different models
+    assert any(
+        a["label"] != b["label"] or abs(a["probability"] - b["probability"]) > 1e-3 for a, b in zip(alone, other) if a
+    )  # two different models
     with pytest.raises(CheckpointError, match="must have the same labels"):
         classify.run([str(one), str(_untrained(tmp_path / "c.pt", ["pos", "neg", "mid"], 0)), "--input", str(texts)])
 
 
-@pytest.mark.parametrize("override, message", [("valid.test_split=dev", "valid.test_split must be train, valid or test"),
-                                               ("train.optimizer=lbfgs", "train.optimizer must be one of"),
-                                               ("train.batch_size=0", "train.batch_size must be an integer >= 1"),
-                                               ("train.batch_tokens=-1", "train.batch_tokens must be an integer >= 0"),
-                                               ("train.label_prior=test", "train.label_prior must be one of")])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("valid.test_split=dev", "valid.test_split must be train, valid or test"),
+        ("train.optimizer=lbfgs", "train.optimizer must be one of"),
+        ("train.batch_size=0", "train.batch_size must be an integer >= 1"),
+        ("train.batch_tokens=-1", "train.batch_tokens must be an integer >= 0"),
+        ("train.label_prior=test", "train.label_prior must be one of"),
+    ],
+)
 def test_bad_settings_are_refused_before_training(override, message):
     from jobs.common.config import load_config, to_dict
     from pipelines.contract.errors import ConfigError

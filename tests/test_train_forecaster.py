@@ -13,6 +13,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from test_model_registry import post, served
+from test_series_preprocess import config as preprocess_config
 
 from jobs import forecast
 from jobs import train_forecaster as job
@@ -21,8 +23,6 @@ from pipelines.contract.errors import CheckpointError, ConfigError, InputError
 from pipelines.series.scaling import Scaling
 from pipelines.spark.series import preprocess_series
 from rnn_models.forecaster import Forecaster, ForecasterSettings
-from test_model_registry import post, served
-from test_series_preprocess import config as preprocess_config
 
 SAMPLE = Path(__file__).resolve().parent.parent / "data/sample/sunspots-yearly.csv"
 
@@ -37,10 +37,20 @@ def sunspots(spark, tmp_path_factory):
 
 
 def _args(tmp_path, data_dir, out, uri, *extra):
-    return [f"data_dir={data_dir}", f"output_dir={out}", f"storage_path={tmp_path / 'ray'}",
-            f"mlflow.tracking_uri={uri}", f"mlflow.artifact_location={(tmp_path / 'artifacts').as_uri()}",
-            "mlflow.experiment=test-forecaster", "model.hidden_size=32", "train.num_workers=2",
-            "train.cpus_per_worker=0.5", "train.report_seconds=0", "valid.every=5", *extra]
+    return [
+        f"data_dir={data_dir}",
+        f"output_dir={out}",
+        f"storage_path={tmp_path / 'ray'}",
+        f"mlflow.tracking_uri={uri}",
+        f"mlflow.artifact_location={(tmp_path / 'artifacts').as_uri()}",
+        "mlflow.experiment=test-forecaster",
+        "model.hidden_size=32",
+        "train.num_workers=2",
+        "train.cpus_per_worker=0.5",
+        "train.report_seconds=0",
+        "valid.every=5",
+        *extra,
+    ]
 
 
 @pytest.mark.slow
@@ -70,8 +80,9 @@ def test_two_workers_learn_sunspots_resume_and_forecast(tmp_path, sunspots, ray_
     history.parent.mkdir()
     lines = SAMPLE.read_text().splitlines()
     history.write_text("\n".join(lines[:-20]) + "\n")
-    counts = forecast.run([str(out / "best"), "--series", str(history), "--steps", "20",
-                           "--output", str(tmp_path / "f.csv")])
+    counts = forecast.run(
+        [str(out / "best"), "--series", str(history), "--steps", "20", "--output", str(tmp_path / "f.csv")]
+    )
     assert counts == {"series": 1, "steps": 20, "rows": 309 - 20}
     mine = pd.read_csv(tmp_path / "f.csv")
     assert list(mine["date"]) == list(table["time"])
@@ -81,23 +92,28 @@ def test_two_workers_learn_sunspots_resume_and_forecast(tmp_path, sunspots, ray_
     assert summary["registry"]["name"] == "rnnmt-forecaster" and summary["registry"]["champion"]
     assert summary["registry"]["test_rmse"] == round(summary["test_rmse"], 2)
     rows = [line.split(",") for line in lines[1:-20]]
-    request = {"dataframe_split": {"columns": ["date", "value"], "data": [[d, float(v)] for d, v in rows]},
-               "params": {"steps": 20, "series": "sunspots-yearly"}}  # the training scaling, as jobs.forecast's
+    request = {
+        "dataframe_split": {"columns": ["date", "value"], "data": [[d, float(v)] for d, v in rows]},
+        "params": {"steps": 20, "series": "sunspots-yearly"},
+    }  # the training scaling, as jobs.forecast's
     with served("models:/rnnmt-forecaster@champion", uri) as url:
         status, answer = post(url, json.dumps(request).encode())
         assert status == 200, answer
         assert [p["date"] for p in answer["predictions"]] == list(table["time"])
         np.testing.assert_allclose([p["value"] for p in answer["predictions"]], mine["value"], rtol=1e-5)
-        short = {**request, "dataframe_split": {"columns": ["date", "value"],
-                                                "data": request["dataframe_split"]["data"][:10]}}
+        short = {
+            **request,
+            "dataframe_split": {"columns": ["date", "value"], "data": request["dataframe_split"]["data"][:10]},
+        }
         status, answer = post(url, json.dumps(short).encode())
         assert 400 <= status < 500 and "has 10 points; the forecaster reads 30" in answer["message"], answer
         status, answer = post(url, json.dumps({**request, "params": {"steps": 0}}).encode())
         assert 400 <= status < 500 and "steps must be >= 1" in answer["message"], answer
 
     # a rerun of the same run_name resumes: only the 5 new epochs are trained
-    again = job.run(_args(tmp_path, sunspots, out, uri, "run_name=fc-test", "train.epochs=45", "train.patience=0",
-                          "overwrite=true"))
+    again = job.run(
+        _args(tmp_path, sunspots, out, uri, "run_name=fc-test", "train.epochs=45", "train.patience=0", "overwrite=true")
+    )
     assert again["epochs"] == 45 and again["train_windows"] == pytest.approx(summary["train_windows"] * 45 / 40)
     # version 2 is scored against the champion on the same test tails
     assert again["registry"]["version"] == 2
@@ -107,8 +123,10 @@ def test_two_workers_learn_sunspots_resume_and_forecast(tmp_path, sunspots, ray_
 
 def test_training_feeds_back_fewer_steps_than_the_window(tmp_path, sunspots):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    for steps, message in ((30, r"train.feedback_steps must be below the window \(30 values\).*got 30"),
-                           (-1, "train.feedback_steps must be an integer >= 0, got -1")):
+    for steps, message in (
+        (30, r"train.feedback_steps must be below the window \(30 values\).*got 30"),
+        (-1, "train.feedback_steps must be an integer >= 0, got -1"),
+    ):
         with pytest.raises(ConfigError, match=message):
             job.run(_args(tmp_path, sunspots, tmp_path / "out", uri, f"train.feedback_steps={steps}"))
 
@@ -130,7 +148,11 @@ def _write(path: Path, text: str | bytes) -> Path:
 
 def test_forecast_cli_fills_gaps_and_refuses_bad_input(untrained, tmp_path, capsys):
     gappy = _write(tmp_path / "g.csv", "date,value\n2000-01,1\n2000-02,2\n2000-04,4\n2000-05,5\n2000-06,6\n")
-    assert forecast.run([str(untrained), "--series", str(gappy), "--steps", "3"]) == {"series": 1, "steps": 3, "rows": 5}
+    assert forecast.run([str(untrained), "--series", str(gappy), "--steps", "3"]) == {
+        "series": 1,
+        "steps": 3,
+        "rows": 5,
+    }
     out = capsys.readouterr()
     assert list(csv.reader(out.out.splitlines()))[0] == ["date", "value"]
     assert [r[0] for r in list(csv.reader(out.out.splitlines()))[1:]] == ["2000-07-01", "2000-08-01", "2000-09-01"]
@@ -141,8 +163,13 @@ def test_forecast_cli_fills_gaps_and_refuses_bad_input(untrained, tmp_path, caps
         "columns": (_write(tmp_path / "c.csv", "time,value\n2000,1\n"), r"no column\(s\) \['date'\]"),
         "short": (_write(tmp_path / "s.csv", "date,value\n2000,1\n2001,2\n"), "has 2 points; the forecaster reads 5"),
         "empty": (_write(tmp_path / "e.csv", ""), "not a readable CSV"),
-        "irregular": (_write(tmp_path / "i.csv", "date,value\n" + "".join(f"2000-01-01 00:0{m},1\n" for m in range(6))
-                             + "2003-01-01,1\n"), "fit no regular step"),
+        "irregular": (
+            _write(
+                tmp_path / "i.csv",
+                "date,value\n" + "".join(f"2000-01-01 00:0{m},1\n" for m in range(6)) + "2003-01-01,1\n",
+            ),
+            "fit no regular step",
+        ),
     }
     for name, (path, message) in cases.items():
         with pytest.raises(InputError, match=message):
@@ -158,8 +185,17 @@ def test_several_checkpoints_forecast_their_mean(untrained, tmp_path, capsys):
     members that read other columns are refused."""
     torch.manual_seed(1)
     other = tmp_path / "other.pt"
-    ForecasterBundle(Forecaster(ForecasterSettings(features=1, hidden_size=4, layers=1)), Scaling(), 5, 3,
-                     "interpolate", "date", ["value"], None, {}).save(other)
+    ForecasterBundle(
+        Forecaster(ForecasterSettings(features=1, hidden_size=4, layers=1)),
+        Scaling(),
+        5,
+        3,
+        "interpolate",
+        "date",
+        ["value"],
+        None,
+        {},
+    ).save(other)
     series = _write(tmp_path / "s.csv", "date,value\n" + "".join(f"2000-{m:02d},{m * m}\n" for m in range(1, 9)))
 
     def values(*checkpoints: Path) -> np.ndarray:
@@ -170,7 +206,16 @@ def test_several_checkpoints_forecast_their_mean(untrained, tmp_path, capsys):
     assert not np.allclose(one, two)
     np.testing.assert_allclose(both, (one + two) / 2, rtol=1e-6)
     renamed = tmp_path / "renamed.pt"
-    ForecasterBundle(Forecaster(ForecasterSettings(features=1, hidden_size=4, layers=1)), Scaling(), 5, 3,
-                     "interpolate", "date", ["count"], None, {}).save(renamed)
+    ForecasterBundle(
+        Forecaster(ForecasterSettings(features=1, hidden_size=4, layers=1)),
+        Scaling(),
+        5,
+        3,
+        "interpolate",
+        "date",
+        ["count"],
+        None,
+        {},
+    ).save(renamed)
     with pytest.raises(CheckpointError, match="must read the same columns"):
         forecast.run([str(untrained), str(renamed), "--series", str(series), "--steps", "4"])

@@ -9,6 +9,7 @@ from collections import Counter
 import mlflow
 import numpy as np
 import pytest
+from test_preprocess import config as preprocess_config
 
 from jobs import generate
 from jobs import train_lm as job
@@ -16,7 +17,6 @@ from jobs.common.lm_checkpoint import LMBundle
 from pipelines.contract.errors import ConfigError, InputError
 from pipelines.contract.manifest import load_manifest
 from pipelines.spark.preprocess import preprocess
-from test_preprocess import config as preprocess_config
 
 NUMBERS = "zero one two three four five six seven eight nine".split()
 
@@ -24,8 +24,10 @@ NUMBERS = "zero one two three four five six seven eight nine".split()
 def _counting_lines(n: int, seed: int) -> list[str]:
     """Lines counting up from a random number: each word all but fixes the next."""
     rng = np.random.default_rng(seed)
-    return [" ".join(NUMBERS[(start + k) % 10] for k in range(length))
-            for start, length in zip(rng.integers(0, 10, n), rng.integers(3, 9, n))]
+    return [
+        " ".join(NUMBERS[(start + k) % 10] for k in range(length))
+        for start, length in zip(rng.integers(0, 10, n), rng.integers(3, 9, n))
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -34,20 +36,42 @@ def counting(spark, tmp_path_factory):
     root = tmp_path_factory.mktemp("lm")
     lines = _counting_lines(900, 0)
     (root / "count.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    cfg = preprocess_config([{"path": str(root / "count.txt"), "format": "text"}], "split.valid=0.1",
-                            "split.test=0.1", "filter.dedup=false", "output.order=input", kind="monolingual")
+    cfg = preprocess_config(
+        [{"path": str(root / "count.txt"), "format": "text"}],
+        "split.valid=0.1",
+        "split.test=0.1",
+        "filter.dedup=false",
+        "output.order=input",
+        kind="monolingual",
+    )
     preprocess(spark, cfg, root / "data", log=lambda m: None)
     return root / "data", lines
 
 
 def _args(tmp_path, data_dir, out, uri, *extra):
-    return [f"data_dir={data_dir}", f"output_dir={out}", f"storage_path={tmp_path / 'ray'}",
-            f"mlflow.tracking_uri={uri}", f"mlflow.artifact_location={(tmp_path / 'artifacts').as_uri()}",
-            "mlflow.experiment=test-lm", "model.embedding_size=24", "model.hidden_size=24", "model.layers=1",
-            "train.batch_size=4", "train.bptt=12", "train.num_workers=2", "train.cpus_per_worker=0.5",
-            "train.optimizer=adam", "train.lr=0.01", "train.clip_norm=5.0", "train.schedule=plateau",
-            "train.report_seconds=0",
-            "valid.samples=2", "valid.sample_tokens=12", *extra]
+    return [
+        f"data_dir={data_dir}",
+        f"output_dir={out}",
+        f"storage_path={tmp_path / 'ray'}",
+        f"mlflow.tracking_uri={uri}",
+        f"mlflow.artifact_location={(tmp_path / 'artifacts').as_uri()}",
+        "mlflow.experiment=test-lm",
+        "model.embedding_size=24",
+        "model.hidden_size=24",
+        "model.layers=1",
+        "train.batch_size=4",
+        "train.bptt=12",
+        "train.num_workers=2",
+        "train.cpus_per_worker=0.5",
+        "train.optimizer=adam",
+        "train.lr=0.01",
+        "train.clip_norm=5.0",
+        "train.schedule=plateau",
+        "train.report_seconds=0",
+        "valid.samples=2",
+        "valid.sample_tokens=12",
+        *extra,
+    ]
 
 
 @pytest.mark.slow
@@ -104,16 +128,31 @@ def test_two_workers_learn_to_count_resume_and_generate(tmp_path, counting, ray_
     capsys.readouterr()
     greedy = generate.run([str(out / "best"), "--prompt", "four five", "--words", "4", "--temperature", "0"])
     assert greedy["samples"] == ["four five six seven eight nine"]
-    assert generate.run([str(out / "best"), "--prompt", "four five", "--words", "4", "--temperature", "0",
-                         "--seed", "5"])["samples"] == greedy["samples"]
+    assert (
+        generate.run([str(out / "best"), "--prompt", "four five", "--words", "4", "--temperature", "0", "--seed", "5"])[
+            "samples"
+        ]
+        == greedy["samples"]
+    )
     a = generate.run([str(out / "best"), "--num", "3", "--seed", "1", "--temperature", "2"])["samples"]
     b = generate.run([str(out / "best"), "--num", "3", "--seed", "1", "--temperature", "2"])["samples"]
     c = generate.run([str(out / "best"), "--num", "3", "--seed", "2", "--temperature", "2"])["samples"]
     assert a == b and a != c and len(a) == 3
     assert capsys.readouterr().out.startswith("four five six seven eight nine\n")
     # a long prompt keeps its end, and says so
-    long = generate.run([str(out / "best"), "--prompt", " ".join(NUMBERS * 3), "--max-context", "5",
-                         "--words", "1", "--temperature", "0"])
+    long = generate.run(
+        [
+            str(out / "best"),
+            "--prompt",
+            " ".join(NUMBERS * 3),
+            "--max-context",
+            "5",
+            "--words",
+            "1",
+            "--temperature",
+            "0",
+        ]
+    )
     assert long["truncated"] == 25 and long["samples"][0].startswith(" ".join(NUMBERS * 3))
     assert "the prompt has 30 tokens: the model read its last 5" in capsys.readouterr().err
 
@@ -133,13 +172,28 @@ def test_generate_refuses_bad_input(tmp_path):
 def test_characters_of_a_text_in_order(spark, tmp_path, ray_local):
     lines = _counting_lines(300, 1)
     (tmp_path / "count.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    cfg = preprocess_config([{"path": str(tmp_path / "count.txt"), "format": "text", "split_at": [0.8, 0.9]}],
-                            "vocab.kind=char", "normalize.tokenize=none", "filter.dedup=false",
-                            "output.order=input", kind="monolingual")
+    cfg = preprocess_config(
+        [{"path": str(tmp_path / "count.txt"), "format": "text", "split_at": [0.8, 0.9]}],
+        "vocab.kind=char",
+        "normalize.tokenize=none",
+        "filter.dedup=false",
+        "output.order=input",
+        kind="monolingual",
+    )
     preprocess(spark, cfg, tmp_path / "data", log=lambda m: None)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    summary = job.run(_args(tmp_path, tmp_path / "data", tmp_path / "lm", uri, "run_name=lm-chars",
-                            "train.epochs=2", "train.num_workers=1", "train.cpus_per_worker=1"))
+    summary = job.run(
+        _args(
+            tmp_path,
+            tmp_path / "data",
+            tmp_path / "lm",
+            uri,
+            "run_name=lm-chars",
+            "train.epochs=2",
+            "train.num_workers=1",
+            "train.cpus_per_worker=1",
+        )
+    )
     assert summary["valid_bits_per_char"] == pytest.approx(summary["valid_loss"] / math.log(2))
     counts = Counter("\n".join(lines) + "\n")  # a unigram model of the characters, by hand
     unigram_bits = -sum(c * math.log2(c / sum(counts.values())) for c in counts.values()) / sum(counts.values())
@@ -151,8 +205,18 @@ def test_characters_of_a_text_in_order(spark, tmp_path, ray_local):
     with pytest.raises(ConfigError, match="--words counts words: this is a char model"):
         generate.run([str(tmp_path / "lm" / "best"), "--words", "3"])
     # the time budget ends training within the first epoch (checked every 10 steps)
-    budget = job.run(_args(tmp_path, tmp_path / "data", tmp_path / "lm-budget", uri, "run_name=lm-budget",
-                           "train.epochs=5", "train.num_workers=1", "train.cpus_per_worker=1",
-                           "train.max_minutes=1e-4"))
+    budget = job.run(
+        _args(
+            tmp_path,
+            tmp_path / "data",
+            tmp_path / "lm-budget",
+            uri,
+            "run_name=lm-budget",
+            "train.epochs=5",
+            "train.num_workers=1",
+            "train.cpus_per_worker=1",
+            "train.max_minutes=1e-4",
+        )
+    )
     assert budget["epochs"] == 1 and 0 < budget["train_tokens"] <= 10 * 4 * 12  # 10 segments of 4 x 12 at most
     assert summary["train_tokens"] > 10 * 4 * 12

@@ -22,20 +22,33 @@ from pipelines.text.normalize import NormalizeOptions, tokenize
 from rnn_models.word_vectors import save_word2vec
 
 
-
 @pytest.fixture(scope="module")
 def data_dir(toy_pairs_data):
     return toy_pairs_data
 
 
 def _args(tmp_path, data_dir, out, uri, *extra):
-    return [f"data_dir={data_dir}", f"output_dir={out}", f"storage_path={tmp_path / 'ray'}",
-            f"mlflow.tracking_uri={uri}", f"mlflow.artifact_location={(tmp_path / 'artifacts').as_uri()}",
-            "mlflow.experiment=test-translator", "model.embedding_size=16", "model.hidden_size=16",
-            "train.batch_tokens=300", "train.num_workers=2", "train.cpus_per_worker=0.5", "train.epochs=2",
-            "train.lr=0.01",
-            "train.patience=0", "train.report_seconds=0", "valid.samples=3", "valid.heatmaps=2", "decode.beam=3",
-            *extra]
+    return [
+        f"data_dir={data_dir}",
+        f"output_dir={out}",
+        f"storage_path={tmp_path / 'ray'}",
+        f"mlflow.tracking_uri={uri}",
+        f"mlflow.artifact_location={(tmp_path / 'artifacts').as_uri()}",
+        "mlflow.experiment=test-translator",
+        "model.embedding_size=16",
+        "model.hidden_size=16",
+        "train.batch_tokens=300",
+        "train.num_workers=2",
+        "train.cpus_per_worker=0.5",
+        "train.epochs=2",
+        "train.lr=0.01",
+        "train.patience=0",
+        "train.report_seconds=0",
+        "valid.samples=3",
+        "valid.heatmaps=2",
+        "decode.beam=3",
+        *extra,
+    ]
 
 
 @pytest.mark.slow
@@ -46,8 +59,9 @@ def test_two_workers_train_resume_and_evaluate(tmp_path, data_dir, ray_local, ca
     words = list(src_vocab.tokens[6:40])
     vectors = torch.randn(len(words), 16)
     save_word2vec(tmp_path / "vectors.txt", words, vectors)
-    summary = job.run(_args(tmp_path, data_dir, out, uri, "run_name=tr-test", f"embeddings.src={tmp_path}",
-                            "embeddings.freeze=true"))
+    summary = job.run(
+        _args(tmp_path, data_dir, out, uri, "run_name=tr-test", f"embeddings.src={tmp_path}", "embeddings.freeze=true")
+    )
     assert summary["epochs"] == 2 and summary["best"] == str(out / "best")
     assert {"test_greedy_bleu", "test_beam3_bleu", "test_greedy_chrf", "test_bleu_signature"} <= set(summary)
     assert summary["train_tokens_per_sec"] > 0
@@ -87,8 +101,20 @@ def test_two_workers_train_resume_and_evaluate(tmp_path, data_dir, ray_local, ca
     assert run.data.tags["registry.champion"] == "True"
 
     # the same run name resumes after the last epoch: only epoch 2 is trained
-    again = job.run(_args(tmp_path, data_dir, out, uri, "run_name=tr-test", "train.epochs=3", "overwrite=true",
-                          f"embeddings.src={tmp_path}", "embeddings.freeze=true", "train.average_last=2"))
+    again = job.run(
+        _args(
+            tmp_path,
+            data_dir,
+            out,
+            uri,
+            "run_name=tr-test",
+            "train.epochs=3",
+            "overwrite=true",
+            f"embeddings.src={tmp_path}",
+            "embeddings.freeze=true",
+            "train.average_last=2",
+        )
+    )
     (_, rerun) = client.search_runs([experiment], order_by=["attributes.start_time ASC"])
     assert [m.step for m in client.get_metric_history(rerun.info.run_id, "valid_bleu")] == [2]
     # the resumed run goes on from the trained weights: its first loss continues the curve, far
@@ -123,9 +149,15 @@ def test_two_workers_train_resume_and_evaluate(tmp_path, data_dir, ray_local, ca
     assert not torch.equal(last_after.model.decoder.output.weight, last_before.model.decoder.output.weight)
 
     # jobs.evaluate scores the checkpoint on the test split, by name, greedy and beam
-    scores = evaluate.run([f"checkpoint={out / 'best' / BUNDLE_FILE}", f"mlflow.tracking_uri={uri}",
-                           "mlflow.experiment=test-translator", "beams=[1,2]",
-                           f"sets=[{{name: toy, data_dir: '{data_dir}', split: test}}]"])
+    scores = evaluate.run(
+        [
+            f"checkpoint={out / 'best' / BUNDLE_FILE}",
+            f"mlflow.tracking_uri={uri}",
+            "mlflow.experiment=test-translator",
+            "beams=[1,2]",
+            f"sets=[{{name: toy, data_dir: '{data_dir}', split: test}}]",
+        ]
+    )
     assert set(scores) == {"checkpoint", "toy_greedy", "toy_beam2"}
     assert scores["toy_greedy"]["sentences"] > 0 and "nrefs:1" in scores["toy_greedy"]["bleu_signature"]
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == scores
@@ -136,17 +168,21 @@ def test_bad_settings_and_inputs_are_clear(tmp_path, data_dir):
     with pytest.raises(ManifestError, match="no manifest.json"):
         job.run([f"data_dir={tmp_path}", f"output_dir={tmp_path / 'o'}", "mlflow.enabled=false"])
     with pytest.raises(ConfigError, match="model.attention must be one of dot, general, bahdanau, none; got 'luong'"):
-        job.run([f"data_dir={data_dir}", f"output_dir={tmp_path / 'o'}", "mlflow.enabled=false",
-                 "model.attention=luong"])
+        job.run(
+            [f"data_dir={data_dir}", f"output_dir={tmp_path / 'o'}", "mlflow.enabled=false", "model.attention=luong"]
+        )
 
 
 def test_subword_sampling_draws_the_training_pairs_anew_reproducibly(toy_pairs):
     lines = [line.split("\t") for line in toy_pairs.read_text(encoding="utf-8").splitlines()]
-    texts = [[" ".join(tokenize(pair[side], NormalizeOptions.for_language(lang))) for pair in lines]
-             for side, lang in ((0, "en"), (1, "fr"))]
+    texts = [
+        [" ".join(tokenize(pair[side], NormalizeOptions.for_language(lang))) for pair in lines]
+        for side, lang in ((0, "en"), (1, "fr"))
+    ]
     src, tgt = (PieceModel(train_piece_model(t, "unigram", 300)) for t in texts)
-    pairs = Pairs([np.asarray(ids) for ids in src.encode(texts[0])], [np.asarray(ids) for ids in tgt.encode(texts[1])],
-                  None, None)
+    pairs = Pairs(
+        [np.asarray(ids) for ids in src.encode(texts[0])], [np.asarray(ids) for ids in tgt.encode(texts[1])], None, None
+    )
     kept = [ids.copy() for ids in pairs.src]
     sampler = job.SubwordSampler(pairs, src, tgt)
     first, again, other = (sampler.draw(0.5, seed) for seed in (3, 3, 5))
@@ -161,43 +197,80 @@ def test_subword_sampling_draws_the_training_pairs_anew_reproducibly(toy_pairs):
 
 
 # A synthetic domain: word-by-word pairs built from words both toy vocabularies know (subject, verb, object).
-DOMAIN = {"subject": [("tom", "tom"), ("i", "je"), ("you", "vous"), ("he", "il"), ("she", "elle"), ("we", "nous")],
-          "verb": [("want", "veux"), ("have", "ai"), ("know", "sais"), ("like", "aime"), ("see", "vois")],
-          "object": [("cat", "chat"), ("dog", "chien"), ("book", "livre"), ("house", "maison"), ("car", "voiture"),
-                     ("money", "argent"), ("school", "école")]}
+DOMAIN = {
+    "subject": [("tom", "tom"), ("i", "je"), ("you", "vous"), ("he", "il"), ("she", "elle"), ("we", "nous")],
+    "verb": [("want", "veux"), ("have", "ai"), ("know", "sais"), ("like", "aime"), ("see", "vois")],
+    "object": [
+        ("cat", "chat"),
+        ("dog", "chien"),
+        ("book", "livre"),
+        ("house", "maison"),
+        ("car", "voiture"),
+        ("money", "argent"),
+        ("school", "école"),
+    ],
+}
 
 
 def _domain_pairs(src_vocab: Vocab, tgt_vocab: Vocab) -> list[str]:
-    known = {slot: [(e, f) for e, f in words if e in src_vocab.index and f in tgt_vocab.index]
-             for slot, words in DOMAIN.items()}
+    known = {
+        slot: [(e, f) for e, f in words if e in src_vocab.index and f in tgt_vocab.index]
+        for slot, words in DOMAIN.items()
+    }
     assert all(len(words) >= 3 for words in known.values()), known
-    return [f"{s} {v} {o} .\t{s2} {v2} {o2} ." for s, s2 in known["subject"] for v, v2 in known["verb"]
-            for o, o2 in known["object"]]
+    return [
+        f"{s} {v} {o} .\t{s2} {v2} {o2} ."
+        for s, s2 in known["subject"]
+        for v, v2 in known["verb"]
+        for o, o2 in known["object"]
+    ]
 
 
 @pytest.mark.slow
 def test_fine_tuning_on_an_in_domain_corpus_raises_its_bleu(tmp_path, data_dir, spark, ray_local):
-    from jobs.preprocess import given_vocabs
-    from jobs.common.translation import translate_and_score
-    from pipelines.contract.manifest import load_manifest
-    from pipelines.spark.preprocess import preprocess
     from test_preprocess import config as preprocess_config
 
+    from jobs.common.translation import translate_and_score
+    from jobs.preprocess import given_vocabs
+    from pipelines.contract.manifest import load_manifest
+    from pipelines.spark.preprocess import preprocess
+
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    small = ["model.embedding_size=32", "model.hidden_size=32", "train.num_workers=1", "train.cpus_per_worker=1",
-             "train.batch_tokens=200", "train.lr=0.01", "train.patience=0", "decode.beam=2"]
-    base = job.run(_args(tmp_path, data_dir, tmp_path / "base", uri, "run_name=ft-base", "train.num_workers=1",
-                         "train.epochs=2", *small))
+    small = [
+        "model.embedding_size=32",
+        "model.hidden_size=32",
+        "train.num_workers=1",
+        "train.cpus_per_worker=1",
+        "train.batch_tokens=200",
+        "train.lr=0.01",
+        "train.patience=0",
+        "decode.beam=2",
+    ]
+    base = job.run(
+        _args(
+            tmp_path,
+            data_dir,
+            tmp_path / "base",
+            uri,
+            "run_name=ft-base",
+            "train.num_workers=1",
+            "train.epochs=2",
+            *small,
+        )
+    )
     parent = Bundle.load(base["best"])
 
     # the in-domain corpus, encoded with the base model's vocabularies (vocab.from)
     corpus = tmp_path / "domain.tsv"
-    src_vocab, tgt_vocab = Vocab(tuple(parent.src_tokens), (0,) * len(parent.src_tokens)), \
-        Vocab(tuple(parent.tgt_tokens), (0,) * len(parent.tgt_tokens))
+    src_vocab, tgt_vocab = (
+        Vocab(tuple(parent.src_tokens), (0,) * len(parent.src_tokens)),
+        Vocab(tuple(parent.tgt_tokens), (0,) * len(parent.tgt_tokens)),
+    )
     corpus.write_text("\n".join(_domain_pairs(src_vocab, tgt_vocab)) + "\n", encoding="utf-8")
     domain = tmp_path / "domain"
-    cfg = preprocess_config([{"path": str(corpus), "format": "tsv"}], "split.valid=0.1", "split.test=0.2",
-                            f"vocab.from={base['best']}")
+    cfg = preprocess_config(
+        [{"path": str(corpus), "format": "tsv"}], "split.valid=0.1", "split.test=0.2", f"vocab.from={base['best']}"
+    )
     preprocess(spark, cfg, domain, log=lambda m: None, given=given_vocabs(base["best"], {}))
     manifest = load_manifest(domain, "parallel")
     assert manifest["vocab"]["src"]["fingerprint"] == Vocab.load(data_dir / "vocab/src.tsv").fingerprint()
@@ -206,21 +279,47 @@ def test_fine_tuning_on_an_in_domain_corpus_raises_its_bleu(tmp_path, data_dir, 
     # the base model on the in-domain test split, then fine-tuned from it
     test = read_pairs(domain, manifest["splits"]["test"]["files"], text=True)
     before = translate_and_score(parent, test.src_text, test.tgt_text, parent.decode_settings(), 1)[0]["bleu"]
-    tuned = job.run(_args(tmp_path, domain, tmp_path / "tuned", uri, "run_name=ft-tuned", "train.epochs=12",
-                          f"init_from={base['best']}", *small))
+    tuned = job.run(
+        _args(
+            tmp_path,
+            domain,
+            tmp_path / "tuned",
+            uri,
+            "run_name=ft-tuned",
+            "train.epochs=12",
+            f"init_from={base['best']}",
+            *small,
+        )
+    )
     print(f"in-domain test BLEU: base {before:.2f}, fine-tuned {tuned['test_greedy_bleu']:.2f}")
     assert tuned["test_greedy_bleu"] > before + 20
-    run = mlflow.MlflowClient(uri).search_runs([mlflow.MlflowClient(uri).get_experiment_by_name(
-        "test-translator").experiment_id], "tags.mlflow.runName = 'ft-tuned'")[0]
+    run = mlflow.MlflowClient(uri).search_runs(
+        [mlflow.MlflowClient(uri).get_experiment_by_name("test-translator").experiment_id],
+        "tags.mlflow.runName = 'ft-tuned'",
+    )[0]
     assert run.data.tags["parent_model"] == base["best"]
     assert Bundle.load(tmp_path / "tuned/best").info["parent_model"] == base["best"]
 
     # a model of another shape, or data with other vocabularies, is refused before training
     with pytest.raises(CheckpointError, match="model.hidden_size=16 here, 32 there"):
-        job.run(_args(tmp_path, domain, tmp_path / "x", uri, "run_name=ft-x", f"init_from={base['best']}",
-                      *small, "model.hidden_size=16"))
+        job.run(
+            _args(
+                tmp_path,
+                domain,
+                tmp_path / "x",
+                uri,
+                "run_name=ft-x",
+                f"init_from={base['best']}",
+                *small,
+                "model.hidden_size=16",
+            )
+        )
     with pytest.raises(CheckpointError, match="preprocess the data with vocab.from"):
         other = tmp_path / "other"
-        preprocess(spark, preprocess_config([{"path": str(corpus), "format": "tsv"}], "split.valid=0.1",
-                                            "split.test=0.2"), other, log=lambda m: None)
+        preprocess(
+            spark,
+            preprocess_config([{"path": str(corpus), "format": "tsv"}], "split.valid=0.1", "split.test=0.2"),
+            other,
+            log=lambda m: None,
+        )
         job.run(_args(tmp_path, other, tmp_path / "y", uri, "run_name=ft-y", f"init_from={base['best']}", *small))

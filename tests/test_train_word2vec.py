@@ -2,31 +2,34 @@
 
 from __future__ import annotations
 
-import json
-
 import io
+import json
 
 import mlflow
 import numpy as np
 import pytest
 import torch
 from gensim.models import KeyedVectors
+from test_preprocess import config as preprocess_config
 
 from jobs import train_word2vec as job
 from pipelines.contract.errors import CheckpointError, ManifestError
 from pipelines.contract.vocab import load_vocab
-from rnn_models.word_vectors import init_embedding
-from rnn_models.skipgram import Word2Vec, Word2VecSettings
 from pipelines.spark.preprocess import preprocess
-from test_preprocess import config as preprocess_config
-
+from rnn_models.skipgram import Word2Vec, Word2VecSettings
+from rnn_models.word_vectors import init_embedding
 
 
 @pytest.fixture(scope="module")
 def data_dir(spark, tmp_path_factory, toy_text):
     out = tmp_path_factory.mktemp("w2v") / "data"
-    cfg = preprocess_config([{"path": str(toy_text), "format": "text"}], "filter.max_len=1000", "filter.dedup=false",
-                            "output.shards=3", kind="monolingual")
+    cfg = preprocess_config(
+        [{"path": str(toy_text), "format": "text"}],
+        "filter.max_len=1000",
+        "filter.dedup=false",
+        "output.shards=3",
+        kind="monolingual",
+    )
     preprocess(spark, cfg, out, log=lambda m: None)
     return out
 
@@ -42,12 +45,25 @@ def _eval_files(tmp_path, words):
 
 def _args(tmp_path, data_dir, out, uri, *extra):
     analogy, similarity = _eval_files(tmp_path, ["the", "of", "and", "in", "a", "to"])
-    return [f"data_dir={data_dir}", f"output_dir={out}", f"storage_path={tmp_path / 'ray'}",
-            f"mlflow.tracking_uri={uri}", f"mlflow.artifact_location={(tmp_path / 'artifacts').as_uri()}",
-            "mlflow.experiment=test-word2vec", "model.dim=16", "train.batch_words=200", "train.sync_every=5",
-            "train.checkpoint_every=10", "train.num_workers=2", "train.cpus_per_worker=0.5",
-            f"eval.analogy={analogy}", f"eval.similarity={similarity}", "eval.probes=[the,zzzz]", "eval.plot_words=20",
-            *extra]
+    return [
+        f"data_dir={data_dir}",
+        f"output_dir={out}",
+        f"storage_path={tmp_path / 'ray'}",
+        f"mlflow.tracking_uri={uri}",
+        f"mlflow.artifact_location={(tmp_path / 'artifacts').as_uri()}",
+        "mlflow.experiment=test-word2vec",
+        "model.dim=16",
+        "train.batch_words=200",
+        "train.sync_every=5",
+        "train.checkpoint_every=10",
+        "train.num_workers=2",
+        "train.cpus_per_worker=0.5",
+        f"eval.analogy={analogy}",
+        f"eval.similarity={similarity}",
+        "eval.probes=[the,zzzz]",
+        "eval.plot_words=20",
+        *extra,
+    ]
 
 
 @pytest.mark.slow
@@ -66,8 +82,7 @@ def test_two_workers_train_export_and_resume(tmp_path, data_dir, ray_local, caps
     scores = json.loads((out / "eval.json").read_text())
     assert scores["analogy"]["covered"] == 2 and scores["analogy"]["questions"] == 3
     assert scores["similarity"]["covered"] == 3 and list(scores["neighbours"]) == ["the"]
-    assert {p.name for p in out.iterdir()} == {"vectors.txt", "vectors.bin", "vocab.tsv", "eval.json",
-                                                "projection.png"}
+    assert {p.name for p in out.iterdir()} == {"vectors.txt", "vectors.bin", "vocab.tsv", "eval.json", "projection.png"}
 
     client = mlflow.MlflowClient(uri)
     (run,) = client.search_runs([client.get_experiment_by_name("test-word2vec").experiment_id])
@@ -82,10 +97,14 @@ def test_two_workers_train_export_and_resume(tmp_path, data_dir, ray_local, caps
     # the same run name resumes from the last checkpoint: one more epoch, not two (and the C loop's
     # checkpoint goes on with the tensor step)
     capsys.readouterr()
-    again = job.run(_args(tmp_path, data_dir, out, uri, "run_name=w2v-test", "train.epochs=2", "overwrite=true",
-                          "train.loop=tensor"))
-    (_, rerun) = client.search_runs([client.get_experiment_by_name("test-word2vec").experiment_id],
-                                    order_by=["attributes.start_time ASC"])
+    again = job.run(
+        _args(
+            tmp_path, data_dir, out, uri, "run_name=w2v-test", "train.epochs=2", "overwrite=true", "train.loop=tensor"
+        )
+    )
+    (_, rerun) = client.search_runs(
+        [client.get_experiment_by_name("test-word2vec").experiment_id], order_by=["attributes.start_time ASC"]
+    )
     epochs = {m.value for m in client.get_metric_history(rerun.info.run_id, "epoch")}
     assert epochs == {1.0} and again["words"] == summary["words"]
     # the resumed run starts from the trained vectors: its loss goes on below where the first run began
@@ -98,23 +117,40 @@ def test_two_workers_train_export_and_resume(tmp_path, data_dir, ray_local, caps
 
     # a checkpoint of another model is refused, not half loaded
     with pytest.raises(CheckpointError, match="checkpoint is of another model"):
-        job.run(_args(tmp_path, data_dir, tmp_path / "other", uri, "run_name=w2v-test", "train.epochs=3",
-                      "model.dim=8"))
+        job.run(
+            _args(tmp_path, data_dir, tmp_path / "other", uri, "run_name=w2v-test", "train.epochs=3", "model.dim=8")
+        )
     assert not (tmp_path / "other").exists()
-    (*_, refused) = client.search_runs([client.get_experiment_by_name("test-word2vec").experiment_id],
-                                       order_by=["attributes.start_time ASC"])
+    (*_, refused) = client.search_runs(
+        [client.get_experiment_by_name("test-word2vec").experiment_id], order_by=["attributes.start_time ASC"]
+    )
     assert refused.info.status == "FAILED" and refused.data.params["model.dim"] == "8"
 
 
 @pytest.mark.slow
 def test_piece_vectors_export_with_their_pieces_and_initialise_a_translator(spark, tmp_path, toy_text, ray_local):
     data = tmp_path / "pieces"
-    cfg = preprocess_config([{"path": str(toy_text), "format": "text"}], "filter.max_len=1000", "vocab.kind=bpe",
-                            "vocab.max_size=500", "output.shards=2", kind="monolingual")
+    cfg = preprocess_config(
+        [{"path": str(toy_text), "format": "text"}],
+        "filter.max_len=1000",
+        "vocab.kind=bpe",
+        "vocab.max_size=500",
+        "output.shards=2",
+        kind="monolingual",
+    )
     manifest = preprocess(spark, cfg, data, log=lambda m: None)
     out = tmp_path / "vectors"
-    summary = job.run(_args(tmp_path, data, out, f"sqlite:///{tmp_path / 'mlflow.db'}", "run_name=w2v-pieces",
-                            "train.num_workers=1", "train.cpus_per_worker=1"))
+    summary = job.run(
+        _args(
+            tmp_path,
+            data,
+            out,
+            f"sqlite:///{tmp_path / 'mlflow.db'}",
+            "run_name=w2v-pieces",
+            "train.num_workers=1",
+            "train.cpus_per_worker=1",
+        )
+    )
     vectors = KeyedVectors.load_word2vec_format(str(out / "vectors.txt"))
     vocab, model = load_vocab(data, manifest["vocab"]["words"])
     assert (out / "pieces.model").read_bytes() == model.proto
@@ -172,7 +208,7 @@ def _sync_worker(rank: int, store: str, result: str) -> None:
         model = Word2Vec(Word2VecSettings(12, 4), [0] * 6 + [5] * 6)
         sync = job.UpdateSync(model, rows)
         with torch.no_grad():
-            for row in ([1, 2, 3] if rank == 0 else [3, 7]):
+            for row in [1, 2, 3] if rank == 0 else [3, 7]:
                 model.input.weight[row] += rank + 1
                 model.output.weight[row] -= 0.5
         sync()
@@ -188,7 +224,7 @@ def test_the_update_sync_adds_up_both_workers_changes(tmp_path):
     torch.manual_seed(0)
     initial = Word2Vec(Word2VecSettings(12, 4), [0] * 6 + [5] * 6).state_dict()
     changed = torch.tensor([1, 2, 3, 3, 7])
-    expected_in = initial["input.weight"].index_add(0, changed, torch.tensor([1., 1, 1, 2, 2])[:, None].expand(5, 4))
+    expected_in = initial["input.weight"].index_add(0, changed, torch.tensor([1.0, 1, 1, 2, 2])[:, None].expand(5, 4))
     expected_out = initial["output.weight"].index_add(0, changed, torch.full((5, 4), -0.5))
     for rows in job.SYNC_ROWS:
         done = [torch.load(f"{result}.{rows}.{rank}", weights_only=True) for rank in (0, 1)]

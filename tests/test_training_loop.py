@@ -35,8 +35,13 @@ class Regression(Family):
 
     metric, higher_is_better, unit = "valid_score", False, "examples"
 
-    def __init__(self, config: dict[str, Any], scores: list[float] | None = None, clock: FakeClock | None = None,
-                 poison: set[int] | None = None):
+    def __init__(
+        self,
+        config: dict[str, Any],
+        scores: list[float] | None = None,
+        clock: FakeClock | None = None,
+        poison: set[int] | None = None,
+    ):
         self.config, self.scores, self.clock, self.poison = config, scores, clock, poison or set()
         g = torch.Generator().manual_seed(123)
         self.x = torch.randn(64, 4, generator=g)
@@ -85,8 +90,9 @@ def _config(**train: Any) -> dict[str, Any]:
 
 
 def _loop(family: Regression, config: dict[str, Any], reports: list | None = None, **kwargs: Any) -> TrainingLoop:
-    loop = TrainingLoop(family, config, report=(lambda m, f: reports.append((m, f))) if reports is not None else None,
-                        **kwargs)
+    loop = TrainingLoop(
+        family, config, report=(lambda m, f: reports.append((m, f))) if reports is not None else None, **kwargs
+    )
     family.loop = loop
     return loop
 
@@ -141,15 +147,18 @@ def _epoch_lrs(family: Regression, config: dict[str, Any]) -> list[float]:
     return [round(lr, 6) for lr in family.lrs[::steps]]
 
 
-@pytest.mark.parametrize("schedule, extra, scores, expected", [
-    ("constant", {}, None, [0.05] * 6),
-    ("fixed", {"decay_after": 2}, None, [0.05, 0.05, 0.025, 0.0125, 0.00625, 0.003125]),
-    ("fixed", {"decay_after": 2, "min_lr": 0.02}, None, [0.05, 0.05, 0.025, 0.02, 0.02, 0.02]),
-    # plateau, one stale validation tolerated: the best at epoch 1, then the rate halves after the
-    # 2nd stale validation (epoch 3) and again after the 2nd one since (epoch 5)
-    ("plateau", {"lr_patience": 1}, [5.0, 4.0, 4.0, 4.0, 4.0, 4.0], [0.05, 0.05, 0.05, 0.05, 0.025, 0.025]),
-    ("plateau", {"lr_patience": 0}, [5.0, 4.0, 4.5, 3.0, 3.5, 3.5], [0.05, 0.05, 0.05, 0.025, 0.025, 0.0125]),
-])
+@pytest.mark.parametrize(
+    "schedule, extra, scores, expected",
+    [
+        ("constant", {}, None, [0.05] * 6),
+        ("fixed", {"decay_after": 2}, None, [0.05, 0.05, 0.025, 0.0125, 0.00625, 0.003125]),
+        ("fixed", {"decay_after": 2, "min_lr": 0.02}, None, [0.05, 0.05, 0.025, 0.02, 0.02, 0.02]),
+        # plateau, one stale validation tolerated: the best at epoch 1, then the rate halves after the
+        # 2nd stale validation (epoch 3) and again after the 2nd one since (epoch 5)
+        ("plateau", {"lr_patience": 1}, [5.0, 4.0, 4.0, 4.0, 4.0, 4.0], [0.05, 0.05, 0.05, 0.05, 0.025, 0.025]),
+        ("plateau", {"lr_patience": 0}, [5.0, 4.0, 4.5, 3.0, 3.5, 3.5], [0.05, 0.05, 0.05, 0.025, 0.025, 0.0125]),
+    ],
+)
 def test_learning_rate_schedules(schedule, extra, scores, expected):
     config = _config(schedule=schedule, **extra)
     family = Regression(config, scores)

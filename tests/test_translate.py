@@ -23,10 +23,19 @@ WORDS = ["the", "cat", "sleeps", "on", "a", "mat", "."]
 def _original() -> Bundle:
     torch.manual_seed(0)
     tokens = list(SPECIALS) + WORDS
-    model = Translator(TranslatorSettings(src_vocab=len(tokens), tgt_vocab=len(tokens), embedding_size=8,
-                                          hidden_size=8))
-    bundle = Bundle(model.eval(), tokens, tokens, NormalizeOptions.for_language("en"), "en", "en", True,
-                    {"decode": {"beam": 2, "max_tokens": 5}})
+    model = Translator(
+        TranslatorSettings(src_vocab=len(tokens), tgt_vocab=len(tokens), embedding_size=8, hidden_size=8)
+    )
+    bundle = Bundle(
+        model.eval(),
+        tokens,
+        tokens,
+        NormalizeOptions.for_language("en"),
+        "en",
+        "en",
+        True,
+        {"decode": {"beam": 2, "max_tokens": 5}},
+    )
     return bundle
 
 
@@ -120,11 +129,27 @@ def test_a_200k_line_input_is_translated_in_bounded_memory(bundle_dir, tmp_path)
         with src.open("w", encoding="utf-8") as f:
             for _ in range(n):
                 f.write(" ".join(rng.choice(WORDS) for _ in range(rng.randint(3, 12))) + "\n")
-        script = ("import resource, sys; from jobs import translate; translate.run(sys.argv[1:]); "
-                  "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
-        done = subprocess.run([sys.executable, "-c", script, str(bundle_dir), "--input", str(src),
-                               "--output", str(tmp_path / "out.txt"), "--beam", "1"],
-                              capture_output=True, text=True, check=True)
+        script = (
+            "import resource, sys; from jobs import translate; translate.run(sys.argv[1:]); "
+            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+        )
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                script,
+                str(bundle_dir),
+                "--input",
+                str(src),
+                "--output",
+                str(tmp_path / "out.txt"),
+                "--beam",
+                "1",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         peaks[n] = int(done.stdout.split()[-1]) / 1024  # ru_maxrss: KiB on Linux
         assert f"translated {n} of {n} lines" in done.stderr
         assert (tmp_path / "out.txt").read_text(encoding="utf-8").count("\n") == n
@@ -185,13 +210,28 @@ def test_several_checkpoints_translate_as_an_ensemble(bundle_dir, tmp_path):
 def _piece_bundle(toy_pairs) -> Bundle:
     """An untrained translator on BPE pieces of the toy corpus."""
     lines = [line.split("\t") for line in toy_pairs.read_text(encoding="utf-8").splitlines()]
-    models = [PieceModel(train_piece_model([" ".join(tokenize(pair[side], NormalizeOptions.for_language(lang)))
-                                            for pair in lines], "bpe", 200))
-              for side, lang in ((0, "en"), (1, "fr"))]
+    models = [
+        PieceModel(
+            train_piece_model(
+                [" ".join(tokenize(pair[side], NormalizeOptions.for_language(lang))) for pair in lines], "bpe", 200
+            )
+        )
+        for side, lang in ((0, "en"), (1, "fr"))
+    ]
     torch.manual_seed(0)
     model = Translator(TranslatorSettings(src_vocab=200, tgt_vocab=200, embedding_size=8, hidden_size=8))
-    return Bundle(model.eval(), list(models[0].tokens), list(models[1].tokens), NormalizeOptions.for_language("en"),
-                  "en", "fr", True, {}, models[0].proto, models[1].proto)
+    return Bundle(
+        model.eval(),
+        list(models[0].tokens),
+        list(models[1].tokens),
+        NormalizeOptions.for_language("en"),
+        "en",
+        "fr",
+        True,
+        {},
+        models[0].proto,
+        models[1].proto,
+    )
 
 
 def test_a_piece_bundle_carries_its_models_and_translates_alike(toy_pairs, tmp_path):
@@ -219,4 +259,4 @@ def test_truncation_counts_pieces(toy_pairs):
     assert out.truncated and len(out.source_ids) == 4
     # the source tokens are the words the 4 pieces began (the last perhaps in part)
     read = bundle.src_codec.decode(out.source_ids)[0]
-    assert out.source_tokens == words[:len(read)] and read[:-1] == words[:len(read) - 1]
+    assert out.source_tokens == words[: len(read)] and read[:-1] == words[: len(read) - 1]

@@ -23,8 +23,15 @@ VARIANTS = [
 
 def model(**kwargs) -> Translator:
     torch.manual_seed(0)
-    settings = {"src_vocab": 30, "tgt_vocab": 25, "embedding_size": 12, "hidden_size": 12, "layers": 2,
-                "dropout": 0.3, **kwargs}
+    settings = {
+        "src_vocab": 30,
+        "tgt_vocab": 25,
+        "embedding_size": 12,
+        "hidden_size": 12,
+        "layers": 2,
+        "dropout": 0.3,
+        **kwargs,
+    }
     return Translator(TranslatorSettings(**settings)).eval()
 
 
@@ -64,8 +71,12 @@ def test_shapes_and_loss(kwargs):
         assert (weights[1, :, 4:] == 0).all() and (weights[2, :, 2:] == 0).all()  # no weight on padding
     loss, tokens = sequence_loss(logits, tgt_out)
     assert tokens == 5 + 3 + 4 + 3  # the targets plus one <eos> each
-    direct = -sum(torch.log_softmax(logits[b, t], -1)[tgt_out[b, t]] for b in range(3)
-                  for t in range(tgt_out.size(1)) if tgt_out[b, t] != PAD_ID)
+    direct = -sum(
+        torch.log_softmax(logits[b, t], -1)[tgt_out[b, t]]
+        for b in range(3)
+        for t in range(tgt_out.size(1))
+        if tgt_out[b, t] != PAD_ID
+    )
     assert torch.isclose(loss, direct, rtol=1e-5)
 
 
@@ -114,9 +125,9 @@ def test_free_running_decoding_feeds_back_its_own_words():
     hyps = greedy(m, src, src_len, DecodeSettings(max_ratio=2.0, max_extra=3))
     for row, hyp in enumerate(hyps):
         tgt_in = torch.tensor([[GO_ID] + hyp.tokens])
-        logits, _ = m(src[row:row + 1, :src_len[row]], src_len[row:row + 1], tgt_in)
+        logits, _ = m(src[row : row + 1, : src_len[row]], src_len[row : row + 1], tgt_in)
         steps = logits[0].argmax(-1).tolist()
-        assert steps[:len(hyp.tokens)] == hyp.tokens
+        assert steps[: len(hyp.tokens)] == hyp.tokens
         assert len(hyp.alignment) == len(hyp.tokens)
         assert all(0 <= p < src_len[row] for p in hyp.alignment)
 
@@ -160,10 +171,11 @@ def test_beam_scores_are_the_model_log_probabilities_of_its_outputs(kwargs):
     settings = DecodeSettings(beam=4, alpha=0.7, max_ratio=2.0, max_extra=3)
     for row, hyp in enumerate(beam_search(m, src, src_len, settings)):
         tgt_in, tgt_out = torch.tensor([[GO_ID] + hyp.tokens]), torch.tensor([hyp.tokens + [EOS_ID]])
-        logits, _ = m(src[row:row + 1, :src_len[row]], src_len[row:row + 1], tgt_in)
+        logits, _ = m(src[row : row + 1, : src_len[row]], src_len[row : row + 1], tgt_in)
         forced = logits.log_softmax(-1).gather(-1, tgt_out.unsqueeze(-1)).sum()
         assert hyp.score * float(length_penalty(torch.tensor(len(hyp.tokens) + 1), 0.7)) == pytest.approx(
-            float(forced), abs=1e-4)
+            float(forced), abs=1e-4
+        )
 
 
 def test_min_length_rules_out_the_empty_translation():
@@ -190,7 +202,7 @@ def test_each_sentence_has_its_own_length_limit():
         settings = DecodeSettings(beam=beam)
         together = search(m, src, src_len, settings)
         assert [len(h.tokens) for h in together] == [n * 3 // 2 + 5 - 1 for n in lengths]
-        alone = [search(m, src[i:i + 1, :n], src_len[i:i + 1], settings)[0] for i, n in enumerate(lengths)]
+        alone = [search(m, src[i : i + 1, :n], src_len[i : i + 1], settings)[0] for i, n in enumerate(lengths)]
         assert [h.tokens for h in alone] == [h.tokens for h in together]
 
 
@@ -198,7 +210,7 @@ def test_lstm_forget_gate_bias_starts_at_one():
     m = model()
     hidden = 12
     total = m.encoder.rnn.bias_ih_l0 + m.encoder.rnn.bias_hh_l0
-    assert torch.equal(total[hidden:2 * hidden], torch.ones(hidden))
+    assert torch.equal(total[hidden : 2 * hidden], torch.ones(hidden))
     assert torch.equal(total[:hidden], torch.zeros(hidden))
 
 
@@ -246,14 +258,23 @@ def test_pretrained_embeddings_rescaled_to_the_initial_scale():
     assert torch.isclose(copied.pow(2).mean().sqrt(), initial_rms, rtol=1e-4)
 
 
-@pytest.mark.parametrize("kwargs", [{"attention": "bahdanau", "input_feeding": True},
-                                    {"attention": None, "input_feeding": False, "cell": "gru"}])
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"attention": "bahdanau", "input_feeding": True}, {"attention": None, "input_feeding": False, "cell": "gru"}],
+)
 def test_overfits_a_handful_of_pairs(kwargs):
     """Trained on six pairs, the loss goes to near zero and greedy decoding gives back every target:
     the gradients reach every part that matters (a model that learns nothing cannot pass)."""
     torch.manual_seed(0)
-    settings = {"src_vocab": 30, "tgt_vocab": 25, "embedding_size": 32, "hidden_size": 32, "layers": 1,
-                "dropout": 0.0, **kwargs}
+    settings = {
+        "src_vocab": 30,
+        "tgt_vocab": 25,
+        "embedding_size": 32,
+        "hidden_size": 32,
+        "layers": 1,
+        "dropout": 0.0,
+        **kwargs,
+    }
     m = Translator(TranslatorSettings(**settings))
     src, src_len, tgt = batch(lengths=(6, 4, 2, 5, 3, 6), tgt_lengths=(5, 3, 4, 6, 2, 4), seed=5)
     tgt_in, tgt_out = frame_target(tgt)
@@ -280,7 +301,11 @@ def test_decode_settings_defaults_overrides_and_refusals():
     on_top = DecodeSettings.from_dict({"beam": None, "max_tokens": 7}, base=base)  # null keeps the base's
     assert (on_top.beam, on_top.unk, on_top.max_tokens) == (3, "keep", 7)
     assert DecodeSettings.from_dict(on_top.to_dict()) == on_top
-    for values, message in (({"beam": 0}, "decode.beam"), ({"unk": "guess"}, "decode.unk must be one of keep, copy"),
-                            ({"max_ratio": 0}, "decode.max_ratio"), ({"width": 3}, "unknown DecodeSettings keys")):
+    for values, message in (
+        ({"beam": 0}, "decode.beam"),
+        ({"unk": "guess"}, "decode.unk must be one of keep, copy"),
+        ({"max_ratio": 0}, "decode.max_ratio"),
+        ({"width": 3}, "unknown DecodeSettings keys"),
+    ):
         with pytest.raises(ConfigError, match=message):
             DecodeSettings.from_dict(values)

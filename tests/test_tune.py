@@ -51,15 +51,31 @@ def data_dir(toy_pairs_data):
 @pytest.mark.slow
 def test_asha_search_logs_trials_and_its_best_config_trains(tmp_path, data_dir, ray_local):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    mlflow_args = [f"mlflow.tracking_uri={uri}", f"mlflow.artifact_location={(tmp_path / 'artifacts').as_uri()}",
-                   "mlflow.experiment=test-tune"]
-    args = [f"overrides.data_dir={data_dir}", "overrides.train.epochs=2", "overrides.train.num_workers=1",
-            "overrides.train.batch_tokens=300", "overrides.model.embedding_size=16", "overrides.valid.test_split=",
-            "overrides.valid.heatmaps=0", "overrides.decode.beam=2", "num_samples=1", "max_concurrent=1",
-            # three trials in turn, the last clearly worse: ASHA has two results to compare it with
-            "space={model.hidden_size: {choice: [8, 16]}, train.lr: {grid: [0.01, 0.005, 0.00000001]}}",
-            "metric=valid_loss", "mode=min",
-            f"storage_path={tmp_path / 'ray'}", f"output_dir={tmp_path / 'out'}", "name=tune-test", *mlflow_args]
+    mlflow_args = [
+        f"mlflow.tracking_uri={uri}",
+        f"mlflow.artifact_location={(tmp_path / 'artifacts').as_uri()}",
+        "mlflow.experiment=test-tune",
+    ]
+    args = [
+        f"overrides.data_dir={data_dir}",
+        "overrides.train.epochs=2",
+        "overrides.train.num_workers=1",
+        "overrides.train.batch_tokens=300",
+        "overrides.model.embedding_size=16",
+        "overrides.valid.test_split=",
+        "overrides.valid.heatmaps=0",
+        "overrides.decode.beam=2",
+        "num_samples=1",
+        "max_concurrent=1",
+        # three trials in turn, the last clearly worse: ASHA has two results to compare it with
+        "space={model.hidden_size: {choice: [8, 16]}, train.lr: {grid: [0.01, 0.005, 0.00000001]}}",
+        "metric=valid_loss",
+        "mode=min",
+        f"storage_path={tmp_path / 'ray'}",
+        f"output_dir={tmp_path / 'out'}",
+        "name=tune-test",
+        *mlflow_args,
+    ]
     summary = job.run(args)
     assert summary["trials"] == 3 and summary["trials_failed"] == 0
     assert set(summary["best_params"]) == {"model.hidden_size", "train.lr"}
@@ -82,30 +98,58 @@ def test_asha_search_logs_trials_and_its_best_config_trains(tmp_path, data_dir, 
 
     best = OmegaConf.load(summary["best_config"])
     assert best.model.hidden_size == summary["best_params"]["model.hidden_size"] and best.data_dir == str(data_dir)
-    trained = train_translator.run([summary["best_config"], "train.epochs=1", f"output_dir={tmp_path / 'best'}",
-                                    f"storage_path={tmp_path / 'ray'}", "run_name=best", *mlflow_args])
+    trained = train_translator.run(
+        [
+            summary["best_config"],
+            "train.epochs=1",
+            f"output_dir={tmp_path / 'best'}",
+            f"storage_path={tmp_path / 'ray'}",
+            "run_name=best",
+            *mlflow_args,
+        ]
+    )
     assert trained["epochs"] == 1 and (tmp_path / "best/best/translator.pt").is_file()
 
     again = job.run(args)  # the finished search is restored, not rerun
     assert again["mlflow_run_id"] == summary["mlflow_run_id"] and again["best_params"] == summary["best_params"]
-    assert len(client.search_runs([parent.info.experiment_id],
-                                  f"tags.mlflow.parentRunId = '{parent.info.run_id}'")) == 3
+    assert (
+        len(client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")) == 3
+    )
 
 
 @pytest.mark.slow
 def test_a_search_over_the_language_model(tmp_path, spark, toy_text, ray_local):
-    from pipelines.spark.preprocess import preprocess
     from test_preprocess import config as preprocess_config
 
+    from pipelines.spark.preprocess import preprocess
+
     text = tmp_path / "text"
-    preprocess(spark, preprocess_config([{"path": str(toy_text), "format": "text"}], "split.valid=0.1",
-                                        "filter.max_len=1000", kind="monolingual"), text, log=lambda m: None)
-    args = [str(PROJECT_DIR / "conf/tune/lm.yaml"), f"overrides.data_dir={text}", "overrides.train.epochs=2",
-            "overrides.model.embedding_size=16", "overrides.model.hidden_size=16", "overrides.train.batch_size=4",
-            "overrides.valid.samples=0", "overrides.valid.test_split=", "num_samples=2", "max_concurrent=1",
-            f"mlflow.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}", "mlflow.experiment=test-tune-lm",
-            f"mlflow.artifact_location={(tmp_path / 'artifacts').as_uri()}",
-            f"storage_path={tmp_path / 'ray'}", f"output_dir={tmp_path / 'out'}", "name=tune-lm-test"]
+    preprocess(
+        spark,
+        preprocess_config(
+            [{"path": str(toy_text), "format": "text"}], "split.valid=0.1", "filter.max_len=1000", kind="monolingual"
+        ),
+        text,
+        log=lambda m: None,
+    )
+    args = [
+        str(PROJECT_DIR / "conf/tune/lm.yaml"),
+        f"overrides.data_dir={text}",
+        "overrides.train.epochs=2",
+        "overrides.model.embedding_size=16",
+        "overrides.model.hidden_size=16",
+        "overrides.train.batch_size=4",
+        "overrides.valid.samples=0",
+        "overrides.valid.test_split=",
+        "num_samples=2",
+        "max_concurrent=1",
+        f"mlflow.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}",
+        "mlflow.experiment=test-tune-lm",
+        f"mlflow.artifact_location={(tmp_path / 'artifacts').as_uri()}",
+        f"storage_path={tmp_path / 'ray'}",
+        f"output_dir={tmp_path / 'out'}",
+        "name=tune-lm-test",
+    ]
     summary = job.run(args)
     assert summary["trials"] == 2 and summary["trials_failed"] == 0
     results = json.loads((tmp_path / "out/results.json").read_text())

@@ -64,7 +64,7 @@ def test_spark_counting_matches_python(spark, toy_text):
     lines = toy_text.read_text(encoding="utf-8").splitlines()
     options = NormalizeOptions()
     expected = Counter(t for line in lines for t in tokenize(line, options))
-    df = spark_normalize(spark.createDataFrame([(l,) for l in lines], "text string"), "text", "norm", options)
+    df = spark_normalize(spark.createDataFrame([(line,) for line in lines], "text string"), "text", "norm", options)
     counts = count_tokens(df.withColumn("again", df["norm"]), {"one": ["norm"], "both": ["norm", "again"]}).toArrow()
     assert counts.num_rows == 2 * len(expected)
     both = counts.filter(pc.equal(counts["vocab"], "both"))

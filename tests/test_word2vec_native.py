@@ -14,11 +14,13 @@ from rnn_models.skipgram import Stream, Windows, Word2Vec, Word2VecSettings, sen
 pytestmark = pytest.mark.c_loop
 
 
-def _model(loss: str, cbow: bool, block: int, vocab: int = 20, dim: int = 12, update: str = "pair",
-           negatives: int = 3) -> Word2Vec:
+def _model(
+    loss: str, cbow: bool, block: int, vocab: int = 20, dim: int = 12, update: str = "pair", negatives: int = 3
+) -> Word2Vec:
     counts = torch.tensor([0] * 6 + [5 + 3 * i for i in range(vocab - 6)])
-    model = Word2Vec(Word2VecSettings(vocab, dim, cbow, loss, negatives=negatives, noise_block=block,
-                                      update=update), counts)
+    model = Word2Vec(
+        Word2VecSettings(vocab, dim, cbow, loss, negatives=negatives, noise_block=block, update=update), counts
+    )
     g = torch.Generator().manual_seed(4)
     for table in (model.input.weight, model.output.weight):
         torch.nn.init.normal_(table, std=0.3, generator=g)
@@ -54,8 +56,11 @@ def _reference(model: Word2Vec, stream: Stream, noise: torch.Tensor, lr: float) 
 
     for i, centre in enumerate(tokens):
         drawn = noise[i // model.noise_block].tolist()
-        near = [j for j in range(i - reach[i], i + reach[i] + 1)
-                if 0 <= j < len(tokens) and j != i and sentence[j] == sentence[i]]
+        near = [
+            j
+            for j in range(i - reach[i], i + reach[i] + 1)
+            if 0 <= j < len(tokens) and j != i and sentence[j] == sentence[i]
+        ]
         if model.cbow and near:
             grad = score(w_in[[tokens[j] for j in near]].mean(0), centre, drawn)
             for j in near:
@@ -67,8 +72,10 @@ def _reference(model: Word2Vec, stream: Stream, noise: torch.Tensor, lr: float) 
     return loss, terms, {"input.weight": w_in, "output.weight": w_out, "bias.weight": bias[:, None]}
 
 
-@pytest.mark.parametrize("loss,cbow,block", [("nce", False, 1), ("nce", False, 3), ("negative", False, 1),
-                                             ("nce", True, 2), ("negative", True, 1)])
+@pytest.mark.parametrize(
+    "loss,cbow,block",
+    [("nce", False, 1), ("nce", False, 3), ("negative", False, 1), ("nce", True, 2), ("negative", True, 1)],
+)
 def test_loop_matches_the_per_pair_reference(loss, cbow, block):
     model, stream = _model(loss, cbow, block), _stream()
     noise = model.draw_noise(stream, torch.Generator().manual_seed(1))
@@ -81,8 +88,9 @@ def test_loop_matches_the_per_pair_reference(loss, cbow, block):
     assert model.input.weight[:6].eq(_model(loss, cbow, block).input.weight[:6]).all()  # never in a window
 
 
-@pytest.mark.parametrize("loss,block,negatives,dim", [("nce", 1, 3, 12), ("negative", 1, 5, 13), ("nce", 2, 1, 7),
-                                                      ("negative", 3, 8, 16)])
+@pytest.mark.parametrize(
+    "loss,block,negatives,dim", [("nce", 1, 3, 12), ("negative", 1, 5, 13), ("nce", 2, 1, 7), ("negative", 3, 8, 16)]
+)
 def test_window_updates_match_the_tensor_step_centre_by_centre(loss, block, negatives, dim):
     """update=window takes each centre's window as the tensor step takes a batch of that one centre:
     the same summed gradient, from the tables as the previous centre left them."""
@@ -92,8 +100,8 @@ def test_window_updates_match_the_tensor_step_centre_by_centre(loss, block, nega
     noise = model.draw_noise(stream, torch.Generator().manual_seed(1))
     windows, expected_loss = stream.windows(), 0.0
     for i in range(len(windows)):
-        one = Windows(windows.centres[i:i + 1], windows.contexts[i:i + 1], windows.mask[i:i + 1])
-        expected_loss += reference.sgd_step(one, noise[i // block:i // block + 1], lr=0.05)
+        one = Windows(windows.centres[i : i + 1], windows.contexts[i : i + 1], windows.mask[i : i + 1])
+        expected_loss += reference.sgd_step(one, noise[i // block : i // block + 1], lr=0.05)
     got_loss, got_terms = model.train_step(stream, noise, lr=0.05, native=True)
     assert got_terms == windows.pairs > 0
     assert got_loss == pytest.approx(expected_loss, rel=1e-5)

@@ -13,13 +13,68 @@ import gzip
 import random
 from pathlib import Path
 
-SUBJECTS = ["the film", "the movie", "the plot", "the acting", "the script", "the cast", "the ending", "the music",
-            "the dialogue", "the story", "the camera work", "the director's vision", "the first hour", "the lead",
-            "this sequel", "the humour", "the pacing", "the villain", "the soundtrack", "the production design"]
-POSITIVE = ["great", "moving", "funny", "clever", "beautiful", "gripping", "charming", "brilliant", "warm", "fresh",
-            "delightful", "smart", "touching", "stunning", "witty", "memorable", "wonderful", "sharp"]
-NEGATIVE = ["dull", "boring", "clumsy", "tedious", "flat", "messy", "predictable", "shallow", "bland", "awful",
-            "lifeless", "silly", "forgettable", "weak", "tiresome", "lazy", "hollow", "sloppy"]
+SUBJECTS = [
+    "the film",
+    "the movie",
+    "the plot",
+    "the acting",
+    "the script",
+    "the cast",
+    "the ending",
+    "the music",
+    "the dialogue",
+    "the story",
+    "the camera work",
+    "the director's vision",
+    "the first hour",
+    "the lead",
+    "this sequel",
+    "the humour",
+    "the pacing",
+    "the villain",
+    "the soundtrack",
+    "the production design",
+]
+POSITIVE = [
+    "great",
+    "moving",
+    "funny",
+    "clever",
+    "beautiful",
+    "gripping",
+    "charming",
+    "brilliant",
+    "warm",
+    "fresh",
+    "delightful",
+    "smart",
+    "touching",
+    "stunning",
+    "witty",
+    "memorable",
+    "wonderful",
+    "sharp",
+]
+NEGATIVE = [
+    "dull",
+    "boring",
+    "clumsy",
+    "tedious",
+    "flat",
+    "messy",
+    "predictable",
+    "shallow",
+    "bland",
+    "awful",
+    "lifeless",
+    "silly",
+    "forgettable",
+    "weak",
+    "tiresome",
+    "lazy",
+    "hollow",
+    "sloppy",
+]
 VERBS = ["is", "was", "feels", "seemed", "turns out to be"]
 INTENSIFIERS = ["", "", "", "very ", "really ", "quite ", "remarkably ", "utterly "]
 OPENERS = ["", "", "", "honestly , ", "in the end , ", "for me , ", "overall , ", "i think "]
@@ -31,7 +86,9 @@ def clause(rng: random.Random) -> tuple[str, int]:
     label = rng.randrange(2)
     adjective = rng.choice(POSITIVE if label else NEGATIVE)
     negated = rng.random() < 0.3
-    text = f"{rng.choice(SUBJECTS)} {rng.choice(VERBS)} {'not ' if negated else ''}{rng.choice(INTENSIFIERS)}{adjective}"
+    text = (
+        f"{rng.choice(SUBJECTS)} {rng.choice(VERBS)} {'not ' if negated else ''}{rng.choice(INTENSIFIERS)}{adjective}"
+    )
     return text, label ^ negated
 
 

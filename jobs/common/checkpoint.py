@@ -41,16 +41,24 @@ class Bundle:
     tgt_pieces: bytes | None = None
 
     @classmethod
-    def from_manifest(cls, model: Translator, manifest: dict[str, Any],
-                      vocabs: Mapping[str, tuple[Vocab, PieceModel | None]]) -> "Bundle":
+    def from_manifest(
+        cls, model: Translator, manifest: dict[str, Any], vocabs: Mapping[str, tuple[Vocab, PieceModel | None]]
+    ) -> "Bundle":
         """A translator's bundle for the data of ``manifest``, whose ``src``/``tgt`` vocabularies
         and piece models (None for words) are ``vocabs``."""
         sides = manifest["sides"]
         (src, src_pieces), (tgt, tgt_pieces) = vocabs["src"], vocabs["tgt"]
-        return cls(model, list(src.tokens), list(tgt.tokens), NormalizeOptions(**sides["src"]["normalize"]),
-                   sides["src"]["lang"], sides["tgt"]["lang"], bool(sides["tgt"]["normalize"]["lowercase"]),
-                   src_pieces=src_pieces.proto if src_pieces else None,
-                   tgt_pieces=tgt_pieces.proto if tgt_pieces else None)
+        return cls(
+            model,
+            list(src.tokens),
+            list(tgt.tokens),
+            NormalizeOptions(**sides["src"]["normalize"]),
+            sides["src"]["lang"],
+            sides["tgt"]["lang"],
+            bool(sides["tgt"]["normalize"]["lowercase"]),
+            src_pieces=src_pieces.proto if src_pieces else None,
+            tgt_pieces=tgt_pieces.proto if tgt_pieces else None,
+        )
 
     @cached_property
     def src_codec(self) -> Codec:
@@ -64,12 +72,19 @@ class Bundle:
 
     def state(self, model_state: dict[str, torch.Tensor] | None = None) -> dict[str, Any]:
         """Everything ``load`` needs, as plain data and tensors (loadable with weights_only=True)."""
-        return {"settings": self.model.settings.to_dict(),
-                "model": model_state if model_state is not None else self.model.state_dict(),
-                "src_tokens": self.src_tokens, "tgt_tokens": self.tgt_tokens,
-                "src_options": vars(self.src_options), "src_lang": self.src_lang, "tgt_lang": self.tgt_lang,
-                "tgt_lowercase": self.tgt_lowercase, "info": self.info,
-                "src_pieces": self.src_pieces, "tgt_pieces": self.tgt_pieces}
+        return {
+            "settings": self.model.settings.to_dict(),
+            "model": model_state if model_state is not None else self.model.state_dict(),
+            "src_tokens": self.src_tokens,
+            "tgt_tokens": self.tgt_tokens,
+            "src_options": vars(self.src_options),
+            "src_lang": self.src_lang,
+            "tgt_lang": self.tgt_lang,
+            "tgt_lowercase": self.tgt_lowercase,
+            "info": self.info,
+            "src_pieces": self.src_pieces,
+            "tgt_pieces": self.tgt_pieces,
+        }
 
     def save(self, path: Path, model_state: dict[str, torch.Tensor] | None = None) -> None:
         torch.save(self.state(model_state), path)
@@ -79,18 +94,32 @@ class Bundle:
         model = Translator(TranslatorSettings.from_dict(state["settings"]))
         model.load_state_dict(state["model"])
         model.to(device).eval()
-        return cls(model, list(state["src_tokens"]), list(state["tgt_tokens"]),
-                   NormalizeOptions(**state["src_options"]), state["src_lang"], state["tgt_lang"],
-                   state["tgt_lowercase"], dict(state.get("info", {})), state.get("src_pieces"),
-                   state.get("tgt_pieces"))
+        return cls(
+            model,
+            list(state["src_tokens"]),
+            list(state["tgt_tokens"]),
+            NormalizeOptions(**state["src_options"]),
+            state["src_lang"],
+            state["tgt_lang"],
+            state["tgt_lowercase"],
+            dict(state.get("info", {})),
+            state.get("src_pieces"),
+            state.get("tgt_pieces"),
+        )
 
     @classmethod
     def load(cls, path: str | Path, device: torch.device | str = "cpu", tracking_uri: str | None = None) -> "Bundle":
         """From a ``translator.pt`` file, a directory holding one (a training output's ``best/``, or
         an MLflow model's directory), or an MLflow URI: ``runs:/RUN_ID/best``, ``models:/NAME@ALIAS``,
         ``models:/NAME/VERSION``, fetched from ``tracking_uri`` (default: the project's)."""
-        state = load_state(path, BUNDLE_FILE, "translator", {"settings", "model", "src_tokens", "tgt_tokens"},
-                           tracking_uri, "models:/rnnmt-translator@champion")
+        state = load_state(
+            path,
+            BUNDLE_FILE,
+            "translator",
+            {"settings", "model", "src_tokens", "tgt_tokens"},
+            tracking_uri,
+            "models:/rnnmt-translator@champion",
+        )
         return cls.from_state(state, device)
 
     @classmethod
@@ -100,8 +129,10 @@ class Bundle:
         first = bundles[0]
         for other in bundles[1:]:
             if other.model.settings != first.model.settings:
-                raise CheckpointError("cannot average checkpoints of different model settings: "
-                                      f"{first.model.settings} and {other.model.settings}")
+                raise CheckpointError(
+                    "cannot average checkpoints of different model settings: "
+                    f"{first.model.settings} and {other.model.settings}"
+                )
             if _reading(other) != _reading(first):
                 raise CheckpointError("cannot average checkpoints trained on different vocabularies")
         model = Translator(first.model.settings)
@@ -117,31 +148,42 @@ class Bundle:
         first = bundles[0]
         for other in bundles[1:]:
             if _reading(other) != _reading(first):
-                raise CheckpointError("cannot ensemble translators with different vocabularies, piece models, "
-                                      "languages or source normalization")
+                raise CheckpointError(
+                    "cannot ensemble translators with different vocabularies, piece models, "
+                    "languages or source normalization"
+                )
         return replace(first, model=Ensemble([b.model for b in bundles]), info=dict(first.info))
 
     @classmethod
-    def load_all(cls, sources: list[str], device: torch.device | str = "cpu",
-                 tracking_uri: str | None = None) -> "Bundle":
+    def load_all(
+        cls, sources: list[str], device: torch.device | str = "cpu", tracking_uri: str | None = None
+    ) -> "Bundle":
         """One checkpoint, or the ensemble of several."""
         bundles = [cls.load(source, device, tracking_uri) for source in sources]
         return bundles[0] if len(bundles) == 1 else cls.ensemble(bundles)
 
     def given_vocabs(self, source: str) -> dict[str, GivenVocab]:
         """The vocabularies to encode new data with so that this model reads it (``vocab.from``)."""
-        return {"src": GivenVocab(tuple(self.src_tokens), self.src_pieces, self.src_lang, vars(self.src_options),
-                                  source),
-                "tgt": GivenVocab(tuple(self.tgt_tokens), self.tgt_pieces, self.tgt_lang,
-                                  {"lowercase": self.tgt_lowercase}, source)}
+        return {
+            "src": GivenVocab(tuple(self.src_tokens), self.src_pieces, self.src_lang, vars(self.src_options), source),
+            "tgt": GivenVocab(
+                tuple(self.tgt_tokens), self.tgt_pieces, self.tgt_lang, {"lowercase": self.tgt_lowercase}, source
+            ),
+        }
 
     def decode_settings(self) -> DecodeSettings:
         """The decode settings the model was trained with (the defaults for older checkpoints)."""
         return DecodeSettings.from_dict(self.info.get("decode"))
 
 
-def load_state(path: str | Path, file_name: str, what: str, keys: set[str], tracking_uri: str | None = None,
-               example_uri: str = "runs:/RUN_ID/best") -> dict[str, Any]:
+def load_state(
+    path: str | Path,
+    file_name: str,
+    what: str,
+    keys: set[str],
+    tracking_uri: str | None = None,
+    example_uri: str = "runs:/RUN_ID/best",
+) -> dict[str, Any]:
     """The saved state of a ``file_name`` checkpoint (loaded with ``weights_only=True``) from that
     file, a directory holding one (a training output's ``best/``, or an MLflow model's directory),
     or an MLflow URI (``runs:/``, ``models:/NAME@ALIAS``, ``models:/NAME/VERSION``) fetched from
@@ -162,8 +204,10 @@ def load_state(path: str | Path, file_name: str, what: str, keys: set[str], trac
         # an MLflow model keeps its checkpoint under artifacts/
         file = next((f for f in (file / file_name, file / "artifacts" / file_name) if f.is_file()), file / file_name)
     if not file.is_file():
-        raise CheckpointError(f"no {what} checkpoint at {file} (give a {file_name}, a directory holding one, or "
-                              f"an MLflow URI such as runs:/RUN_ID/best or {example_uri})")
+        raise CheckpointError(
+            f"no {what} checkpoint at {file} (give a {file_name}, a directory holding one, or "
+            f"an MLflow URI such as runs:/RUN_ID/best or {example_uri})"
+        )
     check_file(file)  # a truncated or corrupt file: an error naming it, never a partial load
     try:
         state = torch.load(file, map_location="cpu", weights_only=True)
@@ -176,8 +220,16 @@ def load_state(path: str | Path, file_name: str, what: str, keys: set[str], trac
 
 def _reading(bundle: Bundle) -> tuple:
     """What decides the ids a translator reads and writes."""
-    return (bundle.src_tokens, bundle.tgt_tokens, bundle.src_pieces, bundle.tgt_pieces, bundle.src_options,
-            bundle.src_lang, bundle.tgt_lang, bundle.tgt_lowercase)
+    return (
+        bundle.src_tokens,
+        bundle.tgt_tokens,
+        bundle.src_pieces,
+        bundle.tgt_pieces,
+        bundle.src_options,
+        bundle.src_lang,
+        bundle.tgt_lang,
+        bundle.tgt_lowercase,
+    )
 
 
 def average_states(states: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
@@ -186,5 +238,11 @@ def average_states(states: list[dict[str, torch.Tensor]]) -> dict[str, torch.Ten
     keys = states[0].keys()
     if any(state.keys() != keys for state in states):
         raise CheckpointError("cannot average checkpoints with different parameters")
-    return {key: (torch.stack([state[key].float() for state in states]).mean(0).to(states[0][key].dtype)
-                  if states[0][key].is_floating_point() else states[-1][key].clone()) for key in keys}
+    return {
+        key: (
+            torch.stack([state[key].float() for state in states]).mean(0).to(states[0][key].dtype)
+            if states[0][key].is_floating_point()
+            else states[-1][key].clone()
+        )
+        for key in keys
+    }

@@ -16,9 +16,9 @@ from jobs.common.checkpoint import load_state
 from pipelines.contract.errors import CheckpointError
 from pipelines.contract.pieces import PieceModel
 from pipelines.contract.specials import SPECIALS
-from pipelines.text.text_ids import TextIds
 from pipelines.contract.vocab import Vocab
 from pipelines.text.normalize import NormalizeOptions
+from pipelines.text.text_ids import TextIds
 from rnn_models.batching import pad
 from rnn_models.classifier import Classifier, ClassifierSettings
 
@@ -50,21 +50,29 @@ class ClassifierBundle:
     info: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def from_manifest(cls, model: Classifier, manifest: dict[str, Any], vocab: Vocab,
-                      pieces: PieceModel | None) -> "ClassifierBundle":
+    def from_manifest(
+        cls, model: Classifier, manifest: dict[str, Any], vocab: Vocab, pieces: PieceModel | None
+    ) -> "ClassifierBundle":
         """The bundle of a model trained on the labelled data of ``manifest``."""
         side = manifest["sides"]["words"]
-        return cls(model, list(vocab.tokens), manifest["vocab"]["words"]["kind"],
-                   NormalizeOptions(**side["normalize"]), side["lang"], list(manifest["labels"]["names"]),
-                   pieces.proto if pieces else None)
+        return cls(
+            model,
+            list(vocab.tokens),
+            manifest["vocab"]["words"]["kind"],
+            NormalizeOptions(**side["normalize"]),
+            side["lang"],
+            list(manifest["labels"]["names"]),
+            pieces.proto if pieces else None,
+        )
 
     @cached_property
     def reader(self) -> TextIds:
         return TextIds(self.tokens, self.kind, self.options, self.pieces)
 
     @torch.no_grad()
-    def classify(self, texts: Sequence[str], batch_size: int = 64, max_tokens: int = 0,
-                 device: torch.device | str = "cpu") -> list[Prediction | None]:
+    def classify(
+        self, texts: Sequence[str], batch_size: int = 64, max_tokens: int = 0, device: torch.device | str = "cpu"
+    ) -> list[Prediction | None]:
         """Each text's most likely label and the label probabilities (None for a text without
         tokens); a text is read with the training rules and cut to its first ``max_tokens`` tokens
         (0 = all)."""
@@ -75,7 +83,7 @@ class ClassifierBundle:
         predictions: list[Prediction | None] = [None] * len(ids)
         present = [n for n, i in enumerate(ids) if i]
         for start in range(0, len(present), batch_size):
-            chunk = present[start:start + batch_size]
+            chunk = present[start : start + batch_size]
             batch, lengths = pad([ids[n] for n in chunk], device)
             probabilities = torch.softmax(self.model(batch, lengths).float(), dim=-1).cpu()
             for n, row in zip(chunk, probabilities.tolist()):
@@ -85,41 +93,65 @@ class ClassifierBundle:
 
     def state(self, model_state: dict[str, torch.Tensor] | None = None) -> dict[str, Any]:
         """Everything ``load`` needs, as plain data and tensors (loadable with weights_only=True)."""
-        return {"settings": self.model.settings.to_dict(),
-                "model": model_state if model_state is not None else self.model.state_dict(),
-                "tokens": self.tokens, "kind": self.kind, "options": vars(self.options), "lang": self.lang,
-                "labels": self.labels, "pieces": self.pieces, "info": self.info}
+        return {
+            "settings": self.model.settings.to_dict(),
+            "model": model_state if model_state is not None else self.model.state_dict(),
+            "tokens": self.tokens,
+            "kind": self.kind,
+            "options": vars(self.options),
+            "lang": self.lang,
+            "labels": self.labels,
+            "pieces": self.pieces,
+            "info": self.info,
+        }
 
     def save(self, path: Path, model_state: dict[str, torch.Tensor] | None = None) -> None:
         torch.save(self.state(model_state), path)
 
     @classmethod
-    def load(cls, path: str | Path, device: torch.device | str = "cpu", tracking_uri: str | None = None
-             ) -> "ClassifierBundle":
+    def load(
+        cls, path: str | Path, device: torch.device | str = "cpu", tracking_uri: str | None = None
+    ) -> "ClassifierBundle":
         """From a ``classifier.pt`` file, a directory holding one, or an MLflow URI (see ``load_state``)."""
-        state = load_state(path, CLASSIFIER_FILE, "classifier", {"settings", "model", "tokens", "kind", "labels"},
-                           tracking_uri)
+        state = load_state(
+            path, CLASSIFIER_FILE, "classifier", {"settings", "model", "tokens", "kind", "labels"}, tracking_uri
+        )
         model = Classifier(ClassifierSettings.from_dict(state["settings"]))
         model.load_state_dict(state["model"])
         model.to(device).eval()
-        if list(state["tokens"][:len(SPECIALS)]) != list(SPECIALS):
+        if list(state["tokens"][: len(SPECIALS)]) != list(SPECIALS):
             raise CheckpointError("a classifier's vocabulary must start with the special tokens")
         if len(state["labels"]) != model.settings.classes:
-            raise CheckpointError(f"the checkpoint names {len(state['labels'])} labels for a model of "
-                                  f"{model.settings.classes}")
-        return cls(model, list(state["tokens"]), state["kind"], NormalizeOptions(**state["options"]), state["lang"],
-                   list(state["labels"]), state.get("pieces"), dict(state.get("info", {})))
+            raise CheckpointError(
+                f"the checkpoint names {len(state['labels'])} labels for a model of {model.settings.classes}"
+            )
+        return cls(
+            model,
+            list(state["tokens"]),
+            state["kind"],
+            NormalizeOptions(**state["options"]),
+            state["lang"],
+            list(state["labels"]),
+            state.get("pieces"),
+            dict(state.get("info", {})),
+        )
 
 
-def mean_classify(bundles: Sequence[ClassifierBundle], texts: Sequence[str], batch_size: int = 64,
-                  max_tokens: int = 0, device: torch.device | str = "cpu") -> list[Prediction | None]:
+def mean_classify(
+    bundles: Sequence[ClassifierBundle],
+    texts: Sequence[str],
+    batch_size: int = 64,
+    max_tokens: int = 0,
+    device: torch.device | str = "cpu",
+) -> list[Prediction | None]:
     """``classify`` by an ensemble of classifiers with the same labels: each label's probability is
     the mean of the models' (those that read tokens in the text; None when none did)."""
     labels = bundles[0].labels
     for other in bundles[1:]:
         if other.labels != labels:
-            raise CheckpointError(f"an ensemble's classifiers must have the same labels: {labels} against "
-                                  f"{other.labels}")
+            raise CheckpointError(
+                f"an ensemble's classifiers must have the same labels: {labels} against {other.labels}"
+            )
     if len(bundles) == 1:
         return bundles[0].classify(texts, batch_size, max_tokens, device)
     each = [bundle.classify(texts, batch_size, max_tokens, device) for bundle in bundles]

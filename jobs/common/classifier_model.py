@@ -40,17 +40,23 @@ class ClassifierModel(PythonModel):
         self.bundle = ClassifierBundle.load(context.artifacts[CLASSIFIER_ARTIFACT])
 
     @pyfunc  # MLflow checks requests against the type hints (a list of strings) and declares the output
-    def predict(self, context: Any, model_input: list[str], params: dict[str, Any] | None = None
-                ) -> list[Classified]:
+    def predict(self, context: Any, model_input: list[str], params: dict[str, Any] | None = None) -> list[Classified]:
         if not model_input:
             raise MlflowException.invalid_parameter_value("no texts to classify: send a non-empty list of strings")
         max_tokens = int((params or {}).get("max_tokens", 500))
         if max_tokens < 0:
             raise MlflowException.invalid_parameter_value(f"max_tokens must be >= 0 (0 = all), got {max_tokens}")
         # as plain dicts: what MLflow returns and serves as JSON
-        return [Classified(**({"label": p.label, "probability": p.probability, "probabilities": p.probabilities}
-                              if p else {"probabilities": {}})).model_dump()
-                for p in self.bundle.classify(model_input, max_tokens=max_tokens)]
+        return [
+            Classified(
+                **(
+                    {"label": p.label, "probability": p.probability, "probabilities": p.probabilities}
+                    if p
+                    else {"probabilities": {}}
+                )
+            ).model_dump()
+            for p in self.bundle.classify(model_input, max_tokens=max_tokens)
+        ]
 
 
 set_model(ClassifierModel())

@@ -49,8 +49,10 @@ def check_replicas(model: torch.nn.Module, device: torch.device) -> None:
     dist.all_reduce(extremes, op=dist.ReduceOp.MAX)
     largest, smallest = float(extremes[0]), -float(extremes[1])
     if largest - smallest > 1e-6 * max(1.0, abs(largest)):
-        raise RuntimeError(f"the workers' models differ (parameter sums from {smallest!r} to {largest!r}): "
-                           "the gradient or update sync is broken")
+        raise RuntimeError(
+            f"the workers' models differ (parameter sums from {smallest!r} to {largest!r}): "
+            "the gradient or update sync is broken"
+        )
 
 
 def worker_log(message: str) -> None:

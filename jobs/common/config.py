@@ -56,7 +56,9 @@ def load_config(job: str, argv: Sequence[str] | None = None) -> DictConfig:
     except ConfigKeyError as err:
         raise ConfigError(f"unknown config key {err.full_key or ''}: {_first_line(err)}") from None
     except OmegaConfBaseException as err:  # a value of the wrong type, an unresolvable ${...}
-        raise ConfigError(f"{err.full_key + ': ' if getattr(err, 'full_key', None) else ''}{_first_line(err)}") from None
+        raise ConfigError(
+            f"{err.full_key + ': ' if getattr(err, 'full_key', None) else ''}{_first_line(err)}"
+        ) from None
     return cfg
 
 

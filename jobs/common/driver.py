@@ -27,10 +27,10 @@ class Trainer(ABC):
     the registry compares models. Made once the run has started, with the config as loaded
     (``cfg``), the worker config and the ``mlflow`` module (or its stand-in)."""
 
-    job: ClassVar[str]                            # the config: conf/<job>.yaml
+    job: ClassVar[str]  # the config: conf/<job>.yaml
     family: ClassVar[type[Family]]
     path_keys: ClassVar[tuple[str, ...]] = ("data_dir", "output_dir")  # made absolute on the driver
-    checkpoint_file: ClassVar[str]                # the bundle's file in best/ and last/ ("lm.pt")
+    checkpoint_file: ClassVar[str]  # the bundle's file in best/ and last/ ("lm.pt")
 
     def __init__(self, cfg: DictConfig, config: dict[str, Any], mlflow: Any):
         self.cfg, self.config, self.mlflow = cfg, config, mlflow
@@ -90,12 +90,16 @@ class Trainer(ABC):
 def train(trainer_type: type[Trainer], argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Run a training job: train on Ray Train, publish, test, log and register; returns the summary
     it prints last (as JSON)."""
-    with ray_train.training_run(trainer_type.job, argv, trainer_type.path_keys, trainer_type.prepare) \
-            as (cfg, config, mlflow):
+    with ray_train.training_run(trainer_type.job, argv, trainer_type.path_keys, trainer_type.prepare) as (
+        cfg,
+        config,
+        mlflow,
+    ):
         started = time.perf_counter()
         trainer = trainer_type(cfg, config, mlflow)
-        result = ray_train.fit(partial(ray_train.loop_worker, trainer.family), config, log_reports=True,
-                               keep=trainer.checkpoints_kept())
+        result = ray_train.fit(
+            partial(ray_train.loop_worker, trainer.family), config, log_reports=True, keep=trainer.checkpoints_kept()
+        )
         files = ray_train.read_checkpoint(result.checkpoint, [STATE_FILE, BEST_FILE])
         last, best = files[STATE_FILE], files[BEST_FILE]
         progress = Progress(**last["progress"])
@@ -114,12 +118,19 @@ def train(trainer_type: type[Trainer], argv: Sequence[str] | None = None) -> dic
 
         unit = trainer.family.unit
         valid = {k: v for k, v in best["metrics"].items() if k.startswith("valid_")}
-        summary = {"best": str(output_dir / "best"), "last": str(output_dir / "last"),
-                   "best_epoch": best["metrics"]["epoch"], "epochs": progress.epoch, **valid,
-                   "train_seconds": round(progress.train_seconds, 1), f"train_{unit}": int(progress.train_units),
-                   f"train_{unit}_per_sec": progress.train_units / max(progress.train_seconds, 1e-9),
-                   "wall_seconds": round(time.perf_counter() - started, 1), **test,
-                   **trainer.summary_extras(bundle)}
+        summary = {
+            "best": str(output_dir / "best"),
+            "last": str(output_dir / "last"),
+            "best_epoch": best["metrics"]["epoch"],
+            "epochs": progress.epoch,
+            **valid,
+            "train_seconds": round(progress.train_seconds, 1),
+            f"train_{unit}": int(progress.train_units),
+            f"train_{unit}_per_sec": progress.train_units / max(progress.train_seconds, 1e-9),
+            "wall_seconds": round(time.perf_counter() - started, 1),
+            **test,
+            **trainer.summary_extras(bundle),
+        }
 
         # MLflow: what the epochs' reports did not log already; the family's extras; the best
         # checkpoint; the model (linked to the best epoch's metrics, and its test scores), registered
@@ -133,9 +144,15 @@ def train(trainer_type: type[Trainer], argv: Sequence[str] | None = None) -> dic
                 mlflow.log_metrics(numbers(test), step=best["metrics"]["epoch"], model_id=info.model_id)
             metric = trainer.test_metric(bundle)
             if config["mlflow"]["registry_name"] and metric.tag in test:
-                summary["registry"] = register(mlflow, info.model_uri, config["mlflow"]["registry_name"],
-                                               test[metric.tag], test["test_set"],
-                                               lambda uri: trainer.score_champion(uri, bundle), metric)
+                summary["registry"] = register(
+                    mlflow,
+                    info.model_uri,
+                    config["mlflow"]["registry_name"],
+                    test[metric.tag],
+                    test["test_set"],
+                    lambda uri: trainer.score_champion(uri, bundle),
+                    metric,
+                )
         mlflow.set_tag("output_dir", str(output_dir))
     print(json.dumps(summary))
     return summary

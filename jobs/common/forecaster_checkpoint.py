@@ -24,8 +24,14 @@ FORECASTER_FILE = "forecaster.pt"
 
 
 @torch.no_grad()
-def forecast_rows(model: Forecaster, rows: SeriesRows, steps: int, scaling: Scaling, batch_size: int = 256,
-                  device: torch.device | str = "cpu") -> np.ndarray:
+def forecast_rows(
+    model: Forecaster,
+    rows: SeriesRows,
+    steps: int,
+    scaling: Scaling,
+    batch_size: int = 256,
+    device: torch.device | str = "cpu",
+) -> np.ndarray:
     """The forecasts (N, steps, features), in original units, of valid or test ``rows``: each from
     its context, predictions fed back, then the series' scaling inverted."""
     was_training = model.training
@@ -67,17 +73,22 @@ class ForecasterBundle:
         return self.window + self.scaling.difference
 
     @torch.no_grad()
-    def forecast(self, series: Regular, steps: int, name: str | None = None) -> tuple[pd.DatetimeIndex, np.ndarray, str]:
+    def forecast(
+        self, series: Regular, steps: int, name: str | None = None
+    ) -> tuple[pd.DatetimeIndex, np.ndarray, str]:
         """The ``steps`` times and values (steps, features; original units) after the regular
         ``series``; the scaling is that of the training series ``name`` when the model knows it,
         else fitted on this history. Returns which scaling was used too."""
         raw, n, d, w = series.values, len(series.values), self.scaling.difference, self.window
         if series.counts.get("irregular_time"):
-            raise InputError(f"series {name!r}: its times fit no regular step (a step of {series.step} would need "
-                             f"over {MAX_GRID} times as many points as it has rows)")
+            raise InputError(
+                f"series {name!r}: its times fit no regular step (a step of {series.step} would need "
+                f"over {MAX_GRID} times as many points as it has rows)"
+            )
         if n < self.min_points():
-            raise InputError(f"series {name!r} has {n} points; the forecaster reads {w} "
-                             f"(and {d} more for its difference)")
+            raise InputError(
+                f"series {name!r} has {n} points; the forecaster reads {w} (and {d} more for its difference)"
+            )
         if series.step is None:
             raise InputError(f"series {name!r}: cannot find its time step")
         if name in self.scales:
@@ -90,15 +101,16 @@ class ForecasterBundle:
         future = series.step.times(series.times[-1], steps + 1)[1:]
         calendar = None
         if self.calendar:  # the calendar of every step predicted: the history's own (but its first), then the future's
-            times = series.times[n - w + 1:].append(future)
+            times = series.times[n - w + 1 :].append(future)
             calendar = torch.as_tensor(calendar_features(times), dtype=torch.float32).unsqueeze(0)
         self.model.eval()
         predicted = self.model.generate(torch.as_tensor(history, dtype=torch.float32).unsqueeze(0), steps, calendar)
-        values = self.scaling.inverse(predicted[0].numpy(), raw[n - d:], centre, spread)
+        values = self.scaling.inverse(predicted[0].numpy(), raw[n - d :], centre, spread)
         return future, values, scaled_by
 
-    def forecast_frame(self, frame: pd.DataFrame, steps: int, where: str, name: str | None = None
-                       ) -> tuple[pd.DataFrame, list[str]]:
+    def forecast_frame(
+        self, frame: pd.DataFrame, steps: int, where: str, name: str | None = None
+    ) -> tuple[pd.DataFrame, list[str]]:
         """The forecasts of every series in the CSV table ``frame`` (this model's columns), as a
         table of the id column (if any), the time and the values, ``steps`` rows per series; and a
         line per series saying how it was read and scaled. Without an id column the table's one
@@ -108,8 +120,10 @@ class ForecasterBundle:
         tables, reports = [], []
         for key, regular in self.read(frame, where).items():
             times, values, scaled_by = self.forecast(regular, steps, key if self.id_column else name)
-            reports.append(f"series {key or name or where}: {len(regular.values)} points ({regular.counts['gaps']} "
-                           f"gaps, {regular.counts['interpolated']} interpolated), scaled by {scaled_by}")
+            reports.append(
+                f"series {key or name or where}: {len(regular.values)} points ({regular.counts['gaps']} "
+                f"gaps, {regular.counts['interpolated']} interpolated), scaled by {scaled_by}"
+            )
             table = pd.DataFrame(values, columns=self.value_columns)
             table.insert(0, self.time_column, [format_time(t) for t in times])
             if self.id_column:
@@ -123,50 +137,81 @@ class ForecasterBundle:
         needed = [self.time_column, *self.value_columns] + ([self.id_column] if self.id_column else [])
         missing = [c for c in needed if c not in frame.columns]
         if missing:
-            raise InputError(f"{where}: no column(s) {missing} (it has {list(frame.columns)}); the model was "
-                             f"trained on {needed}")
+            raise InputError(
+                f"{where}: no column(s) {missing} (it has {list(frame.columns)}); the model was trained on {needed}"
+            )
         if not self.id_column:
             return {"": regularize(frame[self.time_column], frame[self.value_columns], self.missing)}
-        return {str(key): regularize(group[self.time_column], group[self.value_columns], self.missing)
-                for key, group in frame.groupby(self.id_column, sort=True)}
+        return {
+            str(key): regularize(group[self.time_column], group[self.value_columns], self.missing)
+            for key, group in frame.groupby(self.id_column, sort=True)
+        }
 
     def state(self, model_state: dict[str, torch.Tensor] | None = None) -> dict[str, Any]:
         """Everything ``load`` needs, as plain data and tensors (loadable with weights_only=True)."""
-        return {"settings": self.model.settings.to_dict(),
-                "model": model_state if model_state is not None else self.model.state_dict(),
-                "scaling": self.scaling.to_dict(), "window": self.window, "horizon": self.horizon,
-                "missing": self.missing, "time_column": self.time_column, "value_columns": self.value_columns,
-                "id_column": self.id_column, "scales": {k: [list(c), list(s)] for k, (c, s) in self.scales.items()},
-                "info": self.info}
+        return {
+            "settings": self.model.settings.to_dict(),
+            "model": model_state if model_state is not None else self.model.state_dict(),
+            "scaling": self.scaling.to_dict(),
+            "window": self.window,
+            "horizon": self.horizon,
+            "missing": self.missing,
+            "time_column": self.time_column,
+            "value_columns": self.value_columns,
+            "id_column": self.id_column,
+            "scales": {k: [list(c), list(s)] for k, (c, s) in self.scales.items()},
+            "info": self.info,
+        }
 
     def save(self, path: Path, model_state: dict[str, torch.Tensor] | None = None) -> None:
         torch.save(self.state(model_state), path)
 
     @classmethod
-    def load(cls, path: str | Path, device: torch.device | str = "cpu", tracking_uri: str | None = None
-             ) -> "ForecasterBundle":
+    def load(
+        cls, path: str | Path, device: torch.device | str = "cpu", tracking_uri: str | None = None
+    ) -> "ForecasterBundle":
         """From a ``forecaster.pt`` file, a directory holding one, or an MLflow URI (see ``load_state``)."""
-        state = load_state(path, FORECASTER_FILE, "forecaster",
-                           {"settings", "model", "scaling", "window", "value_columns"}, tracking_uri)
+        state = load_state(
+            path,
+            FORECASTER_FILE,
+            "forecaster",
+            {"settings", "model", "scaling", "window", "value_columns"},
+            tracking_uri,
+        )
         model = Forecaster(ForecasterSettings.from_dict(state["settings"]))
         model.load_state_dict(state["model"])
         model.to(device).eval()
-        return cls(model, Scaling(**state["scaling"]), state["window"], state["horizon"], state["missing"],
-                   state["time_column"], list(state["value_columns"]), state["id_column"],
-                   {k: (list(c), list(s)) for k, (c, s) in state["scales"].items()}, dict(state.get("info", {})))
+        return cls(
+            model,
+            Scaling(**state["scaling"]),
+            state["window"],
+            state["horizon"],
+            state["missing"],
+            state["time_column"],
+            list(state["value_columns"]),
+            state["id_column"],
+            {k: (list(c), list(s)) for k, (c, s) in state["scales"].items()},
+            dict(state.get("info", {})),
+        )
 
 
-def mean_forecast(bundles: Sequence[ForecasterBundle], frame: pd.DataFrame, steps: int, where: str,
-                  name: str | None = None) -> tuple[pd.DataFrame, list[str]]:
+def mean_forecast(
+    bundles: Sequence[ForecasterBundle], frame: pd.DataFrame, steps: int, where: str, name: str | None = None
+) -> tuple[pd.DataFrame, list[str]]:
     """``forecast_frame`` of an ensemble: each value the mean of the ``bundles``' forecasts (models
     trained on the same columns), with the first model's reports."""
     first = bundles[0]
     for other in bundles[1:]:
         if (other.time_column, other.value_columns, other.id_column) != (
-                first.time_column, first.value_columns, first.id_column):
-            raise CheckpointError(f"an ensemble's forecasters must read the same columns: "
-                                  f"{first.time_column}, {first.value_columns}, id {first.id_column} against "
-                                  f"{other.time_column}, {other.value_columns}, id {other.id_column}")
+            first.time_column,
+            first.value_columns,
+            first.id_column,
+        ):
+            raise CheckpointError(
+                f"an ensemble's forecasters must read the same columns: "
+                f"{first.time_column}, {first.value_columns}, id {first.id_column} against "
+                f"{other.time_column}, {other.value_columns}, id {other.id_column}"
+            )
     table, reports = first.forecast_frame(frame, steps, where, name)
     if len(bundles) > 1:
         tables = [table] + [b.forecast_frame(frame, steps, where, name)[0] for b in bundles[1:]]

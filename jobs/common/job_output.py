@@ -30,24 +30,28 @@ from jobs.common.config import ConfigError, flatten, load_config, to_dict, to_ya
 LOG_LEVELS = ("info", "debug")  # info: the job's own lines; debug: also other programs' (and the full config)
 
 # Lines that other programs print about their own workings: off the terminal at log_level info.
-CHATTER = re.compile("|".join([
-    r"Requesting resources: \{",                                   # Ray Train's controller
-    r"Attempting to start training worker group",
-    r"Started training worker group of size",
-    r"\(ip=[^)]*, pid=\d+\) world_rank=\d+, local_rank=",
-    r"Setting up process group for: ",
-    r"Reporting training result \d+: TrainingReport",
-    r"Checkpoint successfully created at: Checkpoint",
-    r"core_worker\.cc:\d+: Actor with class name: '\w+' .* has constructor arguments in the object store",
-    r"INFO mlflow\.store\.db\.utils: (Creating initial MLflow database tables|Updating database tables)",
-    r"INFO alembic\.runtime\.migration: ",                            # MLflow's SQLite schema set-up
-    r"UserWarning: Any type hint is inferred as AnyType, and MLflow doesn't validate",  # logging a model
-    r"^\s*col_spec_type = _infer_colspec_type_from_type_hint\(type_hint\)$",
-    r"INFO mlflow\.models\.signature: Running the predict function to generate output",
-    r"^Successfully registered model '[^']*'\.$",                     # the job says what it registered
-    r"^Created version '\d+' of model '[^']*'\.$",
-    r"^Registered model '[^']*' already exists\. Creating a new version of this model\.\.\.$",
-]))
+CHATTER = re.compile(
+    "|".join(
+        [
+            r"Requesting resources: \{",  # Ray Train's controller
+            r"Attempting to start training worker group",
+            r"Started training worker group of size",
+            r"\(ip=[^)]*, pid=\d+\) world_rank=\d+, local_rank=",
+            r"Setting up process group for: ",
+            r"Reporting training result \d+: TrainingReport",
+            r"Checkpoint successfully created at: Checkpoint",
+            r"core_worker\.cc:\d+: Actor with class name: '\w+' .* has constructor arguments in the object store",
+            r"INFO mlflow\.store\.db\.utils: (Creating initial MLflow database tables|Updating database tables)",
+            r"INFO alembic\.runtime\.migration: ",  # MLflow's SQLite schema set-up
+            r"UserWarning: Any type hint is inferred as AnyType, and MLflow doesn't validate",  # logging a model
+            r"^\s*col_spec_type = _infer_colspec_type_from_type_hint\(type_hint\)$",
+            r"INFO mlflow\.models\.signature: Running the predict function to generate output",
+            r"^Successfully registered model '[^']*'\.$",  # the job says what it registered
+            r"^Created version '\d+' of model '[^']*'\.$",
+            r"^Registered model '[^']*' already exists\. Creating a new version of this model\.\.\.$",
+        ]
+    )
+)
 
 
 ANSI_CODES = re.compile(r"\x1b\[[0-9;]*m")  # colours (Ray's prefixes, MLflow's warnings): ignored in matching
@@ -95,7 +99,7 @@ class _Filter(io.TextIOBase):
 
 @dataclass
 class _State:
-    level: str = "info"       # the job's log_level
+    level: str = "info"  # the job's log_level
     configured: bool = False  # the outermost job has set it
     logs: list[TextIO] = field(default_factory=list)  # the open runs' log files
 
@@ -133,8 +137,7 @@ def differences(cfg: DictConfig, job: str) -> dict[str, Any]:
     """The keys of ``cfg`` (flattened) whose values differ from ``job``'s defaults
     (``conf/common.yaml`` and ``conf/<job>.yaml``)."""
     defaults = flatten(to_dict(load_config(job, [])))
-    return {key: value for key, value in flatten(to_dict(cfg)).items()
-            if key not in defaults or defaults[key] != value}
+    return {key: value for key, value in flatten(to_dict(cfg)).items() if key not in defaults or defaults[key] != value}
 
 
 def show_config(cfg: DictConfig, job: str) -> None:
@@ -149,8 +152,12 @@ def show_config(cfg: DictConfig, job: str) -> None:
         print(to_yaml(cfg), flush=True)
         return
     changed = differences(cfg, job)
-    print(f"{job}: " + (" ".join(f"{k}={v}" for k, v in changed.items()) if changed else "the defaults")
-          + f" (defaults: conf/{job}.yaml; the full config goes to MLflow as config.yaml)", flush=True)
+    print(
+        f"{job}: "
+        + (" ".join(f"{k}={v}" for k, v in changed.items()) if changed else "the defaults")
+        + f" (defaults: conf/{job}.yaml; the full config goes to MLflow as config.yaml)",
+        flush=True,
+    )
 
 
 @contextmanager

@@ -58,9 +58,14 @@ class StreamStats:
         return self.lines / self.seconds if self.seconds > 0 else 0.0
 
 
-def map_lines(input_path: Path | None, output_path: Path | None, chunk_lines: int,
-              process: Callable[[list[str]], list[str]], progress: bool | None = True,
-              desc: str = "lines") -> StreamStats:
+def map_lines(
+    input_path: Path | None,
+    output_path: Path | None,
+    chunk_lines: int,
+    process: Callable[[list[str]], list[str]],
+    progress: bool | None = True,
+    desc: str = "lines",
+) -> StreamStats:
     """Read lines from ``input_path`` (None: stdin), turn each chunk of ``chunk_lines`` into as many
     output lines with ``process``, and write them to ``output_path`` (None: stdout) as they come.
     ``output_path`` is written atomically: on any error (bad UTF-8 on line N included) it is not

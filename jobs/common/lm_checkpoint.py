@@ -15,11 +15,11 @@ from jobs.common.checkpoint import load_state
 from pipelines.contract.errors import CheckpointError
 from pipelines.contract.pieces import PieceModel
 from pipelines.contract.specials import EOS_ID, SPECIALS
-from pipelines.text.text_ids import TextIds
 from pipelines.contract.vocab import Vocab
 from pipelines.text.chars import join_chars
 from pipelines.text.detokenize import detokenize
 from pipelines.text.normalize import NormalizeOptions
+from pipelines.text.text_ids import TextIds
 from rnn_models.language_model import LanguageModel, LanguageModelSettings
 from rnn_models.sampling import SampleSettings, generate
 
@@ -30,9 +30,9 @@ LM_FILE = "lm.pt"
 class Generated:
     """Samples generated after one prompt, and how the prompt was read."""
 
-    texts: list[str]          # each sample's continuation, as text
-    prompt_tokens: int        # tokens of the prompt
-    truncated: int            # of them left out, from the start, to fit ``max_context``
+    texts: list[str]  # each sample's continuation, as text
+    prompt_tokens: int  # tokens of the prompt
+    truncated: int  # of them left out, from the start, to fit ``max_context``
 
 
 @dataclass
@@ -49,12 +49,19 @@ class LMBundle:
     info: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def from_manifest(cls, model: LanguageModel, manifest: dict[str, Any], vocab: Vocab,
-                      pieces: PieceModel | None) -> "LMBundle":
+    def from_manifest(
+        cls, model: LanguageModel, manifest: dict[str, Any], vocab: Vocab, pieces: PieceModel | None
+    ) -> "LMBundle":
         """The bundle of a model trained on the monolingual data of ``manifest``."""
         side = manifest["sides"]["words"]
-        return cls(model, list(vocab.tokens), manifest["vocab"]["words"]["kind"],
-                   NormalizeOptions(**side["normalize"]), side["lang"], pieces.proto if pieces else None)
+        return cls(
+            model,
+            list(vocab.tokens),
+            manifest["vocab"]["words"]["kind"],
+            NormalizeOptions(**side["normalize"]),
+            side["lang"],
+            pieces.proto if pieces else None,
+        )
 
     @cached_property
     def reader(self) -> TextIds:
@@ -79,13 +86,26 @@ class LMBundle:
                 lines.append(self.piece_model.processor.decode(line))
             else:
                 tokens = [self.tokens[t] for t in line]
-                lines.append(join_chars(tokens) if self.kind == "char" else
-                             detokenize(tokens, self.lang) if self.options.tokenize == "words" else " ".join(tokens))
+                lines.append(
+                    join_chars(tokens)
+                    if self.kind == "char"
+                    else detokenize(tokens, self.lang)
+                    if self.options.tokenize == "words"
+                    else " ".join(tokens)
+                )
             line = []
         return "\n".join(lines)
 
-    def generate(self, prompt: str, steps: int, settings: SampleSettings, samples: int = 1, seed: int = 0,
-                 max_context: int = 0, device: torch.device | str = "cpu") -> Generated:
+    def generate(
+        self,
+        prompt: str,
+        steps: int,
+        settings: SampleSettings,
+        samples: int = 1,
+        seed: int = 0,
+        max_context: int = 0,
+        device: torch.device | str = "cpu",
+    ) -> Generated:
         """``samples`` continuations of ``steps`` tokens after ``prompt`` (read as a new line, after
         an ``<eos>``; an empty prompt starts a line), reproducible for the ``seed``. A prompt
         longer than ``max_context`` tokens (0 = no limit) keeps its end."""
@@ -103,24 +123,42 @@ class LMBundle:
 
     def state(self, model_state: dict[str, torch.Tensor] | None = None) -> dict[str, Any]:
         """Everything ``load`` needs, as plain data and tensors (loadable with weights_only=True)."""
-        return {"settings": self.model.settings.to_dict(),
-                "model": model_state if model_state is not None else self.model.state_dict(),
-                "tokens": self.tokens, "kind": self.kind, "options": vars(self.options), "lang": self.lang,
-                "pieces": self.pieces, "info": self.info}
+        return {
+            "settings": self.model.settings.to_dict(),
+            "model": model_state if model_state is not None else self.model.state_dict(),
+            "tokens": self.tokens,
+            "kind": self.kind,
+            "options": vars(self.options),
+            "lang": self.lang,
+            "pieces": self.pieces,
+            "info": self.info,
+        }
 
     def save(self, path: Path, model_state: dict[str, torch.Tensor] | None = None) -> None:
         torch.save(self.state(model_state), path)
 
     @classmethod
-    def load(cls, path: str | Path, device: torch.device | str = "cpu", tracking_uri: str | None = None
-             ) -> "LMBundle":
+    def load(cls, path: str | Path, device: torch.device | str = "cpu", tracking_uri: str | None = None) -> "LMBundle":
         """From an ``lm.pt`` file, a directory holding one, or an MLflow URI (see ``load_state``)."""
-        state = load_state(path, LM_FILE, "language model", {"settings", "model", "tokens", "kind"}, tracking_uri,
-                           "models:/rnnmt-lm@champion")
+        state = load_state(
+            path,
+            LM_FILE,
+            "language model",
+            {"settings", "model", "tokens", "kind"},
+            tracking_uri,
+            "models:/rnnmt-lm@champion",
+        )
         model = LanguageModel(LanguageModelSettings.from_dict(state["settings"]))
         model.load_state_dict(state["model"])
         model.to(device).eval()
-        if list(state["tokens"][:len(SPECIALS)]) != list(SPECIALS):
+        if list(state["tokens"][: len(SPECIALS)]) != list(SPECIALS):
             raise CheckpointError("a language model's vocabulary must start with the special tokens")
-        return cls(model, list(state["tokens"]), state["kind"], NormalizeOptions(**state["options"]), state["lang"],
-                   state.get("pieces"), dict(state.get("info", {})))
+        return cls(
+            model,
+            list(state["tokens"]),
+            state["kind"],
+            NormalizeOptions(**state["options"]),
+            state["lang"],
+            state.get("pieces"),
+            dict(state.get("info", {})),
+        )

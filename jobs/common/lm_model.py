@@ -36,16 +36,20 @@ class LanguageModelModel(PythonModel):
             raise MlflowException.invalid_parameter_value("no prompts: send a non-empty list of strings")
         params = params or {}
         try:
-            settings = SampleSettings.from_dict({**self.bundle.sample_settings().to_dict(),
-                                                 **{k: params[k] for k in ("temperature", "top_k", "top_p")
-                                                    if k in params}})
+            settings = SampleSettings.from_dict(
+                {
+                    **self.bundle.sample_settings().to_dict(),
+                    **{k: params[k] for k in ("temperature", "top_k", "top_p") if k in params},
+                }
+            )
         except UserError as err:  # a bad sampling setting: the client's error
             raise MlflowException.invalid_parameter_value(str(err)) from None
         tokens, seed = int(params.get("tokens", 50)), int(params.get("seed", 0))
         if tokens < 0:
             raise MlflowException.invalid_parameter_value(f"tokens must be >= 0, got {tokens}")
-        return [self.bundle.generate(prompt, tokens, settings, 1, seed + n).texts[0]
-                for n, prompt in enumerate(model_input)]
+        return [
+            self.bundle.generate(prompt, tokens, settings, 1, seed + n).texts[0] for n, prompt in enumerate(model_input)
+        ]
 
 
 set_model(LanguageModelModel())

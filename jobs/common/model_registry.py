@@ -60,8 +60,13 @@ def log_translator(mlflow: Any, bundle_file: Path, bundle: Bundle, name: str = "
     # The model's code is rnnmt itself, installed where the model is loaded (it is not on PyPI,
     # so the requirements name only what it imports; serve with --env-manager local)
     return mlflow.pyfunc.log_model(
-        name=name, python_model=str(MODEL_CODE), artifacts={ARTIFACT: str(bundle_file)},
-        input_example=(EXAMPLE, params), pip_requirements=_requirements(), step=step)
+        name=name,
+        python_model=str(MODEL_CODE),
+        artifacts={ARTIFACT: str(bundle_file)},
+        input_example=(EXAMPLE, params),
+        pip_requirements=_requirements(),
+        step=step,
+    )
 
 
 def log_language_model(mlflow: Any, lm_file: Path, bundle: Any, name: str = "model", step: int = 0) -> Any:
@@ -70,16 +75,26 @@ def log_language_model(mlflow: Any, lm_file: Path, bundle: Any, name: str = "mod
     returns MLflow's ``ModelInfo``."""
     params = {**bundle.sample_settings().to_dict(), "tokens": 50, "seed": 0}
     return mlflow.pyfunc.log_model(
-        name=name, python_model=str(LM_MODEL_CODE), artifacts={LM_ARTIFACT: str(lm_file)},
-        input_example=(LM_EXAMPLE, params), pip_requirements=_requirements(), step=step)
+        name=name,
+        python_model=str(LM_MODEL_CODE),
+        artifacts={LM_ARTIFACT: str(lm_file)},
+        input_example=(LM_EXAMPLE, params),
+        pip_requirements=_requirements(),
+        step=step,
+    )
 
 
 def log_classifier(mlflow: Any, classifier_file: Path, name: str = "model", step: int = 0) -> Any:
     """Log ``classifier_file`` (a ``classifier.pt``) as a pyfunc model of the active run that labels
     texts, with a list-of-strings signature and a ``max_tokens`` parameter; returns MLflow's ``ModelInfo``."""
     return mlflow.pyfunc.log_model(
-        name=name, python_model=str(CLASSIFIER_MODEL_CODE), artifacts={CLASSIFIER_ARTIFACT: str(classifier_file)},
-        input_example=(CLASSIFIER_EXAMPLE, {"max_tokens": 500}), pip_requirements=_requirements(), step=step)
+        name=name,
+        python_model=str(CLASSIFIER_MODEL_CODE),
+        artifacts={CLASSIFIER_ARTIFACT: str(classifier_file)},
+        input_example=(CLASSIFIER_EXAMPLE, {"max_tokens": 500}),
+        pip_requirements=_requirements(),
+        step=step,
+    )
 
 
 def log_forecaster(mlflow: Any, forecaster_file: Path, bundle: Any, name: str = "model", step: int = 0) -> Any:
@@ -91,16 +106,25 @@ def log_forecaster(mlflow: Any, forecaster_file: Path, bundle: Any, name: str = 
     from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 
     columns = ([ColSpec("string", bundle.id_column)] if bundle.id_column else []) + [
-        ColSpec("string", bundle.time_column), *(ColSpec("double", c, required=False) for c in bundle.value_columns)]
-    signature = ModelSignature(inputs=Schema(columns), params=ParamSchema(
-        [ParamSpec("steps", "long", bundle.horizon), ParamSpec("series", "string", "")]))
+        ColSpec("string", bundle.time_column),
+        *(ColSpec("double", c, required=False) for c in bundle.value_columns),
+    ]
+    signature = ModelSignature(
+        inputs=Schema(columns),
+        params=ParamSchema([ParamSpec("steps", "long", bundle.horizon), ParamSpec("series", "string", "")]),
+    )
     # no input example (no history long enough is at hand here): the explicit signature stands for it,
     # so MLflow's (coloured) warning about the missing example is silenced for this call only
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", ".*An input example was not provided", UserWarning)
         return mlflow.pyfunc.log_model(
-            name=name, python_model=str(FORECASTER_MODEL_CODE), artifacts={FORECASTER_ARTIFACT: str(forecaster_file)},
-            signature=signature, pip_requirements=_requirements(), step=step)
+            name=name,
+            python_model=str(FORECASTER_MODEL_CODE),
+            artifacts={FORECASTER_ARTIFACT: str(forecaster_file)},
+            signature=signature,
+            pip_requirements=_requirements(),
+            step=step,
+        )
 
 
 def _requirements() -> list[str]:
@@ -126,8 +150,15 @@ def arrays_digest(identity: str, *arrays: np.ndarray) -> str:
     return digest.hexdigest()[:16]
 
 
-def register(mlflow: Any, model_uri: str, name: str, score: float, digest: str,
-             score_champion: Callable[[str], float | None], metric: TestMetric) -> dict[str, Any]:
+def register(
+    mlflow: Any,
+    model_uri: str,
+    name: str,
+    score: float,
+    digest: str,
+    score_champion: Callable[[str], float | None],
+    metric: TestMetric,
+) -> dict[str, Any]:
     """Register ``model_uri`` as a new version of ``name``, tagged with its test ``score`` and the
     test set's ``digest``, and move the ``champion`` alias to it when it beats the current
     champion's score on that test set (taken from the champion's tags when it was scored on the same
@@ -149,24 +180,43 @@ def register(mlflow: Any, model_uri: str, name: str, score: float, digest: str,
             source = "scored now on this test set"
         if champion_score is None:
             promote = False
-            reason = (f"champion version {champion.version} cannot be scored on this test set (another vocabulary), "
-                      f"so it stays")
+            reason = (
+                f"champion version {champion.version} cannot be scored on this test set (another vocabulary), "
+                f"so it stays"
+            )
         else:
             ours, theirs = round(score, 2), round(champion_score, 2)
             promote = ours > theirs if metric.higher_is_better else ours < theirs
-            reason = (f"{metric.label} {score:.2f} {'beats' if promote else 'does not beat'} champion version "
-                      f"{champion.version}'s {champion_score:.2f} ({source})")
+            reason = (
+                f"{metric.label} {score:.2f} {'beats' if promote else 'does not beat'} champion version "
+                f"{champion.version}'s {champion_score:.2f} ({source})"
+            )
     if promote:
         client.set_registered_model_alias(name, CHAMPION, version)
     short = metric.tag.removeprefix("test_")
-    decision = {"name": name, "version": int(version), metric.tag: round(score, 2), "test_set": digest,
-                "champion": promote, "champion_version": int(version) if promote else int(champion.version),
-                f"previous_champion_{short}": champion_score, "reason": reason}
-    print(f"registry: {name} version {version}: {reason}; {CHAMPION} is version {decision['champion_version']}",
-          flush=True)
+    decision = {
+        "name": name,
+        "version": int(version),
+        metric.tag: round(score, 2),
+        "test_set": digest,
+        "champion": promote,
+        "champion_version": int(version) if promote else int(champion.version),
+        f"previous_champion_{short}": champion_score,
+        "reason": reason,
+    }
+    print(
+        f"registry: {name} version {version}: {reason}; {CHAMPION} is version {decision['champion_version']}",
+        flush=True,
+    )
     mlflow.log_dict(decision, "registry.json")  # and on the active run
-    mlflow.set_tags({"registry.model": name, "registry.version": decision["version"],
-                     "registry.champion": decision["champion"], "registry.reason": decision["reason"]})
+    mlflow.set_tags(
+        {
+            "registry.model": name,
+            "registry.version": decision["version"],
+            "registry.champion": decision["champion"],
+            "registry.reason": decision["reason"],
+        }
+    )
     return decision
 
 

@@ -27,9 +27,12 @@ def connect(cfg: Mapping[str, Any]) -> dict[str, float]:
         else:
             ray.init(address=address)
     elif address is not None and not same_cluster(address, ray.get_runtime_context().gcs_address):
-        warnings.warn(f"ray.address={address} is not used: this process is already connected to the Ray at "
-                      f"{ray.get_runtime_context().gcs_address}, and one process talks to one Ray; run the job "
-                      "in a process of its own to use another", stacklevel=2)
+        warnings.warn(
+            f"ray.address={address} is not used: this process is already connected to the Ray at "
+            f"{ray.get_runtime_context().gcs_address}, and one process talks to one Ray; run the job "
+            "in a process of its own to use another",
+            stacklevel=2,
+        )
     return ray.cluster_resources()
 
 

@@ -68,8 +68,14 @@ def _init_local(num_cpus: int | None, port: int) -> None:
     previous = os.environ.get(_API_SERVER)
     os.environ[_API_SERVER] = f"http://127.0.0.1:{port}"
     try:
-        ray.init(address="local", num_cpus=num_cpus, include_dashboard=True, dashboard_host="127.0.0.1",
-                 dashboard_port=port, _node_ip_address="127.0.0.1")
+        ray.init(
+            address="local",
+            num_cpus=num_cpus,
+            include_dashboard=True,
+            dashboard_host="127.0.0.1",
+            dashboard_port=port,
+            _node_ip_address="127.0.0.1",
+        )
     finally:
         if previous is None:
             del os.environ[_API_SERVER]

@@ -18,14 +18,14 @@ from omegaconf import DictConfig
 from ray.train import UserCallback
 
 from jobs.common import progress
-from jobs.common.collectives import world, worker_log
+from jobs.common.collectives import worker_log, world
 from jobs.common.config import PROJECT_DIR, ConfigError, load_config, to_dict, to_yaml
 from jobs.common.job_output import show_config
 from jobs.common.ray_cluster import connect
 from jobs.common.ray_private import in_tune_session, worker_failures, worker_progress_bar
 from jobs.common.torch_files import check_file, load_checked
-from jobs.common.training_loop import BEST_FILE, STATE_FILE, Family, TrainingLoop
 from jobs.common.tracking import MetricsLog, log_dataset, mlflow_run, tracking_uri
+from jobs.common.training_loop import BEST_FILE, STATE_FILE, Family, TrainingLoop
 from pipelines.contract.errors import CheckpointError, OutputExistsError, UserError
 
 
@@ -47,8 +47,9 @@ class EpochMetrics(UserCallback):
         self.log, self.step_key = MetricsLog(tracking_uri, run_id), step_key
 
     def after_report(self, run_context: Any, metrics: list[dict[str, Any]], checkpoint: Any) -> None:
-        self.log({k: v for k, v in metrics[0].items() if isinstance(v, (int, float))},
-                 int(metrics[0].get(self.step_key, 0)))
+        self.log(
+            {k: v for k, v in metrics[0].items() if isinstance(v, (int, float))}, int(metrics[0].get(self.step_key, 0))
+        )
 
 
 def report(metrics: dict[str, Any], rank: int, files: dict[str, Any]) -> None:
@@ -74,11 +75,17 @@ def loop_worker(family: type[Family], config: dict[str, Any]) -> None:
     rank, size = world()
     device = get_device()
     torch.set_num_threads(max(1, int(config["train"]["cpus_per_worker"])))
-    loop = TrainingLoop(family(config, rank, size, device), config, rank, size, device,
-                        wrap=lambda model: prepare_model(model, move_to_device=False),
-                        report=lambda metrics, files: report(metrics, rank, files),
-                        log_metrics=MetricsLog.for_rank(config, rank),
-                        bar=lambda epoch, steps: epoch_bar(config, rank, epoch, steps))
+    loop = TrainingLoop(
+        family(config, rank, size, device),
+        config,
+        rank,
+        size,
+        device,
+        wrap=lambda model: prepare_model(model, move_to_device=False),
+        report=lambda metrics, files: report(metrics, rank, files),
+        log_metrics=MetricsLog.for_rank(config, rank),
+        bar=lambda epoch, steps: epoch_bar(config, rank, epoch, steps),
+    )
     checkpoint = resumable_checkpoint()
     if checkpoint is not None:
         files = read_checkpoint(checkpoint, [STATE_FILE], device)
@@ -98,8 +105,9 @@ def resumable_checkpoint() -> Any:
     latest = Path(checkpoint.path) if checkpoint is not None else None
     if latest is None or not latest.is_dir():  # none, or not on a file system this node sees
         return checkpoint
-    earlier = sorted((p for p in latest.parent.glob("checkpoint_*") if p.is_dir() and p.name < latest.name),
-                     reverse=True)  # Ray names them checkpoint_<date>_<time>: by name is by age
+    earlier = sorted(
+        (p for p in latest.parent.glob("checkpoint_*") if p.is_dir() and p.name < latest.name), reverse=True
+    )  # Ray names them checkpoint_<date>_<time>: by name is by age
     problems = []
     for directory in [latest, *earlier]:
         try:
@@ -111,21 +119,22 @@ def resumable_checkpoint() -> Any:
                 worker_log(f"{err}; trying the checkpoint before it")
             continue
         return checkpoint if directory == latest else ray.train.Checkpoint.from_directory(str(directory))
-    raise CheckpointError(f"no readable checkpoint in {latest.parent}: {'; '.join(problems)}; "
-                          "resume=false starts over")
+    raise CheckpointError(f"no readable checkpoint in {latest.parent}: {'; '.join(problems)}; resume=false starts over")
 
 
 def read_checkpoint(checkpoint: Any, names: Sequence[str], device: torch.device | str = "cpu") -> dict[str, Any]:
     """The files of a Ray Train checkpoint that ``report`` wrote, by name (those present), checked
     and loaded with ``weights_only=True``."""
     with checkpoint.as_directory() as directory:
-        return {name: load_checked(Path(directory) / name, device)
-                for name in names if (Path(directory) / name).exists()}
+        return {
+            name: load_checked(Path(directory) / name, device) for name in names if (Path(directory) / name).exists()
+        }
 
 
 @contextmanager
-def training_run(job: str, argv: Sequence[str] | None, path_keys: Sequence[str],
-                 prepare: Callable[[dict[str, Any]], None]) -> Iterator[tuple[DictConfig, dict[str, Any], Any]]:
+def training_run(
+    job: str, argv: Sequence[str] | None, path_keys: Sequence[str], prepare: Callable[[dict[str, Any]], None]
+) -> Iterator[tuple[DictConfig, dict[str, Any], Any]]:
     """The start every trainer shares: load and print the config, make its ``path_keys`` absolute
     (workers may run in another directory or on another machine), let ``prepare`` check the
     config and add what the workers need, refuse an existing output, open the job's MLflow run,
@@ -167,8 +176,9 @@ def resolve_paths(config: dict[str, Any], path_keys: Sequence[str]) -> dict[str,
     return config
 
 
-def fit(train_func: Callable[[dict[str, Any]], None], config: dict[str, Any], log_reports: bool = False,
-        keep: int = 2) -> Any:
+def fit(
+    train_func: Callable[[dict[str, Any]], None], config: dict[str, Any], log_reports: bool = False, keep: int = 2
+) -> Any:
     """Run ``train_func`` on ``train.num_workers`` Ray Train workers (DDP: gloo on CPU, NCCL on
     GPU) under ``run_name`` in ``storage_path``, which resumes an earlier run of that name unless
     ``resume`` is false; returns Ray's result (last metrics, latest checkpoint). With
@@ -192,11 +202,16 @@ def fit(train_func: Callable[[dict[str, Any]], None], config: dict[str, Any], lo
     trainer = TorchTrainer(
         train_func,
         train_loop_config=config,
-        scaling_config=ScalingConfig(num_workers=t["num_workers"], use_gpu=t["use_gpu"],
-                                     resources_per_worker={"CPU": t["cpus_per_worker"]}),
-        run_config=RunConfig(name=config["run_name"], storage_path=config["storage_path"],
-                             failure_config=FailureConfig(max_failures=t["max_failures"]),
-                             checkpoint_config=CheckpointConfig(num_to_keep=max(2, keep)), callbacks=callbacks),
+        scaling_config=ScalingConfig(
+            num_workers=t["num_workers"], use_gpu=t["use_gpu"], resources_per_worker={"CPU": t["cpus_per_worker"]}
+        ),
+        run_config=RunConfig(
+            name=config["run_name"],
+            storage_path=config["storage_path"],
+            failure_config=FailureConfig(max_failures=t["max_failures"]),
+            checkpoint_config=CheckpointConfig(num_to_keep=max(2, keep)),
+            callbacks=callbacks,
+        ),
     )
     main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.getsignal(signal.SIGINT) if main_thread else None

@@ -12,8 +12,13 @@ import torch
 from jobs.common.checkpoint import Bundle
 from jobs.common.translation import Translation
 from pipelines.contract.specials import EOS
-from rnn_models.embedding_eval import (Analogies, analogy_accuracy, load_similarity, nearest_neighbours,
-                                       similarity_correlation)
+from rnn_models.embedding_eval import (
+    Analogies,
+    analogy_accuracy,
+    load_similarity,
+    nearest_neighbours,
+    similarity_correlation,
+)
 from rnn_models.translator import frame_target
 
 
@@ -62,8 +67,9 @@ def projection_plot(words: Sequence[str], vectors: torch.Tensor, count: int, pat
     plt.close(figure)
 
 
-def attention_heatmaps(bundle: Bundle, translations: Sequence[Translation], sources: Sequence[str], count: int,
-                       directory: Path) -> list[Path]:
+def attention_heatmaps(
+    bundle: Bundle, translations: Sequence[Translation], sources: Sequence[str], count: int, directory: Path
+) -> list[Path]:
     """Attention heatmaps of the first ``count`` translations (source ids x output ids, as words or pieces)."""
     plt = _pyplot()
     paths = []

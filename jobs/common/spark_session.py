@@ -35,9 +35,11 @@ def check_java(env: Mapping[str, str] | None = None) -> str:
     java = os.path.join(java_home, "bin", "java") if java_home else shutil.which("java", path=env.get("PATH"))
     if not java or not os.path.isfile(java):
         where = f"JAVA_HOME={java_home} has no bin/java" if java_home else "no `java` on PATH"
-        raise JavaNotFoundError(f"PySpark needs Java {MIN_JAVA} or newer and found none ({where}). "
-                                f"Install a JDK {MIN_JAVA}+ (e.g. `apt install openjdk-17-jre-headless`) "
-                                "or set JAVA_HOME to one.")
+        raise JavaNotFoundError(
+            f"PySpark needs Java {MIN_JAVA} or newer and found none ({where}). "
+            f"Install a JDK {MIN_JAVA}+ (e.g. `apt install openjdk-17-jre-headless`) "
+            "or set JAVA_HOME to one."
+        )
     out = subprocess.run([java, "-version"], capture_output=True, text=True).stderr
     match = re.search(r'version "(\d+)(?:\.(\d+))?', out)
     major = int(match.group(1)) if match else 0
@@ -62,14 +64,17 @@ def spark_session(cfg: Mapping[str, Any], app_name: str = "rnnmt", progress: boo
     local = str(cfg["master"]).startswith("local")
     if local:
         os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
-    builder = (SparkSession.builder.master(cfg["master"]).appName(app_name)
-               .config("spark.driver.memory", cfg["driver_memory"])
-               .config("spark.ui.enabled", str(bool(cfg["ui"])).lower())
-               .config("spark.ui.showConsoleProgress", str(shown(progress)).lower())
-               .config("spark.sql.execution.arrow.pyspark.enabled", "true")
-               # Cached rows are mostly distinct texts, which the columnar compression cannot shrink:
-               # trying costs a hash of every string (a quarter of building the cache, 2026-12-03).
-               .config("spark.sql.inMemoryColumnarStorage.compressed", "false"))
+    builder = (
+        SparkSession.builder.master(cfg["master"])
+        .appName(app_name)
+        .config("spark.driver.memory", cfg["driver_memory"])
+        .config("spark.ui.enabled", str(bool(cfg["ui"])).lower())
+        .config("spark.ui.showConsoleProgress", str(shown(progress)).lower())
+        .config("spark.sql.execution.arrow.pyspark.enabled", "true")
+        # Cached rows are mostly distinct texts, which the columnar compression cannot shrink:
+        # trying costs a hash of every string (a quarter of building the cache, 2026-12-03).
+        .config("spark.sql.inMemoryColumnarStorage.compressed", "false")
+    )
     if local:
         builder = builder.config("spark.driver.host", "127.0.0.1").config("spark.driver.bindAddress", "127.0.0.1")
     if int(cfg["partitions"]) > 0:

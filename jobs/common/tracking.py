@@ -72,7 +72,8 @@ def server_retries(uri: str) -> Iterator[None]:
             f"the MLflow tracking server at {uri} did not answer through MLflow's retries "
             f"(MLFLOW_HTTP_REQUEST_MAX_RETRIES, MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR): {str(err)[:300]}. "
             "Training stopped; rerun the job with the same run_name once the server is back to resume "
-            "from its last checkpoint") from None
+            "from its last checkpoint"
+        ) from None
 
 
 class _NoRun:
@@ -97,8 +98,9 @@ def experiment_id(cfg: Mapping[str, Any]) -> str:
     mlflow.set_tracking_uri(tracking_uri(cfg))
     experiment = mlflow.get_experiment_by_name(cfg["experiment"])
     if experiment is None:
-        return mlflow.create_experiment(cfg["experiment"], artifact_location=artifact_location(cfg),
-                                        tags=EXPERIMENT_KIND)
+        return mlflow.create_experiment(
+            cfg["experiment"], artifact_location=artifact_location(cfg), tags=EXPERIMENT_KIND
+        )
     if not set(EXPERIMENT_KIND) & set(experiment.tags):
         for key, value in EXPERIMENT_KIND.items():
             mlflow.MlflowClient().set_experiment_tag(experiment.experiment_id, key, value)
@@ -125,8 +127,9 @@ def log_dataset(mlflow: Any, data_dir: Path, context: str = "training") -> None:
 
 
 @contextmanager
-def mlflow_run(cfg: Mapping[str, Any], run_name: str, params: Mapping[str, Any] | None = None,
-               run_id: str | None = None) -> Iterator[Any]:
+def mlflow_run(
+    cfg: Mapping[str, Any], run_name: str, params: Mapping[str, Any] | None = None, run_id: str | None = None
+) -> Iterator[Any]:
     """Start a run in the configured experiment (or reopen ``run_id``) and log ``params``
     (flattened). The run is a child of the active run, else of ``cfg.parent_run_id`` if set. Yields
     the ``mlflow`` module, or a no-op stand-in when ``cfg.enabled`` is false. The run ends FINISHED,
@@ -139,10 +142,17 @@ def mlflow_run(cfg: Mapping[str, Any], run_name: str, params: Mapping[str, Any] 
     parent = mlflow.active_run()
     stop_requested = tune_stop_requested()
     parent_id = parent.info.run_id if parent else cfg.get("parent_run_id")
-    with mlflow.start_run(run_id=run_id, experiment_id=None if run_id else experiment_id(cfg),
-                          run_name=None if run_id else run_name, nested=parent is not None,
-                          parent_run_id=None if run_id else parent_id) as run, \
-            tempfile.TemporaryDirectory() as tmp, run_log(Path(tmp) / LOG_FILE) as log:
+    with (
+        mlflow.start_run(
+            run_id=run_id,
+            experiment_id=None if run_id else experiment_id(cfg),
+            run_name=None if run_id else run_name,
+            nested=parent is not None,
+            parent_run_id=None if run_id else parent_id,
+        ) as run,
+        tempfile.TemporaryDirectory() as tmp,
+        run_log(Path(tmp) / LOG_FILE) as log,
+    ):
         if params:
             mlflow.log_params({k: _param(v) for k, v in flatten(dict(params)).items()})
         try:

@@ -5,8 +5,9 @@ the validation metrics and the metric that decides the best model. The :class:`T
 the rest, the same for every family:
 
 - the optimizer (:func:`make_optimizer`), the learning-rate schedule and bf16 autocast;
-- seeding: the initial parameters from ``seed`` (the same on every worker), and every epoch's random draws (dropout masks) from the seed, the epoch
-  and the worker, so that a resumed run draws what an uninterrupted one would;
+- seeding: the initial parameters from ``seed`` (the same on every worker), and every epoch's
+  random draws (dropout masks) from the seed, the epoch and the worker, so that a resumed run draws
+  what an uninterrupted one would;
 - each step: forward under autocast, backward, the gradient's global norm clipped, the update; an
   update whose gradient is not finite is skipped on every worker (they share the gradient), and
   :data:`MAX_NONFINITE` in a row stop training with an error;
@@ -31,8 +32,8 @@ from typing import Any, ClassVar
 
 import torch
 
-from jobs.common.precision import autocast
 from jobs.common.collectives import broadcast, check_replicas, worker_log
+from jobs.common.precision import autocast
 from pipelines.contract.errors import CheckpointError, ConfigError, TrainingError
 
 STATE_FILE, BEST_FILE = "state.pt", "best.pt"  # a checkpoint: the training state; the best model so far
@@ -45,16 +46,16 @@ MAX_NONFINITE = 5  # updates in a row skipped for a non-finite gradient before t
 class Progress:
     """Where training stands; every checkpoint stores it, and a resumed run goes on from it."""
 
-    epoch: int = 0                  # epochs finished
-    best_score: float = math.nan    # the best validation score so far (the family's metric), and its epoch
+    epoch: int = 0  # epochs finished
+    best_score: float = math.nan  # the best validation score so far (the family's metric), and its epoch
     best_epoch: int = -1
-    bad_validations: int = 0        # validations since the best one (early stopping)
-    stale_lr: int = 0               # validations without a better score since the learning rate last changed
-    lr: float = 0.0                 # the learning rate of the next epoch
-    train_seconds: float = 0.0      # spent in training steps
-    loop_seconds: float = 0.0       # wall clock of the epochs, validation included (train.max_minutes)
-    train_units: float = 0.0        # units trained on (the family's: tokens, examples, windows), by all workers
-    skipped_steps: int = 0          # updates skipped for a non-finite gradient
+    bad_validations: int = 0  # validations since the best one (early stopping)
+    stale_lr: int = 0  # validations without a better score since the learning rate last changed
+    lr: float = 0.0  # the learning rate of the next epoch
+    train_seconds: float = 0.0  # spent in training steps
+    loop_seconds: float = 0.0  # wall clock of the epochs, validation included (train.max_minutes)
+    train_units: float = 0.0  # units trained on (the family's: tokens, examples, windows), by all workers
+    skipped_steps: int = 0  # updates skipped for a non-finite gradient
 
 
 def epoch_seed(seed: int, epoch: int, rank: int) -> int:
@@ -88,9 +89,14 @@ def check_train_settings(train: dict[str, Any], valid: dict[str, Any]) -> None:
     for key, allowed in (("optimizer", OPTIMIZERS), ("schedule", SCHEDULES)):
         if train[key] not in allowed:
             raise ConfigError(f"train.{key} must be one of {', '.join(allowed)}; got {train[key]!r}")
-    for key, value, low in (("train.epochs", train["epochs"], 1), ("train.num_workers", train["num_workers"], 1),
-                            ("train.patience", train["patience"], 0), ("train.lr_patience", train["lr_patience"], 0),
-                            ("train.decay_after", train["decay_after"], 0), ("valid.every", valid["every"], 1)):
+    for key, value, low in (
+        ("train.epochs", train["epochs"], 1),
+        ("train.num_workers", train["num_workers"], 1),
+        ("train.patience", train["patience"], 0),
+        ("train.lr_patience", train["lr_patience"], 0),
+        ("train.decay_after", train["decay_after"], 0),
+        ("valid.every", valid["every"], 1),
+    ):
         check_integer(key, value, low)
     for key in ("lr", "max_minutes", "clip_norm", "weight_decay", "min_lr"):
         value = train[key]
@@ -104,12 +110,12 @@ class Family(ABC):
     """What a model family supplies to the loop, one instance per worker: made with ``(config,
     rank, world, device)``, it reads its data; the loop then seeds and calls :meth:`build_model`."""
 
-    metric: ClassVar[str]            # the validation metric that decides the best model, e.g. "valid_bleu"
+    metric: ClassVar[str]  # the validation metric that decides the best model, e.g. "valid_bleu"
     higher_is_better: ClassVar[bool]
-    unit: ClassVar[str] = "tokens"   # what a step counts (progress and throughput are per unit)
+    unit: ClassVar[str] = "tokens"  # what a step counts (progress and throughput are per unit)
 
-    model: torch.nn.Module           # set by the loop from build_model, on the worker's device
-    fingerprint: Any                 # what a checkpoint must have been trained on to be resumed here
+    model: torch.nn.Module  # set by the loop from build_model, on the worker's device
+    fingerprint: Any  # what a checkpoint must have been trained on to be resumed here
 
     @abstractmethod
     def build_model(self) -> torch.nn.Module:
@@ -149,8 +155,15 @@ class EpochClock:
     already; 0 = none) has run out and whether a progress report (every ``report_seconds``) is due,
     and moves the epoch's progress ``bar`` if there is one. ``now`` is the clock it reads."""
 
-    def __init__(self, spent: float, max_minutes: float, report_seconds: float, device: torch.device,
-                 bar: Any = None, now: Callable[[], float] = time.perf_counter):
+    def __init__(
+        self,
+        spent: float,
+        max_minutes: float,
+        report_seconds: float,
+        device: torch.device,
+        bar: Any = None,
+        now: Callable[[], float] = time.perf_counter,
+    ):
         self.spent, self.budget = spent, max_minutes * 60 or float("inf")
         self.report_seconds, self.device, self.bar, self.now = report_seconds, device, bar, now
         self.start = self.last_report = now()
@@ -162,9 +175,13 @@ class EpochClock:
         if self.bar is not None:
             self.bar.update(step + 1 - self.bar.n)
         now = self.now()
-        out_of_time, report = (flag > 0 for flag in broadcast(
-            [self.spent + now - self.start >= self.budget, now - self.last_report >= self.report_seconds],
-            self.device))
+        out_of_time, report = (
+            flag > 0
+            for flag in broadcast(
+                [self.spent + now - self.start >= self.budget, now - self.last_report >= self.report_seconds],
+                self.device,
+            )
+        )
         if report:
             self.last_report = now
         return out_of_time, report
@@ -187,10 +204,19 @@ class TrainingLoop:
     fingerprint; ``best.pt``: the best model so far with its metrics); ``log_metrics`` (rank 0)
     receives progress reports; ``bar`` makes an epoch's progress bar; ``now`` is the clock."""
 
-    def __init__(self, family: Family, config: dict[str, Any], rank: int = 0, world: int = 1,
-                 device: torch.device = torch.device("cpu"), wrap: Callable[[torch.nn.Module], torch.nn.Module] = None,
-                 report: Report | None = None, log_metrics: Callable[[dict[str, float], int], None] | None = None,
-                 bar: Callable[[int, int], Any] | None = None, now: Callable[[], float] = time.perf_counter):
+    def __init__(
+        self,
+        family: Family,
+        config: dict[str, Any],
+        rank: int = 0,
+        world: int = 1,
+        device: torch.device = torch.device("cpu"),
+        wrap: Callable[[torch.nn.Module], torch.nn.Module] = None,
+        report: Report | None = None,
+        log_metrics: Callable[[dict[str, float], int], None] | None = None,
+        bar: Callable[[int, int], Any] | None = None,
+        now: Callable[[], float] = time.perf_counter,
+    ):
         self.family, self.config, self.rank, self.world, self.device = family, config, rank, world, device
         self.t, self.v = config["train"], config["valid"]
         torch.manual_seed(config["seed"])  # the same initial parameters on every worker
@@ -211,13 +237,17 @@ class TrainingLoop:
         if state is None:
             return
         if state.get("vocab") != self.family.fingerprint:
-            raise CheckpointError(f"run {self.config['run_name']!r}: the checkpoint was trained on other data "
-                                  "(another vocabulary or shape) than this; use another run_name, or resume=false "
-                                  "to start over")
+            raise CheckpointError(
+                f"run {self.config['run_name']!r}: the checkpoint was trained on other data "
+                "(another vocabulary or shape) than this; use another run_name, or resume=false "
+                "to start over"
+            )
         known = {f.name for f in fields(Progress)}
         if not isinstance(state.get("progress"), dict) or set(state["progress"]) - known:
-            raise CheckpointError(f"run {self.config['run_name']!r}: the checkpoint was written by an older rnnmt "
-                                  "whose training loop kept other progress; resume=false starts over")
+            raise CheckpointError(
+                f"run {self.config['run_name']!r}: the checkpoint was written by an older rnnmt "
+                "whose training loop kept other progress; resume=false starts over"
+            )
         self.family.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.progress = Progress(**state["progress"])
@@ -234,8 +264,9 @@ class TrainingLoop:
             out_of_time = self.train_epoch(epoch)
             self.progress.epoch = epoch + 1
             self._fixed_schedule(epoch)
-            if (out_of_time or (epoch + 1) % every == 0 or epoch + 1 == epochs) and \
-                    self.end_validation(epoch, out_of_time):
+            if (out_of_time or (epoch + 1) % every == 0 or epoch + 1 == epochs) and self.end_validation(
+                epoch, out_of_time
+            ):
                 break
         return self.progress
 
@@ -247,8 +278,14 @@ class TrainingLoop:
             group["lr"] = progress.lr
         family.model.train()
         batches = family.batches(epoch)
-        clock = EpochClock(progress.loop_seconds, self.t["max_minutes"], self.t["report_seconds"], self.device,
-                           self.bar(epoch, len(batches)) if self.bar else None, self.now)
+        clock = EpochClock(
+            progress.loop_seconds,
+            self.t["max_minutes"],
+            self.t["report_seconds"],
+            self.device,
+            self.bar(epoch, len(batches)) if self.bar else None,
+            self.now,
+        )
         window = [0.0, 0.0, 0.0]  # loss, units, seconds since the last progress report
         out_of_time = False
         for step, batch in enumerate(batches):
@@ -289,8 +326,10 @@ class TrainingLoop:
         if self.rank == 0:
             worker_log(f"epoch {epoch} step {step}: the gradient is not finite (loss {loss_sum!r}); update skipped")
         if self.nonfinite_in_a_row >= MAX_NONFINITE:
-            raise TrainingError(f"training diverged: {MAX_NONFINITE} updates in a row had a non-finite gradient "
-                                f"(epoch {epoch}, step {step}); lower train.lr, set train.clip_norm, or train.amp=off")
+            raise TrainingError(
+                f"training diverged: {MAX_NONFINITE} updates in a row had a non-finite gradient "
+                f"(epoch {epoch}, step {step}); lower train.lr, set train.clip_norm, or train.amp=off"
+            )
         return 0.0, 0.0
 
     def _log_progress(self, window: list[float], epoch_progress: float) -> None:
@@ -298,10 +337,16 @@ class TrainingLoop:
             return
         loss = window[0] / max(window[1], 1)
         unit = self.family.unit
-        self.log_metrics({"train_loss": loss, **self.family.progress_metrics(loss),
-                          f"{unit}_per_sec": window[1] * self.world / max(window[2], 1e-9),
-                          "lr": self.optimizer.param_groups[0]["lr"], "epoch_progress": epoch_progress},
-                         int(self.progress.train_units))
+        self.log_metrics(
+            {
+                "train_loss": loss,
+                **self.family.progress_metrics(loss),
+                f"{unit}_per_sec": window[1] * self.world / max(window[2], 1e-9),
+                "lr": self.optimizer.param_groups[0]["lr"],
+                "epoch_progress": epoch_progress,
+            },
+            int(self.progress.train_units),
+        )
 
     # -- validation, the best model, schedules and early stopping -----------------------------------
 
@@ -339,15 +384,25 @@ class TrainingLoop:
         if better:
             progress.best_score, progress.best_epoch = score, epoch
             if self.rank == 0:
-                self.best_state = {"model": {k: v.detach().cpu().clone() for k, v in family.model.state_dict().items()},
-                                   "metrics": dict(metrics, epoch=epoch)}
+                self.best_state = {
+                    "model": {k: v.detach().cpu().clone() for k, v in family.model.state_dict().items()},
+                    "metrics": dict(metrics, epoch=epoch),
+                }
         stop = out_of_time or bool(t["patience"] and progress.bad_validations >= t["patience"])
         unit = family.unit
-        metrics.update(epoch=epoch, best_epoch=progress.best_epoch, lr=self.optimizer.param_groups[0]["lr"],
-                       train_seconds=progress.train_seconds, loop_seconds=progress.loop_seconds,
-                       **{f"train_{unit}": progress.train_units,
-                          f"train_{unit}_per_sec": progress.train_units / max(progress.train_seconds, 1e-9)},
-                       skipped_steps=progress.skipped_steps, stopped_early=bool(stop and epoch + 1 < t["epochs"]))
+        metrics.update(
+            epoch=epoch,
+            best_epoch=progress.best_epoch,
+            lr=self.optimizer.param_groups[0]["lr"],
+            train_seconds=progress.train_seconds,
+            loop_seconds=progress.loop_seconds,
+            **{
+                f"train_{unit}": progress.train_units,
+                f"train_{unit}_per_sec": progress.train_units / max(progress.train_seconds, 1e-9),
+            },
+            skipped_steps=progress.skipped_steps,
+            stopped_early=bool(stop and epoch + 1 < t["epochs"]),
+        )
         if self.rank == 0:
             worker_log(f"epoch {epoch}: {family.describe(metrics)}, {metrics[f'train_{unit}_per_sec']:,.0f} {unit}/s")
         if self.report is not None:
@@ -358,6 +413,12 @@ class TrainingLoop:
         """What a checkpoint holds (rank 0's; {} elsewhere): what :meth:`restore` reads."""
         if self.rank != 0:
             return {}
-        return {STATE_FILE: {"model": self.family.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                             "progress": asdict(self.progress), "vocab": self.family.fingerprint},
-                BEST_FILE: self.best_state}
+        return {
+            STATE_FILE: {
+                "model": self.family.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "progress": asdict(self.progress),
+                "vocab": self.family.fingerprint,
+            },
+            BEST_FILE: self.best_state,
+        }

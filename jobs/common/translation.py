@@ -25,16 +25,21 @@ from rnn_models.search import DecodeSettings, Hypothesis, decode
 @dataclass
 class Translation:
     text: str
-    tokens: list[str]         # the output tokens after placeholder restoration and the [UNK] policy
+    tokens: list[str]  # the output tokens after placeholder restoration and the [UNK] policy
     source_tokens: list[str]  # the normalized source (as far as it was read: see truncated)
-    source_ids: list[int]     # the source as the model read it (words or pieces)
-    hypothesis: Hypothesis    # the model's output ids, score and attention alignment
+    source_ids: list[int]  # the source as the model read it (words or pieces)
+    hypothesis: Hypothesis  # the model's output ids, score and attention alignment
     truncated: bool
     nbest: list[tuple[str, float]] = field(default_factory=list)  # decode.nbest > 1: (text, score), best first
 
 
-def translate(bundle: Bundle, texts: Sequence[str], settings: DecodeSettings,
-              device: torch.device | str = "cpu", progress: bool = False) -> list[Translation]:
+def translate(
+    bundle: Bundle,
+    texts: Sequence[str],
+    settings: DecodeSettings,
+    device: torch.device | str = "cpu",
+    progress: bool = False,
+) -> list[Translation]:
     """Translate raw sentences: normalize and encode as in training, decode (greedy at beam 1),
     fill placeholders back from the source, handle unknown words, detokenize. Empty inputs give
     empty outputs; sources longer than ``settings.max_tokens`` are cut there (``truncated``).
@@ -46,13 +51,13 @@ def translate(bundle: Bundle, texts: Sequence[str], settings: DecodeSettings,
     truncated = [len(ids) > max_tokens for ids, _ in encoded]
     ids = [ids[:max_tokens] for ids, _ in encoded]
     owners = [owner[:max_tokens] for _, owner in encoded]
-    sources = [s[:owner[-1] + 1] if owner else [] for s, owner in zip(sources, owners)]
+    sources = [s[: owner[-1] + 1] if owner else [] for s, owner in zip(sources, owners)]
     results: list[Translation | None] = [None] * len(texts)
     order = sorted((i for i in range(len(texts)) if ids[i]), key=lambda i: len(ids[i]))
     bundle.model.eval()
     bar = progress_bars.bar(progress, total=len(order), unit=" sentences", desc=f"beam {settings.beam}", leave=False)
     for start in range(0, len(order), batch_size):
-        chunk = order[start:start + batch_size]
+        chunk = order[start : start + batch_size]
         bar.update(len(chunk))
         src, src_len = pad([np.asarray(ids[i], dtype=np.int64) for i in chunk], device)
         for i, hyp in zip(chunk, decode(bundle.model, src, src_len, settings)):
@@ -66,9 +71,15 @@ def translate(bundle: Bundle, texts: Sequence[str], settings: DecodeSettings,
                 return restore(tokens, values, sources[i], alignment, settings.copy_unk)
 
             restored = finish(hyp)
-            results[i] = Translation(detokenize(restored, bundle.tgt_lang), restored, sources[i], ids[i], hyp,
-                                     truncated[i],
-                                     [(detokenize(finish(h), bundle.tgt_lang), h.score) for h in hyp.nbest])
+            results[i] = Translation(
+                detokenize(restored, bundle.tgt_lang),
+                restored,
+                sources[i],
+                ids[i],
+                hyp,
+                truncated[i],
+                [(detokenize(finish(h), bundle.tgt_lang), h.score) for h in hyp.nbest],
+            )
     bar.close()
     empty = Hypothesis([], [], 0.0)
     return [r if r is not None else Translation("", [], [], [], empty, False) for r in results]
@@ -79,9 +90,15 @@ def _at(values: Sequence[int], index: int) -> int:
     return values[index] if 0 <= index < len(values) else -1
 
 
-def translate_and_score(bundle: Bundle, sources: Sequence[str], references: Sequence[str],
-                        settings: DecodeSettings, beam: int, device: torch.device | str = "cpu",
-                        progress: bool = False) -> tuple[dict[str, Any], list[Translation]]:
+def translate_and_score(
+    bundle: Bundle,
+    sources: Sequence[str],
+    references: Sequence[str],
+    settings: DecodeSettings,
+    beam: int,
+    device: torch.device | str = "cpu",
+    progress: bool = False,
+) -> tuple[dict[str, Any], list[Translation]]:
     """Translate ``sources`` at ``beam`` with the other ``settings``, ``score`` the result against
     ``references`` and count its ``[UNK]``s."""
     translations = translate(bundle, sources, replace(settings, beam=beam), device, progress)
@@ -92,8 +109,10 @@ def translate_and_score(bundle: Bundle, sources: Sequence[str], references: Sequ
 def unk_counts(translations: Sequence[Translation]) -> dict[str, int]:
     """``unk``: the ``[UNK]`` ids the model output; ``unk_kept``: those the output text still holds
     after the ``[UNK]`` policy."""
-    return {"unk": sum(t.hypothesis.tokens.count(UNK_ID) for t in translations),
-            "unk_kept": sum(t.tokens.count(UNK) for t in translations)}
+    return {
+        "unk": sum(t.hypothesis.tokens.count(UNK_ID) for t in translations),
+        "unk_kept": sum(t.tokens.count(UNK) for t in translations),
+    }
 
 
 def score(hypotheses: Sequence[str], references: Sequence[str], lowercase: bool) -> dict[str, Any]:
@@ -104,5 +123,9 @@ def score(hypotheses: Sequence[str], references: Sequence[str], lowercase: bool)
     bleu, chrf = BLEU(lowercase=lowercase), CHRF(lowercase=lowercase)
     refs = [list(references)]
     b, c = bleu.corpus_score(list(hypotheses), refs), chrf.corpus_score(list(hypotheses), refs)
-    return {"bleu": b.score, "chrf": c.score, "bleu_signature": str(bleu.get_signature()),
-            "chrf_signature": str(chrf.get_signature())}
+    return {
+        "bleu": b.score,
+        "chrf": c.score,
+        "bleu_signature": str(bleu.get_signature()),
+        "chrf_signature": str(chrf.get_signature()),
+    }

@@ -38,8 +38,9 @@ class TranslatorModel(PythonModel):
         if not model_input:
             raise MlflowException.invalid_parameter_value("no sentences to translate: send a non-empty list of strings")
         try:
-            settings = DecodeSettings.from_dict({k: v for k, v in (params or {}).items() if k in PARAMS},
-                                                base=self.bundle.decode_settings())
+            settings = DecodeSettings.from_dict(
+                {k: v for k, v in (params or {}).items() if k in PARAMS}, base=self.bundle.decode_settings()
+            )
         except UserError as err:  # a bad decode setting: the client's error
             raise MlflowException.invalid_parameter_value(str(err)) from None
         translations = translate(self.bundle, model_input, settings)

@@ -38,11 +38,16 @@ def read_labelled(data_dir: Path, files: Sequence[str], text: bool = False) -> L
         path = Path(data_dir) / name
         missing = [c for c in columns if c not in pq.read_schema(path).names]
         if missing:
-            raise ManifestError(f"{path} has no column(s) {missing}"
-                                + ("; preprocess with output.keep_text=true to keep the raw text" if text else ""))
+            raise ManifestError(
+                f"{path} has no column(s) {missing}"
+                + ("; preprocess with output.keep_text=true to keep the raw text" if text else "")
+            )
         tables.append(pq.read_table(path, columns=columns))
     if not tables:
         return Labelled([], np.zeros(0, np.int64), [] if text else None)
     table = pa.concat_tables(tables)
-    return Labelled(id_lists(table.column("ids")), table.column("label").to_numpy().astype(np.int64),
-                    table.column("text").to_pylist() if text else None)
+    return Labelled(
+        id_lists(table.column("ids")),
+        table.column("label").to_numpy().astype(np.int64),
+        table.column("text").to_pylist() if text else None,
+    )

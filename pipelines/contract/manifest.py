@@ -27,8 +27,10 @@ def load_manifest(data_dir: Path, kind: str | None = None) -> dict[str, Any]:
     """Read and check the manifest of a preprocessing output; ``kind`` is ``parallel`` or ``monolingual``."""
     path = Path(data_dir) / MANIFEST_NAME
     if not path.is_file():
-        raise ManifestError(f"{data_dir} has no {MANIFEST_NAME}: not a (complete) preprocessing output; "
-                            "run `python -m jobs.preprocess` first")
+        raise ManifestError(
+            f"{data_dir} has no {MANIFEST_NAME}: not a (complete) preprocessing output; "
+            "run `python -m jobs.preprocess` first"
+        )
     manifest = json.loads(path.read_text(encoding="utf-8"))
     if manifest.get("format_version") != FORMAT_VERSION:
         raise ManifestError(f"{path}: format_version {manifest.get('format_version')!r}, expected {FORMAT_VERSION}")

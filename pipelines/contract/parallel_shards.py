@@ -27,8 +27,10 @@ class Pairs:
         return len(self.src)
 
     def lengths(self) -> tuple[np.ndarray, np.ndarray]:
-        return (np.fromiter((len(s) for s in self.src), np.int64, len(self.src)),
-                np.fromiter((len(t) for t in self.tgt), np.int64, len(self.tgt)))
+        return (
+            np.fromiter((len(s) for s in self.src), np.int64, len(self.src)),
+            np.fromiter((len(t) for t in self.tgt), np.int64, len(self.tgt)),
+        )
 
 
 def id_lists(column: pa.ChunkedArray) -> list[np.ndarray]:
@@ -36,7 +38,7 @@ def id_lists(column: pa.ChunkedArray) -> list[np.ndarray]:
     column = column.combine_chunks()
     values = column.values.to_numpy().astype(np.int64)
     offsets = column.offsets.to_numpy()
-    return [values[offsets[i]:offsets[i + 1]] for i in range(len(column))]
+    return [values[offsets[i] : offsets[i + 1]] for i in range(len(column))]
 
 
 def read_pairs(data_dir: Path, files: Sequence[str], text: bool = False) -> Pairs:
@@ -49,12 +51,17 @@ def read_pairs(data_dir: Path, files: Sequence[str], text: bool = False) -> Pair
         schema = pq.read_schema(path)
         missing = [c for c in columns if c not in schema.names]
         if missing:
-            raise ManifestError(f"{path} has no column(s) {missing}"
-                             + ("; preprocess with output.keep_text=true to keep the raw text" if text else ""))
+            raise ManifestError(
+                f"{path} has no column(s) {missing}"
+                + ("; preprocess with output.keep_text=true to keep the raw text" if text else "")
+            )
         tables.append(pq.read_table(path, columns=columns))
     if not tables:
         return Pairs([], [], [] if text else None, [] if text else None)
     table = pa.concat_tables(tables)
-    return Pairs(id_lists(table.column("src")), id_lists(table.column("tgt")),
-                 table.column("src_text").to_pylist() if text else None,
-                 table.column("tgt_text").to_pylist() if text else None)
+    return Pairs(
+        id_lists(table.column("src")),
+        id_lists(table.column("tgt")),
+        table.column("src_text").to_pylist() if text else None,
+        table.column("tgt_text").to_pylist() if text else None,
+    )

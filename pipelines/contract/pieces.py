@@ -44,12 +44,28 @@ def train_piece_model(sentences: Sequence[str], kind: str, size: int, character_
     model = io.BytesIO()
     try:
         spm.SentencePieceTrainer.train(
-            sentence_iterator=iter(sentences), model_writer=model, model_type=kind, vocab_size=size,
-            pad_id=PAD_ID, pad_piece=PAD, unk_id=UNK_ID, unk_piece=UNK, bos_id=GO_ID, bos_piece=GO,
-            eos_id=EOS_ID, eos_piece=EOS, user_defined_symbols=list(COUNTED_SPECIALS), unk_surface=UNK,
-            normalization_rule_name="identity", character_coverage=character_coverage,
-            input_sentence_size=0, shuffle_input_sentence=False, max_sentence_length=1 << 16,
-            num_threads=TRAIN_THREADS, minloglevel=2)
+            sentence_iterator=iter(sentences),
+            model_writer=model,
+            model_type=kind,
+            vocab_size=size,
+            pad_id=PAD_ID,
+            pad_piece=PAD,
+            unk_id=UNK_ID,
+            unk_piece=UNK,
+            bos_id=GO_ID,
+            bos_piece=GO,
+            eos_id=EOS_ID,
+            eos_piece=EOS,
+            user_defined_symbols=list(COUNTED_SPECIALS),
+            unk_surface=UNK,
+            normalization_rule_name="identity",
+            character_coverage=character_coverage,
+            input_sentence_size=0,
+            shuffle_input_sentence=False,
+            max_sentence_length=1 << 16,
+            num_threads=TRAIN_THREADS,
+            minloglevel=2,
+        )
     except RuntimeError as err:
         raise _explained(err, kind, size, len(sentences)) from None
     return model.getvalue()
@@ -59,15 +75,20 @@ def _explained(err: RuntimeError, kind: str, size: int, sentences: int) -> Excep
     """SentencePiece's refusal of a vocabulary size, said in this project's terms."""
     message = str(err)
     if match := re.search(r"Please set it to a value <= (\d+)", message):
-        return InputError(f"vocab.max_size={size} is more than the {int(match.group(1))} {kind} pieces the "
-                          f"{sentences} training sentences give; set vocab.max_size <= {match.group(1)} "
-                          "or give more text")
+        return InputError(
+            f"vocab.max_size={size} is more than the {int(match.group(1))} {kind} pieces the "
+            f"{sentences} training sentences give; set vocab.max_size <= {match.group(1)} "
+            "or give more text"
+        )
     if match := re.search(r"smaller than required_chars\. (\d+) vs (\d+)", message):
-        return InputError(f"vocab.max_size={size} leaves no room for the {match.group(2)} distinct characters "
-                          f"of the training sentences (with the {len(SPECIALS)} special tokens); raise "
-                          "vocab.max_size or lower vocab.character_coverage")
-    return InputError(f"SentencePiece could not train a {kind} model of {size} pieces on "
-                      f"{sentences} sentences: {message}")
+        return InputError(
+            f"vocab.max_size={size} leaves no room for the {match.group(2)} distinct characters "
+            f"of the training sentences (with the {len(SPECIALS)} special tokens); raise "
+            "vocab.max_size or lower vocab.character_coverage"
+        )
+    return InputError(
+        f"SentencePiece could not train a {kind} model of {size} pieces on {sentences} sentences: {message}"
+    )
 
 
 class PieceModel:
@@ -82,8 +103,9 @@ class PieceModel:
         except RuntimeError as err:
             raise InputError(f"not a SentencePiece model: {err}") from None
         if self.tokens[: len(SPECIALS)] != SPECIALS:
-            raise InputError(f"a piece model must start with the special tokens {SPECIALS}, "
-                             f"got {self.tokens[:len(SPECIALS)]}")
+            raise InputError(
+                f"a piece model must start with the special tokens {SPECIALS}, got {self.tokens[: len(SPECIALS)]}"
+            )
 
     @cached_property
     def sha256(self) -> str:
@@ -121,8 +143,9 @@ class PieceModel:
             # SentencePiece seeds a thread's generator when the thread first samples: a new thread
             # after setting the seed makes the draw reproducible.
             spm.set_random_generator_seed(seed)
-            out.extend(self.processor.encode(list(texts), enable_sampling=True, alpha=alpha, nbest_size=-1,
-                                             num_threads=1))
+            out.extend(
+                self.processor.encode(list(texts), enable_sampling=True, alpha=alpha, nbest_size=-1, num_threads=1)
+            )
 
         with _SAMPLING:
             thread = threading.Thread(target=draw)

@@ -10,8 +10,19 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-COLUMNS = ("series", "origin", "time", "inputs", "targets", "calendar", "before", "future", "centre", "spread",
-           "mase_scale")
+COLUMNS = (
+    "series",
+    "origin",
+    "time",
+    "inputs",
+    "targets",
+    "calendar",
+    "before",
+    "future",
+    "centre",
+    "spread",
+    "mase_scale",
+)
 
 
 @dataclass
@@ -22,15 +33,15 @@ class SeriesRows:
     difference), the series' scaling and MASE's scale."""
 
     series: list[str]
-    origin: np.ndarray      # (N,) the series' point of the first target
-    time: list[str]         # (N,) its time, ISO
-    inputs: np.ndarray      # (N, W, F) float32
-    targets: np.ndarray     # (N, S, F) float32
-    calendar: np.ndarray    # (N, K, C) float32; C = 0 without calendar features
-    before: np.ndarray      # (N, D, F) float64
-    future: np.ndarray      # (N, H, F) float64
-    centre: np.ndarray      # (N, F)
-    spread: np.ndarray      # (N, F)
+    origin: np.ndarray  # (N,) the series' point of the first target
+    time: list[str]  # (N,) its time, ISO
+    inputs: np.ndarray  # (N, W, F) float32
+    targets: np.ndarray  # (N, S, F) float32
+    calendar: np.ndarray  # (N, K, C) float32; C = 0 without calendar features
+    before: np.ndarray  # (N, D, F) float64
+    future: np.ndarray  # (N, H, F) float64
+    centre: np.ndarray  # (N, F)
+    spread: np.ndarray  # (N, F)
     mase_scale: np.ndarray  # (N, F); empty rows for train
 
     def __len__(self) -> int:
@@ -50,7 +61,8 @@ def read_windows(data_dir: Path, files: Sequence[str], features: int, calendar: 
     table = pa.concat_tables(tables) if tables else pa.table({c: [] for c in COLUMNS})
     n = table.num_rows
     return SeriesRows(
-        series=table["series"].to_pylist(), origin=table["origin"].to_numpy().astype(np.int64),
+        series=table["series"].to_pylist(),
+        origin=table["origin"].to_numpy().astype(np.int64),
         time=table["time"].to_pylist(),
         inputs=_stacked(table["inputs"], n, features, np.float32),
         targets=_stacked(table["targets"], n, features, np.float32),
@@ -59,4 +71,5 @@ def read_windows(data_dir: Path, files: Sequence[str], features: int, calendar: 
         future=_stacked(table["future"], n, features, np.float64),
         centre=_stacked(table["centre"], n, features, np.float64).reshape(n, features),
         spread=_stacked(table["spread"], n, features, np.float64).reshape(n, features),
-        mase_scale=_stacked(table["mase_scale"], n, features, np.float64).reshape(n, -1))
+        mase_scale=_stacked(table["mase_scale"], n, features, np.float64).reshape(n, -1),
+    )

@@ -23,15 +23,18 @@ class TokenShare:
     total: int
 
 
-def read_token_share(data_dir: Path, files: Sequence[str], rank: int, world: int,
-                     max_tokens: int = 0, eos: bool = False) -> TokenShare:
+def read_token_share(
+    data_dir: Path, files: Sequence[str], rank: int, world: int, max_tokens: int = 0, eos: bool = False
+) -> TokenShare:
     """Worker ``rank`` of ``world`` gets tokens ``[rank * T / world, (rank + 1) * T / world)`` of the
     stream made by the ``ids`` of ``files`` in order (``T`` capped at ``max_tokens`` when > 0), so
     shares differ by at most one token; with ``eos`` every example (document) is followed by
     ``<eos>``. Only the files that overlap the share are read."""
     extra = int(eos)
-    lengths = [pq.read_table(Path(data_dir) / f, columns=["ids_len"]).column(0).to_numpy().astype(np.int64) + extra
-               for f in files]
+    lengths = [
+        pq.read_table(Path(data_dir) / f, columns=["ids_len"]).column(0).to_numpy().astype(np.int64) + extra
+        for f in files
+    ]
     file_tokens = np.array([int(x.sum()) for x in lengths], dtype=np.int64)
     total = int(file_tokens.sum()) if max_tokens <= 0 else min(int(file_tokens.sum()), max_tokens)
     lo, hi = rank * total // world, (rank + 1) * total // world
@@ -44,11 +47,15 @@ def read_token_share(data_dir: Path, files: Sequence[str], rank: int, world: int
             ids = ids.to_numpy().astype(np.int32)
             if eos:  # after each example's ids
                 ids = np.insert(ids, np.cumsum(file_lengths - 1), EOS_ID)
-            rows = np.repeat(np.arange(first_sentence, first_sentence + len(file_lengths), dtype=np.int64),
-                             file_lengths)
+            rows = np.repeat(
+                np.arange(first_sentence, first_sentence + len(file_lengths), dtype=np.int64), file_lengths
+            )
             a, b = max(lo, file_start) - file_start, min(hi, file_end) - file_start
             tokens.append(ids[a:b])
             sentences.append(rows[a:b])
         file_start, first_sentence = file_end, first_sentence + len(file_lengths)
-    cat = (lambda parts, dtype: np.concatenate(parts) if parts else np.empty(0, dtype=dtype))
+
+    def cat(parts: list[np.ndarray], dtype: type) -> np.ndarray:
+        return np.concatenate(parts) if parts else np.empty(0, dtype=dtype)
+
     return TokenShare(cat(tokens, np.int32), cat(sentences, np.int64), lo, total)

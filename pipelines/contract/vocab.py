@@ -105,8 +105,10 @@ def load_vocab(data_dir: Path, entry: Mapping[str, Any]) -> tuple[Vocab, PieceMo
     path = Path(data_dir) / entry["file"]
     vocab = Vocab.load(path)
     if vocab.fingerprint() != entry["fingerprint"]:
-        raise ManifestError(f"{path} is not the vocabulary the shards were encoded with (fingerprint "
-                            f"{vocab.fingerprint()[:12]}, manifest {entry['fingerprint'][:12]})")
+        raise ManifestError(
+            f"{path} is not the vocabulary the shards were encoded with (fingerprint "
+            f"{vocab.fingerprint()[:12]}, manifest {entry['fingerprint'][:12]})"
+        )
     if not entry.get("model"):
         return vocab, None
     model_path = Path(data_dir) / entry["model"]
@@ -114,8 +116,10 @@ def load_vocab(data_dir: Path, entry: Mapping[str, Any]) -> tuple[Vocab, PieceMo
         raise ManifestError(f"{model_path} is missing: the shards hold {entry['kind']} pieces of that model")
     model = PieceModel(model_path.read_bytes())
     if model.sha256 != entry["model_sha256"]:
-        raise ManifestError(f"{model_path} is not the piece model the shards were encoded with (SHA-256 "
-                            f"{model.sha256[:12]}, manifest {entry['model_sha256'][:12]}); preprocess again")
+        raise ManifestError(
+            f"{model_path} is not the piece model the shards were encoded with (SHA-256 "
+            f"{model.sha256[:12]}, manifest {entry['model_sha256'][:12]}); preprocess again"
+        )
     if model.tokens != vocab.tokens:
         raise ManifestError(f"{path} does not list the pieces of {model_path}")
     return vocab, model
@@ -155,6 +159,12 @@ def given_from_output(data_dir: Path) -> dict[str, GivenVocab]:
     for side, entry in manifest["vocab"].items():
         vocab, pieces = load_vocab(data_dir, entry)
         info = manifest["sides"][side]
-        given[side] = GivenVocab(tuple(vocab.tokens), pieces.proto if pieces else None, info["lang"],
-                                 dict(info["normalize"]), str(data_dir), entry["kind"] == "char")
+        given[side] = GivenVocab(
+            tuple(vocab.tokens),
+            pieces.proto if pieces else None,
+            info["lang"],
+            dict(info["normalize"]),
+            str(data_dir),
+            entry["kind"] == "char",
+        )
     return given

@@ -16,13 +16,14 @@ from pipelines.contract.errors import ConfigError
 MISSING_RULES = ("interpolate", "drop")
 
 # Drop reasons of series rows (counted in the manifest).
-BAD_TIME = "bad_time"              # the time is empty or not a date
+BAD_TIME = "bad_time"  # the time is empty or not a date
 DUPLICATE_TIME = "duplicate_time"  # a second row for a time the series has (the first in input order is kept)
-MISSING_VALUE = "missing_value"    # a value empty or not a number, with missing=drop
-IRREGULAR_TIME = "irregular_time"  # every row of a series whose times fit no regular step (its grid would be
-                                   # over MAX_GRID times its rows): e.g. seconds apart, then years apart
-TOO_SHORT = "too_short"
-MAX_GRID = 10  # a series' regular grid may hold at most this many times its rows (plus 1,000)            # every row of a series too short for a training window and the hold-out
+MISSING_VALUE = "missing_value"  # a value empty or not a number, with missing=drop
+# every row of a series whose times fit no regular step (its grid would be over MAX_GRID times its
+# rows): e.g. seconds apart, then years apart
+IRREGULAR_TIME = "irregular_time"
+TOO_SHORT = "too_short"  # every row of a series too short for a training window and the hold-out
+MAX_GRID = 10  # a series' regular grid may hold at most this many times its rows (plus 1,000)
 
 
 @dataclass(frozen=True)
@@ -55,7 +56,7 @@ class Regular:
     """A series on a regular time grid, and how it got there."""
 
     times: pd.DatetimeIndex
-    values: np.ndarray               # (points, features), float64
+    values: np.ndarray  # (points, features), float64
     step: Step | None
     counts: dict[str, int] = field(default_factory=dict)  # rows read, dropped by reason, gaps, interpolated
 
@@ -65,7 +66,7 @@ def series_name(path: str) -> str:
     .gz / .csv / .tsv / .txt."""
     name = os.path.basename(str(path))
     for suffix in (".gz", ".csv", ".tsv", ".txt"):
-        name = name[:-len(suffix)] if name.endswith(suffix) else name
+        name = name[: -len(suffix)] if name.endswith(suffix) else name
     return name
 
 
@@ -106,11 +107,19 @@ def regularize(times: pd.Series, values: pd.DataFrame, missing: str, order: Sequ
     series is taken as regular by index."""
     if missing not in MISSING_RULES:
         raise ConfigError(f"series.missing must be one of {', '.join(MISSING_RULES)}; got {missing!r}")
-    counts = {"read": len(times), BAD_TIME: 0, DUPLICATE_TIME: 0, MISSING_VALUE: 0, IRREGULAR_TIME: 0, "gaps": 0,
-              "off_grid": 0,
-              "interpolated": 0}
-    frame = pd.DataFrame({"time": parse_times(times).to_numpy(), "order": np.arange(len(times)) if order is None
-                          else np.asarray(order)})
+    counts = {
+        "read": len(times),
+        BAD_TIME: 0,
+        DUPLICATE_TIME: 0,
+        MISSING_VALUE: 0,
+        IRREGULAR_TIME: 0,
+        "gaps": 0,
+        "off_grid": 0,
+        "interpolated": 0,
+    }
+    frame = pd.DataFrame(
+        {"time": parse_times(times).to_numpy(), "order": np.arange(len(times)) if order is None else np.asarray(order)}
+    )
     numbers = values.apply(lambda c: pd.to_numeric(c.astype("string").str.strip(), errors="coerce")).astype("float64")
     frame = pd.concat([frame, numbers.reset_index(drop=True).set_axis(range(numbers.shape[1]), axis=1)], axis=1)
     counts[BAD_TIME] = int(frame["time"].isna().sum())
@@ -154,6 +163,8 @@ def _steps_between(start: pd.Timestamp, end: pd.Timestamp, step: Step) -> int:
 
 def calendar_features(times: pd.DatetimeIndex) -> np.ndarray:
     """The position of each time in its year as a point on the circle: (sin, cos), shape (n, 2)."""
-    day = np.asarray(times.day_of_year - 1, np.float64) + np.asarray((times - times.normalize()).total_seconds()) / 86400
+    day = (
+        np.asarray(times.day_of_year - 1, np.float64) + np.asarray((times - times.normalize()).total_seconds()) / 86400
+    )
     fraction = day / np.where(times.is_leap_year, 366.0, 365.0)
     return np.stack([np.sin(2 * np.pi * fraction), np.cos(2 * np.pi * fraction)], axis=1)

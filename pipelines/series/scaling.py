@@ -46,7 +46,7 @@ class Scaling:
 
     def _differenced(self, raw: np.ndarray) -> np.ndarray:
         t = self._transformed(np.asarray(raw, np.float64))
-        return t[self.difference:] - t[:-self.difference] if self.difference else t
+        return t[self.difference :] - t[: -self.difference] if self.difference else t
 
     def fit(self, train: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The per-feature centre and spread fitted on the training values ``train`` (points, features)."""
@@ -72,10 +72,10 @@ class Scaling:
         if self.difference:
             if len(before) < self.difference:
                 raise ValueError(f"inverting a difference of {self.difference} needs that many earlier values")
-            level = list(self._transformed(np.asarray(before, np.float64))[-self.difference:])
+            level = list(self._transformed(np.asarray(before, np.float64))[-self.difference :])
             for value in d:
                 level.append(level[-self.difference] + value)
-            d = np.asarray(level[self.difference:])
+            d = np.asarray(level[self.difference :])
         if self.transform == "log1p":
             return np.expm1(d)
         return d

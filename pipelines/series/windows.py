@@ -42,8 +42,15 @@ class SeriesSettings:
 
     @classmethod
     def from_config(cls, series: Mapping[str, Any]) -> "SeriesSettings":
-        return cls(series["window"], series["horizon"], series["stride"], series["season"], bool(series["calendar"]),
-                   series["missing"], Scaling.from_config(series))
+        return cls(
+            series["window"],
+            series["horizon"],
+            series["stride"],
+            series["season"],
+            bool(series["calendar"]),
+            series["missing"],
+            Scaling.from_config(series),
+        )
 
     @property
     def calendar_size(self) -> int:
@@ -74,25 +81,42 @@ def series_rows(series: Regular, s: SeriesSettings) -> list[dict[str, Any]]:
     calendar = calendar_features(series.times).astype(np.float32) if s.calendar else None
     common = {"centre": centre.tolist(), "spread": spread.tolist()}
 
-    def row(split: str, origin: int, first: int, inputs: np.ndarray, targets: np.ndarray, steps: int
-            ) -> dict[str, Any]:
+    def row(split: str, origin: int, first: int, inputs: np.ndarray, targets: np.ndarray, steps: int) -> dict[str, Any]:
         """A row whose targets start at raw point ``origin``. Each input step sees the calendar of
         the point it predicts: the ``steps`` steps fed (inputs, then forecasts fed back) predict
         the points from ``first`` on."""
-        cal = calendar[first:first + steps] if calendar is not None else np.zeros((0, 0), np.float32)
-        return {"split": split, "origin": origin, "time": series.times[origin].isoformat(),
-                "inputs": inputs.ravel().tolist(), "targets": targets.ravel().tolist(), "calendar": cal.ravel().tolist(),
-                **common}
+        cal = calendar[first : first + steps] if calendar is not None else np.zeros((0, 0), np.float32)
+        return {
+            "split": split,
+            "origin": origin,
+            "time": series.times[origin].isoformat(),
+            "inputs": inputs.ravel().tolist(),
+            "targets": targets.ravel().tolist(),
+            "calendar": cal.ravel().tolist(),
+            **common,
+        }
 
     rows = []
     train_model = n_train - d  # model points of the train part
     for start in sorted(range(train_model - w - 1, -1, -s.stride)):  # the last window ends where train does
-        rows.append({**row("train", start + d + 1, start + d + 1, model[start:start + w], model[start + 1:start + w + 1], w),
-                     "before": [], "future": [], "mase_scale": []})
+        rows.append(
+            {
+                **row(
+                    "train", start + d + 1, start + d + 1, model[start : start + w], model[start + 1 : start + w + 1], w
+                ),
+                "before": [],
+                "future": [],
+                "mase_scale": [],
+            }
+        )
     for split, origin in (("valid", n_train), ("test", n_train + h)):
         k = origin - d  # the model point of the first held-out value
-        rows.append({**row(split, origin, origin - w + 1, model[k - w:k], model[k:k + h], w + h - 1),
-                     "before": raw[origin - d:origin].ravel().tolist(), "future": raw[origin:origin + h].ravel().tolist(),
-                     "mase_scale": seasonal_naive_mae(raw[:origin], s.season).tolist()})
+        rows.append(
+            {
+                **row(split, origin, origin - w + 1, model[k - w : k], model[k : k + h], w + h - 1),
+                "before": raw[origin - d : origin].ravel().tolist(),
+                "future": raw[origin : origin + h].ravel().tolist(),
+                "mase_scale": seasonal_naive_mae(raw[:origin], s.season).tolist(),
+            }
+        )
     return rows
-

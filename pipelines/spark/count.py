@@ -32,8 +32,15 @@ def count_tokens(df: DataFrame, groups: Mapping[str, Sequence[str]], chars: bool
                     else:
                         tokens = pc.split_pattern(texts, " ").flatten()
                     counted = pc.value_counts(tokens.filter(pc.not_equal(tokens, "")))
-                    partial.append(pa.table({"vocab": pa.array([group] * len(counted), pa.string()),
-                                             "token": counted.field("values"), "count": counted.field("counts")}))
+                    partial.append(
+                        pa.table(
+                            {
+                                "vocab": pa.array([group] * len(counted), pa.string()),
+                                "token": counted.field("values"),
+                                "count": counted.field("counts"),
+                            }
+                        )
+                    )
         if partial:
             total = pa.concat_tables(partial).group_by(["vocab", "token"]).aggregate([("count", "sum")])
             yield from total.rename_columns(["vocab", "token", "count"]).to_batches()

@@ -31,8 +31,9 @@ def encode_texts(texts: pa.Array | pa.ChunkedArray, vocab_tokens: pa.Array) -> p
 def encode_chars(texts: pa.Array | pa.ChunkedArray, index: Mapping[str, int]) -> pa.ListArray:
     """Normalized texts -> ``list<int32>`` ids of their character tokens (``[UNK]`` for characters
     outside the vocabulary)."""
-    return pa.array([[index.get(c, UNK_ID) for c in char_tokens(text)] for text in texts.to_pylist()],
-                    pa.list_(pa.int32()))
+    return pa.array(
+        [[index.get(c, UNK_ID) for c in char_tokens(text)] for text in texts.to_pylist()], pa.list_(pa.int32())
+    )
 
 
 def encode_pieces(texts: pa.Array | pa.ChunkedArray, model: PieceModel) -> pa.ListArray:
@@ -55,8 +56,9 @@ def encode_pieces(texts: pa.Array | pa.ChunkedArray, model: PieceModel) -> pa.Li
     return pa.ListArray.from_arrays(pa.array(offsets), per_word.flatten())
 
 
-def table_encoder(vocabs: Mapping[str, Vocab | bytes], renames: Mapping[str, str],
-                  lengths: Mapping[str, str], chars: bool = False) -> Callable[[pa.Table], pa.Table]:
+def table_encoder(
+    vocabs: Mapping[str, Vocab | bytes], renames: Mapping[str, str], lengths: Mapping[str, str], chars: bool = False
+) -> Callable[[pa.Table], pa.Table]:
     """A function replacing each normalized-text column named in ``vocabs`` by its ids (a Vocab for
     words, or characters with ``chars``; a serialized piece model for pieces), setting its length
     column (``lengths``) to the number of ids, and renaming columns per ``renames``. It carries the
@@ -74,8 +76,9 @@ def table_encoder(vocabs: Mapping[str, Vocab | bytes], renames: Mapping[str, str
                     encoders[column] = lambda texts, v=pa.array(tokens, pa.string()): encode_texts(texts, v)
             for column, proto in pieces.items():
                 encoders[column] = lambda texts, m=PieceModel(proto): encode_pieces(texts, m)
-        columns = {name: encoders[name](table[name]) if name in encoders else table[name]
-                   for name in table.column_names}
+        columns = {
+            name: encoders[name](table[name]) if name in encoders else table[name] for name in table.column_names
+        }
         for name, length in lengths.items():
             columns[length] = pc.list_value_length(columns[name]).cast(pa.int32())
         return pa.table(list(columns.values()), names=[renames.get(n, n) for n in columns])

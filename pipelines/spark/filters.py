@@ -13,8 +13,8 @@ TOO_SHORT = "too_short"
 TOO_LONG = "too_long"
 LENGTH_RATIO = "length_ratio"
 DUPLICATE = "duplicate"
-MISSING_LABEL = "missing_label"   # labelled data: an empty label field
-UNKNOWN_LABEL = "unknown_label"   # labelled data: a label outside data.labels
+MISSING_LABEL = "missing_label"  # labelled data: an empty label field
+UNKNOWN_LABEL = "unknown_label"  # labelled data: a label outside data.labels
 
 HELD_OUT = ("valid", "test")
 
@@ -22,6 +22,7 @@ HELD_OUT = ("valid", "test")
 def too_long_line(raw_columns: Sequence[str], max_chars: int) -> Column:
     """True where a raw line is longer than ``max_chars`` characters (checked before tokenizing).
     A line has at most as many characters as bytes, so only long byte strings are counted."""
+
     def too_long(c: str) -> Column:
         return F.when(F.octet_length(c) > max_chars, F.length(c) > max_chars).otherwise(F.lit(False))
 
@@ -37,7 +38,11 @@ def length_reason(length_columns: Sequence[str], min_len: int, max_len: int, max
     pinned = F.coalesce(F.col("fixed_split").isin(*HELD_OUT), F.lit(False))
     too_long = ~pinned & (longest > max_len)
     if min_len > 0:
-        reason = F.when(shortest == 0, F.lit(EMPTY)).when(shortest < min_len, F.lit(TOO_SHORT)).when(too_long, F.lit(TOO_LONG))
+        reason = (
+            F.when(shortest == 0, F.lit(EMPTY))
+            .when(shortest < min_len, F.lit(TOO_SHORT))
+            .when(too_long, F.lit(TOO_LONG))
+        )
     else:  # empty texts kept (monolingual text whose blank lines matter)
         reason = F.when(too_long, F.lit(TOO_LONG))
     if len(lengths) > 1 and max_ratio > 0:
@@ -45,8 +50,9 @@ def length_reason(length_columns: Sequence[str], min_len: int, max_len: int, max
     return reason
 
 
-def deduplicate(df: DataFrame, key_columns: Sequence[str], other_columns: Sequence[str],
-                held_out_inputs: bool = True) -> DataFrame:
+def deduplicate(
+    df: DataFrame, key_columns: Sequence[str], other_columns: Sequence[str], held_out_inputs: bool = True
+) -> DataFrame:
     """Keep one example per distinct normalized text (``key_columns``).
 
     Examples pinned to valid/test are kept as they are, and other examples equal to one of them are
@@ -58,8 +64,11 @@ def deduplicate(df: DataFrame, key_columns: Sequence[str], other_columns: Sequen
     free = df.where(~held_out) if held_out_inputs else df
     priority = F.when(F.col("fixed_split") == "train", 0).otherwise(1)
     best = F.min(F.struct(priority.alias("priority"), *[F.col(c) for c in other_columns], F.col("fixed_split")))
-    unique = (free.groupBy(*key_columns).agg(best.alias("best"))
-              .select(*key_columns, *[F.col(f"best.{c}").alias(c) for c in [*other_columns, "fixed_split"]]))
+    unique = (
+        free.groupBy(*key_columns)
+        .agg(best.alias("best"))
+        .select(*key_columns, *[F.col(f"best.{c}").alias(c) for c in [*other_columns, "fixed_split"]])
+    )
     if not held_out_inputs:
         return unique
     pinned = df.where(held_out)

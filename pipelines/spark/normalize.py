@@ -7,12 +7,20 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from pipelines.contract.specials import NUM, UNK, URL
-from pipelines.text.normalize import (ASCII_IN_TABLE, CHAR_TABLE, REPLACEMENT, URL_HINTS, NormalizeOptions, patterns,
-                                      unk_pattern)
+from pipelines.text.normalize import (
+    ASCII_IN_TABLE,
+    CHAR_TABLE,
+    REPLACEMENT,
+    URL_HINTS,
+    NormalizeOptions,
+    patterns,
+    unk_pattern,
+)
 
 
-def spark_normalize(df: DataFrame, text_column: str, output_column: str, options: NormalizeOptions,
-                    where: Column | None = None) -> DataFrame:
+def spark_normalize(
+    df: DataFrame, text_column: str, output_column: str, options: NormalizeOptions, where: Column | None = None
+) -> DataFrame:
     """Add ``output_column``: the normalized text of ``text_column`` as ``normalize`` gives it
     (tokens joined by single spaces; rows where ``where`` is false get null). JVM only."""
     java = patterns(java=True)
@@ -20,8 +28,13 @@ def spark_normalize(df: DataFrame, text_column: str, output_column: str, options
     if options.unicode_form != "none":
         # reflect() counts as non-deterministic, so Spark would evaluate it once per reference:
         # it gets a projection of its own and later steps refer to its result.
-        text = F.call_function("reflect", F.lit("com.ibm.icu.text.Normalizer"), F.lit("compose"), text,
-                               F.lit(options.unicode_form == "NFKC"))
+        text = F.call_function(
+            "reflect",
+            F.lit("com.ibm.icu.text.Normalizer"),
+            F.lit("compose"),
+            text,
+            F.lit(options.unicode_form == "NFKC"),
+        )
     wanted = F.col(text_column).isNotNull() & (F.lit(True) if where is None else where)
     df = df.withColumn(output_column, F.when(wanted, text))
     text = F.col(output_column)

@@ -18,8 +18,9 @@ def shard_name(split: str, shard: int) -> str:
     return f"{split}/part-{shard:05d}.parquet"
 
 
-def write_shards(df: DataFrame, directory: Path, shards: int, sort_columns: Sequence[str],
-                 transform: Callable[[pa.Table], pa.Table]) -> dict[str, list[str]]:
+def write_shards(
+    df: DataFrame, directory: Path, shards: int, sort_columns: Sequence[str], transform: Callable[[pa.Table], pa.Table]
+) -> dict[str, list[str]]:
     """Write ``df`` (with ``split`` and ``shard`` columns) as ``<split>/part-NNNNN.parquet``.
 
     Spark gathers each shard's rows in one partition and sorts them by ``sort_columns``; the Python
@@ -49,7 +50,11 @@ def write_shards(df: DataFrame, directory: Path, shards: int, sort_columns: Sequ
             yield pa.RecordBatch.from_pydict({"file": [name]})
             start = end
 
-    written = (df.repartition(shards, "shard").sortWithinPartitions("split", "shard", *sort_columns)
-               .mapInArrow(write_partition, "file string").collect())
+    written = (
+        df.repartition(shards, "shard")
+        .sortWithinPartitions("split", "shard", *sort_columns)
+        .mapInArrow(write_partition, "file string")
+        .collect()
+    )
     names = {r["file"] for r in written}
     return {split: [shard_name(split, s) for s in range(shards) if shard_name(split, s) in names] for split in SPLITS}

@@ -72,13 +72,21 @@ def sides_for(cfg: Mapping[str, Any]) -> list[Side]:
         raise ConfigError(f"data.kind must be one of {KINDS}, got {data['kind']!r}")
 
     def options(lang: str) -> NormalizeOptions:
-        return NormalizeOptions.for_language(lang, norm["unicode"], bool(norm["lowercase"]), norm["apostrophe"],
-                                             norm.get("tokenize", "words"), norm.get("unk_token"))
+        return NormalizeOptions.for_language(
+            lang,
+            norm["unicode"],
+            bool(norm["lowercase"]),
+            norm["apostrophe"],
+            norm.get("tokenize", "words"),
+            norm.get("unk_token"),
+        )
 
     if data["kind"] != "parallel":
         return [Side("words", "ids", "text", data["src_lang"], options(data["src_lang"]))]
-    return [Side("src", "src", "src_text", data["src_lang"], options(data["src_lang"])),
-            Side("tgt", "tgt", "tgt_text", data["tgt_lang"], options(data["tgt_lang"]))]
+    return [
+        Side("src", "src", "src_text", data["src_lang"], options(data["src_lang"])),
+        Side("tgt", "tgt", "tgt_text", data["tgt_lang"], options(data["tgt_lang"])),
+    ]
 
 
 def _spread(df: DataFrame, partitions: int) -> DataFrame:
@@ -97,8 +105,7 @@ def _normalize(records: DataFrame, sides: Sequence[Side], flt: Mapping[str, Any]
     for side in sides:
         records = spark_normalize(records, side.raw, side.norm, side.options, where=F.col("reason").isNull())
         records = records.withColumn(side.length_column, spark_token_count(F.col(side.norm), side.options))
-    lengths = filters.length_reason([s.length_column for s in sides], flt["min_len"], flt["max_len"],
-                                    flt["max_ratio"])
+    lengths = filters.length_reason([s.length_column for s in sides], flt["min_len"], flt["max_len"], flt["max_ratio"])
     return records.withColumn("reason", F.coalesce(F.col("reason"), lengths))
 
 
@@ -107,8 +114,13 @@ def label_names(cfg: Mapping[str, Any], records: DataFrame) -> list[str]:
     usable records carry (after their input's ``label_map``), sorted (as numbers when all are integers)."""
     if cfg["data"].get("labels"):
         return [str(label) for label in cfg["data"]["labels"]]
-    seen = [r["label_raw"] for r in records.where(F.col("reason").isNull() & (F.col("label_raw") != ""))
-            .select("label_raw").distinct().collect()]
+    seen = [
+        r["label_raw"]
+        for r in records.where(F.col("reason").isNull() & (F.col("label_raw") != ""))
+        .select("label_raw")
+        .distinct()
+        .collect()
+    ]
     numeric = all(label.lstrip("-").isdigit() for label in seen)
     return sorted(seen, key=lambda label: (int(label), label) if numeric else (0, label))
 
@@ -117,8 +129,12 @@ def _label(records: DataFrame, names: Sequence[str]) -> DataFrame:
     """Add each record's label id (``label``, its index in ``names``); a missing or unknown label
     becomes the record's drop reason."""
     label = F.col("label_raw")
-    reason = F.coalesce(F.col("reason"), F.when(label.isNull() | (label == ""), F.lit(filters.MISSING_LABEL))
-                        .when(~label.isin(*names), F.lit(filters.UNKNOWN_LABEL)))
+    reason = F.coalesce(
+        F.col("reason"),
+        F.when(label.isNull() | (label == ""), F.lit(filters.MISSING_LABEL)).when(
+            ~label.isin(*names), F.lit(filters.UNKNOWN_LABEL)
+        ),
+    )
     ids = (F.array_position(F.array(*(F.lit(n) for n in names)), label) - 1).cast("int")
     return records.withColumn("reason", reason).withColumn("label", F.when(reason.isNull(), ids))
 
@@ -129,8 +145,9 @@ def _label_counts(directory: Path, files: Mapping[str, list[str]], classes: int)
     for split in SPLITS:
         total = np.zeros(classes, np.int64)
         for name in files[split]:
-            total += np.bincount(pq.read_table(directory / name, columns=["label"])["label"].to_numpy(),
-                                 minlength=classes)
+            total += np.bincount(
+                pq.read_table(directory / name, columns=["label"])["label"].to_numpy(), minlength=classes
+            )
         counts[split] = [int(c) for c in total]
     return counts
 
@@ -150,8 +167,9 @@ def _build_vocabs(train: DataFrame, sides: Sequence[Side], cfg: Mapping[str, Any
     """One word (or character) vocabulary per side, or one shared by all; counted in one Spark job,
     ranked on the driver."""
     groups = _groups(sides, cfg)
-    counts = count_tokens(train, {name: [s.norm for s in group] for name, group in groups.items()},
-                          chars=cfg["kind"] == "char").toArrow()
+    counts = count_tokens(
+        train, {name: [s.norm for s in group] for name, group in groups.items()}, chars=cfg["kind"] == "char"
+    ).toArrow()
     vocabs = {}
     for name, group in groups.items():
         ranked, total = top_tokens(counts.filter(pc.equal(counts["vocab"], name)), cfg["max_size"], cfg["min_count"])
@@ -160,48 +178,60 @@ def _build_vocabs(train: DataFrame, sides: Sequence[Side], cfg: Mapping[str, Any
     return vocabs
 
 
-def _train_piece_models(train: DataFrame, sides: Sequence[Side], cfg: Mapping[str, Any],
-                        log: Callable[[str], None]) -> tuple[dict[str, PieceModel], dict[str, Any]]:
+def _train_piece_models(
+    train: DataFrame, sides: Sequence[Side], cfg: Mapping[str, Any], log: Callable[[str], None]
+) -> tuple[dict[str, PieceModel], dict[str, Any]]:
     """One SentencePiece model per side, or one shared by all, trained on the driver on the
     ``vocab.sample_sentences`` training examples of smallest hash (the same sample, in the same
     order, whatever the partitioning). Returns the models and the training settings."""
     norm_cols = [s.norm for s in sides]
-    sample = (train.select("hash", *norm_cols).orderBy("hash", *norm_cols)
-              .limit(int(cfg["sample_sentences"])).toArrow())
+    sample = train.select("hash", *norm_cols).orderBy("hash", *norm_cols).limit(int(cfg["sample_sentences"])).toArrow()
     log(f"training {cfg['kind']} piece models on {sample.num_rows} training examples")
     models = {}
     for group in _groups(sides, cfg).values():
         # Each example's sides one after the other (a shared model learns both languages).
         texts = [text for row in zip(*(sample[s.norm].to_pylist() for s in group)) for text in row]
-        model = PieceModel(train_piece_model(texts, cfg["kind"], int(cfg["max_size"]),
-                                             float(cfg["character_coverage"])))
+        model = PieceModel(
+            train_piece_model(texts, cfg["kind"], int(cfg["max_size"]), float(cfg["character_coverage"]))
+        )
         models.update({s.name: model for s in group})
     import sentencepiece
 
-    settings = {"kind": cfg["kind"], "size": int(cfg["max_size"]),
-                "character_coverage": float(cfg["character_coverage"]),
-                "sample_sentences": int(cfg["sample_sentences"]), "sampled_examples": sample.num_rows,
-                "sentencepiece": sentencepiece.__version__}
+    settings = {
+        "kind": cfg["kind"],
+        "size": int(cfg["max_size"]),
+        "character_coverage": float(cfg["character_coverage"]),
+        "sample_sentences": int(cfg["sample_sentences"]),
+        "sampled_examples": sample.num_rows,
+        "sentencepiece": sentencepiece.__version__,
+    }
     return models, settings
 
 
 def _word_totals(examples: DataFrame, sides: Sequence[Side]) -> dict[str, dict[str, int]]:
     """Words (normalized tokens) per split and side, before encoding (for pieces per word)."""
     rows = examples.groupBy("split").agg(*(F.sum(s.length_column).alias(s.name) for s in sides)).collect()
-    return {split: {s.name: next((int(r[s.name]) for r in rows if r["split"] == split), 0) for s in sides}
-            for split in SPLITS}
+    return {
+        split: {s.name: next((int(r[s.name]) for r in rows if r["split"] == split), 0) for s in sides}
+        for split in SPLITS
+    }
 
 
-def _split_stats(directory: Path, files: Mapping[str, list[str]], sides: Sequence[Side], sizes: Mapping[str, int]
-                 ) -> tuple[dict[str, dict[str, Any]], dict[str, np.ndarray]]:
+def _split_stats(
+    directory: Path, files: Mapping[str, list[str]], sides: Sequence[Side], sizes: Mapping[str, int]
+) -> tuple[dict[str, dict[str, Any]], dict[str, np.ndarray]]:
     """Examples, tokens and [UNK] tokens per split and side, and each side's id counts in the train
     split, read back from the written shards (with Arrow on the driver: the output directory is
     local or shared storage)."""
     stats, train_counts = {}, {s.name: np.zeros(sizes[s.name], np.int64) for s in sides}
     columns = [c for s in sides for c in (s.ids_column, s.length_column)]
     for split in SPLITS:
-        entry: dict[str, Any] = {"examples": 0, "files": files[split],
-                                 "tokens": {s.name: 0 for s in sides}, "unk": {s.name: 0 for s in sides}}
+        entry: dict[str, Any] = {
+            "examples": 0,
+            "files": files[split],
+            "tokens": {s.name: 0 for s in sides},
+            "unk": {s.name: 0 for s in sides},
+        }
         for name in files[split]:
             table = pq.read_table(directory / name, columns=columns)
             entry["examples"] += table.num_rows
@@ -233,8 +263,13 @@ def _versions(spark: SparkSession) -> dict[str, str]:
         except metadata.PackageNotFoundError:
             return "unknown"
 
-    return {"rnnmt": version("rnnmt"), "python": platform.python_version(), "spark": spark.version,
-            "pyarrow": pyarrow.__version__, "java": spark.sparkContext._jvm.System.getProperty("java.version")}
+    return {
+        "rnnmt": version("rnnmt"),
+        "python": platform.python_version(),
+        "spark": spark.version,
+        "pyarrow": pyarrow.__version__,
+        "java": spark.sparkContext._jvm.System.getProperty("java.version"),
+    }
 
 
 def check_settings(cfg: Mapping[str, Any]) -> None:
@@ -264,11 +299,20 @@ def check_settings(cfg: Mapping[str, Any]) -> None:
             raise ConfigError("data.labels is for data.kind=labelled")
         names = [str(label) for label in labels] if isinstance(labels, (list, tuple)) else []
         if len(names) < 2 or len(set(names)) != len(names) or any(not n or n != n.strip() for n in names):
-            raise ConfigError(f"data.labels must list two or more distinct labels as the inputs write them "
-                              f"(or be null: every label in the data), got {labels!r}")
+            raise ConfigError(
+                f"data.labels must list two or more distinct labels as the inputs write them "
+                f"(or be null: every label in the data), got {labels!r}"
+            )
     least_len = 0 if cfg["data"]["kind"] == "monolingual" else 1  # monolingual: empty lines may be kept
-    lowest = {"output.shards": 1, "filter.min_len": least_len, "filter.max_len": 1, "filter.max_chars": 1,
-              "vocab.max_size": len(SPECIALS), "vocab.min_count": 1, "vocab.sample_sentences": 1}
+    lowest = {
+        "output.shards": 1,
+        "filter.min_len": least_len,
+        "filter.max_len": 1,
+        "filter.max_chars": 1,
+        "vocab.max_size": len(SPECIALS),
+        "vocab.min_count": 1,
+        "vocab.sample_sentences": 1,
+    }
     for key, low in lowest.items():
         section, name = key.split(".")
         check_integer(key, cfg[section][name], low, " (the special tokens)" if key == "vocab.max_size" else "")
@@ -276,7 +320,9 @@ def check_settings(cfg: Mapping[str, Any]) -> None:
         raise ConfigError(f"filter.max_ratio must be >= 0 (0 = no ratio filter), got {cfg['filter']['max_ratio']}")
     valid, test = cfg["split"]["valid"], cfg["split"]["test"]
     if valid < 0 or test < 0 or valid + test >= 1:
-        raise ConfigError(f"split.valid and split.test must be >= 0 and leave room for train (valid={valid}, test={test})")
+        raise ConfigError(
+            f"split.valid and split.test must be >= 0 and leave room for train (valid={valid}, test={test})"
+        )
 
 
 def given_for_sides(given: Mapping[str, GivenVocab], sides: Sequence[Side]) -> Mapping[str, GivenVocab]:
@@ -289,8 +335,10 @@ def given_for_sides(given: Mapping[str, GivenVocab], sides: Sequence[Side]) -> M
     matches = [g for g in given.values() if g.lang == side.lang]
     if len({(g.tokens, g.pieces) for g in matches}) != 1:  # none, or two different ones
         langs = {name: g.lang for name, g in given.items()}
-        raise ConfigError(f"vocab.from={given['src'].source} has vocabularies for {langs}; this data needs one "
-                          f"in {side.lang!r}" + (" (both are, with different vocabularies: ambiguous)" if matches else ""))
+        raise ConfigError(
+            f"vocab.from={given['src'].source} has vocabularies for {langs}; this data needs one "
+            f"in {side.lang!r}" + (" (both are, with different vocabularies: ambiguous)" if matches else "")
+        )
     return {side.name: matches[0]}
 
 
@@ -299,17 +347,24 @@ def check_given(given: Mapping[str, GivenVocab], sides: Sequence[Side]) -> dict[
     the ``vocab`` settings they amount to (kind, shared)."""
     source = next(iter(given.values())).source
     if set(given) != {s.name for s in sides}:
-        raise ConfigError(f"vocab.from={source} has vocabularies for {sorted(given)}; this data needs "
-                          f"{sorted(s.name for s in sides)}")
-    keys = {"unicode_form": "normalize.unicode", "lowercase": "normalize.lowercase", "apostrophe": "normalize.apostrophe"}
+        raise ConfigError(
+            f"vocab.from={source} has vocabularies for {sorted(given)}; this data needs {sorted(s.name for s in sides)}"
+        )
+    keys = {
+        "unicode_form": "normalize.unicode",
+        "lowercase": "normalize.lowercase",
+        "apostrophe": "normalize.apostrophe",
+    }
     for side in sides:
         g, ours = given[side.name], vars(side.options)
         if g.lang != side.lang:
             raise ConfigError(f"vocab.from={source}: its {side.name} side is {g.lang!r}, this data's is {side.lang!r}")
         for key, value in g.normalize.items():
             if ours.get(key) != value:
-                raise ConfigError(f"vocab.from={source} was normalized with {keys.get(key, key)}={value!r} on the "
-                                  f"{side.name} side, this config gives {ours.get(key)!r}: set it to match")
+                raise ConfigError(
+                    f"vocab.from={source} was normalized with {keys.get(key, key)}={value!r} on the "
+                    f"{side.name} side, this config gives {ours.get(key)!r}: set it to match"
+                )
     kinds = {g.kind for g in given.values()}
     if len(kinds) > 1:
         raise ConfigError(f"vocab.from={source} mixes vocabulary kinds {sorted(kinds)}")
@@ -317,8 +372,13 @@ def check_given(given: Mapping[str, GivenVocab], sides: Sequence[Side]) -> dict[
     return {"kind": kinds.pop(), "shared": shared, "from": source}
 
 
-def preprocess(spark: SparkSession, cfg: Mapping[str, Any], output_dir: Path,
-               log: Callable[[str], None] = print, given: Mapping[str, GivenVocab] | None = None) -> dict[str, Any]:
+def preprocess(
+    spark: SparkSession,
+    cfg: Mapping[str, Any],
+    output_dir: Path,
+    log: Callable[[str], None] = print,
+    given: Mapping[str, GivenVocab] | None = None,
+) -> dict[str, Any]:
     """Run the pipeline described by the resolved config ``cfg`` and publish it at ``output_dir``;
     with ``given`` vocabularies (``vocab.from``) encode with them instead of building new ones.
 
@@ -339,8 +399,14 @@ def preprocess(spark: SparkSession, cfg: Mapping[str, Any], output_dir: Path,
         raise explained from None
 
 
-def _preprocess(spark: SparkSession, cfg: Mapping[str, Any], specs: Sequence[readers.InputSpec], output_dir: Path,
-                log: Callable[[str], None], given: Mapping[str, GivenVocab]) -> dict[str, Any]:
+def _preprocess(
+    spark: SparkSession,
+    cfg: Mapping[str, Any],
+    specs: Sequence[readers.InputSpec],
+    output_dir: Path,
+    log: Callable[[str], None],
+    given: Mapping[str, GivenVocab],
+) -> dict[str, Any]:
     started = time.perf_counter()
     kind, flt, out = cfg["data"]["kind"], cfg["filter"], cfg["output"]
     pieces_kind, chars = cfg["vocab"]["kind"] in PIECE_KINDS, cfg["vocab"]["kind"] == "char"
@@ -363,8 +429,16 @@ def _preprocess(spark: SparkSession, cfg: Mapping[str, Any], specs: Sequence[rea
         records = _normalize(records, sides, flt)
         # Cache what later steps read: the raw text only where it is kept or breaks dedup ties.
         keep_raw = bool(out["keep_text"] or flt["dedup"])
-        records = records.select("reason", "note", "fixed_split", "position", *norm_cols, *length_cols, *label_cols,
-                                  *(raw_cols if keep_raw else [])).persist()
+        records = records.select(
+            "reason",
+            "note",
+            "fixed_split",
+            "position",
+            *norm_cols,
+            *length_cols,
+            *label_cols,
+            *(raw_cols if keep_raw else []),
+        ).persist()
         cached = [records]
         try:
             by_reason = records.groupBy("reason", "note").count().collect()
@@ -384,12 +458,16 @@ def _preprocess(spark: SparkSession, cfg: Mapping[str, Any], specs: Sequence[rea
                 pinned = any(spec.split in filters.HELD_OUT for spec in specs)
                 examples = filters.deduplicate(examples, norm_cols, length_cols + label_cols + raw_cols, pinned)
             hashed = F.col("hash")
-            examples = (examples.withColumn("hash", example_hash(norm_cols, int(cfg["seed"])))
-                        .withColumn("split", assign_split(hashed, cfg["split"]["valid"], cfg["split"]["test"],
-                                                          F.col("fixed_split"))))
+            examples = examples.withColumn("hash", example_hash(norm_cols, int(cfg["seed"]))).withColumn(
+                "split", assign_split(hashed, cfg["split"]["valid"], cfg["split"]["test"], F.col("fixed_split"))
+            )
             # in order: each split's rows cut into contiguous shards; else spread by hash
-            examples = examples.withColumn("shard", F.ntile(shards).over(Window.partitionBy("split").orderBy("position"))
-                                           - 1 if ordered else shard_of(hashed, shards))
+            examples = examples.withColumn(
+                "shard",
+                F.ntile(shards).over(Window.partitionBy("split").orderBy("position")) - 1
+                if ordered
+                else shard_of(hashed, shards),
+            )
             if flt["dedup"]:
                 examples = examples.persist()
                 cached.append(examples)
@@ -417,14 +495,25 @@ def _preprocess(spark: SparkSession, cfg: Mapping[str, Any], specs: Sequence[rea
                 sizes = {s.name: len(vocabs[s.name]) for s in sides}
             log("vocabulary sizes: " + ", ".join(f"{s.name} {sizes[s.name]}" for s in sides))
 
-            columns = ["split", "shard", "hash", *(["position"] if ordered else []), *norm_cols, *length_cols,
-                       *label_cols]
+            columns = [
+                "split",
+                "shard",
+                "hash",
+                *(["position"] if ordered else []),
+                *norm_cols,
+                *length_cols,
+                *label_cols,
+            ]
             if out["keep_text"]:
                 columns += [F.col(s.raw).alias(s.text_column) for s in sides]
-            encoder = table_encoder(encodings, {s.norm: s.ids_column for s in sides},
-                                    {s.norm: s.length_column for s in sides}, chars=chars)
-            sort_columns = (["position"] if ordered else
-                            ["hash", *norm_cols, *label_cols] + ([s.text_column for s in sides] if out["keep_text"] else []))
+            encoder = table_encoder(
+                encodings, {s.norm: s.ids_column for s in sides}, {s.norm: s.length_column for s in sides}, chars=chars
+            )
+            sort_columns = (
+                ["position"]
+                if ordered
+                else ["hash", *norm_cols, *label_cols] + ([s.text_column for s in sides] if out["keep_text"] else [])
+            )
             log(f"encoding and writing {shards} shards per split")
             files = write_shards(examples.select(*columns), tmp, shards, sort_columns, encoder)
         finally:
@@ -453,28 +542,46 @@ def _preprocess(spark: SparkSession, cfg: Mapping[str, Any], specs: Sequence[rea
                 model = models[side.name]
                 entry["model"] = f"vocab/{side.name}.model"
                 (tmp / entry["model"]).write_bytes(model.proto)
-                entry.update(model_sha256=model.sha256, settings=piece_settings,
-                             pieces_per_word={split: _ratio(splits[split]["tokens"][side.name], words[split][side.name])
-                                              for split in SPLITS})
+                entry.update(
+                    model_sha256=model.sha256,
+                    settings=piece_settings,
+                    pieces_per_word={
+                        split: _ratio(splits[split]["tokens"][side.name], words[split][side.name]) for split in SPLITS
+                    },
+                )
             vocabs[side.name].save(tmp / path)
-            entry.update(size=len(vocabs[side.name]), fingerprint=vocabs[side.name].fingerprint(),
-                         coverage=splits["train"]["coverage"][side.name])
+            entry.update(
+                size=len(vocabs[side.name]),
+                fingerprint=vocabs[side.name].fingerprint(),
+                coverage=splits["train"]["coverage"][side.name],
+            )
             vocab_entries[side.name] = entry
         label_entry = None
         if labelled:
             label_counts = _label_counts(tmp, files, len(labels))
             _write_labels(tmp / "vocab/labels.tsv", labels, label_counts["train"])
-            label_entry = {"file": "vocab/labels.tsv", "names": labels,
-                           "from": "data.labels" if cfg["data"].get("labels") else "data", "counts": label_counts}
+            label_entry = {
+                "file": "vocab/labels.tsv",
+                "names": labels,
+                "from": "data.labels" if cfg["data"].get("labels") else "data",
+                "counts": label_counts,
+            }
         manifest = {
             "format_version": FORMAT_VERSION,
             "kind": kind,
             "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "inputs": inputs,
             "counts": {"read": read, "kept": kept, "dropped": dropped, "notes": notes},
-            "sides": {s.name: {"lang": s.lang, "ids_column": s.ids_column, "length_column": s.length_column,
-                               "text_column": s.text_column if out["keep_text"] else None,
-                               "normalize": vars(s.options)} for s in sides},
+            "sides": {
+                s.name: {
+                    "lang": s.lang,
+                    "ids_column": s.ids_column,
+                    "length_column": s.length_column,
+                    "text_column": s.text_column if out["keep_text"] else None,
+                    "normalize": vars(s.options),
+                }
+                for s in sides
+            },
             "vocab": vocab_entries,
             **({"labels": label_entry} if label_entry else {}),
             "vocab_kind": cfg["vocab"]["kind"],
@@ -487,8 +594,10 @@ def _preprocess(spark: SparkSession, cfg: Mapping[str, Any], specs: Sequence[rea
             "seconds": round(time.perf_counter() - started, 2),
         }
         write_manifest(tmp, manifest)
-    log(f"wrote {kept} examples to {output_dir} "
-        f"(train {splits['train']['examples']}, valid {splits['valid']['examples']}, test {splits['test']['examples']})")
+    log(
+        f"wrote {kept} examples to {output_dir} "
+        f"(train {splits['train']['examples']}, valid {splits['valid']['examples']}, test {splits['test']['examples']})"
+    )
     return manifest
 
 

@@ -2,7 +2,8 @@
 
 Every line read becomes exactly one row, so ``read`` counts are exact: rows that cannot be used
 carry a drop ``reason`` instead of disappearing. Output columns: ``src_raw`` (and ``tgt_raw`` for
-parallel data, ``label_raw`` for labelled data), ``fixed_split`` (the split an input is pinned to, or null), ``reason``, ``note``
+parallel data, ``label_raw`` for labelled data), ``fixed_split`` (the split an input is pinned to,
+or null), ``reason``, ``note``
 and ``position`` (where the line is in the inputs, to keep text in order: null unless asked for).
 """
 
@@ -25,14 +26,20 @@ from pipelines.contract.errors import InputError
 
 FORMATS = ("text", "tsv", "aligned", "labelled", "trees", "csv")
 SPLITS = ("train", "valid", "test")
-_INPUT_KEYS = {"text": {"path", "split", "split_at"},
-               "tsv": {"path", "split", "src_column", "tgt_column"},
-               "aligned": {"src", "tgt", "split"},
-               "labelled": {"path", "split", "label_column", "text_column", "label_map"},
-               "trees": {"path", "split", "phrases", "label_map"},
-               "csv": {"path"}}
-_KIND_FORMATS = {"parallel": ("tsv", "aligned"), "monolingual": ("text",), "labelled": ("labelled", "trees"),
-                 "series": ("csv",)}
+_INPUT_KEYS = {
+    "text": {"path", "split", "split_at"},
+    "tsv": {"path", "split", "src_column", "tgt_column"},
+    "aligned": {"src", "tgt", "split"},
+    "labelled": {"path", "split", "label_column", "text_column", "label_map"},
+    "trees": {"path", "split", "phrases", "label_map"},
+    "csv": {"path"},
+}
+_KIND_FORMATS = {
+    "parallel": ("tsv", "aligned"),
+    "monolingual": ("text",),
+    "labelled": ("labelled", "trees"),
+    "series": ("csv",),
+}
 
 # Drop reasons a reader can give.
 INVALID_UTF8 = "invalid_utf8"
@@ -41,8 +48,13 @@ BAD_TREE = "bad_tree"  # a trees input's line that is not one well-formed labell
 # Note for TSV lines with more columns than used (kept; the extra columns are ignored).
 EXTRA_COLUMNS = "extra_columns_ignored"
 # What Spark's error says when a compressed input cannot be read to its end.
-_UNREADABLE = ("Unexpected end of input stream", "Not in GZIP format", "incorrect header check", "ZipException",
-               "EOFException")
+_UNREADABLE = (
+    "Unexpected end of input stream",
+    "Not in GZIP format",
+    "incorrect header check",
+    "ZipException",
+    "EOFException",
+)
 
 
 @dataclass(frozen=True)
@@ -72,8 +84,7 @@ def _describe_file(path: str, fmt: str, split: str | None) -> dict[str, Any]:
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
-    return {"path": path, "format": fmt, "split": split, "bytes": os.path.getsize(path),
-            "sha256": digest.hexdigest()}
+    return {"path": path, "format": fmt, "split": split, "bytes": os.path.getsize(path), "sha256": digest.hexdigest()}
 
 
 def _expand(pattern: str, where: str) -> tuple[str, ...]:
@@ -97,8 +108,9 @@ def resolve_inputs(inputs: Sequence[Mapping[str, Any]], kind: str) -> list[Input
             raise InputError(f"{where}: format must be one of {FORMATS}, got {fmt!r}")
         unknown = set(entry) - _INPUT_KEYS[fmt]
         if unknown:
-            raise InputError(f"{where}: unknown keys {sorted(unknown)} for format {fmt!r} "
-                             f"(allowed: {sorted(_INPUT_KEYS[fmt])})")
+            raise InputError(
+                f"{where}: unknown keys {sorted(unknown)} for format {fmt!r} (allowed: {sorted(_INPUT_KEYS[fmt])})"
+            )
         if fmt not in _KIND_FORMATS.get(kind, ()):
             raise InputError(f"{where}: format {fmt!r} does not fit data.kind={kind!r}")
         split = entry.get("split")
@@ -108,11 +120,16 @@ def resolve_inputs(inputs: Sequence[Mapping[str, Any]], kind: str) -> list[Input
         if split_at is not None:
             if split is not None:
                 raise InputError(f"{where}: give split or split_at, not both")
-            if (not isinstance(split_at, (list, tuple)) or len(split_at) != 2
-                    or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in split_at)
-                    or not 0 < split_at[0] <= split_at[1] < 1):
-                raise InputError(f"{where}: split_at must be two character fractions 0 < valid start <= test "
-                                 f"start < 1, such as [0.9, 0.95]; got {split_at!r}")
+            if (
+                not isinstance(split_at, (list, tuple))
+                or len(split_at) != 2
+                or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in split_at)
+                or not 0 < split_at[0] <= split_at[1] < 1
+            ):
+                raise InputError(
+                    f"{where}: split_at must be two character fractions 0 < valid start <= test "
+                    f"start < 1, such as [0.9, 0.95]; got {split_at!r}"
+                )
             split_at = (float(split_at[0]), float(split_at[1]))
         if fmt == "aligned":
             for key in ("src", "tgt"):
@@ -120,8 +137,9 @@ def resolve_inputs(inputs: Sequence[Mapping[str, Any]], kind: str) -> list[Input
                     raise InputError(f"{where}: aligned input needs both 'src' and 'tgt'")
             src, tgt = _expand(entry["src"], where), _expand(entry["tgt"], where)
             if len(src) != len(tgt):
-                raise InputError(f"{where}: {entry['src']!r} matches {len(src)} files but "
-                                 f"{entry['tgt']!r} matches {len(tgt)}")
+                raise InputError(
+                    f"{where}: {entry['src']!r} matches {len(src)} files but {entry['tgt']!r} matches {len(tgt)}"
+                )
             specs.append(InputSpec(fmt, src, tgt, split))
         elif fmt == "csv":  # series: the columns are the series.* keys, the split is the hold-out
             if "path" not in entry:
@@ -133,19 +151,29 @@ def resolve_inputs(inputs: Sequence[Mapping[str, Any]], kind: str) -> list[Input
             phrases = entry.get("phrases", False)
             if not isinstance(phrases, bool):
                 raise InputError(f"{where}: phrases must be true or false, got {phrases!r}")
-            specs.append(InputSpec(fmt, _expand(entry["path"], where), split=split, phrases=phrases,
-                                   label_map=_label_map(entry, where)))
+            specs.append(
+                InputSpec(
+                    fmt, _expand(entry["path"], where), split=split, phrases=phrases, label_map=_label_map(entry, where)
+                )
+            )
         else:
             if "path" not in entry:
                 raise InputError(f"{where}: {fmt} input needs 'path'")
             names = ("label_column", "text_column") if fmt == "labelled" else ("src_column", "tgt_column")
             first, second = (entry.get(name, default) for name, default in zip(names, (0, 1)))
-            if (not all(isinstance(c, int) and not isinstance(c, bool) for c in (first, second))
-                    or min(first, second) < 0 or first == second):
-                raise InputError(f"{where}: {names[0]} and {names[1]} must be different integers >= 0, "
-                                 f"got {first!r} and {second!r}")
-            columns = ({"label_column": first, "text_column": second, "label_map": _label_map(entry, where)}
-                       if fmt == "labelled" else {"src_column": first, "tgt_column": second})
+            if (
+                not all(isinstance(c, int) and not isinstance(c, bool) for c in (first, second))
+                or min(first, second) < 0
+                or first == second
+            ):
+                raise InputError(
+                    f"{where}: {names[0]} and {names[1]} must be different integers >= 0, got {first!r} and {second!r}"
+                )
+            columns = (
+                {"label_column": first, "text_column": second, "label_map": _label_map(entry, where)}
+                if fmt == "labelled"
+                else {"src_column": first, "tgt_column": second}
+            )
             specs.append(InputSpec(fmt, _expand(entry["path"], where), split=split, split_at=split_at, **columns))
     return specs
 
@@ -187,16 +215,21 @@ def _read_text(spark: SparkSession, spec: InputSpec, index: int, ordered: bool) 
     if not (ordered or spec.split_at):
         return _text_rows(_read_lines(spark, spec.files), F.lit(None).cast("long"), F.lit(spec.split))
     # in order: each file read whole, so that line numbers come from the JVM
-    lines = _union([_numbered_lines(spark, path).select(F.lit(n).alias("file_no"), "line_no", F.col("line").alias("value"))
-                    for n, path in enumerate(spec.files)])
-    position = (F.lit(index).cast("long") * (1 << 48) + F.col("file_no").cast("long") * (1 << 32) + F.col("line_no"))
+    lines = _union(
+        [
+            _numbered_lines(spark, path).select(F.lit(n).alias("file_no"), "line_no", F.col("line").alias("value"))
+            for n, path in enumerate(spec.files)
+        ]
+    )
+    position = F.lit(index).cast("long") * (1 << 48) + F.col("file_no").cast("long") * (1 << 32) + F.col("line_no")
     split = F.lit(spec.split)
     if spec.split_at:
         # the character offset where each line starts (its newline counted), over the input's files
         # in order; one window over the whole input, so for corpora of modest size
         chars = F.length("value") + 1
-        before = F.coalesce(F.sum(chars).over(Window.orderBy("file_no", "line_no")
-                                              .rowsBetween(Window.unboundedPreceding, -1)), F.lit(0))
+        before = F.coalesce(
+            F.sum(chars).over(Window.orderBy("file_no", "line_no").rowsBetween(Window.unboundedPreceding, -1)), F.lit(0)
+        )
         total = F.sum(chars).over(Window.partitionBy())
         valid_at, test_at = (F.floor(total * f) for f in spec.split_at)
         split = F.when(before < valid_at, "train").when(before < test_at, "valid").otherwise("test")
@@ -210,7 +243,8 @@ def _text_rows(lines: DataFrame, position: Column, split: Column) -> DataFrame:
         F.when(_invalid(value), F.lit(INVALID_UTF8)).alias("reason"),
         F.lit(None).cast("string").alias("note"),
         position.alias("position"),
-        split.cast("string").alias("fixed_split"))
+        split.cast("string").alias("fixed_split"),
+    )
 
 
 def _read_columns(spark: SparkSession, spec: InputSpec, columns: Mapping[str, int]) -> DataFrame:
@@ -221,8 +255,10 @@ def _read_columns(spark: SparkSession, spec: InputSpec, columns: Mapping[str, in
     return _read_lines(spark, spec.files).select(
         *(F.when(F.size(fields) >= needed, fields[index]).alias(name) for name, index in columns.items()),
         F.when(_invalid(value), F.lit(INVALID_UTF8))
-         .when(F.size(fields) < needed, F.lit(MISSING_COLUMN)).alias("reason"),
-        F.when(F.size(fields) > len(columns), F.lit(EXTRA_COLUMNS)).alias("note"))
+        .when(F.size(fields) < needed, F.lit(MISSING_COLUMN))
+        .alias("reason"),
+        F.when(F.size(fields) > len(columns), F.lit(EXTRA_COLUMNS)).alias("note"),
+    )
 
 
 def _read_tsv(spark: SparkSession, spec: InputSpec) -> DataFrame:
@@ -248,14 +284,19 @@ def _read_aligned(spark: SparkSession, spec: InputSpec) -> DataFrame:
         src, tgt = _numbered_lines(spark, src_file), _numbered_lines(spark, tgt_file)
         n_src, n_tgt = src.count(), tgt.count()
         if n_src != n_tgt:
-            raise InputError(f"line-aligned files differ in length: {src_file} has {n_src} lines, "
-                             f"{tgt_file} has {n_tgt}")
+            raise InputError(
+                f"line-aligned files differ in length: {src_file} has {n_src} lines, {tgt_file} has {n_tgt}"
+            )
         joined = src.alias("s").join(tgt.alias("t"), "line_no")
         s, t = F.col("s.line"), F.col("t.line")
-        parts.append(joined.select(
-            _strip_cr("s.line").alias("src_raw"), _strip_cr("t.line").alias("tgt_raw"),
-            F.when(_invalid(s) | _invalid(t), F.lit(INVALID_UTF8)).alias("reason"),
-            F.lit(None).cast("string").alias("note")))
+        parts.append(
+            joined.select(
+                _strip_cr("s.line").alias("src_raw"),
+                _strip_cr("t.line").alias("tgt_raw"),
+                F.when(_invalid(s) | _invalid(t), F.lit(INVALID_UTF8)).alias("reason"),
+                F.lit(None).cast("string").alias("note"),
+            )
+        )
     return _union(parts)
 
 
@@ -271,7 +312,8 @@ def _read_trees(spark: SparkSession, spec: InputSpec) -> DataFrame:
     ``phrases`` one row per labelled node. A line that is not one tree is one row, dropped as
     ``bad_tree``."""
     lines = _read_lines(spark, spec.files).select(
-        _strip_cr("value").alias("line"), F.when(_invalid(F.col("value")), F.lit(INVALID_UTF8)).alias("reason"))
+        _strip_cr("value").alias("line"), F.when(_invalid(F.col("value")), F.lit(INVALID_UTF8)).alias("reason")
+    )
     every_node = spec.phrases
 
     def parse(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
@@ -301,10 +343,14 @@ _READERS = {"tsv": _read_tsv, "aligned": _read_aligned, "labelled": _read_labell
 def read_inputs(spark: SparkSession, specs: Sequence[InputSpec], ordered: bool = False) -> DataFrame:
     """All inputs as one DataFrame of raw records (see the module docstring for its columns);
     ``ordered`` numbers the lines of text inputs by input, file and line."""
-    frames = [_read_text(spark, spec, n, ordered) if spec.format == "text" else
-              _READERS[spec.format](spark, spec).withColumn("position", F.lit(None).cast("long"))
-              .withColumn("fixed_split", F.lit(spec.split).cast("string"))
-              for n, spec in enumerate(specs)]
+    frames = [
+        _read_text(spark, spec, n, ordered)
+        if spec.format == "text"
+        else _READERS[spec.format](spark, spec)
+        .withColumn("position", F.lit(None).cast("long"))
+        .withColumn("fixed_split", F.lit(spec.split).cast("string"))
+        for n, spec in enumerate(specs)
+    ]
     return _union(frames)
 
 

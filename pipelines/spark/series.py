@@ -27,8 +27,15 @@ from pyspark.sql import functions as F
 from pipelines.contract.atomic import atomic_directory
 from pipelines.contract.errors import ConfigError, InputError, check_integer
 from pipelines.contract.manifest import FORMAT_VERSION, write_manifest
-from pipelines.series.regular import (BAD_TIME, DUPLICATE_TIME, IRREGULAR_TIME, MISSING_VALUE, TOO_SHORT, regularize,
-                                     series_name)
+from pipelines.series.regular import (
+    BAD_TIME,
+    DUPLICATE_TIME,
+    IRREGULAR_TIME,
+    MISSING_VALUE,
+    TOO_SHORT,
+    regularize,
+    series_name,
+)
 from pipelines.series.windows import SeriesSettings, series_rows
 from pipelines.spark.output import write_shards
 from pipelines.spark.readers import SPLITS, InputSpec, resolve_inputs
@@ -38,9 +45,11 @@ REASONS = (MISSING_ID, BAD_TIME, DUPLICATE_TIME, IRREGULAR_TIME, MISSING_VALUE, 
 NOTES = ("gaps", "interpolated", "off_grid")
 SERIES_FILE = "series.parquet"
 
-ROW_SCHEMA = ("series string, split string, origin int, time string, inputs array<float>, targets array<float>, "
-              "calendar array<float>, before array<double>, future array<double>, centre array<double>, "
-              "spread array<double>, mase_scale array<double>, info string")
+ROW_SCHEMA = (
+    "series string, split string, origin int, time string, inputs array<float>, targets array<float>, "
+    "calendar array<float>, before array<double>, future array<double>, centre array<double>, "
+    "spread array<double>, mase_scale array<double>, info string"
+)
 
 
 def check_series_settings(cfg: Mapping[str, Any]) -> SeriesSettings:
@@ -49,8 +58,12 @@ def check_series_settings(cfg: Mapping[str, Any]) -> SeriesSettings:
     if not s["time_column"] or not isinstance(s["time_column"], str):
         raise ConfigError(f"series.time_column must name the time column, got {s['time_column']!r}")
     values = s["value_columns"]
-    if (not isinstance(values, (list, tuple)) or not values or len(set(values)) != len(values)
-            or not all(isinstance(v, str) and v for v in values)):
+    if (
+        not isinstance(values, (list, tuple))
+        or not values
+        or len(set(values)) != len(values)
+        or not all(isinstance(v, str) and v for v in values)
+    ):
         raise ConfigError(f"series.value_columns must list one or more distinct column names, got {values!r}")
     if s["time_column"] in values or (s["id_column"] and s["id_column"] in (s["time_column"], *values)):
         raise ConfigError("series.time_column, series.value_columns and series.id_column must name different columns")
@@ -78,21 +91,34 @@ def read_csv_rows(spark: SparkSession, specs: Sequence[InputSpec], series: Mappi
         for path in files:
             other = names.setdefault(series_name(path), path)
             if other != path:
-                raise InputError(f"{other} and {path} would both be series {series_name(path)!r}: "
-                                 "rename one, or give series.id_column")
+                raise InputError(
+                    f"{other} and {path} would both be series {series_name(path)!r}: "
+                    "rename one, or give series.id_column"
+                )
     frames = []
     for number, path in enumerate(files):
         header = _header(path)
         missing = [c for c in needed if c not in header]
         if missing:
-            raise InputError(f"{path}: no column(s) {missing} in its header (it has {header}); "
-                             "set series.time_column / value_columns / id_column")
+            raise InputError(
+                f"{path}: no column(s) {missing} in its header (it has {header}); "
+                "set series.time_column / value_columns / id_column"
+            )
         rows = spark.read.option("header", True).option("inferSchema", False).csv(path)
-        ident = F.coalesce(F.trim(F.col(f"`{series['id_column']}`")), F.lit("")) if series["id_column"] \
+        ident = (
+            F.coalesce(F.trim(F.col(f"`{series['id_column']}`")), F.lit(""))
+            if series["id_column"]
             else F.lit(series_name(path))
-        frames.append(rows.select(ident.alias("series"), F.col(f"`{series['time_column']}`").alias("time"),
-                                  *(F.col(f"`{c}`").alias(f"v{n}") for n, c in enumerate(series["value_columns"])),
-                                  F.lit(number).alias("file_no"), F.monotonically_increasing_id().alias("row_no")))
+        )
+        frames.append(
+            rows.select(
+                ident.alias("series"),
+                F.col(f"`{series['time_column']}`").alias("time"),
+                *(F.col(f"`{c}`").alias(f"v{n}") for n, c in enumerate(series["value_columns"])),
+                F.lit(number).alias("file_no"),
+                F.monotonically_increasing_id().alias("row_no"),
+            )
+        )
     result = frames[0]
     for frame in frames[1:]:
         result = result.unionByName(frame)
@@ -114,25 +140,43 @@ def series_groups(rows: DataFrame, settings: SeriesSettings, features: int) -> D
         else:
             regular = regularize(frame["time"], frame[value_columns], settings.missing)
             counts = regular.counts
-            info["dropped"] = {r: counts[r] for r in (BAD_TIME, DUPLICATE_TIME, IRREGULAR_TIME, MISSING_VALUE)
-                               if counts[r]}
-            info.update({k: counts[k] for k in NOTES}, points=len(regular.values),
-                        step=str(regular.step) if regular.step else None,
-                        first=regular.times[0].isoformat() if len(regular.times) else None,
-                        last=regular.times[-1].isoformat() if len(regular.times) else None)
+            info["dropped"] = {
+                r: counts[r] for r in (BAD_TIME, DUPLICATE_TIME, IRREGULAR_TIME, MISSING_VALUE) if counts[r]
+            }
+            info.update(
+                {k: counts[k] for k in NOTES},
+                points=len(regular.values),
+                step=str(regular.step) if regular.step else None,
+                first=regular.times[0].isoformat() if len(regular.times) else None,
+                last=regular.times[-1].isoformat() if len(regular.times) else None,
+            )
             out = series_rows(regular, settings)
             if out:
                 valid, test = (r for r in out if r["split"] != "train")
-                info.update(kept=True, centre=test["centre"], spread=test["spread"],
-                            splits={"train": valid["origin"], "valid": settings.horizon, "test": settings.horizon},
-                            step_months=regular.step.months if regular.step else 0,
-                            step_seconds=regular.step.seconds if regular.step else 0)
+                info.update(
+                    kept=True,
+                    centre=test["centre"],
+                    spread=test["spread"],
+                    splits={"train": valid["origin"], "valid": settings.horizon, "test": settings.horizon},
+                    step_months=regular.step.months if regular.step else 0,
+                    step_seconds=regular.step.seconds if regular.step else 0,
+                )
             else:
                 used = len(frame) - sum(info["dropped"].values())
                 info["dropped"][TOO_SHORT] = used
                 info["too_short"] = f"{len(regular.values)} points, {settings.min_points()} needed"
-        empty = {"origin": None, "time": None, "inputs": None, "targets": None, "calendar": None, "before": None,
-                 "future": None, "centre": None, "spread": None, "mase_scale": None}
+        empty = {
+            "origin": None,
+            "time": None,
+            "inputs": None,
+            "targets": None,
+            "calendar": None,
+            "before": None,
+            "future": None,
+            "centre": None,
+            "spread": None,
+            "mase_scale": None,
+        }
         rows = [{"series": name, **r, "info": None} for r in out]
         rows.append({"series": name, "split": "series", **empty, "info": json.dumps(info)})
         return pd.DataFrame(rows, columns=["series", "split", *empty, "info"])
@@ -140,8 +184,9 @@ def series_groups(rows: DataFrame, settings: SeriesSettings, features: int) -> D
     return rows.groupBy("series").applyInPandas(one_series, ROW_SCHEMA)
 
 
-def preprocess_series(spark: SparkSession, cfg: Mapping[str, Any], output_dir: Path,
-                      log: Callable[[str], None] = print) -> dict[str, Any]:
+def preprocess_series(
+    spark: SparkSession, cfg: Mapping[str, Any], output_dir: Path, log: Callable[[str], None] = print
+) -> dict[str, Any]:
     """Run the series pipeline the resolved config ``cfg`` describes and publish it at
     ``output_dir`` (all or nothing); returns the manifest."""
     started = time.perf_counter()
@@ -156,13 +201,20 @@ def preprocess_series(spark: SparkSession, cfg: Mapping[str, Any], output_dir: P
             rows = rows.repartition(int(cfg["spark"]["partitions"]))
         out = series_groups(rows, settings, features).persist()
         try:
-            infos = sorted((json.loads(r["info"]) for r in out.where(F.col("split") == "series").select("info")
-                            .collect()), key=lambda i: i["series"])
+            infos = sorted(
+                (json.loads(r["info"]) for r in out.where(F.col("split") == "series").select("info").collect()),
+                key=lambda i: i["series"],
+            )
             kept_series = [i for i in infos if i["kept"]]
-            log(f"{len(infos)} series, {len(kept_series)} long enough for window {settings.window} "
-                f"and horizon {settings.horizon}")
-            data = (out.where(F.col("split") != "series").drop("info")
-                    .withColumn("shard", F.pmod(F.xxhash64(F.lit(int(cfg["seed"])), "series"), F.lit(shards)).cast("int")))
+            log(
+                f"{len(infos)} series, {len(kept_series)} long enough for window {settings.window} "
+                f"and horizon {settings.horizon}"
+            )
+            data = (
+                out.where(F.col("split") != "series")
+                .drop("info")
+                .withColumn("shard", F.pmod(F.xxhash64(F.lit(int(cfg["seed"])), "series"), F.lit(shards)).cast("int"))
+            )
             files = write_shards(data, tmp, shards, ["series", "origin"], lambda table: table)
         finally:
             out.unpersist()
@@ -183,39 +235,62 @@ def preprocess_series(spark: SparkSession, cfg: Mapping[str, Any], output_dir: P
             "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "inputs": [entry for spec in specs for entry in spec.describe()],
             "counts": {"read": read, "kept": read - sum(dropped.values()), "dropped": dropped, "notes": notes},
-            "series": {"count": len(infos), "kept": len(kept_series), "file": SERIES_FILE,
-                       "time_column": series_cfg["time_column"], "value_columns": list(series_cfg["value_columns"]),
-                       "id_column": series_cfg["id_column"], "steps": steps,
-                       "features": features, "calendar_features": settings.calendar_size,
-                       "settings": {"window": settings.window, "horizon": settings.horizon, "stride": settings.stride,
-                                    "season": settings.season, "calendar": settings.calendar,
-                                    "missing": settings.missing, **settings.scaling.to_dict()}},
+            "series": {
+                "count": len(infos),
+                "kept": len(kept_series),
+                "file": SERIES_FILE,
+                "time_column": series_cfg["time_column"],
+                "value_columns": list(series_cfg["value_columns"]),
+                "id_column": series_cfg["id_column"],
+                "steps": steps,
+                "features": features,
+                "calendar_features": settings.calendar_size,
+                "settings": {
+                    "window": settings.window,
+                    "horizon": settings.horizon,
+                    "stride": settings.stride,
+                    "season": settings.season,
+                    "calendar": settings.calendar,
+                    "missing": settings.missing,
+                    **settings.scaling.to_dict(),
+                },
+            },
             "splits": splits,
             "shards": shards,
             "config": dict(cfg),
             "seconds": round(time.perf_counter() - started, 2),
         }
         write_manifest(tmp, manifest)
-    log(f"wrote {len(kept_series)} series to {output_dir}: train {splits['train']['examples']} windows, "
-        f"valid {splits['valid']['examples']} and test {splits['test']['examples']} forecasts of {settings.horizon} steps")
+    log(
+        f"wrote {len(kept_series)} series to {output_dir}: train {splits['train']['examples']} windows, "
+        f"valid {splits['valid']['examples']} and test {splits['test']['examples']} forecasts "
+        f"of {settings.horizon} steps"
+    )
     return manifest
 
 
 def _write_series_table(path: Path, infos: Sequence[dict[str, Any]]) -> None:
     """``series.parquet``: one row per series with its counts, span, time step and scaling."""
+
     def column(key: str, default: Any = None) -> list[Any]:
         return [i.get(key, default) for i in infos]
 
-    table = pa.table({
-        "series": column("series"), "kept": column("kept"), "read": column("read"),
-        "dropped": [sum(i["dropped"].values()) for i in infos],
-        "points": column("points", 0), "first": column("first"), "last": column("last"), "step": column("step"),
-        "step_months": column("step_months", 0), "step_seconds": column("step_seconds", 0),
-        **{k: column(k, 0) for k in NOTES},
-        "train_points": [i.get("splits", {}).get("train", 0) for i in infos],
-        "centre": pa.array(column("centre"), pa.list_(pa.float64())),
-        "spread": pa.array(column("spread"), pa.list_(pa.float64())),
-    })
+    table = pa.table(
+        {
+            "series": column("series"),
+            "kept": column("kept"),
+            "read": column("read"),
+            "dropped": [sum(i["dropped"].values()) for i in infos],
+            "points": column("points", 0),
+            "first": column("first"),
+            "last": column("last"),
+            "step": column("step"),
+            "step_months": column("step_months", 0),
+            "step_seconds": column("step_seconds", 0),
+            **{k: column(k, 0) for k in NOTES},
+            "train_points": [i.get("splits", {}).get("train", 0) for i in infos],
+            "centre": pa.array(column("centre"), pa.list_(pa.float64())),
+            "spread": pa.array(column("spread"), pa.list_(pa.float64())),
+        }
+    )
     pq.write_table(table, path)
-
-

@@ -20,9 +20,11 @@ def assign_split(hash_column: Column, valid: float, test: float, fixed: Column |
     """``valid`` for the first ``valid`` fraction of hash buckets, then ``test``, else ``train``;
     a non-null ``fixed`` split wins."""
     bucket = F.pmod(hash_column, F.lit(_BUCKETS))
-    by_hash = (F.when(bucket < int(valid * _BUCKETS), F.lit("valid"))
-               .when(bucket < int((valid + test) * _BUCKETS), F.lit("test"))
-               .otherwise(F.lit("train")))
+    by_hash = (
+        F.when(bucket < int(valid * _BUCKETS), F.lit("valid"))
+        .when(bucket < int((valid + test) * _BUCKETS), F.lit("test"))
+        .otherwise(F.lit("train"))
+    )
     return by_hash if fixed is None else F.coalesce(fixed, by_hash)
 
 

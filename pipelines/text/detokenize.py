@@ -20,8 +20,13 @@ _QUOTES = frozenset("\"'")
 _HIGH_PUNCT = frozenset("!?;:")
 
 
-def restore(tokens: Sequence[str], placeholders: Mapping[str, Sequence[str]], source_tokens: Sequence[str],
-            alignment: Sequence[int], copy_unk: bool = False) -> list[str]:
+def restore(
+    tokens: Sequence[str],
+    placeholders: Mapping[str, Sequence[str]],
+    source_tokens: Sequence[str],
+    alignment: Sequence[int],
+    copy_unk: bool = False,
+) -> list[str]:
     """Replace the k-th ``[NUM]``/``[URL]`` of ``tokens`` with the k-th value the source had (the
     last one when the output has more; left as is when the source had none), and with
     ``copy_unk`` each ``[UNK]`` with the source token it attended to most."""

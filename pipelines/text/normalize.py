@@ -49,12 +49,21 @@ Ranges = tuple[tuple[int, int], ...]
 
 _CONTROL: Ranges = ((0x00, 0x1F), (0x7F, 0x9F))
 _SPACES: Ranges = (
-    (0x00A0, 0x00A0), (0x1680, 0x1680), (0x2000, 0x200A), (0x2028, 0x2029),
-    (0x202F, 0x202F), (0x205F, 0x205F), (0x3000, 0x3000),
+    (0x00A0, 0x00A0),
+    (0x1680, 0x1680),
+    (0x2000, 0x200A),
+    (0x2028, 0x2029),
+    (0x202F, 0x202F),
+    (0x205F, 0x205F),
+    (0x3000, 0x3000),
 )
 _REMOVED: Ranges = (
-    (0x00AD, 0x00AD), (0x200B, 0x200F), (0x202A, 0x202E), (0x2060, 0x2064),
-    (0x2066, 0x206F), (0xFEFF, 0xFEFF),
+    (0x00AD, 0x00AD),
+    (0x200B, 0x200F),
+    (0x202A, 0x202E),
+    (0x2060, 0x2064),
+    (0x2066, 0x206F),
+    (0xFEFF, 0xFEFF),
 )
 _APOSTROPHES = "\u2018\u2019\u201b\u02bc\u0060\u00b4\u2032\uff07"
 _DOUBLE_QUOTES = "\u201c\u201d\u201e\u201f"
@@ -64,11 +73,29 @@ URL_HINTS = ("://", "www.", "WWW.")
 
 # Characters split off as tokens of their own (the apostrophe is handled separately).
 _PUNCT: Ranges = (
-    (0x21, 0x26), (0x28, 0x2F), (0x3A, 0x40), (0x5B, 0x5F), (0x7B, 0x7E),
-    (0xA1, 0xA9), (0xAB, 0xAC), (0xAE, 0xB1), (0xB6, 0xB8), (0xBB, 0xBB), (0xBF, 0xBF),
-    (0xD7, 0xD7), (0xF7, 0xF7),
-    (0x2010, 0x2017), (0x201A, 0x201A), (0x201C, 0x2027), (0x2030, 0x2031), (0x2033, 0x205E),
-    (0x20A0, 0x20CF), (0x2190, 0x23FF), (0x2500, 0x27BF), (0x2E00, 0x2E7F), (0x3001, 0x303F),
+    (0x21, 0x26),
+    (0x28, 0x2F),
+    (0x3A, 0x40),
+    (0x5B, 0x5F),
+    (0x7B, 0x7E),
+    (0xA1, 0xA9),
+    (0xAB, 0xAC),
+    (0xAE, 0xB1),
+    (0xB6, 0xB8),
+    (0xBB, 0xBB),
+    (0xBF, 0xBF),
+    (0xD7, 0xD7),
+    (0xF7, 0xF7),
+    (0x2010, 0x2017),
+    (0x201A, 0x201A),
+    (0x201C, 0x2027),
+    (0x2030, 0x2031),
+    (0x2033, 0x205E),
+    (0x20A0, 0x20CF),
+    (0x2190, 0x23FF),
+    (0x2500, 0x27BF),
+    (0x2E00, 0x2E7F),
+    (0x3001, 0x303F),
     (0x1F000, 0x1FAFF),
 )
 
@@ -97,14 +124,25 @@ class NormalizeOptions:
                 raise ConfigError("normalize.unk_token needs normalize.tokenize=spaces (a corpus tokenized already)")
 
     @classmethod
-    def for_language(cls, lang: str, unicode_form: str = "NFKC", lowercase: bool = True,
-                     apostrophe: str = "auto", tokenize: str = "words", unk_token: str | None = None
-                     ) -> "NormalizeOptions":
+    def for_language(
+        cls,
+        lang: str,
+        unicode_form: str = "NFKC",
+        lowercase: bool = True,
+        apostrophe: str = "auto",
+        tokenize: str = "words",
+        unk_token: str | None = None,
+    ) -> "NormalizeOptions":
         """Options for ``lang``; ``apostrophe='auto'`` picks the elision style for French and kin."""
         if apostrophe == "auto":
             apostrophe = "left" if lang.lower().split("-")[0] in ELISION_LANGUAGES else "right"
-        return cls(unicode_form=unicode_form, lowercase=lowercase, apostrophe=apostrophe, tokenize=tokenize,
-                   unk_token=unk_token)
+        return cls(
+            unicode_form=unicode_form,
+            lowercase=lowercase,
+            apostrophe=apostrophe,
+            tokenize=tokenize,
+            unk_token=unk_token,
+        )
 
 
 def _char_table() -> dict[int, str]:
@@ -168,8 +206,9 @@ def patterns(java: bool) -> _Patterns:
     placeholder = r"\[(?:NUM|URL)\]"
     # The leading lookahead lets ordinary characters fail after two quick tests.
     start = _fast_class(_PUNCT, java, extra="'")
-    return _Patterns(url=url, num=num, punct=f"(?={start})(?:({placeholder}|{punct}|{edge_apostrophes})"
-                                            f"|({inner_apostrophe}))")
+    return _Patterns(
+        url=url, num=num, punct=f"(?={start})(?:({placeholder}|{punct}|{edge_apostrophes})|({inner_apostrophe}))"
+    )
 
 
 _PY = patterns(java=False)

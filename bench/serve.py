@@ -123,7 +123,7 @@ def main() -> None:
     import mlflow
 
     from jobs.common.checkpoint import BUNDLE_FILE, Bundle
-    from jobs.common.model_registry import log_translator
+    from jobs.common.model_registry import log_model
 
     sources = read_sources(args.sources)
     store = Path(tempfile.mkdtemp(prefix="rnnmt-bench-serve-"))
@@ -135,7 +135,7 @@ def main() -> None:
     file = Path(args.checkpoint)
     file = file / BUNDLE_FILE if file.is_dir() else file
     with mlflow.start_run():
-        model_uri = log_translator(mlflow, file, Bundle.load(file)).model_uri
+        model_uri = log_model(mlflow, file, Bundle.load(file)).model_uri
     port = free_port()
     server = subprocess.Popen(
         [

@@ -260,14 +260,15 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
                     f"stage.{stage.name}.output": str(stage.output),
                 }
             )
-        report = _report(records, config)
+        run_id = mlflow.active_run().info.run_id if config["mlflow"]["enabled"] else None
+        next_steps = _next_steps(mlflow, config, run_id, records)
+        report = _report(records, config, next_steps)
         write_atomically(work / "report.json", json.dumps(report, indent=2, default=str) + "\n")
         write_atomically(work / "report.md", _markdown(report))
         mlflow.log_artifact(str(work / "report.md"))
         mlflow.log_artifact(str(work / "report.json"))
         metrics = {k: v for k, v in report["scores"].items() if isinstance(v, (int, float))}
         mlflow.log_metrics(metrics)
-        run_id = mlflow.active_run().info.run_id if config["mlflow"]["enabled"] else None
     summary = {
         "mlflow_run_id": run_id,
         "tracking_uri": tracking_uri(config["mlflow"]) if run_id else None,
@@ -278,21 +279,29 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "report": str(work / "report.md"),
     }
     print(f"\nReport: {work / 'report.md'}")
-    if run_id:
-        experiment = mlflow.get_run(run_id).info.experiment_id
-        uri = tracking_uri(config["mlflow"])
-        if is_server(uri):
-            print(f"Browse the runs: {runs_page(uri, experiment)}")
-        else:
-            print(
-                f"Browse the runs: make ui   (or: mlflow ui --backend-store-uri {uri} --host 127.0.0.1 "
-                f"--port 5000), then open {runs_page('http://127.0.0.1:5000', experiment)}"
-            )
-        registry = records.get("translator", {}).get("summary", {}).get("registry")
-        if registry:
-            print(serve_hint(registry["name"], config["mlflow"]))
+    for step in next_steps:
+        print(step)
     print(json.dumps(summary))
     return summary
+
+
+def _next_steps(mlflow: Any, config: dict[str, Any], run_id: str | None, records: dict[str, Any]) -> list[str]:
+    """How to browse the runs and serve the champion (none without MLflow)."""
+    if not run_id:
+        return []
+    experiment = mlflow.get_run(run_id).info.experiment_id
+    uri = tracking_uri(config["mlflow"])
+    if is_server(uri):
+        steps = [f"Browse the runs: {runs_page(uri, experiment)}"]
+    else:
+        steps = [
+            f"Browse the runs: make ui   (or: mlflow ui --backend-store-uri {uri} --host 127.0.0.1 "
+            f"--port 5000), then open {runs_page('http://127.0.0.1:5000', experiment)}"
+        ]
+    registry = records.get("translator", {}).get("summary", {}).get("registry")
+    if registry:
+        steps.append(serve_hint(registry["name"], config["mlflow"]))
+    return steps
 
 
 def serve_hint(name: str, mlflow: dict[str, Any]) -> str:
@@ -306,8 +315,10 @@ def serve_hint(name: str, mlflow: dict[str, Any]) -> str:
     )
 
 
-def _report(records: dict[str, dict[str, Any]], config: dict[str, Any]) -> dict[str, Any]:
-    """What the pipeline produced: scores with their signatures, where the outputs are, which runs."""
+def _report(records: dict[str, dict[str, Any]], config: dict[str, Any], next_steps: list[str]) -> dict[str, Any]:
+    """What the pipeline produced: the headline scores, sample translations, the registry's decision,
+    word2vec's scores and neighbours, every score with its signature, where the outputs are, which
+    runs, and what to do next."""
     evaluation = records["evaluate"]["summary"]
     scores: dict[str, Any] = {}
     signature = None
@@ -317,40 +328,93 @@ def _report(records: dict[str, dict[str, Any]], config: dict[str, Any]) -> dict[
             signature = value["bleu_signature"]
     translator = records["translator"]["summary"]
     scores.update({"valid_bleu": translator["valid_bleu"], "best_epoch": translator["best_epoch"]})
+    word2vec = None
     if "word2vec" in records:
         w2v = records["word2vec"]["summary"]
         for group in ("analogy", "similarity"):
             for name, value in (w2v.get(group) or {}).items():
                 if isinstance(value, (int, float)):
                     scores[f"word2vec_{group}_{name}"] = value
+        evaluation_file = Path(records["word2vec"]["output"]) / "eval.json"
+        if evaluation_file.is_file():
+            word2vec = json.loads(evaluation_file.read_text(encoding="utf-8"))
     if "lm" in records:
         scores["lm_valid_perplexity"] = records["lm"]["summary"]["valid_perplexity"]
     corpus = records["corpus"]["summary"]
     return {
         "scores": scores,
         "bleu_signature": signature,
+        "test_sets": {k: v for k, v in evaluation.items() if isinstance(v, dict) and "bleu" in v},
+        "samples": translator.get("samples", []),
+        "registry": translator.get("registry"),
+        "word2vec": word2vec,
         "corpus": {k: corpus[k] for k in ("read", "kept", "splits")},
         "outputs": {name: r["output"] for name, r in records.items() if name != "evaluate"},
         "runs": {name: {"mlflow_run_id": r["mlflow_run_id"], "reused": r["reused"]} for name, r in records.items()},
         "tracking_uri": tracking_uri(config["mlflow"]) if config["mlflow"]["enabled"] else None,
+        "next_steps": next_steps,
     }
 
 
-def _markdown(report: dict[str, Any]) -> str:
-    lines = ["# rnnmt pipeline report", "", "| score | value |", "| --- | ---: |"]
+def _markdown(report: dict[str, Any], samples: int = 5, neighbours: int = 6) -> str:
+    """The report for a reader: what came out first, then the details."""
+    lines = ["# rnnmt pipeline report", ""]
+    sets = report["test_sets"]
+    greedy = next((v for k, v in sets.items() if k.endswith("_greedy")), None)
+    beam = next(((k, v) for k, v in sets.items() if not k.endswith("_greedy")), None)
+    if beam and greedy:
+        lines.append(
+            f"**Translator: test BLEU {beam[1]['bleu']:.1f} with {beam[0].rsplit('_', 1)[1].replace('beam', 'beam ')}, "
+            f"{greedy['bleu']:.1f} greedy** (chrF {beam[1]['chrf']:.1f} and {greedy['chrf']:.1f}), on the test "
+            f"split; validation BLEU {report['scores']['valid_bleu']:.1f} (greedy) at epoch "
+            f"{report['scores']['best_epoch']}."
+        )
+    registry = report["registry"]
+    if registry:
+        verdict = (
+            "is the new champion"
+            if registry["champion"]
+            else f"is not the champion (version {registry['champion_version']} stays)"
+        )
+        lines += ["", f"Registry: `{registry['name']}` version {registry['version']} {verdict}: {registry['reason']}."]
+    if report["samples"]:
+        lines += ["", "## Sample translations", "", "Validation sentences, decoded greedily by the best model:", ""]
+        lines += ["| source | reference | translation |", "| --- | --- | --- |"]
+        for sample in report["samples"][:samples]:
+            cells = (sample[k].replace("|", "\\|") for k in ("source", "reference", "translation"))
+            lines.append("| " + " | ".join(cells) + " |")
+    word2vec = report["word2vec"]
+    if word2vec:
+        lines += ["", "## word2vec", ""]
+        similarity, analogy = word2vec.get("similarity") or {}, word2vec.get("analogy") or {}
+        if "spearman" in similarity:
+            lines.append(
+                f"WordSim-353 Spearman {similarity['spearman']:.3f} ({similarity['covered']} of "
+                f"{similarity['pairs']} pairs covered); analogy accuracy {100 * analogy.get('accuracy', 0):.1f}%."
+            )
+        if word2vec.get("neighbours"):
+            lines += ["", "Nearest neighbours (cosine):", ""]
+            for word, near in word2vec["neighbours"].items():
+                lines.append(f"- **{word}**: " + ", ".join(w for w, _ in near[:neighbours]))
+    lines += ["", "## Scores", "", "| score | value |", "| --- | ---: |"]
     lines += [f"| {k} | {v:.4g} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in report["scores"].items()]
+    splits = ", ".join(f"{name} {count:,}" for name, count in report["corpus"]["splits"].items())
     lines += [
         "",
         f"BLEU signature: `{report['bleu_signature']}`",
         "",
-        f"Corpus: {report['corpus']['read']} pairs read, {report['corpus']['kept']} kept, splits "
-        f"{report['corpus']['splits']}",
+        f"Corpus: {report['corpus']['read']:,} pairs read, {report['corpus']['kept']:,} kept ({splits}).",
+        "",
+        "## Stages",
         "",
         "| stage | output | MLflow run | reused |",
         "| --- | --- | --- | --- |",
     ]
     for name, run in report["runs"].items():
-        lines.append(f"| {name} | {report['outputs'].get(name, '')} | {run['mlflow_run_id']} | {run['reused']} |")
+        reused = "yes" if run["reused"] else "no"
+        lines.append(f"| {name} | {report['outputs'].get(name, '')} | {run['mlflow_run_id'] or ''} | {reused} |")
+    if report["next_steps"]:
+        lines += ["", "## Next", ""] + [f"- {step}" for step in report["next_steps"]]
     lines += ["", f"Tracking URI: {report['tracking_uri']}", ""]
     return "\n".join(lines)
 

@@ -26,7 +26,7 @@ from jobs.common import cli
 from jobs.common.classifier_checkpoint import CLASSIFIER_FILE, ClassifierBundle
 from jobs.common.collectives import worker_log
 from jobs.common.driver import Trainer, train
-from jobs.common.model_registry import ACCURACY, TestMetric, arrays_digest, log_classifier
+from jobs.common.model_registry import ACCURACY, TestMetric, arrays_digest
 from jobs.common.training_loop import Family, check_train_settings
 from pipelines.contract.errors import ConfigError, ManifestError, check_integer
 from pipelines.contract.labelled_shards import Labelled, read_labelled
@@ -265,9 +265,6 @@ class ClassifierTrainer(Trainer):
         )
         if data is not None and self.config["mlflow"]["enabled"]:
             self.mlflow.log_figure(confusion_figure(data.labels, predicted, names), "confusion_matrix.png")
-
-    def log_model(self, checkpoint: Path, bundle: ClassifierBundle, step: int) -> Any:
-        return log_classifier(self.mlflow, checkpoint, step=step)
 
     def test_metric(self, bundle: ClassifierBundle) -> TestMetric:
         return ACCURACY

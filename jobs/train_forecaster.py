@@ -29,7 +29,7 @@ import torch
 from jobs.common import cli
 from jobs.common.driver import Trainer, train
 from jobs.common.forecaster_checkpoint import FORECASTER_FILE, ForecasterBundle, forecast_rows
-from jobs.common.model_registry import RMSE, TestMetric, arrays_digest, log_forecaster
+from jobs.common.model_registry import RMSE, TestMetric, arrays_digest
 from jobs.common.training_loop import Family, check_train_settings
 from pipelines.contract.atomic import write_atomically
 from pipelines.contract.errors import ConfigError, ManifestError, check_integer
@@ -243,9 +243,6 @@ class ForecasterTrainer(Trainer):
 
     def summary_extras(self, bundle: ForecasterBundle) -> dict[str, Any]:
         return {"series": len(self.kept)}
-
-    def log_model(self, checkpoint: Path, bundle: ForecasterBundle, step: int) -> Any:
-        return log_forecaster(self.mlflow, checkpoint, bundle, step=step)
 
     def test_metric(self, bundle: ForecasterBundle) -> TestMetric:
         return RMSE

@@ -28,7 +28,7 @@ from jobs.common import cli
 from jobs.common.collectives import worker_log
 from jobs.common.driver import Trainer, train
 from jobs.common.lm_checkpoint import LM_FILE, LMBundle
-from jobs.common.model_registry import PERPLEXITY, TestMetric, arrays_digest, log_language_model
+from jobs.common.model_registry import PERPLEXITY, TestMetric, arrays_digest
 from jobs.common.tracking import MetricsLog
 from jobs.common.training_loop import Family, check_train_settings
 from pipelines.contract.errors import ConfigError, ManifestError, check_integer
@@ -126,8 +126,8 @@ class LanguageModelFamily(Family):
                 "", v["sample_tokens"], sampling, v["samples"], self.config["seed"] + epoch, device=self.device
             ).texts
             if self.texts is not None:
-                self.texts.client.log_text(self.texts.run_id, "\n\n".join(texts), f"samples/epoch-{epoch:03d}.txt")
-            worker_log(f"epoch {epoch} sample: {texts[0][:300]!r}")
+                self.texts.client.log_text(self.texts.run_id, "\n\n".join(texts), f"samples/epoch-{epoch + 1:03d}.txt")
+            worker_log(f"epoch {epoch + 1} sample: {texts[0][:300]!r}")
         return metrics
 
     def describe(self, metrics: dict[str, Any]) -> str:
@@ -205,9 +205,6 @@ class LanguageModelTrainer(Trainer):
 
     def log_extras(self, bundle: LMBundle, test: dict[str, Any]) -> None:
         self.mlflow.log_text("\n\n".join(self.samples), "samples/best.txt")
-
-    def log_model(self, checkpoint: Path, bundle: LMBundle, step: int) -> Any:
-        return log_language_model(self.mlflow, checkpoint, bundle, step=step)
 
     def test_metric(self, bundle: LMBundle) -> TestMetric:
         return PERPLEXITY

@@ -26,7 +26,7 @@ from jobs.common import cli, ray_train
 from jobs.common.checkpoint import BUNDLE_FILE, Bundle, average_states
 from jobs.common.collectives import worker_log
 from jobs.common.driver import Trainer, train
-from jobs.common.model_registry import TestMetric, beam_bleu, log_translator, pairs_digest
+from jobs.common.model_registry import TestMetric, beam_bleu, pairs_digest
 from jobs.common.reports import attention_heatmaps
 from jobs.common.torch_files import load_checked
 from jobs.common.tracking import tracking_uri
@@ -413,7 +413,16 @@ class TranslatorTrainer(Trainer):
         self.plots = attention_heatmaps(bundle, self.translations, self.valid.src_text, v["heatmaps"], directory)
 
     def summary_extras(self, bundle: Bundle) -> dict[str, Any]:
-        extras: dict[str, Any] = {"bleu_signature": bundle.info["bleu_signature"]}
+        v = self.config["valid"]
+        extras: dict[str, Any] = {
+            "bleu_signature": bundle.info["bleu_signature"],
+            "samples": [
+                {"source": source, "reference": reference, "translation": translation.text}
+                for source, reference, translation in zip(
+                    self.valid.src_text[: v["samples"]], self.valid.tgt_text[: v["samples"]], self.translations
+                )
+            ],
+        }
         if self.averaged:
             extras["averaging"] = {k: v for k, v in self.averaged.items() if k != "metrics"}
         return extras
@@ -433,9 +442,6 @@ class TranslatorTrainer(Trainer):
         )
         for plot in self.plots:
             mlflow.log_artifact(str(self.output_dir / plot.name), "attention")
-
-    def log_model(self, checkpoint: Path, bundle: Bundle, step: int) -> Any:
-        return log_translator(self.mlflow, checkpoint, bundle, step=step)
 
     def test_metric(self, bundle: Bundle) -> TestMetric:
         return beam_bleu(self.decode.beam)

@@ -18,7 +18,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from local_cluster import free_port
+
+from jobs.local_cluster import free_port
 
 # what test modules import from here (free_port is the cluster helper's, the tests' one)
 __all__ = ["DATA", "PROJECT", "free_port", "get_json", "wait_for_server"]

@@ -50,3 +50,34 @@ def test_old_forecaster_forecasts_as_before():
     bundle = ForecasterBundle.load(LEGACY)
     table, _ = bundle.forecast_frame(_make_legacy().SERIES, 3, "series.csv")
     assert table["value"].tolist() == pytest.approx(EXPECTED["forecaster"], rel=1e-9)
+
+
+# MLflow models logged by the same code (each family's pyfunc model, saved by make_legacy's companion
+# step: tests/data/legacy/mlflow/<family>): what a registry holds from before the change. Their
+# code is the copy saved with them, which imports rnnmt's modules by name.
+def _pyfunc(family: str):
+    import mlflow
+
+    return mlflow.pyfunc.load_model(str(LEGACY / "mlflow" / family))
+
+
+def test_old_logged_translator_still_translates():
+    assert _pyfunc("translator").predict(_make_legacy().TEXTS) == EXPECTED["translator"]
+
+
+def test_old_logged_language_model_still_generates():
+    texts = _pyfunc("lm").predict(["the cat"], params={"tokens": 6, "seed": 3})
+    assert len(texts) == 1 and isinstance(texts[0], str)
+    bundle = LMBundle.load(LEGACY)
+    assert texts == [bundle.generate("the cat", 6, bundle.sample_settings(), 1, seed=3).texts[0]]
+
+
+def test_old_logged_classifier_still_classifies():
+    predictions = _pyfunc("classifier").predict(_make_legacy().TEXTS)
+    for prediction, expected in zip(predictions, EXPECTED["classifier"], strict=True):
+        assert dict(prediction)["probabilities"] == pytest.approx(expected, abs=1e-6)
+
+
+def test_old_logged_forecaster_still_forecasts():
+    table = _pyfunc("forecaster").predict(_make_legacy().SERIES, params={"steps": 3})
+    assert table["value"].tolist() == pytest.approx(EXPECTED["forecaster"], rel=1e-9)

@@ -1,4 +1,4 @@
-"""The multi-node path on one machine (``tests/local_cluster.py``): the pipeline on a Ray head and
+"""The multi-node path on one machine (``jobs/local_cluster.py``): the pipeline on a Ray head and
 two Ray worker nodes, a Spark standalone master and workers and an MLflow server, checked through
 the servers' own APIs only, and its champion served from the registry; the classifier and the
 forecaster from preprocessing to prediction on the same cluster; an in-process Ray beside
@@ -20,7 +20,6 @@ import uuid
 from pathlib import Path
 
 import pytest
-from local_cluster import BIN, LocalCluster
 from ray.job_submission import JobStatus, JobSubmissionClient
 from test_model_registry import _wait_for as wait_until_ok
 from test_model_registry import post as post_json
@@ -28,6 +27,7 @@ from test_model_registry import post as post_json
 from conftest import PROJECT, free_port, get_json
 from jobs.common.checkpoint import Bundle
 from jobs.common.translation import translate
+from jobs.local_cluster import BIN, LocalCluster
 
 pytestmark = pytest.mark.slow
 
@@ -137,7 +137,7 @@ def test_pipeline_submitted_runs_across_the_nodes(cluster, tmp_path):
     assert "report.md" in {f["path"] for f in report["files"]}
     translator = names["pipeline-translator"]["run_id"]
     history = _mlflow(cluster, "metrics/get-history", run_id=translator, metric_key="valid_loss")["metrics"]
-    assert sorted(m["step"] for m in history) == [0, 1]  # each epoch once
+    assert sorted(m["step"] for m in history) == [1, 2]  # each epoch once
     champion = _mlflow(cluster, "registered-models/alias", name="rnnmt-translator", alias="champion")
     assert champion["model_version"]["run_id"] == translator
     stored = cluster.root / "mlflow" / "artifacts" / experiment["experiment_id"]
@@ -304,11 +304,11 @@ def _epochs_logged(cluster: LocalCluster, run_name: str) -> list[int]:
     )
 
 
-def _train_until_epoch_0(
+def _train_until_epoch_1(
     cluster: LocalCluster, data_dir: Path, tmp_path: Path, name: str, *settings: str
 ) -> subprocess.Popen:
     """A small translator training on the cluster (run ``name``, 3 epochs, ``settings`` on top),
-    returned once MLflow holds its epoch 0."""
+    returned once MLflow holds its epoch 1."""
     command = [
         sys.executable,
         "-m",
@@ -345,17 +345,17 @@ def _train_until_epoch_0(
         if job.poll() is not None or time.monotonic() > deadline:
             if job.poll() is None:
                 os.killpg(job.pid, signal.SIGKILL)
-            pytest.fail(f"epoch 0 of {name} was not logged:\n{job.communicate()[0][-3000:]}")
+            pytest.fail(f"epoch 1 of {name} was not logged:\n{job.communicate()[0][-3000:]}")
         time.sleep(0.5)
     return job
 
 
 def test_a_node_lost_mid_training_restarts_the_run_on_the_others(cluster, sample_pairs_data, tmp_path):
-    """The raylet of a node holding one of the translator's 2 workers is killed after epoch 0: with
+    """The raylet of a node holding one of the translator's 2 workers is killed after epoch 1: with
     max_failures=1 Ray Train restarts the whole worker group (fixed size) on the nodes left, from
     its latest checkpoint, and the run finishes with each epoch logged once."""
     name = "lost-node"
-    job = _train_until_epoch_0(
+    job = _train_until_epoch_1(
         cluster, sample_pairs_data, tmp_path, name, "train.num_workers=2", "train.max_failures=1"
     )
     try:
@@ -369,9 +369,9 @@ def test_a_node_lost_mid_training_restarts_the_run_on_the_others(cluster, sample
             os.killpg(job.pid, signal.SIGKILL)
     try:
         assert job.returncode == 0, out[-4000:]
-        # one restart, from the last checkpoint persisted before Ray noticed the node gone (epoch 0 or 1)
+        # one restart, from the last checkpoint persisted before Ray noticed the node gone (epoch 1 or 2)
         assert out.count("resumed from the checkpoint after epoch") == 1, out[-4000:]
-        assert _epochs_logged(cluster, name) == [0, 1, 2]
+        assert _epochs_logged(cluster, name) == [1, 2, 3]
         run = _train_run(cluster, name)
         assert run["status"] == "FINISHED" and len(run["attempts"]) == 2
         last = {w["node_id"] for w in run["attempts"][-1]["workers"]}
@@ -443,11 +443,11 @@ def test_a_spark_worker_lost_mid_preprocessing_changes_no_byte(cluster, tmp_path
 
 
 def test_the_tracking_server_away_for_a_while_loses_and_repeats_nothing(cluster, sample_pairs_data, tmp_path):
-    """The MLflow server stopped after epoch 0 and started again seconds later (on the same store):
+    """The MLflow server stopped after epoch 1 and started again seconds later (on the same store):
     the workers' logging waits through MLflow's retries, training goes on, and the run holds
     every epoch and every progress step once."""
     name = "server-away"
-    job = _train_until_epoch_0(
+    job = _train_until_epoch_1(
         cluster, sample_pairs_data, tmp_path, name, "train.num_workers=1", "train.report_seconds=1"
     )
     try:
@@ -460,7 +460,7 @@ def test_the_tracking_server_away_for_a_while_loses_and_repeats_nothing(cluster,
         if job.poll() is None:
             os.killpg(job.pid, signal.SIGKILL)
     assert job.returncode == 0, out[-4000:]
-    assert _epochs_logged(cluster, name) == [0, 1, 2]
+    assert _epochs_logged(cluster, name) == [1, 2, 3]
     experiment = _mlflow(cluster, "experiments/get-by-name", experiment_name=EXPERIMENT)["experiment"]
     (run,) = get_json(
         f"{cluster.tracking_uri}/api/2.0/mlflow/runs/search",

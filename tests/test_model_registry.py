@@ -23,7 +23,7 @@ from test_translate import _original
 
 from conftest import free_port
 from jobs.common.checkpoint import BUNDLE_FILE, Bundle
-from jobs.common.model_registry import CHAMPION, PERPLEXITY, beam_bleu, log_translator, pairs_digest, register
+from jobs.common.model_registry import CHAMPION, PERPLEXITY, beam_bleu, log_model, pairs_digest, register
 from jobs.common.translation import translate
 from rnn_models.search import DecodeSettings
 
@@ -49,7 +49,7 @@ def _log(store) -> str:
     """Log the store's translator in the active run, or a new one."""
     root, _ = store
     with mlflow.start_run(nested=mlflow.active_run() is not None):
-        return log_translator(mlflow, root / BUNDLE_FILE, Bundle.load(root)).model_uri
+        return log_model(mlflow, root / BUNDLE_FILE, Bundle.load(root)).model_uri
 
 
 def test_logged_model_translates_text_as_jobs_translate_does(store):

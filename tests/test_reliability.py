@@ -105,7 +105,7 @@ def test_killed_worker_restarts_from_its_checkpoint(tmp_path, sample_pairs_data)
         (worker,) = _train_workers(job)
         time.sleep(0.5)  # into epoch 1
         worker.kill()
-        # Ray Train starts a new worker process, which goes on from the checkpoint of epoch 0
+        # Ray Train starts a new worker process, which goes on from the checkpoint of epoch 1
         deadline = time.monotonic() + 300
         while not [w for w in _train_workers(job) if w.pid != worker.pid]:
             assert job.poll() is None, "the job ended without starting a new worker"
@@ -116,11 +116,11 @@ def test_killed_worker_restarts_from_its_checkpoint(tmp_path, sample_pairs_data)
         if job.poll() is None:
             os.killpg(job.pid, signal.SIGKILL)
     assert job.returncode == 0, out[-3000:]
-    assert out.count("resumed from the checkpoint after epoch 0") == 1, out[-3000:]
+    assert out.count("resumed from the checkpoint after epoch 1") == 1, out[-3000:]
     run = _runs(client)["translator"]
     assert run.info.status == "FINISHED"
     steps = [m.step for m in client.get_metric_history(run.info.run_id, "valid_bleu")]
-    assert steps == [0, 1, 2]  # each epoch once: epoch 0 was not trained or logged again
+    assert steps == [1, 2, 3]  # each epoch once: epoch 1 was not trained or logged again
     progress = [m.step for m in client.get_metric_history(run.info.run_id, "train_loss")]
     assert len(progress) > 3 and progress == sorted(set(progress))  # the steps redone after the restart: once
     assert (tmp_path / "out/best/translator.pt").is_file()
@@ -181,8 +181,8 @@ def test_a_corrupt_latest_checkpoint_resumes_from_the_one_before(tmp_path, toy_p
     out, _ = job.communicate(timeout=600)
     assert job.returncode == 0, out[-3000:]
     assert f"{state} is truncated or corrupt" in out, out[-3000:]
-    assert out.count("resumed from the checkpoint after epoch 0") == 1, out[-3000:]
+    assert out.count("resumed from the checkpoint after epoch 1") == 1, out[-3000:]
     experiment = client.get_experiment_by_name("test-reliability").experiment_id
     first, rerun = client.search_runs([experiment], order_by=["attributes.start_time ASC"])
-    assert [m.step for m in client.get_metric_history(rerun.info.run_id, "valid_bleu")] == [1, 2]
+    assert [m.step for m in client.get_metric_history(rerun.info.run_id, "valid_bleu")] == [2, 3]
     assert rerun.info.status == "FINISHED"

@@ -95,7 +95,7 @@ def test_two_workers_learn_sentiment_resume_and_classify(tmp_path, sentiment, ra
     (run,) = client.search_runs([experiment])
     assert run.info.status == "FINISHED"
     accuracy = client.get_metric_history(run.info.run_id, "valid_accuracy")
-    assert [m.step for m in accuracy] == [0, 1, 2, 3]
+    assert [m.step for m in accuracy] == [1, 2, 3, 4]  # epochs count from 1
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"confusion_matrix.png", "misclassified.jsonl", "best", "config.yaml"} <= artifacts
     # the logged model carries the metrics of the model it holds (the best epoch's), and its test scores, once each
@@ -119,7 +119,7 @@ def test_two_workers_learn_sentiment_resume_and_classify(tmp_path, sentiment, ra
     )
     assert again["epochs"] == 5
     (_, rerun) = client.search_runs([experiment], order_by=["attributes.start_time ASC"])
-    assert [m.step for m in client.get_metric_history(rerun.info.run_id, "valid_accuracy")] == [4]
+    assert [m.step for m in client.get_metric_history(rerun.info.run_id, "valid_accuracy")] == [5]
     # version 2 takes the alias only with a higher accuracy on the same test examples
     decision = again["registry"]
     assert decision["version"] == 2 and decision["previous_champion_accuracy"] == pytest.approx(

@@ -84,7 +84,7 @@ def test_two_workers_train_resume_and_evaluate(tmp_path, data_dir, ray_local, ca
     assert dataset.name == data_dir.name and json.loads(dataset.source) == {"uri": str(data_dir / "manifest.json")}
     assert dataset.digest == hashlib.sha256((data_dir / "manifest.json").read_bytes()).hexdigest()[:16]
     bleu = client.get_metric_history(run.info.run_id, "valid_bleu")
-    assert [m.step for m in bleu] == [0, 1]
+    assert [m.step for m in bleu] == [1, 2]  # epochs count from 1
     valid_loss = [m.value for m in client.get_metric_history(run.info.run_id, "valid_loss")]
     assert valid_loss[1] < valid_loss[0] - 0.05, valid_loss  # it learns
     train_loss = [m.value for m in client.get_metric_history(run.info.run_id, "train_loss")]
@@ -116,7 +116,7 @@ def test_two_workers_train_resume_and_evaluate(tmp_path, data_dir, ray_local, ca
         )
     )
     (_, rerun) = client.search_runs([experiment], order_by=["attributes.start_time ASC"])
-    assert [m.step for m in client.get_metric_history(rerun.info.run_id, "valid_bleu")] == [2]
+    assert [m.step for m in client.get_metric_history(rerun.info.run_id, "valid_bleu")] == [3]
     # the resumed run goes on from the trained weights: its first loss continues the curve, far
     # below where the first run started (a model restored wrongly would start over near there)
     resumed = [m.value for m in client.get_metric_history(rerun.info.run_id, "train_loss")]
@@ -125,12 +125,12 @@ def test_two_workers_train_resume_and_evaluate(tmp_path, data_dir, ray_local, ca
     assert again["epochs"] == 3
     # the last two epochs averaged and validated; published as best only if it validates better
     averaging = again["averaging"]
-    assert averaging["epochs"] == [1, 2]
+    assert averaging["epochs"] == [2, 3]  # epochs count from 1
     assert averaging["published"] == (averaging["valid_bleu_averaged"] > averaging["valid_bleu_best_epoch"])
     assert ("averaged_epochs" in Bundle.load(out / "best").info) == averaging["published"]
     # both candidates are kept; best/ is the one published
     kept = {name: Bundle.load(out / name) for name in ("best", "best_epoch", "averaged")}
-    assert kept["averaged"].info["averaged_epochs"] == [1, 2] and "averaged_epochs" not in kept["best_epoch"].info
+    assert kept["averaged"].info["averaged_epochs"] == [2, 3] and "averaged_epochs" not in kept["best_epoch"].info
     assert kept["averaged"].info["valid_bleu"] == averaging["valid_bleu_averaged"]
     assert kept["best_epoch"].info["valid_bleu"] == averaging["valid_bleu_best_epoch"]
     published = kept["averaged" if averaging["published"] else "best_epoch"].model.state_dict()

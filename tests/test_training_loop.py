@@ -103,7 +103,7 @@ def test_early_stopping_after_exactly_patience_bad_validations():
     family = Regression(_config(), scores)
     progress = _loop(family, _config(patience=3, epochs=8), reports).fit()
     assert family.validated == [0, 1, 2, 3, 4]
-    assert progress.epoch == 5 and progress.best_epoch == 1 and progress.bad_validations == 3
+    assert progress.epoch == 5 and progress.best_epoch == 2 and progress.bad_validations == 3
     assert [m["stopped_early"] for m, _ in reports] == [False] * 4 + [True]
     # no patience: every epoch runs
     family = Regression(_config(), scores)
@@ -135,11 +135,11 @@ def test_the_best_model_by_the_familys_metric_and_direction(family_type, best_ep
 
     family.validate = validate
     progress = loop.fit()
-    assert progress.best_epoch == best_epoch and progress.best_score == scores[best_epoch]
+    assert progress.best_epoch == best_epoch + 1 and progress.best_score == scores[best_epoch]  # counted from 1
     best = reports[-1][1][BEST_FILE]
-    assert best["metrics"]["epoch"] == best_epoch
+    assert best["metrics"]["epoch"] == best_epoch + 1
     assert all(torch.equal(best["model"][k], weights[best_epoch][k]) for k in best["model"])
-    assert [m["best_epoch"] for m, _ in reports] == [0, 1, 1, 1, 1] if best_epoch == 1 else [0, 0, 0, 3, 3]
+    assert [m["best_epoch"] for m, _ in reports] == ([1, 2, 2, 2, 2] if best_epoch == 1 else [1, 1, 1, 4, 4])
 
 
 def _epoch_lrs(family: Regression, config: dict[str, Any]) -> list[float]:
@@ -172,7 +172,7 @@ def test_validation_every_n_epochs_and_after_the_last():
     family = Regression(config)
     reports: list = []
     _loop(family, config, reports).fit()
-    assert family.validated == [1, 3, 4] and [m["epoch"] for m, _ in reports] == [1, 3, 4]
+    assert family.validated == [1, 3, 4] and [m["epoch"] for m, _ in reports] == [2, 4, 5]
 
 
 def _save(files: dict[str, Any], directory: Path) -> None:
@@ -203,7 +203,7 @@ def test_a_resumed_run_ends_exactly_as_an_uninterrupted_one(tmp_path, stop_after
 
     def crash_after(metrics, files):
         _save(files, tmp_path / "checkpoint")
-        if metrics["epoch"] == stop_after:
+        if metrics["epoch"] == stop_after + 1:
             raise Crash
 
     torch.manual_seed(999)  # whatever state the process is in when the run starts again

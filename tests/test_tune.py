@@ -87,11 +87,11 @@ def test_asha_search_logs_trials_and_its_best_config_trains(tmp_path, data_dir, 
     assert len(trials) == 3
     for trial in trials:  # ASHA may stop a trial after its first epoch: KILLED, never left RUNNING
         epochs = [m.step for m in client.get_metric_history(trial.info.run_id, "valid_loss")]
-        assert trial.info.status == ("FINISHED" if epochs == [0, 1] else "KILLED"), (trial.info.status, epochs)
-        assert epochs in ([0], [0, 1]) and trial.data.params["model.embedding_size"] == "16"
+        assert trial.info.status == ("FINISHED" if epochs == [1, 2] else "KILLED"), (trial.info.status, epochs)
+        assert epochs in ([1], [1, 2]) and trial.data.params["model.embedding_size"] == "16"
     (worst,) = [t for t in trials if float(t.data.params["train.lr"]) < 1e-6]
     assert worst.info.status == "KILLED"  # stopped by ASHA after its first epoch
-    assert [m.step for m in client.get_metric_history(worst.info.run_id, "valid_loss")] == [0]
+    assert [m.step for m in client.get_metric_history(worst.info.run_id, "valid_loss")] == [1]
     results = json.loads((tmp_path / "out/results.json").read_text())
     assert min(t["valid_loss"] for t in results) == summary["best_valid_loss"]
     assert summary["best_params"]["train.lr"] != 0.00000001

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from jobs.common.torch_files import check_file
+from jobs.common.bundle import ModelBundle
 from pipelines.contract.errors import CheckpointError
 from pipelines.contract.pieces import Codec, PieceModel
 from pipelines.contract.vocab import GivenVocab, Vocab
@@ -25,9 +25,14 @@ BUNDLE_FILE = "translator.pt"
 
 
 @dataclass
-class Bundle:
+class Bundle(ModelBundle):
     """A translator, its vocabularies (with their piece models for subwords) and the source
     normalization it was trained with."""
+
+    file_name, artifact, what, registry_name = BUNDLE_FILE, "translator", "translator", "rnnmt-translator"
+    pyfunc_code = "translator_model.py"
+    request_params = ("beam", "alpha", "unk", "nbest", "max_tokens")  # the DecodeSettings a request may set
+    required = frozenset({"settings", "model", "src_tokens", "tgt_tokens"})
 
     model: Translator | Ensemble  # an Ensemble only from Bundle.ensemble (translates, is not saved)
     src_tokens: list[str]
@@ -70,30 +75,28 @@ class Bundle:
         """Target ids -> tokens."""
         return Codec(self.tgt_tokens, PieceModel(self.tgt_pieces) if self.tgt_pieces else None)
 
-    def state(self, model_state: dict[str, torch.Tensor] | None = None) -> dict[str, Any]:
-        """Everything ``load`` needs, as plain data and tensors (loadable with weights_only=True)."""
+    def contents(self) -> dict[str, Any]:
         return {
-            "settings": self.model.settings.to_dict(),
-            "model": model_state if model_state is not None else self.model.state_dict(),
             "src_tokens": self.src_tokens,
             "tgt_tokens": self.tgt_tokens,
             "src_options": vars(self.src_options),
             "src_lang": self.src_lang,
             "tgt_lang": self.tgt_lang,
             "tgt_lowercase": self.tgt_lowercase,
-            "info": self.info,
             "src_pieces": self.src_pieces,
             "tgt_pieces": self.tgt_pieces,
         }
 
-    def save(self, path: Path, model_state: dict[str, torch.Tensor] | None = None) -> None:
-        torch.save(self.state(model_state), path)
+    def serving(self) -> dict[str, Any]:
+        """Sentences in; the request parameters default to the model's decode settings."""
+        decode = self.decode_settings().to_dict()
+        return {
+            "input_example": (["I like cats.", "Where is the station?"], {k: decode[k] for k in self.request_params})
+        }
 
     @classmethod
     def from_state(cls, state: dict[str, Any], device: torch.device | str = "cpu") -> "Bundle":
-        model = Translator(TranslatorSettings.from_dict(state["settings"]))
-        model.load_state_dict(state["model"])
-        model.to(device).eval()
+        model = cls.restore_model(lambda settings: Translator(TranslatorSettings.from_dict(settings)), state, device)
         return cls(
             model,
             list(state["src_tokens"]),
@@ -112,15 +115,7 @@ class Bundle:
         """From a ``translator.pt`` file, a directory holding one (a training output's ``best/``, or
         an MLflow model's directory), or an MLflow URI: ``runs:/RUN_ID/best``, ``models:/NAME@ALIAS``,
         ``models:/NAME/VERSION``, fetched from ``tracking_uri`` (default: the project's)."""
-        state = load_state(
-            path,
-            BUNDLE_FILE,
-            "translator",
-            {"settings", "model", "src_tokens", "tgt_tokens"},
-            tracking_uri,
-            "models:/rnnmt-translator@champion",
-        )
-        return cls.from_state(state, device)
+        return cls.from_state(cls.read_state(path, tracking_uri), device)
 
     @classmethod
     def average(cls, bundles: list["Bundle"]) -> "Bundle":
@@ -174,48 +169,6 @@ class Bundle:
     def decode_settings(self) -> DecodeSettings:
         """The decode settings the model was trained with (the defaults for older checkpoints)."""
         return DecodeSettings.from_dict(self.info.get("decode"))
-
-
-def load_state(
-    path: str | Path,
-    file_name: str,
-    what: str,
-    keys: set[str],
-    tracking_uri: str | None = None,
-    example_uri: str = "runs:/RUN_ID/best",
-) -> dict[str, Any]:
-    """The saved state of a ``file_name`` checkpoint (loaded with ``weights_only=True``) from that
-    file, a directory holding one (a training output's ``best/``, or an MLflow model's directory),
-    or an MLflow URI (``runs:/``, ``models:/NAME@ALIAS``, ``models:/NAME/VERSION``) fetched from
-    ``tracking_uri`` (default: the project's). CheckpointError, naming the ``what``, when it is not
-    there or lacks one of ``keys``."""
-    path = str(path)
-    if path.startswith(("runs:/", "models:/", "mlflow-artifacts:")):
-        import mlflow
-
-        from jobs.common.tracking import tracking_uri as default_uri
-
-        try:
-            path = mlflow.artifacts.download_artifacts(path, tracking_uri=tracking_uri or default_uri({}))
-        except Exception as err:  # MLflow's errors for unknown runs, models and paths differ by store
-            raise CheckpointError(f"cannot fetch {path} from MLflow: {err}") from None
-    file = Path(path)
-    if file.is_dir():
-        # an MLflow model keeps its checkpoint under artifacts/
-        file = next((f for f in (file / file_name, file / "artifacts" / file_name) if f.is_file()), file / file_name)
-    if not file.is_file():
-        raise CheckpointError(
-            f"no {what} checkpoint at {file} (give a {file_name}, a directory holding one, or "
-            f"an MLflow URI such as runs:/RUN_ID/best or {example_uri})"
-        )
-    check_file(file)  # a truncated or corrupt file: an error naming it, never a partial load
-    try:
-        state = torch.load(file, map_location="cpu", weights_only=True)
-    except Exception as err:  # not a torch file, or one holding more than weights
-        raise CheckpointError(f"{file} is not a {what} checkpoint: {err}") from None
-    if not isinstance(state, dict) or not keys <= set(state):
-        raise CheckpointError(f"{file} is not a {what} checkpoint (no {', '.join(sorted(keys))})")
-    return state
 
 
 def _reading(bundle: Bundle) -> tuple:

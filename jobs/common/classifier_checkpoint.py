@@ -12,10 +12,9 @@ from typing import Any
 
 import torch
 
-from jobs.common.checkpoint import load_state
+from jobs.common.bundle import ModelBundle, check_specials, text_contents
 from pipelines.contract.errors import CheckpointError
 from pipelines.contract.pieces import PieceModel
-from pipelines.contract.specials import SPECIALS
 from pipelines.contract.vocab import Vocab
 from pipelines.text.normalize import NormalizeOptions
 from pipelines.text.text_ids import TextIds
@@ -36,9 +35,13 @@ class Prediction:
 
 
 @dataclass
-class ClassifierBundle:
+class ClassifierBundle(ModelBundle):
     """A classifier, its vocabulary (``kind``: word, char, bpe or unigram), the normalization it was
     trained with and its labels (by id)."""
+
+    file_name, artifact, what, registry_name = CLASSIFIER_FILE, "classifier", "classifier", "rnnmt-classifier"
+    pyfunc_code = "classifier_model.py"
+    required = frozenset({"settings", "model", "tokens", "kind", "labels"})
 
     model: Classifier
     tokens: list[str]
@@ -91,36 +94,21 @@ class ClassifierBundle:
                 predictions[n] = Prediction(self.labels[best], row[best], dict(zip(self.labels, row)), truncated[n])
         return predictions
 
-    def state(self, model_state: dict[str, torch.Tensor] | None = None) -> dict[str, Any]:
-        """Everything ``load`` needs, as plain data and tensors (loadable with weights_only=True)."""
-        return {
-            "settings": self.model.settings.to_dict(),
-            "model": model_state if model_state is not None else self.model.state_dict(),
-            "tokens": self.tokens,
-            "kind": self.kind,
-            "options": vars(self.options),
-            "lang": self.lang,
-            "labels": self.labels,
-            "pieces": self.pieces,
-            "info": self.info,
-        }
+    def contents(self) -> dict[str, Any]:
+        return {**text_contents(self.tokens, self.kind, self.options, self.lang, self.pieces), "labels": self.labels}
 
-    def save(self, path: Path, model_state: dict[str, torch.Tensor] | None = None) -> None:
-        torch.save(self.state(model_state), path)
+    def serving(self) -> dict[str, Any]:
+        """Texts in, each cut to ``max_tokens`` (500 by default)."""
+        return {"input_example": (["a gripping, funny film", "dull"], {"max_tokens": 500})}
 
     @classmethod
     def load(
         cls, path: str | Path, device: torch.device | str = "cpu", tracking_uri: str | None = None
     ) -> "ClassifierBundle":
         """From a ``classifier.pt`` file, a directory holding one, or an MLflow URI (see ``load_state``)."""
-        state = load_state(
-            path, CLASSIFIER_FILE, "classifier", {"settings", "model", "tokens", "kind", "labels"}, tracking_uri
-        )
-        model = Classifier(ClassifierSettings.from_dict(state["settings"]))
-        model.load_state_dict(state["model"])
-        model.to(device).eval()
-        if list(state["tokens"][: len(SPECIALS)]) != list(SPECIALS):
-            raise CheckpointError("a classifier's vocabulary must start with the special tokens")
+        state = cls.read_state(path, tracking_uri)
+        model = cls.restore_model(lambda settings: Classifier(ClassifierSettings.from_dict(settings)), state, device)
+        check_specials(state["tokens"], cls.what)
         if len(state["labels"]) != model.settings.classes:
             raise CheckpointError(
                 f"the checkpoint names {len(state['labels'])} labels for a model of {model.settings.classes}"

@@ -21,7 +21,6 @@ from mlflow.pyfunc import PythonModel
 from mlflow.pyfunc.utils import pyfunc
 
 from jobs.common.classifier_checkpoint import ClassifierBundle
-from jobs.common.model_registry import CLASSIFIER_ARTIFACT
 
 
 class Classified(pydantic.BaseModel):
@@ -37,7 +36,7 @@ class ClassifierModel(PythonModel):
     """Classifies raw texts with the ``classifier.pt`` artifact."""
 
     def load_context(self, context: Any) -> None:
-        self.bundle = ClassifierBundle.load(context.artifacts[CLASSIFIER_ARTIFACT])
+        self.bundle = ClassifierBundle.load(context.artifacts[ClassifierBundle.artifact])
 
     @pyfunc  # MLflow checks requests against the type hints (a list of strings) and declares the output
     def predict(self, context: Any, model_input: list[str], params: dict[str, Any] | None = None) -> list[Classified]:

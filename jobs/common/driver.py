@@ -16,7 +16,7 @@ from omegaconf import DictConfig
 
 from jobs.common import ray_train
 from jobs.common.config import to_yaml
-from jobs.common.model_registry import TestMetric, register
+from jobs.common.model_registry import TestMetric, log_model, register
 from jobs.common.training_loop import BEST_FILE, STATE_FILE, Family, Progress
 from pipelines.contract.atomic import atomic_directory
 
@@ -72,11 +72,6 @@ class Trainer(ABC):
     def summary_extras(self, bundle: Any) -> dict[str, Any]:
         """Keys of the summary that are the family's own."""
         return {}
-
-    @abstractmethod
-    def log_model(self, checkpoint: Path, bundle: Any, step: int) -> Any:
-        """Log ``checkpoint`` as the run's MLflow model (linked to the metrics at ``step``); returns
-        MLflow's ``ModelInfo``."""
 
     @abstractmethod
     def test_metric(self, bundle: Any) -> TestMetric:
@@ -139,7 +134,7 @@ def train(trainer_type: type[Trainer], argv: Sequence[str] | None = None) -> dic
         trainer.log_extras(bundle, test)
         mlflow.log_artifacts(str(output_dir / "best"), "best")
         if config["mlflow"]["enabled"]:
-            info = trainer.log_model(output_dir / "best" / trainer.checkpoint_file, bundle, best["metrics"]["epoch"])
+            info = log_model(mlflow, output_dir / "best" / trainer.checkpoint_file, bundle, best["metrics"]["epoch"])
             if numbers(test):
                 mlflow.log_metrics(numbers(test), step=best["metrics"]["epoch"], model_id=info.model_id)
             metric = trainer.test_metric(bundle)

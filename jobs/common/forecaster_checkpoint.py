@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from jobs.common.checkpoint import load_state
+from jobs.common.bundle import ModelBundle
 from pipelines.contract.errors import CheckpointError, InputError
 from pipelines.contract.series_shards import SeriesRows
 from pipelines.series.regular import MAX_GRID, Regular, calendar_features, format_time, regularize
@@ -49,9 +49,13 @@ def forecast_rows(
 
 
 @dataclass
-class ForecasterBundle:
+class ForecasterBundle(ModelBundle):
     """A forecaster, how its series were read (columns, missing rule) and scaled, the window it
     reads, and the scaling fitted on each training series' train part (by series id)."""
+
+    file_name, artifact, what, registry_name = FORECASTER_FILE, "forecaster", "forecaster", "rnnmt-forecaster"
+    pyfunc_code = "forecaster_model.py"
+    required = frozenset({"settings", "model", "scaling", "window", "value_columns"})
 
     model: Forecaster
     scaling: Scaling
@@ -147,11 +151,8 @@ class ForecasterBundle:
             for key, group in frame.groupby(self.id_column, sort=True)
         }
 
-    def state(self, model_state: dict[str, torch.Tensor] | None = None) -> dict[str, Any]:
-        """Everything ``load`` needs, as plain data and tensors (loadable with weights_only=True)."""
+    def contents(self) -> dict[str, Any]:
         return {
-            "settings": self.model.settings.to_dict(),
-            "model": model_state if model_state is not None else self.model.state_dict(),
             "scaling": self.scaling.to_dict(),
             "window": self.window,
             "horizon": self.horizon,
@@ -160,27 +161,29 @@ class ForecasterBundle:
             "value_columns": self.value_columns,
             "id_column": self.id_column,
             "scales": {k: [list(c), list(s)] for k, (c, s) in self.scales.items()},
-            "info": self.info,
         }
 
-    def save(self, path: Path, model_state: dict[str, torch.Tensor] | None = None) -> None:
-        torch.save(self.state(model_state), path)
+    def serving(self) -> dict[str, Any]:
+        """A table with the training columns (the time and id as text, the values as numbers), with
+        ``steps`` (default: the training horizon) and ``series`` parameters: a signature, as no
+        history long enough is at hand for an example."""
+        from mlflow.models import ModelSignature
+        from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
+
+        columns = ([ColSpec("string", self.id_column)] if self.id_column else []) + [
+            ColSpec("string", self.time_column),
+            *(ColSpec("double", c, required=False) for c in self.value_columns),
+        ]
+        params = ParamSchema([ParamSpec("steps", "long", self.horizon), ParamSpec("series", "string", "")])
+        return {"signature": ModelSignature(inputs=Schema(columns), params=params)}
 
     @classmethod
     def load(
         cls, path: str | Path, device: torch.device | str = "cpu", tracking_uri: str | None = None
     ) -> "ForecasterBundle":
         """From a ``forecaster.pt`` file, a directory holding one, or an MLflow URI (see ``load_state``)."""
-        state = load_state(
-            path,
-            FORECASTER_FILE,
-            "forecaster",
-            {"settings", "model", "scaling", "window", "value_columns"},
-            tracking_uri,
-        )
-        model = Forecaster(ForecasterSettings.from_dict(state["settings"]))
-        model.load_state_dict(state["model"])
-        model.to(device).eval()
+        state = cls.read_state(path, tracking_uri)
+        model = cls.restore_model(lambda settings: Forecaster(ForecasterSettings.from_dict(settings)), state, device)
         return cls(
             model,
             Scaling(**state["scaling"]),

@@ -22,7 +22,6 @@ from mlflow.models import set_model
 from mlflow.pyfunc import PythonModel
 
 from jobs.common.forecaster_checkpoint import ForecasterBundle
-from jobs.common.model_registry import FORECASTER_ARTIFACT
 from pipelines.contract.errors import UserError
 
 
@@ -30,7 +29,7 @@ class ForecasterModel(PythonModel):
     """Forecasts the series of a table with the ``forecaster.pt`` artifact."""
 
     def load_context(self, context: Any) -> None:
-        self.bundle = ForecasterBundle.load(context.artifacts[FORECASTER_ARTIFACT])
+        self.bundle = ForecasterBundle.load(context.artifacts[ForecasterBundle.artifact])
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
         params = params or {}

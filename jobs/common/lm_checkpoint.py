@@ -11,10 +11,9 @@ from typing import Any
 
 import torch
 
-from jobs.common.checkpoint import load_state
-from pipelines.contract.errors import CheckpointError
+from jobs.common.bundle import ModelBundle, check_specials, text_contents
 from pipelines.contract.pieces import PieceModel
-from pipelines.contract.specials import EOS_ID, SPECIALS
+from pipelines.contract.specials import EOS_ID
 from pipelines.contract.vocab import Vocab
 from pipelines.text.chars import join_chars
 from pipelines.text.detokenize import detokenize
@@ -36,9 +35,13 @@ class Generated:
 
 
 @dataclass
-class LMBundle:
+class LMBundle(ModelBundle):
     """A language model, its vocabulary (``kind``: word, char, bpe or unigram) and the
     normalization it was trained with."""
+
+    file_name, artifact, what, registry_name = LM_FILE, "lm", "language model", "rnnmt-lm"
+    pyfunc_code = "lm_model.py"
+    required = frozenset({"settings", "model", "tokens", "kind"})
 
     model: LanguageModel
     tokens: list[str]
@@ -121,38 +124,21 @@ class LMBundle:
         """The generation settings the model was trained with (the defaults where none)."""
         return SampleSettings.from_dict(self.info.get("sampling") or {})
 
-    def state(self, model_state: dict[str, torch.Tensor] | None = None) -> dict[str, Any]:
-        """Everything ``load`` needs, as plain data and tensors (loadable with weights_only=True)."""
-        return {
-            "settings": self.model.settings.to_dict(),
-            "model": model_state if model_state is not None else self.model.state_dict(),
-            "tokens": self.tokens,
-            "kind": self.kind,
-            "options": vars(self.options),
-            "lang": self.lang,
-            "pieces": self.pieces,
-            "info": self.info,
-        }
+    def contents(self) -> dict[str, Any]:
+        return text_contents(self.tokens, self.kind, self.options, self.lang, self.pieces)
 
-    def save(self, path: Path, model_state: dict[str, torch.Tensor] | None = None) -> None:
-        torch.save(self.state(model_state), path)
+    def serving(self) -> dict[str, Any]:
+        """Prompts in; the sampling parameters default to the model's, with 50 tokens and seed 0."""
+        return {"input_example": (["The"], {**self.sample_settings().to_dict(), "tokens": 50, "seed": 0})}
 
     @classmethod
     def load(cls, path: str | Path, device: torch.device | str = "cpu", tracking_uri: str | None = None) -> "LMBundle":
         """From an ``lm.pt`` file, a directory holding one, or an MLflow URI (see ``load_state``)."""
-        state = load_state(
-            path,
-            LM_FILE,
-            "language model",
-            {"settings", "model", "tokens", "kind"},
-            tracking_uri,
-            "models:/rnnmt-lm@champion",
+        state = cls.read_state(path, tracking_uri)
+        model = cls.restore_model(
+            lambda settings: LanguageModel(LanguageModelSettings.from_dict(settings)), state, device
         )
-        model = LanguageModel(LanguageModelSettings.from_dict(state["settings"]))
-        model.load_state_dict(state["model"])
-        model.to(device).eval()
-        if list(state["tokens"][: len(SPECIALS)]) != list(SPECIALS):
-            raise CheckpointError("a language model's vocabulary must start with the special tokens")
+        check_specials(state["tokens"], cls.what)
         return cls(
             model,
             list(state["tokens"]),

@@ -19,7 +19,6 @@ from mlflow.pyfunc import PythonModel
 from mlflow.pyfunc.utils import pyfunc
 
 from jobs.common.lm_checkpoint import LMBundle
-from jobs.common.model_registry import LM_ARTIFACT
 from pipelines.contract.errors import UserError
 from rnn_models.sampling import SampleSettings
 
@@ -28,7 +27,7 @@ class LanguageModelModel(PythonModel):
     """Continues raw prompts with the ``lm.pt`` artifact."""
 
     def load_context(self, context: Any) -> None:
-        self.bundle = LMBundle.load(context.artifacts[LM_ARTIFACT])
+        self.bundle = LMBundle.load(context.artifacts[LMBundle.artifact])
 
     @pyfunc  # MLflow checks requests against the type hints: a list of strings
     def predict(self, context: Any, model_input: list[str], params: dict[str, Any] | None = None) -> list[str]:

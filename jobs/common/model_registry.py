@@ -1,6 +1,7 @@
-"""Trained models in MLflow: a translator logged as a pyfunc model that translates text, a language
-model as one that continues prompts, a classifier as one that labels texts, a forecaster as one that
-forecasts series; each registered, and given the ``champion`` alias only when it beats the current
+"""Trained models in MLflow: any family's bundle logged as a pyfunc model that reads raw input (a
+translator translates text, a language model continues prompts, a classifier labels texts, a
+forecaster forecasts series: each family declares its model code and serving example on its
+bundle); each registered, and given the ``champion`` alias only when it beats the current
 champion on the same test set (BLEU for translators, perplexity for language models, accuracy for
 classifiers, RMSE for forecasters)."""
 
@@ -15,21 +16,28 @@ from typing import Any
 
 import numpy as np
 
-from jobs.common.checkpoint import Bundle
+from jobs.common.bundle import ModelBundle
 
 CHAMPION = "champion"  # the alias of the best registered version
-ARTIFACT = "translator"  # the name of translator.pt among the model's artifacts
-PARAMS = ("beam", "alpha", "unk", "nbest", "max_tokens")  # the DecodeSettings a request may set
-MODEL_CODE = Path(__file__).with_name("translator_model.py")  # what MLflow runs to load the model
-EXAMPLE = ["I like cats.", "Where is the station?"]
-LM_ARTIFACT = "lm"  # the name of lm.pt among a language model's artifacts
-LM_MODEL_CODE = Path(__file__).with_name("lm_model.py")
-LM_EXAMPLE = ["The"]
-CLASSIFIER_ARTIFACT = "classifier"  # the name of classifier.pt among a classifier's artifacts
-CLASSIFIER_MODEL_CODE = Path(__file__).with_name("classifier_model.py")
-CLASSIFIER_EXAMPLE = ["a gripping, funny film", "dull"]
-FORECASTER_ARTIFACT = "forecaster"  # the name of forecaster.pt among a forecaster's artifacts
-FORECASTER_MODEL_CODE = Path(__file__).with_name("forecaster_model.py")
+
+# Names the code saved with models logged before 2026-12-07 imports from here (each family's model
+# code now reads them from its bundle class): kept so that those registered models still load.
+_LEGACY = {
+    "ARTIFACT": ("jobs.common.checkpoint", "Bundle", "artifact"),
+    "PARAMS": ("jobs.common.checkpoint", "Bundle", "request_params"),
+    "LM_ARTIFACT": ("jobs.common.lm_checkpoint", "LMBundle", "artifact"),
+    "CLASSIFIER_ARTIFACT": ("jobs.common.classifier_checkpoint", "ClassifierBundle", "artifact"),
+    "FORECASTER_ARTIFACT": ("jobs.common.forecaster_checkpoint", "ForecasterBundle", "artifact"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LEGACY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    module, cls, attribute = _LEGACY[name]
+    return getattr(getattr(importlib.import_module(module), cls), attribute)
 
 
 @dataclass(frozen=True)
@@ -51,79 +59,25 @@ ACCURACY = TestMetric("test_accuracy", True, "test accuracy")
 RMSE = TestMetric("test_rmse", False, "test RMSE")
 
 
-def log_translator(mlflow: Any, bundle_file: Path, bundle: Bundle, name: str = "model", step: int = 0) -> Any:
-    """Log ``bundle_file`` (the bundle's ``translator.pt``) as a pyfunc model of the active run,
-    with a list-of-strings signature whose parameters default to the bundle's decode settings;
-    returns MLflow's ``ModelInfo``."""
-    decode = bundle.decode_settings().to_dict()
-    params = {key: decode[key] for key in PARAMS}
-    # The model's code is rnnmt itself, installed where the model is loaded (it is not on PyPI,
-    # so the requirements name only what it imports; serve with --env-manager local)
-    return mlflow.pyfunc.log_model(
-        name=name,
-        python_model=str(MODEL_CODE),
-        artifacts={ARTIFACT: str(bundle_file)},
-        input_example=(EXAMPLE, params),
-        pip_requirements=_requirements(),
-        step=step,
-    )
-
-
-def log_language_model(mlflow: Any, lm_file: Path, bundle: Any, name: str = "model", step: int = 0) -> Any:
-    """Log ``lm_file`` (an ``lm.pt``) as a pyfunc model of the active run that continues prompts,
-    with a list-of-strings signature whose parameters default to the model's sampling settings;
-    returns MLflow's ``ModelInfo``."""
-    params = {**bundle.sample_settings().to_dict(), "tokens": 50, "seed": 0}
-    return mlflow.pyfunc.log_model(
-        name=name,
-        python_model=str(LM_MODEL_CODE),
-        artifacts={LM_ARTIFACT: str(lm_file)},
-        input_example=(LM_EXAMPLE, params),
-        pip_requirements=_requirements(),
-        step=step,
-    )
-
-
-def log_classifier(mlflow: Any, classifier_file: Path, name: str = "model", step: int = 0) -> Any:
-    """Log ``classifier_file`` (a ``classifier.pt``) as a pyfunc model of the active run that labels
-    texts, with a list-of-strings signature and a ``max_tokens`` parameter; returns MLflow's ``ModelInfo``."""
-    return mlflow.pyfunc.log_model(
-        name=name,
-        python_model=str(CLASSIFIER_MODEL_CODE),
-        artifacts={CLASSIFIER_ARTIFACT: str(classifier_file)},
-        input_example=(CLASSIFIER_EXAMPLE, {"max_tokens": 500}),
-        pip_requirements=_requirements(),
-        step=step,
-    )
-
-
-def log_forecaster(mlflow: Any, forecaster_file: Path, bundle: Any, name: str = "model", step: int = 0) -> Any:
-    """Log ``forecaster_file`` (a ``forecaster.pt``) as a pyfunc model of the active run that
-    forecasts the series of a table with the training columns (the time and id as text, the values
-    as numbers), with ``steps`` (default: the training horizon) and ``series`` parameters; returns
-    MLflow's ``ModelInfo``."""
-    from mlflow.models import ModelSignature
-    from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
-
-    columns = ([ColSpec("string", bundle.id_column)] if bundle.id_column else []) + [
-        ColSpec("string", bundle.time_column),
-        *(ColSpec("double", c, required=False) for c in bundle.value_columns),
-    ]
-    signature = ModelSignature(
-        inputs=Schema(columns),
-        params=ParamSchema([ParamSpec("steps", "long", bundle.horizon), ParamSpec("series", "string", "")]),
-    )
-    # no input example (no history long enough is at hand here): the explicit signature stands for it,
-    # so MLflow's (coloured) warning about the missing example is silenced for this call only
+def log_model(mlflow: Any, checkpoint: Path, bundle: ModelBundle, step: int = 0, name: str = "model") -> Any:
+    """Log ``checkpoint`` (the file of ``bundle``'s family) as a pyfunc model of the active run: the
+    family's model code (models from code: nothing pickled) with the checkpoint as its artifact,
+    and the family's input example or signature, whose parameters default to the bundle's settings;
+    linked to the run's metrics at ``step``. Returns MLflow's ``ModelInfo``."""
+    serving = bundle.serving()
     with warnings.catch_warnings():
+        # a family that declares a signature instead of an example (none is at hand): MLflow's
+        # (coloured) warning about the missing example is silenced for this call only
         warnings.filterwarnings("ignore", ".*An input example was not provided", UserWarning)
+        # The model's code is rnnmt itself, installed where the model is loaded (it is not on PyPI,
+        # so the requirements name only what it imports; serve with --env-manager local)
         return mlflow.pyfunc.log_model(
             name=name,
-            python_model=str(FORECASTER_MODEL_CODE),
-            artifacts={FORECASTER_ARTIFACT: str(forecaster_file)},
-            signature=signature,
+            python_model=str(Path(__file__).with_name(bundle.pyfunc_code)),
+            artifacts={bundle.artifact: str(checkpoint)},
             pip_requirements=_requirements(),
             step=step,
+            **serving,
         )
 
 

@@ -84,7 +84,7 @@ def loop_worker(family: type[Family], config: dict[str, Any]) -> None:
         wrap=lambda model: prepare_model(model, move_to_device=False),
         report=lambda metrics, files: report(metrics, rank, files),
         log_metrics=MetricsLog.for_rank(config, rank),
-        bar=lambda epoch, steps: epoch_bar(config, rank, epoch, steps),
+        bar=lambda epoch, steps: epoch_bar(config, rank, epoch + 1, steps),
     )
     checkpoint = resumable_checkpoint()
     if checkpoint is not None:

@@ -48,7 +48,7 @@ class Progress:
 
     epoch: int = 0  # epochs finished
     best_score: float = math.nan  # the best validation score so far (the family's metric), and its epoch
-    best_epoch: int = -1
+    best_epoch: int = 0  # (epochs count from 1 in reports, logs and MLflow; 0: none yet)
     bad_validations: int = 0  # validations since the best one (early stopping)
     stale_lr: int = 0  # validations without a better score since the learning rate last changed
     lr: float = 0.0  # the learning rate of the next epoch
@@ -127,8 +127,8 @@ class Family(ABC):
 
     @abstractmethod
     def batches(self, epoch: int) -> Sequence[Any]:
-        """This worker's batches of an epoch: as many on every worker, in an order fixed by the
-        seed, the epoch and the worker count."""
+        """This worker's batches of epoch ``epoch`` (an index from 0): as many on every worker, in an
+        order fixed by the seed, the epoch and the worker count."""
 
     @abstractmethod
     def step(self, batch: Any, forward: Callable[..., Any]) -> tuple[torch.Tensor, float, float]:
@@ -138,7 +138,8 @@ class Family(ABC):
 
     @abstractmethod
     def validate(self, epoch: int) -> dict[str, Any]:
-        """Rank 0's validation metrics (``metric`` among them); called on rank 0 only."""
+        """Rank 0's validation metrics (``metric`` among them) after epoch ``epoch`` (an index from 0;
+        reports and logs count epochs from 1); called on rank 0 only."""
 
     def progress_metrics(self, loss: float) -> dict[str, float]:
         """Metrics derived from the mean training loss for progress reports (a perplexity, say)."""
@@ -253,7 +254,7 @@ class TrainingLoop:
         self.progress = Progress(**state["progress"])
         self.best_state = files.get(BEST_FILE) if self.rank == 0 else None
         if self.rank == 0:
-            worker_log(f"resumed from the checkpoint after epoch {self.progress.epoch - 1}")
+            worker_log(f"resumed from the checkpoint after epoch {self.progress.epoch}")
 
     # -- the loop ----------------------------------------------------------------------------------
 
@@ -324,11 +325,13 @@ class TrainingLoop:
         self.progress.skipped_steps += 1
         self.nonfinite_in_a_row += 1
         if self.rank == 0:
-            worker_log(f"epoch {epoch} step {step}: the gradient is not finite (loss {loss_sum!r}); update skipped")
+            worker_log(
+                f"epoch {epoch + 1} step {step + 1}: the gradient is not finite (loss {loss_sum!r}); update skipped"
+            )
         if self.nonfinite_in_a_row >= MAX_NONFINITE:
             raise TrainingError(
                 f"training diverged: {MAX_NONFINITE} updates in a row had a non-finite gradient "
-                f"(epoch {epoch}, step {step}); lower train.lr, set train.clip_norm, or train.amp=off"
+                f"(epoch {epoch + 1}, step {step + 1}); lower train.lr, set train.clip_norm, or train.amp=off"
             )
         return 0.0, 0.0
 
@@ -382,16 +385,16 @@ class TrainingLoop:
         if t["schedule"] == "plateau" and progress.stale_lr > t["lr_patience"]:
             progress.lr, progress.stale_lr = max(t["min_lr"], progress.lr * t["lr_decay"]), 0
         if better:
-            progress.best_score, progress.best_epoch = score, epoch
+            progress.best_score, progress.best_epoch = score, epoch + 1
             if self.rank == 0:
                 self.best_state = {
                     "model": {k: v.detach().cpu().clone() for k, v in family.model.state_dict().items()},
-                    "metrics": dict(metrics, epoch=epoch),
+                    "metrics": dict(metrics, epoch=epoch + 1),
                 }
         stop = out_of_time or bool(t["patience"] and progress.bad_validations >= t["patience"])
         unit = family.unit
         metrics.update(
-            epoch=epoch,
+            epoch=epoch + 1,  # counted from 1, as epoch_progress at its end
             best_epoch=progress.best_epoch,
             lr=self.optimizer.param_groups[0]["lr"],
             train_seconds=progress.train_seconds,
@@ -404,7 +407,9 @@ class TrainingLoop:
             stopped_early=bool(stop and epoch + 1 < t["epochs"]),
         )
         if self.rank == 0:
-            worker_log(f"epoch {epoch}: {family.describe(metrics)}, {metrics[f'train_{unit}_per_sec']:,.0f} {unit}/s")
+            worker_log(
+                f"epoch {epoch + 1}: {family.describe(metrics)}, {metrics[f'train_{unit}_per_sec']:,.0f} {unit}/s"
+            )
         if self.report is not None:
             self.report(metrics, self.checkpoint_files())
         return stop

@@ -21,7 +21,6 @@ from mlflow.pyfunc import PythonModel
 from mlflow.pyfunc.utils import pyfunc
 
 from jobs.common.checkpoint import Bundle
-from jobs.common.model_registry import ARTIFACT, PARAMS
 from jobs.common.translation import translate
 from pipelines.contract.errors import UserError
 from rnn_models.search import DecodeSettings
@@ -31,7 +30,7 @@ class TranslatorModel(PythonModel):
     """Translates raw sentences with the ``translator.pt`` artifact."""
 
     def load_context(self, context: Any) -> None:
-        self.bundle = Bundle.load(context.artifacts[ARTIFACT])
+        self.bundle = Bundle.load(context.artifacts[Bundle.artifact])
 
     @pyfunc  # MLflow checks requests against the type hints: a list of strings
     def predict(self, context: Any, model_input: list[str], params: dict[str, Any] | None = None) -> list[Any]:
@@ -39,7 +38,8 @@ class TranslatorModel(PythonModel):
             raise MlflowException.invalid_parameter_value("no sentences to translate: send a non-empty list of strings")
         try:
             settings = DecodeSettings.from_dict(
-                {k: v for k, v in (params or {}).items() if k in PARAMS}, base=self.bundle.decode_settings()
+                {k: v for k, v in (params or {}).items() if k in Bundle.request_params},
+                base=self.bundle.decode_settings(),
             )
         except UserError as err:  # a bad decode setting: the client's error
             raise MlflowException.invalid_parameter_value(str(err)) from None

@@ -1,8 +1,8 @@
 """A cluster on one machine: a Ray head and Ray worker nodes, a Spark standalone master and workers,
 and an MLflow tracking server that serves artifacts, each a process tree of its own, all bound to
-127.0.0.1 on free ports. Used by the multi-node tests; users can start the same by hand:
+127.0.0.1 on free ports, to try the multi-node path on one machine (the multi-node tests use it):
 
-    python tests/local_cluster.py [--ray-workers 2] [--spark-workers 1] [--dir DIR]
+    python -m jobs.local_cluster [--ray-workers 2] [--spark-workers 1] [--dir DIR]
 
 It prints the settings that point a job at it and runs until Ctrl-C (or SIGTERM), then stops
 every process it started, by process id, and leaves none behind.

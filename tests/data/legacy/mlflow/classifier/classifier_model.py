@@ -1,0 +1,56 @@
+"""The classifier as an MLflow pyfunc model: a list of raw texts in, a label and its probability out.
+
+MLflow runs this file to load a logged classifier (models from code): nothing is unpickled; the
+weights come from the model's ``classifier.pt`` artifact, loaded with ``weights_only=True``, and
+classification is ``jobs.classify``'s (the training normalization, texts cut to ``max_tokens``).
+
+    {"inputs": ["a gripping film"], "params": {"max_tokens": 500}}
+      ->  {"predictions": [{"label": "positive", "probability": 0.93, "probabilities": {...}}]}
+
+A text without tokens gets ``{"label": null, "probability": null, "probabilities": {}}``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pydantic
+from mlflow.exceptions import MlflowException
+from mlflow.models import set_model
+from mlflow.pyfunc import PythonModel
+from mlflow.pyfunc.utils import pyfunc
+
+from jobs.common.classifier_checkpoint import ClassifierBundle
+from jobs.common.model_registry import CLASSIFIER_ARTIFACT
+
+
+class Classified(pydantic.BaseModel):
+    """One text's prediction, as MLflow declares the model's output: the label, its probability and
+    every label's (None, None and {} for a text without tokens)."""
+
+    label: str | None = None
+    probability: float | None = None
+    probabilities: dict[str, float]
+
+
+class ClassifierModel(PythonModel):
+    """Classifies raw texts with the ``classifier.pt`` artifact."""
+
+    def load_context(self, context: Any) -> None:
+        self.bundle = ClassifierBundle.load(context.artifacts[CLASSIFIER_ARTIFACT])
+
+    @pyfunc  # MLflow checks requests against the type hints (a list of strings) and declares the output
+    def predict(self, context: Any, model_input: list[str], params: dict[str, Any] | None = None
+                ) -> list[Classified]:
+        if not model_input:
+            raise MlflowException.invalid_parameter_value("no texts to classify: send a non-empty list of strings")
+        max_tokens = int((params or {}).get("max_tokens", 500))
+        if max_tokens < 0:
+            raise MlflowException.invalid_parameter_value(f"max_tokens must be >= 0 (0 = all), got {max_tokens}")
+        # as plain dicts: what MLflow returns and serves as JSON
+        return [Classified(**({"label": p.label, "probability": p.probability, "probabilities": p.probabilities}
+                              if p else {"probabilities": {}})).model_dump()
+                for p in self.bundle.classify(model_input, max_tokens=max_tokens)]
+
+
+set_model(ClassifierModel())

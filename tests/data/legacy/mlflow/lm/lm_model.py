@@ -1,0 +1,51 @@
+"""The language model as an MLflow pyfunc model: a list of prompts in, one generated text each out.
+
+MLflow runs this file to load a logged language model (models from code): nothing is unpickled;
+the weights come from the model's ``lm.pt`` artifact, loaded with ``weights_only=True``, and
+generation is ``jobs.generate``'s (the prompt normalized with the training rules, then sampled a
+token at a time). The sampling settings, the number of tokens and the seed are inference parameters
+whose defaults ``jobs.common.model_registry`` declares from the model's training config.
+
+    {"inputs": ["the company said"], "params": {"tokens": 20, "temperature": 0.8}}  ->  {"predictions": ["..."]}
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mlflow.exceptions import MlflowException
+from mlflow.models import set_model
+from mlflow.pyfunc import PythonModel
+from mlflow.pyfunc.utils import pyfunc
+
+from jobs.common.lm_checkpoint import LMBundle
+from jobs.common.model_registry import LM_ARTIFACT
+from pipelines.contract.errors import UserError
+from rnn_models.sampling import SampleSettings
+
+
+class LanguageModelModel(PythonModel):
+    """Continues raw prompts with the ``lm.pt`` artifact."""
+
+    def load_context(self, context: Any) -> None:
+        self.bundle = LMBundle.load(context.artifacts[LM_ARTIFACT])
+
+    @pyfunc  # MLflow checks requests against the type hints: a list of strings
+    def predict(self, context: Any, model_input: list[str], params: dict[str, Any] | None = None) -> list[str]:
+        if not model_input:
+            raise MlflowException.invalid_parameter_value("no prompts: send a non-empty list of strings")
+        params = params or {}
+        try:
+            settings = SampleSettings.from_dict({**self.bundle.sample_settings().to_dict(),
+                                                 **{k: params[k] for k in ("temperature", "top_k", "top_p")
+                                                    if k in params}})
+        except UserError as err:  # a bad sampling setting: the client's error
+            raise MlflowException.invalid_parameter_value(str(err)) from None
+        tokens, seed = int(params.get("tokens", 50)), int(params.get("seed", 0))
+        if tokens < 0:
+            raise MlflowException.invalid_parameter_value(f"tokens must be >= 0, got {tokens}")
+        return [self.bundle.generate(prompt, tokens, settings, 1, seed + n).texts[0]
+                for n, prompt in enumerate(model_input)]
+
+
+set_model(LanguageModelModel())

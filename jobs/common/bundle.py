@@ -16,6 +16,7 @@ import torch
 from jobs.common.torch_files import check_file
 from pipelines.contract.errors import CheckpointError
 from pipelines.contract.specials import SPECIALS
+from pipelines.text.normalize import NormalizeOptions
 
 
 class ModelBundle:
@@ -74,6 +75,19 @@ def text_contents(tokens: list[str], kind: str, options: Any, lang: str, pieces:
     """The state of a vocabulary that reads raw text: its entries and ``kind`` (word, char, bpe,
     unigram), the normalization ``options``, the language and the SentencePiece model (subwords)."""
     return {"tokens": tokens, "kind": kind, "options": vars(options), "lang": lang, "pieces": pieces}
+
+
+def text_fields(manifest: dict[str, Any], vocab: Any, pieces: Any) -> dict[str, Any]:
+    """A text bundle's reading of the ``words`` side of the data of ``manifest``, whose vocabulary
+    and piece model (None for words) are ``vocab`` and ``pieces``: the bundle's fields."""
+    side = manifest["sides"]["words"]
+    return {
+        "tokens": list(vocab.tokens),
+        "kind": manifest["vocab"]["words"]["kind"],
+        "options": NormalizeOptions(**side["normalize"]),
+        "lang": side["lang"],
+        "pieces": pieces.proto if pieces else None,
+    }
 
 
 def check_specials(tokens: list[str], what: str) -> None:

@@ -30,7 +30,7 @@ class Bundle(ModelBundle):
     normalization it was trained with."""
 
     file_name, artifact, what, registry_name = BUNDLE_FILE, "translator", "translator", "rnnmt-translator"
-    pyfunc_code = "translator_model.py"
+    pyfunc_code = "translator_pyfunc.py"
     request_params = ("beam", "alpha", "unk", "nbest", "max_tokens")  # the DecodeSettings a request may set
     required = frozenset({"settings", "model", "src_tokens", "tgt_tokens"})
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from jobs.common.bundle import ModelBundle, check_specials, text_contents
+from jobs.common.bundle import ModelBundle, check_specials, text_contents, text_fields
 from pipelines.contract.errors import CheckpointError
 from pipelines.contract.pieces import PieceModel
 from pipelines.contract.vocab import Vocab
@@ -40,7 +40,7 @@ class ClassifierBundle(ModelBundle):
     trained with and its labels (by id)."""
 
     file_name, artifact, what, registry_name = CLASSIFIER_FILE, "classifier", "classifier", "rnnmt-classifier"
-    pyfunc_code = "classifier_model.py"
+    pyfunc_code = "classifier_pyfunc.py"
     required = frozenset({"settings", "model", "tokens", "kind", "labels"})
 
     model: Classifier
@@ -57,16 +57,7 @@ class ClassifierBundle(ModelBundle):
         cls, model: Classifier, manifest: dict[str, Any], vocab: Vocab, pieces: PieceModel | None
     ) -> "ClassifierBundle":
         """The bundle of a model trained on the labelled data of ``manifest``."""
-        side = manifest["sides"]["words"]
-        return cls(
-            model,
-            list(vocab.tokens),
-            manifest["vocab"]["words"]["kind"],
-            NormalizeOptions(**side["normalize"]),
-            side["lang"],
-            list(manifest["labels"]["names"]),
-            pieces.proto if pieces else None,
-        )
+        return cls(model, **text_fields(manifest, vocab, pieces), labels=list(manifest["labels"]["names"]))
 
     @cached_property
     def reader(self) -> TextIds:

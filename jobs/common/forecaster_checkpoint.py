@@ -54,7 +54,7 @@ class ForecasterBundle(ModelBundle):
     reads, and the scaling fitted on each training series' train part (by series id)."""
 
     file_name, artifact, what, registry_name = FORECASTER_FILE, "forecaster", "forecaster", "rnnmt-forecaster"
-    pyfunc_code = "forecaster_model.py"
+    pyfunc_code = "forecaster_pyfunc.py"
     required = frozenset({"settings", "model", "scaling", "window", "value_columns"})
 
     model: Forecaster

@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from jobs.common.bundle import ModelBundle, check_specials, text_contents
+from jobs.common.bundle import ModelBundle, check_specials, text_contents, text_fields
 from pipelines.contract.pieces import PieceModel
 from pipelines.contract.specials import EOS_ID
 from pipelines.contract.vocab import Vocab
@@ -40,7 +40,7 @@ class LMBundle(ModelBundle):
     normalization it was trained with."""
 
     file_name, artifact, what, registry_name = LM_FILE, "lm", "language model", "rnnmt-lm"
-    pyfunc_code = "lm_model.py"
+    pyfunc_code = "lm_pyfunc.py"
     required = frozenset({"settings", "model", "tokens", "kind"})
 
     model: LanguageModel
@@ -56,15 +56,7 @@ class LMBundle(ModelBundle):
         cls, model: LanguageModel, manifest: dict[str, Any], vocab: Vocab, pieces: PieceModel | None
     ) -> "LMBundle":
         """The bundle of a model trained on the monolingual data of ``manifest``."""
-        side = manifest["sides"]["words"]
-        return cls(
-            model,
-            list(vocab.tokens),
-            manifest["vocab"]["words"]["kind"],
-            NormalizeOptions(**side["normalize"]),
-            side["lang"],
-            pieces.proto if pieces else None,
-        )
+        return cls(model, **text_fields(manifest, vocab, pieces))
 
     @cached_property
     def reader(self) -> TextIds:

@@ -19,17 +19,16 @@ from typing import Any
 import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.models import set_model
-from mlflow.pyfunc import PythonModel
 
 from jobs.common.forecaster_checkpoint import ForecasterBundle
+from jobs.common.pyfunc import BundlePyfunc
 from pipelines.contract.errors import UserError
 
 
-class ForecasterModel(PythonModel):
+class ForecasterPyfunc(BundlePyfunc):
     """Forecasts the series of a table with the ``forecaster.pt`` artifact."""
 
-    def load_context(self, context: Any) -> None:
-        self.bundle = ForecasterBundle.load(context.artifacts[ForecasterBundle.artifact])
+    bundle_type = ForecasterBundle
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
         params = params or {}
@@ -41,4 +40,4 @@ class ForecasterModel(PythonModel):
         return table
 
 
-set_model(ForecasterModel())
+set_model(ForecasterPyfunc())

@@ -17,25 +17,23 @@ from typing import Any
 
 from mlflow.exceptions import MlflowException
 from mlflow.models import set_model
-from mlflow.pyfunc import PythonModel
 from mlflow.pyfunc.utils import pyfunc
 
 from jobs.common.checkpoint import Bundle
+from jobs.common.pyfunc import BundlePyfunc, require_texts
 from jobs.common.translation import translate
 from pipelines.contract.errors import UserError
 from rnn_models.search import DecodeSettings
 
 
-class TranslatorModel(PythonModel):
+class TranslatorPyfunc(BundlePyfunc):
     """Translates raw sentences with the ``translator.pt`` artifact."""
 
-    def load_context(self, context: Any) -> None:
-        self.bundle = Bundle.load(context.artifacts[Bundle.artifact])
+    bundle_type = Bundle
 
     @pyfunc  # MLflow checks requests against the type hints: a list of strings
     def predict(self, context: Any, model_input: list[str], params: dict[str, Any] | None = None) -> list[Any]:
-        if not model_input:
-            raise MlflowException.invalid_parameter_value("no sentences to translate: send a non-empty list of strings")
+        require_texts(model_input, "sentences to translate")
         try:
             settings = DecodeSettings.from_dict(
                 {k: v for k, v in (params or {}).items() if k in Bundle.request_params},
@@ -49,4 +47,4 @@ class TranslatorModel(PythonModel):
         return [t.text for t in translations]
 
 
-set_model(TranslatorModel())
+set_model(TranslatorPyfunc())

@@ -17,10 +17,10 @@ from typing import Any
 import pydantic
 from mlflow.exceptions import MlflowException
 from mlflow.models import set_model
-from mlflow.pyfunc import PythonModel
 from mlflow.pyfunc.utils import pyfunc
 
 from jobs.common.classifier_checkpoint import ClassifierBundle
+from jobs.common.pyfunc import BundlePyfunc, require_texts
 
 
 class Classified(pydantic.BaseModel):
@@ -32,16 +32,14 @@ class Classified(pydantic.BaseModel):
     probabilities: dict[str, float]
 
 
-class ClassifierModel(PythonModel):
+class ClassifierPyfunc(BundlePyfunc):
     """Classifies raw texts with the ``classifier.pt`` artifact."""
 
-    def load_context(self, context: Any) -> None:
-        self.bundle = ClassifierBundle.load(context.artifacts[ClassifierBundle.artifact])
+    bundle_type = ClassifierBundle
 
     @pyfunc  # MLflow checks requests against the type hints (a list of strings) and declares the output
     def predict(self, context: Any, model_input: list[str], params: dict[str, Any] | None = None) -> list[Classified]:
-        if not model_input:
-            raise MlflowException.invalid_parameter_value("no texts to classify: send a non-empty list of strings")
+        require_texts(model_input, "texts to classify")
         max_tokens = int((params or {}).get("max_tokens", 500))
         if max_tokens < 0:
             raise MlflowException.invalid_parameter_value(f"max_tokens must be >= 0 (0 = all), got {max_tokens}")
@@ -58,4 +56,4 @@ class ClassifierModel(PythonModel):
         ]
 
 
-set_model(ClassifierModel())
+set_model(ClassifierPyfunc())

@@ -15,24 +15,22 @@ from typing import Any
 
 from mlflow.exceptions import MlflowException
 from mlflow.models import set_model
-from mlflow.pyfunc import PythonModel
 from mlflow.pyfunc.utils import pyfunc
 
 from jobs.common.lm_checkpoint import LMBundle
+from jobs.common.pyfunc import BundlePyfunc, require_texts
 from pipelines.contract.errors import UserError
 from rnn_models.sampling import SampleSettings
 
 
-class LanguageModelModel(PythonModel):
+class LanguageModelPyfunc(BundlePyfunc):
     """Continues raw prompts with the ``lm.pt`` artifact."""
 
-    def load_context(self, context: Any) -> None:
-        self.bundle = LMBundle.load(context.artifacts[LMBundle.artifact])
+    bundle_type = LMBundle
 
     @pyfunc  # MLflow checks requests against the type hints: a list of strings
     def predict(self, context: Any, model_input: list[str], params: dict[str, Any] | None = None) -> list[str]:
-        if not model_input:
-            raise MlflowException.invalid_parameter_value("no prompts: send a non-empty list of strings")
+        require_texts(model_input, "prompts")
         params = params or {}
         try:
             settings = SampleSettings.from_dict(
@@ -51,4 +49,4 @@ class LanguageModelModel(PythonModel):
         ]
 
 
-set_model(LanguageModelModel())
+set_model(LanguageModelPyfunc())

@@ -7,7 +7,6 @@ the keys a state must hold, and supplies :meth:`ModelBundle.contents`."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -28,6 +27,8 @@ class ModelBundle:
     required: ClassVar[frozenset[str]]  # what a saved state must hold
     registry_name: ClassVar[str]  # the registered model's default name (in messages' examples)
     pyfunc_code: ClassVar[str]  # the file in jobs/common that MLflow runs to load a logged model of the family
+    model_type: ClassVar[type]  # the model (rnn_models), made from its settings dataclass:
+    settings_type: ClassVar[type]  # settings_type.from_dict(saved settings)
 
     model: Any
     info: dict[str, Any]
@@ -55,20 +56,27 @@ class ModelBundle:
         torch.save(self.state(model_state), path)
 
     @classmethod
-    def read_state(cls, path: str | Path, tracking_uri: str | None = None) -> dict[str, Any]:
-        """The saved state of this family's checkpoint at ``path`` (see :func:`load_state`)."""
-        return load_state(
+    def build_model(cls, settings: dict[str, Any]) -> torch.nn.Module:
+        """The family's untrained model of the saved ``settings``."""
+        return cls.model_type(cls.settings_type.from_dict(settings))
+
+    @classmethod
+    def from_state(cls, model: Any, state: dict[str, Any]) -> Any:
+        """The bundle of ``model`` (weights loaded) and the rest of a saved ``state``, checked."""
+        raise NotImplementedError
+
+    @classmethod
+    def load(cls, path: str | Path, device: torch.device | str = "cpu", tracking_uri: str | None = None) -> Any:
+        """From the family's checkpoint file, a directory holding one (a training output's ``best/``,
+        or an MLflow model's directory), or an MLflow URI: ``runs:/RUN_ID/best``,
+        ``models:/NAME@ALIAS``, ``models:/NAME/VERSION``, fetched from ``tracking_uri`` (default:
+        the project's). Loaded with ``weights_only=True``; the model on ``device``, in eval mode."""
+        state = load_state(
             path, cls.file_name, cls.what, set(cls.required), tracking_uri, f"models:/{cls.registry_name}@champion"
         )
-
-    @staticmethod
-    def restore_model(
-        build: Callable[[dict[str, Any]], torch.nn.Module], state: dict[str, Any], device: torch.device | str
-    ) -> Any:
-        """The model ``build`` makes from the saved settings, with the saved weights, on ``device``, in eval mode."""
-        model = build(state["settings"])
+        model = cls.build_model(state["settings"])
         model.load_state_dict(state["model"])
-        return model.to(device).eval()
+        return cls.from_state(model.to(device).eval(), state)
 
 
 def text_contents(tokens: list[str], kind: str, options: Any, lang: str, pieces: bytes | None) -> dict[str, Any]:
@@ -87,6 +95,18 @@ def text_fields(manifest: dict[str, Any], vocab: Any, pieces: Any) -> dict[str, 
         "options": NormalizeOptions(**side["normalize"]),
         "lang": side["lang"],
         "pieces": pieces.proto if pieces else None,
+    }
+
+
+def text_fields_of(state: dict[str, Any]) -> dict[str, Any]:
+    """A text bundle's fields from its saved state (what :func:`text_contents` wrote), and its info."""
+    return {
+        "tokens": list(state["tokens"]),
+        "kind": state["kind"],
+        "options": NormalizeOptions(**state["options"]),
+        "lang": state["lang"],
+        "pieces": state.get("pieces"),
+        "info": dict(state.get("info", {})),
     }
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from functools import cached_property
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -31,6 +30,7 @@ class Bundle(ModelBundle):
 
     file_name, artifact, what, registry_name = BUNDLE_FILE, "translator", "translator", "rnnmt-translator"
     pyfunc_code = "translator_pyfunc.py"
+    model_type, settings_type = Translator, TranslatorSettings
     request_params = ("beam", "alpha", "unk", "nbest", "max_tokens")  # the DecodeSettings a request may set
     required = frozenset({"settings", "model", "src_tokens", "tgt_tokens"})
 
@@ -95,8 +95,7 @@ class Bundle(ModelBundle):
         }
 
     @classmethod
-    def from_state(cls, state: dict[str, Any], device: torch.device | str = "cpu") -> "Bundle":
-        model = cls.restore_model(lambda settings: Translator(TranslatorSettings.from_dict(settings)), state, device)
+    def from_state(cls, model: Translator, state: dict[str, Any]) -> "Bundle":
         return cls(
             model,
             list(state["src_tokens"]),
@@ -109,13 +108,6 @@ class Bundle(ModelBundle):
             state.get("src_pieces"),
             state.get("tgt_pieces"),
         )
-
-    @classmethod
-    def load(cls, path: str | Path, device: torch.device | str = "cpu", tracking_uri: str | None = None) -> "Bundle":
-        """From a ``translator.pt`` file, a directory holding one (a training output's ``best/``, or
-        an MLflow model's directory), or an MLflow URI: ``runs:/RUN_ID/best``, ``models:/NAME@ALIAS``,
-        ``models:/NAME/VERSION``, fetched from ``tracking_uri`` (default: the project's)."""
-        return cls.from_state(cls.read_state(path, tracking_uri), device)
 
     @classmethod
     def average(cls, bundles: list["Bundle"]) -> "Bundle":

@@ -7,12 +7,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
-from pathlib import Path
 from typing import Any
 
 import torch
 
-from jobs.common.bundle import ModelBundle, check_specials, text_contents, text_fields
+from jobs.common.bundle import ModelBundle, check_specials, text_contents, text_fields, text_fields_of
 from pipelines.contract.errors import CheckpointError
 from pipelines.contract.pieces import PieceModel
 from pipelines.contract.vocab import Vocab
@@ -41,6 +40,7 @@ class ClassifierBundle(ModelBundle):
 
     file_name, artifact, what, registry_name = CLASSIFIER_FILE, "classifier", "classifier", "rnnmt-classifier"
     pyfunc_code = "classifier_pyfunc.py"
+    model_type, settings_type = Classifier, ClassifierSettings
     required = frozenset({"settings", "model", "tokens", "kind", "labels"})
 
     model: Classifier
@@ -93,27 +93,13 @@ class ClassifierBundle(ModelBundle):
         return {"input_example": (["a gripping, funny film", "dull"], {"max_tokens": 500})}
 
     @classmethod
-    def load(
-        cls, path: str | Path, device: torch.device | str = "cpu", tracking_uri: str | None = None
-    ) -> "ClassifierBundle":
-        """From a ``classifier.pt`` file, a directory holding one, or an MLflow URI (see ``load_state``)."""
-        state = cls.read_state(path, tracking_uri)
-        model = cls.restore_model(lambda settings: Classifier(ClassifierSettings.from_dict(settings)), state, device)
+    def from_state(cls, model: Classifier, state: dict[str, Any]) -> "ClassifierBundle":
         check_specials(state["tokens"], cls.what)
         if len(state["labels"]) != model.settings.classes:
             raise CheckpointError(
                 f"the checkpoint names {len(state['labels'])} labels for a model of {model.settings.classes}"
             )
-        return cls(
-            model,
-            list(state["tokens"]),
-            state["kind"],
-            NormalizeOptions(**state["options"]),
-            state["lang"],
-            list(state["labels"]),
-            state.get("pieces"),
-            dict(state.get("info", {})),
-        )
+        return cls(model, **text_fields_of(state), labels=list(state["labels"]))
 
 
 def mean_classify(

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -55,6 +54,7 @@ class ForecasterBundle(ModelBundle):
 
     file_name, artifact, what, registry_name = FORECASTER_FILE, "forecaster", "forecaster", "rnnmt-forecaster"
     pyfunc_code = "forecaster_pyfunc.py"
+    model_type, settings_type = Forecaster, ForecasterSettings
     required = frozenset({"settings", "model", "scaling", "window", "value_columns"})
 
     model: Forecaster
@@ -178,12 +178,7 @@ class ForecasterBundle(ModelBundle):
         return {"signature": ModelSignature(inputs=Schema(columns), params=params)}
 
     @classmethod
-    def load(
-        cls, path: str | Path, device: torch.device | str = "cpu", tracking_uri: str | None = None
-    ) -> "ForecasterBundle":
-        """From a ``forecaster.pt`` file, a directory holding one, or an MLflow URI (see ``load_state``)."""
-        state = cls.read_state(path, tracking_uri)
-        model = cls.restore_model(lambda settings: Forecaster(ForecasterSettings.from_dict(settings)), state, device)
+    def from_state(cls, model: Forecaster, state: dict[str, Any]) -> "ForecasterBundle":
         return cls(
             model,
             Scaling(**state["scaling"]),

@@ -6,12 +6,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cached_property
-from pathlib import Path
 from typing import Any
 
 import torch
 
-from jobs.common.bundle import ModelBundle, check_specials, text_contents, text_fields
+from jobs.common.bundle import ModelBundle, check_specials, text_contents, text_fields, text_fields_of
 from pipelines.contract.pieces import PieceModel
 from pipelines.contract.specials import EOS_ID
 from pipelines.contract.vocab import Vocab
@@ -41,6 +40,7 @@ class LMBundle(ModelBundle):
 
     file_name, artifact, what, registry_name = LM_FILE, "lm", "language model", "rnnmt-lm"
     pyfunc_code = "lm_pyfunc.py"
+    model_type, settings_type = LanguageModel, LanguageModelSettings
     required = frozenset({"settings", "model", "tokens", "kind"})
 
     model: LanguageModel
@@ -124,19 +124,6 @@ class LMBundle(ModelBundle):
         return {"input_example": (["The"], {**self.sample_settings().to_dict(), "tokens": 50, "seed": 0})}
 
     @classmethod
-    def load(cls, path: str | Path, device: torch.device | str = "cpu", tracking_uri: str | None = None) -> "LMBundle":
-        """From an ``lm.pt`` file, a directory holding one, or an MLflow URI (see ``load_state``)."""
-        state = cls.read_state(path, tracking_uri)
-        model = cls.restore_model(
-            lambda settings: LanguageModel(LanguageModelSettings.from_dict(settings)), state, device
-        )
+    def from_state(cls, model: LanguageModel, state: dict[str, Any]) -> "LMBundle":
         check_specials(state["tokens"], cls.what)
-        return cls(
-            model,
-            list(state["tokens"]),
-            state["kind"],
-            NormalizeOptions(**state["options"]),
-            state["lang"],
-            state.get("pieces"),
-            dict(state.get("info", {})),
-        )
+        return cls(model, **text_fields_of(state))

@@ -212,6 +212,7 @@ class ClassifierTrainer(Trainer):
         self.names = self.manifest["labels"]["names"]
         self.data: Labelled | None = None  # the test split
         self.predicted = np.zeros(0, np.int64)
+        self.probabilities = np.zeros((0, len(self.names)), np.float32)
 
     def bundle(self, best: dict[str, Any]) -> ClassifierBundle:
         model = Classifier(settings_of(self.config, len(self.vocab), self.manifest))

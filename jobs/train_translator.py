@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import replace
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -194,9 +195,13 @@ class TranslatorFamily(Family):
         loss, tokens = sequence_loss(logits, tgt_out, self.config["train"]["label_smoothing"])
         return loss / max(tokens, 1), float(loss.detach()), tokens
 
+    @cached_property
+    def bundle(self) -> Bundle:
+        """The model as a bundle that translates raw text (made once, at the first validation)."""
+        return Bundle.from_manifest(self.model, self.manifest, self.vocabs)
+
     def validate(self, epoch: int) -> dict[str, Any]:
-        bundle = Bundle.from_manifest(self.model, self.manifest, self.vocabs)
-        return validate(self.model, bundle, self.valid, self.config, self.device)[0]
+        return validate(self.model, self.bundle, self.valid, self.config, self.device)[0]
 
     def describe(self, metrics: dict[str, Any]) -> str:
         return (

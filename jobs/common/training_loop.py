@@ -212,7 +212,7 @@ class TrainingLoop:
         rank: int = 0,
         world: int = 1,
         device: torch.device = torch.device("cpu"),
-        wrap: Callable[[torch.nn.Module], torch.nn.Module] = None,
+        wrap: Callable[[torch.nn.Module], torch.nn.Module] | None = None,
         report: Report | None = None,
         log_metrics: Callable[[dict[str, float], int], None] | None = None,
         bar: Callable[[int, int], Any] | None = None,
@@ -308,12 +308,7 @@ class TrainingLoop:
 
     def _step(self, batch: Any, epoch: int, step: int) -> tuple[float, float]:
         """Forward, backward, clip, update; returns the batch's loss sum and units."""
-
-        def forward(*args: Any, **kwargs: Any) -> Any:
-            with self.autocast:
-                return self.forward_model(*args, **kwargs)
-
-        loss, loss_sum, units = self.family.step(batch, forward)
+        loss, loss_sum, units = self.family.step(batch, self._forward)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         # the global norm, clipped when train.clip_norm > 0; the same on every worker (DDP averaged the gradients)
@@ -334,6 +329,11 @@ class TrainingLoop:
                 f"(epoch {epoch + 1}, step {step + 1}); lower train.lr, set train.clip_norm, or train.amp=off"
             )
         return 0.0, 0.0
+
+    def _forward(self, *args: Any, **kwargs: Any) -> Any:
+        """The model as a step runs it: data-parallel, under autocast."""
+        with self.autocast:
+            return self.forward_model(*args, **kwargs)
 
     def _log_progress(self, window: list[float], epoch_progress: float) -> None:
         if self.log_metrics is None:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Sequence
-from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -96,6 +95,7 @@ class LanguageModelFamily(Family):
             stream(data_dir, self.manifest, "valid", max_tokens=config["valid"]["max_tokens"]) if rank == 0 else None
         )
         self.state: Any = None  # the recurrent state carried from one segment to the next
+        self.bundle: LMBundle | None = None  # made at the first samples, once the model exists
         self.texts = MetricsLog.for_rank(config, rank)  # the sample texts go to the job's MLflow run
 
     def build_model(self) -> LanguageModel:
@@ -115,17 +115,14 @@ class LanguageModelFamily(Family):
     def progress_metrics(self, loss: float) -> dict[str, float]:
         return {"train_perplexity": math.exp(min(loss, 50))}
 
-    @cached_property
-    def bundle(self) -> LMBundle:
-        """The model as a bundle that reads and writes text (made once, at the first samples)."""
-        return LMBundle.from_manifest(self.model, self.manifest, self.vocab, self.pieces)
-
     def validate(self, epoch: int) -> dict[str, Any]:
         """The valid stream's loss and perplexity (bits per character for characters); sample texts."""
         v = self.config["valid"]
         total, tokens = stream_loss(self.model, self.valid, v["batch_size"], self.t["bptt"], self.device)
         metrics = loss_metrics("valid", total / max(tokens, 1), tokens, self.chars)
         if v["samples"]:
+            if self.bundle is None:  # made once (no cached_property: see TranslatorFamily.validate)
+                self.bundle = LMBundle.from_manifest(self.model, self.manifest, self.vocab, self.pieces)
             sampling = SampleSettings.from_dict(self.config["sampling"])
             texts = self.bundle.generate(
                 "", v["sample_tokens"], sampling, v["samples"], self.config["seed"] + epoch, device=self.device

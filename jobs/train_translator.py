@@ -16,7 +16,6 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import replace
-from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -158,6 +157,7 @@ class TranslatorFamily(Family):
         self.epoch_data = self.train
         self.sampler: SubwordSampler | None = None  # train.subword_alpha: made at the first draw
         self.valid = valid_pairs(config, self.manifest) if rank == 0 else None
+        self.bundle: Bundle | None = None  # made at the first validation, once the model exists
 
     def build_model(self) -> Translator:
         (src, _), (tgt, _) = self.vocabs["src"], self.vocabs["tgt"]
@@ -195,12 +195,11 @@ class TranslatorFamily(Family):
         loss, tokens = sequence_loss(logits, tgt_out, self.config["train"]["label_smoothing"])
         return loss / max(tokens, 1), float(loss.detach()), tokens
 
-    @cached_property
-    def bundle(self) -> Bundle:
-        """The model as a bundle that translates raw text (made once, at the first validation)."""
-        return Bundle.from_manifest(self.model, self.manifest, self.vocabs)
-
     def validate(self, epoch: int) -> dict[str, Any]:
+        # the model as a bundle that translates raw text, made once (not a cached_property: a
+        # family class run as __main__ is pickled by value, and Python 3.11's holds a lock)
+        if self.bundle is None:
+            self.bundle = Bundle.from_manifest(self.model, self.manifest, self.vocabs)
         return validate(self.model, self.bundle, self.valid, self.config, self.device)[0]
 
     def describe(self, metrics: dict[str, Any]) -> str:

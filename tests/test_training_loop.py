@@ -253,3 +253,27 @@ def test_a_non_finite_gradient_skips_its_update_and_too_many_stop_training():
     with pytest.raises(TrainingError, match=f"{MAX_NONFINITE} updates in a row had a non-finite gradient"):
         _loop(family, config).fit()
     assert family.steps_taken == 5 + MAX_NONFINITE
+
+
+@pytest.mark.parametrize(
+    "module, family",
+    [
+        ("jobs.train_translator", "TranslatorFamily"),
+        ("jobs.train_lm", "LanguageModelFamily"),
+        ("jobs.train_classifier", "ClassifierFamily"),
+        ("jobs.train_forecaster", "ForecasterFamily"),
+    ],
+)
+def test_every_family_pickles_by_value_as_when_its_job_runs_as_main(module, family):
+    """``python -m jobs.train_<family>`` makes the family a class of ``__main__``, which Ray sends to
+    its workers by value (cloudpickle): nothing in it may hold a lock (Python 3.11's cached_property does)."""
+    import importlib
+
+    import cloudpickle
+
+    imported = importlib.import_module(module)
+    cloudpickle.register_pickle_by_value(imported)
+    try:
+        assert cloudpickle.loads(cloudpickle.dumps(getattr(imported, family))).__name__ == family
+    finally:
+        cloudpickle.unregister_pickle_by_value(imported)

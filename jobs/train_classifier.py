@@ -27,7 +27,7 @@ from jobs.common.classifier_checkpoint import CLASSIFIER_FILE, ClassifierBundle
 from jobs.common.collectives import worker_log
 from jobs.common.driver import Trainer, train
 from jobs.common.model_registry import ACCURACY, TestMetric, arrays_digest
-from jobs.common.training_loop import Family, check_train_settings
+from jobs.common.training_loop import Family, LoopSettings
 from pipelines.contract.errors import ConfigError, ManifestError, check_integer
 from pipelines.contract.labelled_shards import Labelled, read_labelled
 from pipelines.contract.manifest import load_manifest
@@ -180,7 +180,7 @@ class ClassifierFamily(Family):
 def prepare(config: dict[str, Any]) -> None:
     """Check the config and its input before anything starts."""
     t = config["train"]
-    check_train_settings(t, config["valid"])
+    LoopSettings.from_config(config)
     if t["label_prior"] not in PRIORS:
         raise ConfigError(f"train.label_prior must be one of {', '.join(PRIORS)}; got {t['label_prior']!r}")
     for key, low in (("batch_size", 1), ("batch_tokens", 0)):

@@ -30,7 +30,7 @@ from jobs.common import cli
 from jobs.common.driver import Trainer, train
 from jobs.common.forecaster_checkpoint import FORECASTER_FILE, ForecasterBundle, forecast_rows
 from jobs.common.model_registry import RMSE, TestMetric, arrays_digest
-from jobs.common.training_loop import Family, check_train_settings
+from jobs.common.training_loop import Family, LoopSettings
 from pipelines.contract.atomic import write_atomically
 from pipelines.contract.errors import ConfigError, ManifestError, check_integer
 from pipelines.contract.manifest import load_manifest
@@ -125,7 +125,7 @@ class ForecasterFamily(Family):
 def prepare(config: dict[str, Any]) -> None:
     """Check the config and its input before anything starts."""
     t = config["train"]
-    check_train_settings(t, config["valid"])
+    LoopSettings.from_config(config)
     check_integer("train.batch_size", t["batch_size"], 1)
     manifest = load_manifest(Path(config["data_dir"]), "series")
     settings_of(config, manifest)

@@ -30,7 +30,7 @@ from jobs.common.driver import Trainer, train
 from jobs.common.lm_checkpoint import LM_FILE, LMBundle
 from jobs.common.model_registry import PERPLEXITY, TestMetric, arrays_digest
 from jobs.common.tracking import MetricsLog
-from jobs.common.training_loop import Family, check_train_settings
+from jobs.common.training_loop import Family, LoopSettings
 from pipelines.contract.errors import ConfigError, ManifestError, check_integer
 from pipelines.contract.manifest import load_manifest
 from pipelines.contract.token_stream import read_token_share
@@ -140,7 +140,7 @@ class LanguageModelFamily(Family):
 def prepare(config: dict[str, Any]) -> None:
     """Check the config and its input before anything starts."""
     t = config["train"]
-    check_train_settings(t, config["valid"])
+    LoopSettings.from_config(config)
     settings_of(config, 10)
     SampleSettings.from_dict(config["sampling"])
     for key in ("batch_size", "bptt"):

@@ -30,7 +30,7 @@ from jobs.common.model_registry import TestMetric, beam_bleu, pairs_digest
 from jobs.common.reports import attention_heatmaps
 from jobs.common.torch_files import load_checked
 from jobs.common.tracking import tracking_uri
-from jobs.common.training_loop import STATE_FILE, Family, check_train_settings
+from jobs.common.training_loop import STATE_FILE, Family, LoopSettings
 from jobs.common.translation import Translation, translate, translate_and_score
 from pipelines.contract.errors import CheckpointError, ConfigError, ManifestError, check_integer
 from pipelines.contract.manifest import load_manifest
@@ -222,7 +222,7 @@ def valid_pairs(config: dict[str, Any], manifest: dict[str, Any]) -> Pairs:
 
 def prepare(config: dict[str, Any]) -> None:
     """Check the config and its input before anything starts."""
-    check_train_settings(config["train"], config["valid"])
+    LoopSettings.from_config(config)
     settings_of(config)
     decode_settings(config)
     manifest = load_manifest(Path(config["data_dir"]), "parallel")

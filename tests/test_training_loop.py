@@ -14,8 +14,8 @@ from omegaconf import OmegaConf
 
 from jobs.common.config import CONF_DIR
 from jobs.common.torch_files import load_checked
-from jobs.common.training_loop import BEST_FILE, MAX_NONFINITE, STATE_FILE, Family, TrainingLoop
-from pipelines.contract.errors import CheckpointError, TrainingError
+from jobs.common.training_loop import BEST_FILE, MAX_NONFINITE, STATE_FILE, Family, LoopSettings, TrainingLoop
+from pipelines.contract.errors import CheckpointError, ConfigError, TrainingError
 from rnn_models.batching import epoch_batches
 
 
@@ -95,6 +95,34 @@ def _loop(family: Regression, config: dict[str, Any], reports: list | None = Non
     )
     family.loop = loop
     return loop
+
+
+def test_the_settings_are_read_typed_from_the_shared_defaults():
+    settings = LoopSettings.from_config(_config(lr=0.02))
+    assert settings.lr == 0.02 and settings.valid_every == 1 and settings.optimizer == "adam"
+    assert settings.epochs == 6 and isinstance(settings.use_gpu, bool)  # conf/training.yaml, overridden
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("optimizer", "lbfgs", "train.optimizer must be one of adam, adamw, adagrad, sgd; got 'lbfgs'"),
+        ("schedule", "cosine", "train.schedule must be one of constant, fixed, plateau"),
+        ("epochs", 0, "train.epochs"),
+        ("patience", 1.5, "train.patience"),
+        ("max_failures", -1, "train.max_failures"),
+        ("lr", 0, "train.lr must be > 0"),
+        ("lr_decay", 1.5, "train.lr_decay in"),
+        ("clip_norm", "big", "train.clip_norm must be a number >= 0, got 'big'"),
+        ("report_seconds", -1, "train.report_seconds must be a number >= 0"),
+        ("cpus_per_worker", 0, "train.cpus_per_worker must be a number > 0, got 0"),
+        ("use_gpu", "yes", "train.use_gpu must be true or false, got 'yes'"),
+        ("amp", "fp8", "train.amp"),
+    ],
+)
+def test_a_setting_that_cannot_work_is_named(key, value, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
+        LoopSettings.from_config(_config(**{key: value}))
 
 
 def test_early_stopping_after_exactly_patience_bad_validations():

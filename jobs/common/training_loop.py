@@ -4,7 +4,7 @@ A :class:`Family` supplies what is its own: the model, the batches of an epoch, 
 the validation metrics and the metric that decides the best model. The :class:`TrainingLoop` owns
 the rest, the same for every family:
 
-- the optimizer (:func:`make_optimizer`), the learning-rate schedule and bf16 autocast;
+- the optimizer, the learning-rate schedule and bf16 autocast (:class:`LoopSettings`);
 - seeding: the initial parameters from ``seed`` (the same on every worker), and every epoch's
   random draws (dropout masks) from the seed, the epoch and the worker, so that a resumed run draws
   what an uninterrupted one would;
@@ -63,47 +63,81 @@ def epoch_seed(seed: int, epoch: int, rank: int) -> int:
     return seed * 1_000_003 + epoch * 101 + rank
 
 
-def make_optimizer(parameters: Iterable[torch.nn.Parameter], train: dict[str, Any]) -> torch.optim.Optimizer:
-    """The optimizer ``train.optimizer`` names, at ``train.lr`` with ``train.weight_decay``; Adam and
-    AdamW use their fused kernel (one pass over each parameter: 6% of a translator's CPU step, a
-    quarter of a classifier's, less than the for-each form)."""
-    name, lr, decay = train["optimizer"], train["lr"], train.get("weight_decay", 0.0)
-    params = [p for p in parameters if p.requires_grad]
-    if name == "adam":
-        return torch.optim.Adam(params, lr=lr, weight_decay=decay, fused=True)
-    if name == "adamw":
-        return torch.optim.AdamW(params, lr=lr, weight_decay=decay, fused=True)
-    if name == "adagrad":
-        return torch.optim.Adagrad(params, lr=lr, weight_decay=decay)
-    if name == "sgd":
+@dataclass(frozen=True)
+class LoopSettings:
+    """The loop's settings: ``train.*`` of ``conf/training.yaml`` (each explained there) and
+    ``valid.every``, typed and checked (:meth:`from_config`)."""
+
+    epochs: int
+    max_minutes: float
+    optimizer: str
+    lr: float
+    weight_decay: float
+    schedule: str
+    decay_after: int
+    lr_decay: float
+    lr_patience: int
+    min_lr: float
+    clip_norm: float
+    patience: int
+    amp: str
+    num_workers: int
+    use_gpu: bool
+    cpus_per_worker: float
+    max_failures: int
+    report_seconds: float
+    valid_every: int
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> LoopSettings:
+        """The settings of a job's config; a ConfigError names the first key that cannot work."""
+        from jobs.common.precision import amp_mode
+        from pipelines.contract.errors import check_integer
+
+        train, valid = config["train"], config["valid"]
+        amp_mode(train["amp"])
+        for key, allowed in (("optimizer", OPTIMIZERS), ("schedule", SCHEDULES)):
+            if train[key] not in allowed:
+                raise ConfigError(f"train.{key} must be one of {', '.join(allowed)}; got {train[key]!r}")
+        for key, value, low in (
+            ("train.epochs", train["epochs"], 1),
+            ("train.num_workers", train["num_workers"], 1),
+            ("train.patience", train["patience"], 0),
+            ("train.lr_patience", train["lr_patience"], 0),
+            ("train.decay_after", train["decay_after"], 0),
+            ("train.max_failures", train["max_failures"], 0),
+            ("valid.every", valid["every"], 1),
+        ):
+            check_integer(key, value, low)
+        for key in ("lr", "max_minutes", "clip_norm", "weight_decay", "min_lr", "report_seconds"):
+            value = train[key]
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+                raise ConfigError(f"train.{key} must be a number >= 0, got {value!r}")
+        if not train["lr"] > 0 or not 0 < train["lr_decay"] <= 1:
+            raise ConfigError(
+                f"train.lr must be > 0 and train.lr_decay in (0, 1]; got {train['lr']}, {train['lr_decay']}"
+            )
+        cpus = train["cpus_per_worker"]
+        if isinstance(cpus, bool) or not isinstance(cpus, (int, float)) or not cpus > 0:
+            raise ConfigError(f"train.cpus_per_worker must be a number > 0, got {cpus!r}")
+        if not isinstance(train["use_gpu"], bool):
+            raise ConfigError(f"train.use_gpu must be true or false, got {train['use_gpu']!r}")
+        own = {f.name for f in fields(cls)} - {"valid_every"}
+        return cls(**{key: train[key] for key in own}, valid_every=valid["every"])
+
+    def optimizer_for(self, parameters: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
+        """The optimizer ``optimizer`` names over the trained ``parameters``, at ``lr`` with
+        ``weight_decay``; Adam and AdamW use their fused kernel (one pass over each parameter: 6% of
+        a translator's CPU step, a quarter of a classifier's, less than the for-each form)."""
+        params = [p for p in parameters if p.requires_grad]
+        lr, decay = self.lr, self.weight_decay
+        if self.optimizer == "adam":
+            return torch.optim.Adam(params, lr=lr, weight_decay=decay, fused=True)
+        if self.optimizer == "adamw":
+            return torch.optim.AdamW(params, lr=lr, weight_decay=decay, fused=True)
+        if self.optimizer == "adagrad":
+            return torch.optim.Adagrad(params, lr=lr, weight_decay=decay)
         return torch.optim.SGD(params, lr=lr, weight_decay=decay)
-    raise ConfigError(f"train.optimizer must be one of {', '.join(OPTIMIZERS)}; got {name!r}")
-
-
-def check_train_settings(train: dict[str, Any], valid: dict[str, Any]) -> None:
-    """Refuse loop settings (``conf/training.yaml``) that cannot work, naming the key."""
-    from jobs.common.precision import amp_mode
-    from pipelines.contract.errors import check_integer
-
-    amp_mode(train["amp"])
-    for key, allowed in (("optimizer", OPTIMIZERS), ("schedule", SCHEDULES)):
-        if train[key] not in allowed:
-            raise ConfigError(f"train.{key} must be one of {', '.join(allowed)}; got {train[key]!r}")
-    for key, value, low in (
-        ("train.epochs", train["epochs"], 1),
-        ("train.num_workers", train["num_workers"], 1),
-        ("train.patience", train["patience"], 0),
-        ("train.lr_patience", train["lr_patience"], 0),
-        ("train.decay_after", train["decay_after"], 0),
-        ("valid.every", valid["every"], 1),
-    ):
-        check_integer(key, value, low)
-    for key in ("lr", "max_minutes", "clip_norm", "weight_decay", "min_lr"):
-        value = train[key]
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
-            raise ConfigError(f"train.{key} must be a number >= 0, got {value!r}")
-    if not train["lr"] > 0 or not 0 < train["lr_decay"] <= 1:
-        raise ConfigError(f"train.lr must be > 0 and train.lr_decay in (0, 1]; got {train['lr']}, {train['lr_decay']}")
 
 
 class Family(ABC):
@@ -219,13 +253,13 @@ class TrainingLoop:
         now: Callable[[], float] = time.perf_counter,
     ):
         self.family, self.config, self.rank, self.world, self.device = family, config, rank, world, device
-        self.t, self.v = config["train"], config["valid"]
+        self.settings = LoopSettings.from_config(config)
         torch.manual_seed(config["seed"])  # the same initial parameters on every worker
         family.model = family.build_model().to(device)
-        self.optimizer = make_optimizer(family.parameters(), self.t)
+        self.optimizer = self.settings.optimizer_for(family.parameters())
         self.forward_model = wrap(family.model) if wrap else family.model
-        self.autocast = autocast(device, self.t["amp"])
-        self.progress = Progress(lr=self.t["lr"])
+        self.autocast = autocast(device, self.settings.amp)
+        self.progress = Progress(lr=self.settings.lr)
         self.best_state: dict[str, Any] | None = None  # rank 0: the best model so far, on the CPU
         self.report, self.log_metrics, self.bar, self.now = report, log_metrics, bar, now
         self.nonfinite_in_a_row = 0
@@ -260,7 +294,7 @@ class TrainingLoop:
 
     def fit(self) -> Progress:
         """Epochs from where the progress stands until the last, early stopping or the time budget."""
-        epochs, every = self.t["epochs"], self.v["every"]
+        epochs, every = self.settings.epochs, self.settings.valid_every
         for epoch in range(self.progress.epoch, epochs):
             out_of_time = self.train_epoch(epoch)
             self.progress.epoch = epoch + 1
@@ -281,8 +315,8 @@ class TrainingLoop:
         batches = family.batches(epoch)
         clock = EpochClock(
             progress.loop_seconds,
-            self.t["max_minutes"],
-            self.t["report_seconds"],
+            self.settings.max_minutes,
+            self.settings.report_seconds,
             self.device,
             self.bar(epoch, len(batches)) if self.bar else None,
             self.now,
@@ -312,7 +346,7 @@ class TrainingLoop:
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         # the global norm, clipped when train.clip_norm > 0; the same on every worker (DDP averaged the gradients)
-        norm = torch.nn.utils.clip_grad_norm_(self.family.model.parameters(), self.t["clip_norm"] or math.inf)
+        norm = torch.nn.utils.clip_grad_norm_(self.family.model.parameters(), self.settings.clip_norm or math.inf)
         if torch.isfinite(norm):
             self.optimizer.step()
             self.nonfinite_in_a_row = 0
@@ -356,8 +390,8 @@ class TrainingLoop:
     def _fixed_schedule(self, epoch: int) -> None:
         """``train.schedule=fixed``: the learning rate times ``lr_decay`` after every epoch from
         ``decay_after`` on (never below ``min_lr``)."""
-        if self.t["schedule"] == "fixed" and epoch + 1 >= self.t["decay_after"]:
-            self.progress.lr = max(self.t["min_lr"], self.progress.lr * self.t["lr_decay"])
+        if self.settings.schedule == "fixed" and epoch + 1 >= self.settings.decay_after:
+            self.progress.lr = max(self.settings.min_lr, self.progress.lr * self.settings.lr_decay)
 
     def improved(self, score: float) -> bool:
         """Whether ``score`` is better than the best so far in the family's direction (a first
@@ -372,7 +406,7 @@ class TrainingLoop:
     def end_validation(self, epoch: int, out_of_time: bool) -> bool:
         """Validate, keep the best model, apply the plateau schedule, report with a checkpoint;
         returns whether training stops here (time budget or early stopping)."""
-        t, progress, family = self.t, self.progress, self.family
+        t, progress, family = self.settings, self.progress, self.family
         started = self.now()
         metrics = family.validate(epoch) if self.rank == 0 else {}
         family.model.train()
@@ -382,8 +416,8 @@ class TrainingLoop:
         better = self.improved(score)
         progress.bad_validations = 0 if better else progress.bad_validations + 1
         progress.stale_lr = 0 if better else progress.stale_lr + 1
-        if t["schedule"] == "plateau" and progress.stale_lr > t["lr_patience"]:
-            progress.lr, progress.stale_lr = max(t["min_lr"], progress.lr * t["lr_decay"]), 0
+        if t.schedule == "plateau" and progress.stale_lr > t.lr_patience:
+            progress.lr, progress.stale_lr = max(t.min_lr, progress.lr * t.lr_decay), 0
         if better:
             progress.best_score, progress.best_epoch = score, epoch + 1
             if self.rank == 0:
@@ -391,7 +425,7 @@ class TrainingLoop:
                     "model": {k: v.detach().cpu().clone() for k, v in family.model.state_dict().items()},
                     "metrics": dict(metrics, epoch=epoch + 1),
                 }
-        stop = out_of_time or bool(t["patience"] and progress.bad_validations >= t["patience"])
+        stop = out_of_time or bool(t.patience and progress.bad_validations >= t.patience)
         unit = family.unit
         metrics.update(
             epoch=epoch + 1,  # counted from 1, as epoch_progress at its end
@@ -404,7 +438,7 @@ class TrainingLoop:
                 f"train_{unit}_per_sec": progress.train_units / max(progress.train_seconds, 1e-9),
             },
             skipped_steps=progress.skipped_steps,
-            stopped_early=bool(stop and epoch + 1 < t["epochs"]),
+            stopped_early=bool(stop and epoch + 1 < t.epochs),
         )
         if self.rank == 0:
             worker_log(

@@ -17,7 +17,6 @@ from __future__ import annotations
 import importlib
 import json
 import math
-import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -30,8 +29,10 @@ from jobs.common import progress as progress_bars
 from jobs.common.config import PROJECT_DIR, ConfigError, flatten, load_config, to_dict, to_dotlist
 from jobs.common.job_output import show_config
 from jobs.common.ray_cluster import connect
+from jobs.common.run_dirs import check_run_name, mark, remove_run
 from jobs.common.tracking import mlflow_run, tracking_uri
 from pipelines.contract.atomic import write_atomically
+from pipelines.contract.errors import check_integer
 
 TRAINERS = ("train_translator", "train_word2vec", "train_lm", "train_classifier", "train_forecaster")
 SAMPLERS = ("choice", "grid", "uniform", "loguniform", "randint")
@@ -139,12 +140,14 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
     config = to_dict(cfg)
     trainer = trainer_config(config)
     space = search_space(config["space"])
+    check_integer("num_samples", config["num_samples"], 1)
+    check_integer("max_concurrent", config["max_concurrent"], 0, " (0: as many as fit)")
     if config["search"] not in SEARCHES:
         raise ConfigError(f"search must be one of {', '.join(SEARCHES)}, got {config['search']!r}")
     if config["search"] != "random" and any("grid" in spec for spec in config["space"].values()):
         raise ConfigError("space: {grid: [...]} needs search=random (Optuna samples, it does not enumerate)")
     storage = Path(config["storage_path"] or PROJECT_DIR / "ray_results").resolve()
-    experiment_dir = storage / config["name"]
+    experiment_dir = storage / check_run_name("name", config["name"])
     output_dir = Path(config["output_dir"]).resolve()
     resources = connect(config["ray"])
     trials, cpus_per_worker = concurrency(config, trainer, resources)
@@ -154,10 +157,9 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
         flush=True,
     )
     restore = config["resume"] and tune.Tuner.can_restore(str(experiment_dir))
-    if not restore and experiment_dir.exists():
-        print(f"tune: starting over, removing {experiment_dir}", flush=True)
-        shutil.rmtree(experiment_dir)
-    experiment_dir.mkdir(parents=True, exist_ok=True)
+    if not restore:
+        remove_run(experiment_dir, "search", "tune: starting over")
+    mark(experiment_dir, "search")
     parent_file = experiment_dir / "mlflow_run_id"
     parent_id = parent_file.read_text().strip() if restore and parent_file.is_file() else None
     with mlflow_run(config["mlflow"], config["name"], params=config, run_id=parent_id) as mlflow:

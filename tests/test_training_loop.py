@@ -265,7 +265,7 @@ def test_a_checkpoint_of_other_data_or_an_older_loop_is_refused(tmp_path):
     with pytest.raises(CheckpointError, match="trained on other data"):
         TrainingLoop(other, config).restore(files)
     old = {**files[STATE_FILE], "progress": {"epoch": 1, "best_bleu": 3.0, "bad_epochs": 0}}
-    with pytest.raises(CheckpointError, match="older rnnmt.*resume=false"):
+    with pytest.raises(CheckpointError, match="older rnnmt.*delete its directory"):
         TrainingLoop(Regression(config), config).restore({STATE_FILE: old})
 
 

@@ -4,7 +4,6 @@ workers that run elsewhere."""
 
 from __future__ import annotations
 
-import shutil
 import signal
 import tempfile
 import threading
@@ -23,6 +22,7 @@ from jobs.common.config import PROJECT_DIR, ConfigError, load_config, to_dict, t
 from jobs.common.job_output import show_config
 from jobs.common.ray_cluster import connect
 from jobs.common.ray_private import in_tune_session, worker_failures, worker_progress_bar
+from jobs.common.run_dirs import check_run_name, mark, remove_run
 from jobs.common.torch_files import check_file, load_checked
 from jobs.common.tracking import MetricsLog, log_dataset, mlflow_run, tracking_uri
 from jobs.common.training_loop import BEST_FILE, STATE_FILE, Family, TrainingLoop
@@ -188,10 +188,10 @@ def fit(
     from ray.train.torch import TorchTrainer
 
     t = config["train"]
-    previous = Path(config["storage_path"]) / config["run_name"]
-    if not config.get("resume", True) and previous.exists():
-        print(f"resume=false: removing the earlier run's checkpoints in {previous}", flush=True)
-        shutil.rmtree(previous)
+    previous = Path(config["storage_path"]) / check_run_name("run_name", config["run_name"])
+    if not config.get("resume", True):
+        remove_run(previous, "training", "resume=false: the earlier run's checkpoints")
+    mark(previous, "training")
     callbacks: list[UserCallback] = []
     if log_reports and config.get("mlflow_run_id"):
         callbacks.append(EpochMetrics(config["mlflow_tracking_uri"], config["mlflow_run_id"]))

@@ -281,7 +281,8 @@ class TrainingLoop:
         if not isinstance(state.get("progress"), dict) or set(state["progress"]) - known:
             raise CheckpointError(
                 f"run {self.config['run_name']!r}: the checkpoint was written by an older rnnmt "
-                "whose training loop kept other progress; resume=false starts over"
+                "whose training loop kept other progress; use another run_name, or delete its directory "
+                "under storage_path to start over"
             )
         self.family.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])

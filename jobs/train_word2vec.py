@@ -310,8 +310,9 @@ def prepare(config: dict[str, Any]) -> None:
 def fit(config: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any], dict[str, Any]]:
     """Run the Ray Train job; returns the final model state, its scores and the last reported metrics."""
     result = ray_train.fit(train_func_per_worker, config)
-    state = ray_train.read_checkpoint(result.checkpoint, [STATE_FILE])[STATE_FILE]["model"]
-    with result.checkpoint.as_directory() as directory:
+    checkpoint = ray_train.whole_checkpoint(result.checkpoint)
+    state = ray_train.read_checkpoint(checkpoint, [STATE_FILE])[STATE_FILE]["model"]
+    with checkpoint.as_directory() as directory:
         scores = json.loads((Path(directory) / EVAL_FILE).read_text(encoding="utf-8"))
     return state, scores, dict(result.metrics or {})
 

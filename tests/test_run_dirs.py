@@ -1,15 +1,18 @@
-"""The directories of runs under ``storage_path``: plain names only, and a job deletes only a run
-directory it made, of its own kind."""
+"""The directories of runs under ``storage_path``: plain names only, a job deletes only a run
+directory it made, of its own kind, and a checkpoint in one is used only when it is whole."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
+import torch
 
 from jobs import tune
 from jobs.common import ray_train
 from jobs.common.config import PROJECT_DIR
 from jobs.common.run_dirs import MARKER, check_run_name, mark, remove_run
-from pipelines.contract.errors import ConfigError, OutputExistsError
+from pipelines.contract.errors import CheckpointError, ConfigError, OutputExistsError
 
 
 @pytest.mark.parametrize("name", ["..", ".", "../project", "a/b", "", ".hidden", "-x", 5, None])
@@ -88,3 +91,29 @@ def test_a_search_refuses_bad_counts_and_names_before_it_starts(tmp_path, settin
             ]
         )
     assert not (tmp_path / "ray").exists()
+
+
+def _checkpoint(run: Path, name: str, files: dict[str, object]) -> Path:
+    directory = run / name
+    directory.mkdir(parents=True)
+    for file, value in files.items():
+        torch.save(value, directory / file)
+    return directory
+
+
+def test_a_checkpoint_without_its_state_falls_back_to_the_whole_one_before(tmp_path):
+    """A partial upload (best.pt there, state.pt not) once ended the driver in a KeyError and made a
+    restarted worker start over from scratch."""
+    from ray.train import Checkpoint
+
+    run = tmp_path / "run"
+    whole = _checkpoint(run, "checkpoint_2026-12-07_10-00-00.000001", {"state.pt": {"epoch": 1}, "best.pt": {}})
+    partial = _checkpoint(run, "checkpoint_2026-12-07_10-05-00.000001", {"best.pt": {}})
+    said = []
+    chosen = ray_train.whole_checkpoint(Checkpoint.from_directory(str(partial)), said.append)
+    assert Path(chosen.path) == whole and "has no state.pt" in said[0]
+    assert ray_train.read_checkpoint(chosen, ["state.pt"])["state.pt"] == {"epoch": 1}
+    assert ray_train.whole_checkpoint(None) is None
+    (whole / "state.pt").unlink()
+    with pytest.raises(CheckpointError, match="no readable checkpoint in .*has no state.pt"):
+        ray_train.whole_checkpoint(Checkpoint.from_directory(str(partial)), said.append)

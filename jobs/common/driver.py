@@ -95,7 +95,7 @@ def train(trainer_type: type[Trainer], argv: Sequence[str] | None = None) -> dic
         result = ray_train.fit(
             partial(ray_train.loop_worker, trainer.family), config, log_reports=True, keep=trainer.checkpoints_kept()
         )
-        files = ray_train.read_checkpoint(result.checkpoint, [STATE_FILE, BEST_FILE])
+        files = ray_train.read_checkpoint(ray_train.whole_checkpoint(result.checkpoint), [STATE_FILE, BEST_FILE])
         last, best = files[STATE_FILE], files[BEST_FILE]
         progress = Progress(**last["progress"])
 

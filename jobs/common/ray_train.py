@@ -96,12 +96,20 @@ def loop_worker(family: type[Family], config: dict[str, Any]) -> None:
 
 
 def resumable_checkpoint() -> Any:
-    """The checkpoint a (restarted or resumed) run goes on from: Ray Train's latest, or, when a
-    file of it is truncated or corrupt, the newest earlier one kept beside it (said in the log,
-    naming the file); None for a new run. CheckpointError when none is readable."""
+    """The checkpoint a (restarted or resumed) run goes on from (:func:`whole_checkpoint` of Ray
+    Train's latest, said in rank 0's log); None for a new run."""
     import ray.train
 
-    checkpoint = ray.train.get_checkpoint()
+    rank = world()[0]
+    return whole_checkpoint(ray.train.get_checkpoint(), worker_log if rank == 0 else lambda line: None)
+
+
+def whole_checkpoint(checkpoint: Any, say: Callable[[str], None] = print) -> Any:
+    """``checkpoint`` (Ray Train's latest) when it is whole, else the newest earlier one kept beside
+    it: a checkpoint without ``state.pt`` (a partial upload) or with a truncated or corrupt file
+    is skipped, ``say`` naming why. None stays None; CheckpointError when none is whole."""
+    import ray.train
+
     latest = Path(checkpoint.path) if checkpoint is not None else None
     if latest is None or not latest.is_dir():  # none, or not on a file system this node sees
         return checkpoint
@@ -111,12 +119,13 @@ def resumable_checkpoint() -> Any:
     problems = []
     for directory in [latest, *earlier]:
         try:
+            if not (directory / STATE_FILE).is_file():
+                raise CheckpointError(f"{directory} has no {STATE_FILE} (a partial upload?)")
             for file in sorted(directory.glob("*.pt")):
                 check_file(file)
         except CheckpointError as err:
             problems.append(str(err))
-            if world()[0] == 0:
-                worker_log(f"{err}; trying the checkpoint before it")
+            say(f"{err}; trying the checkpoint before it")
             continue
         return checkpoint if directory == latest else ray.train.Checkpoint.from_directory(str(directory))
     raise CheckpointError(f"no readable checkpoint in {latest.parent}: {'; '.join(problems)}; resume=false starts over")

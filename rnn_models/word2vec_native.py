@@ -3,7 +3,8 @@ first use and called through ctypes on CPU tensors, from several threads at once
 
 The library is built with the C compiler (``$CC``, else ``cc``) into ``$RNNMT_CACHE`` (default
 ``~/.cache/rnnmt``), named by a hash of the source and flags, so every process and worker reuses
-one build. Compiling takes about a second.
+one build; the build records the file's digest beside it, and a file that no longer matches it, or
+a cache other users can write to, is never loaded. Compiling takes about a second.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from pipelines.contract.atomic import write_atomically
 from pipelines.contract.errors import UserError
 
 SOURCE = Path(__file__).with_name("word2vec_loop.c")
@@ -35,6 +37,9 @@ class NativeUnavailable(UserError, RuntimeError):
 
 
 def _build() -> Path:
+    """The compiled loop in the cache: reused when it is the file this code built (its digest,
+    recorded beside it at the build, matches) in a directory only this user can write; built anew
+    otherwise."""
     compiler = os.environ.get("CC", "cc")
     if shutil.which(compiler) is None:
         raise NativeUnavailable(
@@ -44,19 +49,39 @@ def _build() -> Path:
     key = hashlib.sha256(source + " ".join([compiler, platform.machine(), *FLAGS]).encode()).hexdigest()[:16]
     cache = Path(os.environ.get("RNNMT_CACHE", Path.home() / ".cache" / "rnnmt"))
     target = cache / f"word2vec_loop-{key}.so"
-    if target.is_file():
-        return target
-    cache.mkdir(parents=True, exist_ok=True)
+    digest = target.with_suffix(".sha256")  # the built file's SHA-256, written by the build
+    cache.mkdir(mode=0o700, parents=True, exist_ok=True)
+    _check_private(cache)
+    if target.is_file() and digest.is_file():
+        _check_private(target)
+        if digest.read_text(encoding="utf-8").strip() == _sha256(target):
+            return target
     fd, tmp = tempfile.mkstemp(dir=cache, suffix=".so.tmp")
     os.close(fd)
     try:
         done = subprocess.run([compiler, *FLAGS, str(SOURCE), "-o", tmp, "-lm"], capture_output=True, text=True)
         if done.returncode != 0:
             raise NativeUnavailable(f"{compiler} could not build {SOURCE.name}:\n{done.stderr[-2000:]}")
+        os.chmod(tmp, 0o755)  # whatever the umask: no one else may write it
+        write_atomically(digest, _sha256(Path(tmp)) + "\n")
         os.replace(tmp, target)  # atomic: processes building at once all end with one complete file
     finally:
         Path(tmp).unlink(missing_ok=True)
     return target
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _check_private(path: Path) -> None:
+    """Refuse to load code from ``path`` when another user owns it or may write to it."""
+    stat = path.stat()
+    if stat.st_uid != os.getuid() or stat.st_mode & 0o022:
+        raise NativeUnavailable(
+            f"{path} is writable by other users (or not yours): the C loop is not loaded from it; set RNNMT_CACHE "
+            "to a directory only you can write (or train.loop=tensor)"
+        )
 
 
 def library() -> ctypes.CDLL:

@@ -1,5 +1,5 @@
 """The C loop against Python references (pair by pair; window by window, the tensor step per centre),
-its threads, and its build errors."""
+its threads, its build errors, and the check of a cached build before it is loaded."""
 
 from __future__ import annotations
 
@@ -154,6 +154,30 @@ def test_missing_compiler_is_a_clear_error(monkeypatch, tmp_path):
     monkeypatch.setenv("RNNMT_CACHE", str(tmp_path))
     with pytest.raises(word2vec_native.NativeUnavailable, match="no C compiler 'no-such-cc'.*train.loop=tensor"):
         word2vec_native._build()
+
+
+def test_a_cached_loop_is_loaded_only_as_it_was_built(monkeypatch, tmp_path):
+    """A cached library changed after its build is built anew; one in a cache other users can write
+    to is not loaded at all (it was loaded unchecked)."""
+    import hashlib
+    import os
+
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("RNNMT_CACHE", str(cache))
+    built = word2vec_native._build()
+    digest = built.with_suffix(".sha256")
+    assert digest.read_text(encoding="utf-8").strip() == hashlib.sha256(built.read_bytes()).hexdigest()
+    built.write_bytes(built.read_bytes() + b"changed")  # replaced or damaged after the build
+    assert word2vec_native._build() == built
+    assert hashlib.sha256(built.read_bytes()).hexdigest() == digest.read_text(encoding="utf-8").strip()
+    os.chmod(built, 0o666)
+    with pytest.raises(word2vec_native.NativeUnavailable, match="writable by other users.*RNNMT_CACHE"):
+        word2vec_native._build()
+    os.chmod(built, 0o644)
+    os.chmod(cache, 0o777)
+    with pytest.raises(word2vec_native.NativeUnavailable, match="writable by other users"):
+        word2vec_native._build()
+    os.chmod(cache, 0o755)
 
 
 @pytest.mark.parametrize("update", ["window", "pair"])

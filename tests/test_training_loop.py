@@ -170,6 +170,17 @@ def test_the_best_model_by_the_familys_metric_and_direction(family_type, best_ep
     assert [m["best_epoch"] for m, _ in reports] == ([1, 2, 2, 2, 2] if best_epoch == 1 else [1, 1, 1, 4, 4])
 
 
+@pytest.mark.parametrize("family_type", [Regression, Higher])
+def test_a_score_that_is_not_finite_is_never_the_best(family_type):
+    scores = [math.inf if family_type is Regression else -math.inf, math.nan, 2.0, math.inf, -math.inf, math.nan]
+    family = family_type(_config(), scores)
+    reports: list = []
+    progress = _loop(family, _config(epochs=6), reports).fit()
+    assert progress.best_epoch == 3 and progress.best_score == 2.0
+    assert [m["best_epoch"] for m, _ in reports] == [0, 0, 3, 3, 3, 3]
+    assert reports[1][1][BEST_FILE] is None and reports[-1][1][BEST_FILE]["metrics"]["epoch"] == 3
+
+
 def _epoch_lrs(family: Regression, config: dict[str, Any]) -> list[float]:
     steps = math.ceil(64 / config["train"]["batch_size"])
     return [round(lr, 6) for lr in family.lrs[::steps]]

@@ -396,9 +396,9 @@ class TrainingLoop:
 
     def improved(self, score: float) -> bool:
         """Whether ``score`` is better than the best so far in the family's direction (a first
-        finite score always is; a NaN never)."""
+        finite score always is; a NaN or an infinity never)."""
         best = self.progress.best_score
-        if math.isnan(score):
+        if not math.isfinite(score):
             return False
         if math.isnan(best):
             return True

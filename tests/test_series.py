@@ -43,6 +43,17 @@ def test_bad_times_duplicates_gaps_and_missing_values_are_counted_and_interpolat
     np.testing.assert_allclose(series.values[:, 0], [1, 2, 3, 4, 5, 6])
 
 
+@pytest.mark.parametrize("missing", ["interpolate", "drop"])
+def test_an_infinite_value_is_a_bad_value_taken_as_missing(missing):
+    """Values of "inf" and 1e999 (beyond float64) once went through as real ones, turning the scaling infinite."""
+    times, values = _frame([f"2000-01-0{d}" for d in range(1, 7)], ["1", "inf", "3", "1e999", "-inf", "6"])
+    series = regularize(times, values, missing)
+    assert series.counts["bad_value"] == 3 and np.isfinite(series.values).all()
+    assert series.counts["missing_value"] == (3 if missing == "drop" else 0)  # taken as missing
+    expected = [1, 2, 3, 4, 5, 6] if missing == "interpolate" else [1, 3, 6]
+    np.testing.assert_allclose(series.values[:, 0], expected)
+
+
 def test_drop_takes_the_series_as_regular_by_index():
     times, values = _frame(["2000-01", "2000-02", "2000-03", "2000-05"], ["1", "", "3", "5"])
     series = regularize(times, values, "drop")

@@ -161,6 +161,12 @@ def test_forecast_cli_fills_gaps_and_refuses_bad_input(untrained, tmp_path, caps
         "missing": (tmp_path / "nope.csv", "no such file"),
         "bytes": (_write(tmp_path / "b.csv", b"date,value\n2000,\xff\n"), "not UTF-8"),
         "columns": (_write(tmp_path / "c.csv", "time,value\n2000,1\n"), r"no column\(s\) \['date'\]"),
+        "infinite": (
+            _write(
+                tmp_path / "inf.csv", "date,value\n" + "".join(f"{y},{y}\n" for y in range(2000, 2008)) + "2008,1e999\n"
+            ),
+            r"1 infinite value\(s\)",
+        ),
         "short": (_write(tmp_path / "s.csv", "date,value\n2000,1\n2001,2\n"), "has 2 points; the forecaster reads 5"),
         "empty": (_write(tmp_path / "e.csv", ""), "not a readable CSV"),
         "irregular": (

@@ -15,7 +15,7 @@ import torch
 from jobs.common.bundle import ModelBundle
 from pipelines.contract.errors import CheckpointError, InputError
 from pipelines.contract.series_shards import SeriesRows
-from pipelines.series.regular import MAX_GRID, Regular, calendar_features, format_time, regularize
+from pipelines.series.regular import BAD_VALUE, MAX_GRID, Regular, calendar_features, format_time, regularize
 from pipelines.series.scaling import Scaling
 from rnn_models.forecaster import Forecaster, ForecasterSettings
 
@@ -145,11 +145,19 @@ class ForecasterBundle(ModelBundle):
                 f"{where}: no column(s) {missing} (it has {list(frame.columns)}); the model was trained on {needed}"
             )
         if not self.id_column:
-            return {"": regularize(frame[self.time_column], frame[self.value_columns], self.missing)}
-        return {
-            str(key): regularize(group[self.time_column], group[self.value_columns], self.missing)
-            for key, group in frame.groupby(self.id_column, sort=True)
-        }
+            series = {"": regularize(frame[self.time_column], frame[self.value_columns], self.missing)}
+        else:
+            series = {
+                str(key): regularize(group[self.time_column], group[self.value_columns], self.missing)
+                for key, group in frame.groupby(self.id_column, sort=True)
+            }
+        for key, regular in series.items():
+            if regular.counts[BAD_VALUE]:
+                raise InputError(
+                    f"{where}: series {key or '(the one)'} has {regular.counts[BAD_VALUE]} infinite value(s) "
+                    "(inf, or a number beyond float64 such as 1e999): give finite numbers, or leave them empty"
+                )
+        return series
 
     def contents(self) -> dict[str, Any]:
         return {

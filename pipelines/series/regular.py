@@ -19,6 +19,7 @@ MISSING_RULES = ("interpolate", "drop")
 BAD_TIME = "bad_time"  # the time is empty or not a date
 DUPLICATE_TIME = "duplicate_time"  # a second row for a time the series has (the first in input order is kept)
 MISSING_VALUE = "missing_value"  # a value empty or not a number, with missing=drop
+BAD_VALUE = "bad_value"  # (a note) a value that is infinite ("inf", or beyond float64 as 1e999): taken as missing
 # every row of a series whose times fit no regular step (its grid would be over MAX_GRID times its
 # rows): e.g. seconds apart, then years apart
 IRREGULAR_TIME = "irregular_time"
@@ -99,7 +100,8 @@ def regularize(times: pd.Series, values: pd.DataFrame, missing: str, order: Sequ
     """The regular series of ``times`` (raw text) and ``values`` (raw text or numbers, one column
     per feature), rows taken in ``order`` (input order, for which duplicate wins; default as given).
 
-    Rows with a bad time are dropped; for a repeated time the first row in input order is kept. A
+    Rows with a bad time are dropped; for a repeated time the first row in input order is kept;
+    an infinite value (``bad_value``) is taken as missing. A
     series whose times fit no regular step (its grid would be over ``MAX_GRID`` times its rows) has
     every row dropped as ``irregular_time``.
     Missing times inside the span (gaps) and missing values are filled by linear interpolation in
@@ -112,6 +114,7 @@ def regularize(times: pd.Series, values: pd.DataFrame, missing: str, order: Sequ
         BAD_TIME: 0,
         DUPLICATE_TIME: 0,
         MISSING_VALUE: 0,
+        BAD_VALUE: 0,
         IRREGULAR_TIME: 0,
         "gaps": 0,
         "off_grid": 0,
@@ -123,6 +126,9 @@ def regularize(times: pd.Series, values: pd.DataFrame, missing: str, order: Sequ
     numbers = values.apply(lambda c: pd.to_numeric(c.astype("string").str.strip(), errors="coerce")).astype("float64")
     frame = pd.concat([frame, numbers.reset_index(drop=True).set_axis(range(numbers.shape[1]), axis=1)], axis=1)
     counts[BAD_TIME] = int(frame["time"].isna().sum())
+    infinite = np.isinf(frame[list(range(numbers.shape[1]))].to_numpy())
+    counts[BAD_VALUE] = int((infinite & frame["time"].notna().to_numpy()[:, None]).sum())
+    frame[list(range(numbers.shape[1]))] = frame[list(range(numbers.shape[1]))].mask(infinite)
     frame = frame[frame["time"].notna()].sort_values(["time", "order"], kind="stable")
     first = ~frame["time"].duplicated(keep="first")
     counts[DUPLICATE_TIME] = int((~first).sum())

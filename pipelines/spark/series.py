@@ -29,6 +29,7 @@ from pipelines.contract.errors import ConfigError, InputError, check_integer
 from pipelines.contract.manifest import FORMAT_VERSION, write_manifest
 from pipelines.series.regular import (
     BAD_TIME,
+    BAD_VALUE,
     DUPLICATE_TIME,
     IRREGULAR_TIME,
     MISSING_VALUE,
@@ -42,7 +43,7 @@ from pipelines.spark.readers import SPLITS, InputSpec, resolve_inputs
 
 MISSING_ID = "missing_id"  # a row whose id column is empty
 REASONS = (MISSING_ID, BAD_TIME, DUPLICATE_TIME, IRREGULAR_TIME, MISSING_VALUE, TOO_SHORT)
-NOTES = ("gaps", "interpolated", "off_grid")
+NOTES = ("gaps", "interpolated", "off_grid", BAD_VALUE)
 SERIES_FILE = "series.parquet"
 
 ROW_SCHEMA = (

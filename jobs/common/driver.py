@@ -19,6 +19,7 @@ from jobs.common.config import to_yaml
 from jobs.common.model_registry import TestMetric, log_model, register
 from jobs.common.training_loop import BEST_FILE, STATE_FILE, Family, Progress
 from pipelines.contract.atomic import atomic_directory
+from pipelines.contract.errors import TrainingError
 
 
 class Trainer(ABC):
@@ -96,7 +97,7 @@ def train(trainer_type: type[Trainer], argv: Sequence[str] | None = None) -> dic
             partial(ray_train.loop_worker, trainer.family), config, log_reports=True, keep=trainer.checkpoints_kept()
         )
         files = ray_train.read_checkpoint(ray_train.whole_checkpoint(result.checkpoint), [STATE_FILE, BEST_FILE])
-        last, best = files[STATE_FILE], files[BEST_FILE]
+        last, best = last_and_best(files, trainer.family.metric)
         progress = Progress(**last["progress"])
 
         # the best model as a bundle that reads raw input; the test scores; publish best/ and last/
@@ -151,6 +152,17 @@ def train(trainer_type: type[Trainer], argv: Sequence[str] | None = None) -> dic
         mlflow.set_tag("output_dir", str(output_dir))
     print(json.dumps(summary))
     return summary
+
+
+def last_and_best(files: dict[str, Any], metric: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The last training state and the best model of a finished run's checkpoint files; a
+    TrainingError when no validation gave a finite ``metric`` (there is no best model to publish)."""
+    if files.get(BEST_FILE) is None:
+        raise TrainingError(
+            f"no validation gave a finite {metric}, so there is no best model to publish; "
+            "lower train.lr, set train.clip_norm, or check the validation data"
+        )
+    return files[STATE_FILE], files[BEST_FILE]
 
 
 def numbers(values: dict[str, Any]) -> dict[str, float]:

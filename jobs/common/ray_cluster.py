@@ -17,7 +17,8 @@ def ray_address(cfg: Mapping[str, Any]) -> str | None:
 
 def connect(cfg: Mapping[str, Any]) -> dict[str, float]:
     """Initialise Ray for the ``ray`` section of a job config (once per process); returns the
-    cluster's resources. An in-process Ray binds to 127.0.0.1, its dashboard too."""
+    cluster's resources. An in-process Ray's dashboard binds to 127.0.0.1; its GCS, raylet and
+    workers' gRPC servers listen on every interface (Ray 2.60 has no setting to change that)."""
     import ray
 
     address = ray_address(cfg)

@@ -35,11 +35,12 @@ def tune_stop_requested() -> Callable[[], bool]:
 
 
 def init_local(num_cpus: int | None) -> None:
-    """A new in-process Ray bound to 127.0.0.1, whatever other Ray runs on this machine.
+    """A new in-process Ray, its dashboard bound to 127.0.0.1, whatever other Ray runs on this machine.
 
     ``address="local"`` always starts one (a bare ``ray.init()`` joins a cluster that ``ray
-    start`` left running). ``_node_ip_address`` is the only way to keep a local Ray's own servers
-    off other interfaces; its dashboard also binds to 127.0.0.1. Ray Train's placement-group
+    start`` left running). ``_node_ip_address`` names the node 127.0.0.1 and the dashboard binds
+    there, but Ray 2.60's GCS, raylet and worker gRPC servers still listen on every interface
+    (checked with ``ss -ltnp``: ``*:<port>``; Ray has no setting for them). Ray Train's placement-group
     cleaner and Tune query the state API from worker processes by auto-detecting "the" local
     Ray, which fails with "Found multiple active Ray instances" while another runs. That lookup
     reads ``RAY_API_SERVER_ADDRESS`` first: it is set to the dashboard's address while Ray's own

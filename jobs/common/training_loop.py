@@ -113,6 +113,9 @@ class LoopSettings:
             value = train[key]
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
                 raise ConfigError(f"train.{key} must be a number >= 0, got {value!r}")
+        for key in ("lr", "weight_decay", "min_lr"):  # the others may be infinite: no budget, no clipping
+            if not math.isfinite(train[key]):
+                raise ConfigError(f"train.{key} must be finite, got {train[key]!r}")
         if not train["lr"] > 0 or not 0 < train["lr_decay"] <= 1:
             raise ConfigError(
                 f"train.lr must be > 0 and train.lr_decay in (0, 1]; got {train['lr']}, {train['lr_decay']}"

@@ -8,6 +8,7 @@ attention), which the post-processing uses to copy unknown words.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -52,10 +53,10 @@ class DecodeSettings(Settings):
             ("nbest", 1),
         ):
             check_integer(f"decode.{name}", getattr(self, name), low)
-        if not self.alpha >= 0:
-            raise ConfigError(f"decode.alpha must be >= 0, got {self.alpha!r}")
-        if not self.max_ratio > 0:
-            raise ConfigError(f"decode.max_ratio must be > 0, got {self.max_ratio!r}")
+        if not 0 <= self.alpha < math.inf:
+            raise ConfigError(f"decode.alpha must be a finite number >= 0, got {self.alpha!r}")
+        if not 0 < self.max_ratio < math.inf:
+            raise ConfigError(f"decode.max_ratio must be a finite number > 0, got {self.max_ratio!r}")
         if self.nbest > self.beam:
             raise ConfigError(f"decode.nbest={self.nbest} needs a beam at least as wide; got beam {self.beam}")
         if self.unk not in UNK_POLICIES:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -305,6 +307,9 @@ def test_decode_settings_defaults_overrides_and_refusals():
         ({"beam": 0}, "decode.beam"),
         ({"unk": "guess"}, "decode.unk must be one of keep, copy"),
         ({"max_ratio": 0}, "decode.max_ratio"),
+        ({"max_ratio": math.inf}, "decode.max_ratio must be a finite number > 0, got inf"),
+        ({"alpha": math.inf}, "decode.alpha must be a finite number >= 0, got inf"),
+        ({"alpha": math.nan}, "decode.alpha must be a finite number >= 0, got nan"),
         ({"width": 3}, "unknown DecodeSettings keys"),
     ):
         with pytest.raises(ConfigError, match=message):

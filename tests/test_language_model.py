@@ -158,3 +158,8 @@ def test_draws_follow_the_tempered_and_truncated_distribution():
     torch.testing.assert_close(frequencies(SampleSettings(top_p=0.6)), top2, atol=0.015, rtol=0)
     with pytest.raises(ConfigError, match="top_p must be in"):
         SampleSettings(top_p=0)
+    for temperature in (math.inf, math.nan, -1.0):  # inf once reached the sampler: a 500 over REST
+        with pytest.raises(
+            ConfigError, match=f"temperature must be a finite number >= 0 \\(0 = greedy\\), got {temperature}"
+        ):
+            SampleSettings(temperature=temperature)

@@ -18,9 +18,9 @@ from jobs.common import cli
 from jobs.common.checkpoint import Bundle
 from jobs.common.config import load_config, to_dict, to_yaml
 from jobs.common.job_output import show_config
-from jobs.common.spark_session import spark_session
+from jobs.common.spark_session import check_spark_settings, spark_session
 from jobs.common.tracking import mlflow_run, tracking_uri
-from pipelines.contract.errors import OutputExistsError
+from pipelines.contract.errors import OutputExistsError, check_integer
 from pipelines.contract.manifest import MANIFEST_NAME
 from pipelines.contract.vocab import GivenVocab, given_from_output
 from pipelines.spark.preprocess import check_settings, preprocess
@@ -72,6 +72,8 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
     output_dir = Path(config["output_dir"]).resolve()
     series = config["data"]["kind"] == "series"
     # before MLflow and Spark start: a bad value costs no run
+    check_integer("seed", config["seed"], 0)
+    check_spark_settings(config["spark"])
     if series:
         check_series_settings(config)
     else:

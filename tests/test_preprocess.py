@@ -443,13 +443,13 @@ def test_shared_vocabulary(spark, tmp_path, toy_pairs):
 @pytest.mark.parametrize(
     "override, message",
     [
-        ("split.valid=-0.1", "split.valid and split.test must be >= 0"),
+        ("split.valid=-0.1", r"split.valid must be a finite number in \[0, 1\], got -0.1"),
         ("split.valid=0.96", "leave room for train"),
         ("vocab.max_size=-3", "vocab.max_size must be an integer >= 6"),
         ("output.shards=0", "output.shards must be"),
         ("filter.min_len=0", "filter.min_len must be"),
         ("data.kind=images", "data.kind must be one of"),
-        ("filter.max_ratio=-1", "filter.max_ratio must be >= 0"),
+        ("filter.max_ratio=-1", "filter.max_ratio must be a finite number >= 0"),
         ("vocab.kind=chars", "vocab.kind must be one of"),
         ("vocab.sample_sentences=0", "vocab.sample_sentences must be"),
         ("vocab.character_coverage=0.5", "vocab.character_coverage must be"),

@@ -63,3 +63,41 @@ def test_missing_java_is_explained(tmp_path):
     with pytest.raises(JavaNotFoundError, match="JAVA_HOME"):
         check_java({"JAVA_HOME": str(tmp_path), "PATH": ""})
     assert check_java().endswith("java")
+
+
+# Numeric keys given values that cannot work: each is one ConfigError naming the key, before any
+# work starts (nan and inf arrive from the command line as text: they were TypeError and
+# ValueError tracebacks, and spark.partitions=1e18 a Spark one).
+BAD_NUMBERS = (
+    [("seed", value, "seed must be an integer >= 0") for value in ("nan", "inf", "-1", "1.5")]
+    + [
+        (key, value, f"{key} must be a finite number")
+        for key in ("filter.max_ratio", "split.valid", "split.test")
+        for value in ("nan", "inf", "-1", "'0.1'")
+    ]
+    + [
+        ("split.valid", "1.5", "split.valid must be a finite number in \\[0, 1\\]"),
+        ("spark.partitions", "1e18", "spark.partitions must be an integer >= 0"),
+        ("spark.partitions", "-1", "spark.partitions must be an integer >= 0"),
+        ("spark.partitions", "nan", "spark.partitions must be an integer >= 0"),
+        ("filter.max_len", "0", "filter.max_len must be an integer >= 1"),
+        ("vocab.max_size", "1e18", "vocab.max_size must be an integer"),
+        ("output.shards", "inf", "output.shards must be an integer >= 1"),
+    ]
+)
+
+
+@pytest.mark.parametrize(("key", "value", "message"), BAD_NUMBERS, ids=lambda v: str(v)[:20])
+def test_a_number_that_cannot_work_is_one_clear_error(tmp_path, toy_pairs, key, value, message):
+    from pipelines.contract.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        job.run(
+            [
+                f"data.inputs=[{{path: '{toy_pairs}', format: tsv}}]",
+                f"output_dir={tmp_path / 'out'}",
+                f"mlflow.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}",
+                f"{key}={value}",
+            ]
+        )
+    assert not (tmp_path / "out").exists() and not (tmp_path / "mlflow.db").exists()  # no run was started

@@ -16,7 +16,7 @@ from pyspark.sql import SparkSession
 
 from jobs.common.config import flatten
 from jobs.common.progress import shown
-from pipelines.contract.errors import UserError
+from pipelines.contract.errors import UserError, check_integer
 
 MIN_JAVA = 17
 
@@ -49,11 +49,18 @@ def check_java(env: Mapping[str, str] | None = None) -> str:
     return java
 
 
+def check_spark_settings(cfg: Mapping[str, Any]) -> None:
+    """Refuse ``spark.*`` values that cannot work (a ConfigError naming the key); jobs call it
+    before their MLflow run starts, and :func:`spark_session` before Spark does."""
+    check_integer("spark.partitions", cfg["partitions"], 0, " (0 = Spark's default)")
+
+
 @contextmanager
 def spark_session(cfg: Mapping[str, Any], app_name: str = "rnnmt", progress: bool = False) -> Iterator[SparkSession]:
     """A SparkSession for the ``spark`` section of a job config, stopped on exit; with ``progress``
     Spark draws its stages' progress bars on a terminal. A session that is already active (a
     notebook, a test suite) is used as it is and left running."""
+    check_spark_settings(cfg)
     active = SparkSession.getActiveSession()
     if active is not None:
         yield active

@@ -3,6 +3,7 @@ never a traceback (``jobs.common.cli.main``). Anything else is a bug and keeps i
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 
@@ -36,6 +37,20 @@ def check_integer(key: str, value: Any, low: int, note: str = "") -> int:
     ``key``, the bound (and ``note``, what the bound or a value means) and the value given."""
     if isinstance(value, bool) or not isinstance(value, int) or value < low:
         raise ConfigError(f"{key} must be an integer >= {low}{note}, got {value!r}")
+    return value
+
+
+def check_number(key: str, value: Any, low: float, high: float = math.inf, note: str = "") -> float:
+    """``value`` when it is a finite number (not a bool) in [``low``, ``high``]; else a ConfigError
+    naming ``key``, the range (and ``note``) and the value given (text such as "nan" included)."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or not low <= value <= high
+    ):
+        bound = f">= {low:g}" if high == math.inf else f"in [{low:g}, {high:g}]"
+        raise ConfigError(f"{key} must be a finite number {bound}{note}, got {value!r}")
     return value
 
 

@@ -23,7 +23,7 @@ from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from pipelines.contract.atomic import atomic_directory
-from pipelines.contract.errors import ConfigError, check_integer
+from pipelines.contract.errors import ConfigError, check_integer, check_number
 from pipelines.contract.manifest import FORMAT_VERSION, write_manifest
 from pipelines.contract.pieces import PIECE_KINDS, VOCAB_KINDS, PieceModel, train_piece_model
 from pipelines.contract.specials import SPECIALS, UNK_ID
@@ -316,13 +316,13 @@ def check_settings(cfg: Mapping[str, Any]) -> None:
     for key, low in lowest.items():
         section, name = key.split(".")
         check_integer(key, cfg[section][name], low, " (the special tokens)" if key == "vocab.max_size" else "")
-    if cfg["filter"]["max_ratio"] < 0:
-        raise ConfigError(f"filter.max_ratio must be >= 0 (0 = no ratio filter), got {cfg['filter']['max_ratio']}")
-    valid, test = cfg["split"]["valid"], cfg["split"]["test"]
-    if valid < 0 or test < 0 or valid + test >= 1:
-        raise ConfigError(
-            f"split.valid and split.test must be >= 0 and leave room for train (valid={valid}, test={test})"
-        )
+    check_number("filter.max_ratio", cfg["filter"]["max_ratio"], 0, note=" (0 = no ratio filter)")
+    valid, test = (
+        check_number("split.valid", cfg["split"]["valid"], 0, 1),
+        check_number("split.test", cfg["split"]["test"], 0, 1),
+    )
+    if valid + test >= 1:
+        raise ConfigError(f"split.valid and split.test must leave room for train (valid={valid}, test={test})")
 
 
 def given_for_sides(given: Mapping[str, GivenVocab], sides: Sequence[Side]) -> Mapping[str, GivenVocab]:

@@ -128,6 +128,12 @@ def test_a_setting_that_cannot_work_is_named(key, value, message):
         LoopSettings.from_config(_config(**{key: value}))
 
 
+@pytest.mark.parametrize("seed", [math.nan, -1, "7"])
+def test_a_seed_that_cannot_seed_is_named(seed):
+    with pytest.raises(ConfigError, match="seed must be an integer >= 0"):
+        LoopSettings.from_config({**_config(), "seed": seed})
+
+
 def test_early_stopping_after_exactly_patience_bad_validations():
     scores = [5.0, 4.0, 6.0, 4.5, 4.0, 3.0, 2.0, 1.0]  # the best at epoch 1; 2, 3 and 4 are no better
     reports: list = []

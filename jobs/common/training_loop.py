@@ -107,6 +107,7 @@ class LoopSettings:
             ("train.decay_after", train["decay_after"], 0),
             ("train.max_failures", train["max_failures"], 0),
             ("valid.every", valid["every"], 1),
+            ("seed", config["seed"], 0),
         ):
             check_integer(key, value, low)
         for key in ("lr", "max_minutes", "clip_norm", "weight_decay", "min_lr", "report_seconds"):

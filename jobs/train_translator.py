@@ -32,7 +32,7 @@ from jobs.common.torch_files import load_checked
 from jobs.common.tracking import tracking_uri
 from jobs.common.training_loop import STATE_FILE, Family, LoopSettings
 from jobs.common.translation import Translation, translate, translate_and_score
-from pipelines.contract.errors import CheckpointError, ConfigError, ManifestError, check_integer
+from pipelines.contract.errors import CheckpointError, ConfigError, ManifestError, check_integer, check_number
 from pipelines.contract.manifest import load_manifest
 from pipelines.contract.parallel_shards import Pairs, read_pairs
 from pipelines.contract.pieces import PieceModel
@@ -231,10 +231,14 @@ def prepare(config: dict[str, Any]) -> None:
     vocabs = load_vocabs(Path(config["data_dir"]), manifest)  # those the shards were made with
     if config["init_from"]:
         config["init_weights"] = stage_init_weights(config, vocabs)
-    check_integer("train.average_last", config["train"]["average_last"], 0, " (0 or 1 = off)")
-    alpha = config["train"]["subword_alpha"]
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 <= alpha <= 1:
-        raise ConfigError(f"train.subword_alpha must be a number in [0, 1] (0 = off), got {alpha!r}")
+    t, v = config["train"], config["valid"]
+    check_integer("train.average_last", t["average_last"], 0, " (0 or 1 = off)")
+    check_number("train.subword_alpha", t["subword_alpha"], 0, 1, " (0 = off)")
+    check_integer("train.batch_tokens", t["batch_tokens"], 1)
+    check_integer("train.batch_sentences", t["batch_sentences"], 0, " (0 = no limit)")
+    check_number("train.label_smoothing", t["label_smoothing"], 0, 0.99)
+    for key in ("max_sentences", "samples", "heatmaps"):
+        check_integer(f"valid.{key}", v[key], 0)
 
 
 def stage_init_weights(config: dict[str, Any], vocabs: dict[str, tuple[Vocab, PieceModel | None]]) -> str:

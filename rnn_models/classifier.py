@@ -27,6 +27,8 @@ class ClassifierSettings(Settings):
     """The shape of a classifier (what a checkpoint needs to rebuild it); the fields are the
     ``model.*`` keys of the job's config."""
 
+    prefix = "model."
+
     vocab: int
     classes: int
     embedding_size: int = 200

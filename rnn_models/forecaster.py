@@ -23,6 +23,8 @@ class ForecasterSettings(Settings):
     """The shape of a forecaster; ``features`` and ``calendar`` come from the data, the rest are
     the ``model.*`` keys of the job's config."""
 
+    prefix = "model."
+
     features: int = 1  # values per step (the series' value columns)
     calendar: int = 0  # known-in-advance inputs per step (calendar features)
     hidden_size: int = 64

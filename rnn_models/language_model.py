@@ -29,6 +29,8 @@ class LanguageModelSettings(Settings):
     """The shape of a language model (what a checkpoint needs to rebuild it); the fields are the
     ``model.*`` keys of the job's config."""
 
+    prefix = "model."
+
     vocab: int
     embedding_size: int = 200
     hidden_size: int = 200

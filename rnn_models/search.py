@@ -33,6 +33,8 @@ class DecodeSettings(Settings):
     ``decode.*`` keys of a config and the command-line flags override them, and a translator's
     checkpoint carries the settings it was trained with."""
 
+    prefix = "decode."
+
     beam: int = 5  # beam size (1 = greedy)
     alpha: float = 1.5  # length penalty ((5 + len) / 6) ** alpha of beam search (bench/README.md: beam study)
     max_ratio: float = 1.5  # output length limit: max_ratio x source length + max_extra
@@ -65,8 +67,9 @@ class DecodeSettings(Settings):
     @classmethod
     def from_dict(cls, values: dict[str, Any] | None, base: "DecodeSettings | None" = None) -> "DecodeSettings":
         """``base`` (default: the defaults above) with the non-null ``values`` on top."""
-        cls.check_keys(values or {})
-        return replace(base or cls(), **{k: v for k, v in (values or {}).items() if v is not None})
+        values = {k: v for k, v in (values or {}).items() if v is not None}
+        cls.check_values(values)
+        return replace(base or cls(), **values)
 
     @property
     def copy_unk(self) -> bool:

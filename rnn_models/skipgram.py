@@ -38,6 +38,8 @@ class Word2VecSettings(Settings):
     """The shape and objective of a word2vec model (what a checkpoint must match to resume); the
     fields besides ``vocab_size`` are the ``model.*`` keys of the job's config."""
 
+    prefix = "model."
+
     vocab_size: int
     dim: int = 200  # embedding size
     cbow: bool = False  # CBOW (the window's mean predicts the centre) instead of skip-gram

@@ -24,6 +24,8 @@ class TranslatorSettings(Settings):
     """The shape of a translator (what a checkpoint needs to rebuild it); the fields are the
     ``model.*`` keys of the job's config."""
 
+    prefix = "model."
+
     src_vocab: int
     tgt_vocab: int
     embedding_size: int = 256

@@ -323,3 +323,31 @@ def test_fine_tuning_on_an_in_domain_corpus_raises_its_bleu(tmp_path, data_dir, 
             log=lambda m: None,
         )
         job.run(_args(tmp_path, other, tmp_path / "y", uri, "run_name=ft-y", f"init_from={base['best']}", *small))
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ("train.batch_tokens=0", "train.batch_tokens must be an integer >= 1"),
+        ("train.batch_tokens=nan", "train.batch_tokens must be an integer >= 1, got 'nan'"),
+        ("train.batch_sentences=-1", "train.batch_sentences must be an integer >= 0"),
+        ("train.label_smoothing=inf", "train.label_smoothing must be a finite number in \\[0, 0.99\\]"),
+        ("train.label_smoothing=1", "train.label_smoothing must be a finite number in"),
+        ("train.subword_alpha=nan", "train.subword_alpha must be a finite number in \\[0, 1\\]"),
+        ("valid.max_sentences=1e18", "valid.max_sentences must be an integer >= 0"),
+        ("valid.samples=-1", "valid.samples must be an integer >= 0"),
+        ("valid.heatmaps=inf", "valid.heatmaps must be an integer >= 0"),
+        ("model.hidden_size=inf", "model.hidden_size must be an integer, got 'inf'"),
+    ],
+)
+def test_a_number_that_cannot_work_is_refused_before_training(tmp_path, data_dir, setting, message):
+    """Before the check these reached the workers (or were TypeError tracebacks)."""
+    from jobs.common.config import load_config, to_dict
+    from jobs.common.ray_train import resolve_paths
+
+    config = resolve_paths(
+        to_dict(load_config("train_translator", [f"data_dir={data_dir}", f"output_dir={tmp_path}", setting])),
+        job.TranslatorTrainer.path_keys,
+    )
+    with pytest.raises(ConfigError, match=message):
+        job.prepare(config)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import errno
+import functools
 import os
 import shutil
 import socket
@@ -15,7 +16,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from pipelines.contract.errors import OutputExistsError
 
@@ -54,15 +55,14 @@ def atomic_directory(target: Path, overwrite: bool = False) -> Iterator[Path]:
 def _publish(tmp: Path, target: Path) -> None:
     """Rename ``tmp`` to a ``target`` that must not exist (a non-empty one makes the rename fail:
     no other run's output is replaced, even one published after the check)."""
+    taken = OutputExistsError(f"{target} was published by another run meanwhile; pass overwrite=true to replace it")
     if target.exists():
-        raise OutputExistsError(f"{target} was published by another run meanwhile; pass overwrite=true to replace it")
+        raise taken
     try:
         os.rename(tmp, target)
     except OSError as error:
         if error.errno in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR):
-            raise OutputExistsError(
-                f"{target} was published by another run meanwhile; pass overwrite=true to replace it"
-            ) from None
+            raise taken from None
         raise
 
 
@@ -81,11 +81,8 @@ def _replace(tmp: Path, target: Path) -> None:
 def _exchange(a: Path, b: Path) -> bool:
     """Swap two existing paths atomically (Linux ``renameat2(RENAME_EXCHANGE)``); False where the
     system or file system cannot, having changed nothing."""
-    if not sys.platform.startswith("linux"):
-        return False
-    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
-    renameat2 = getattr(libc, "renameat2", None)
-    if renameat2 is None:  # glibc before 2.28
+    renameat2 = _renameat2()
+    if renameat2 is None:
         return False
     if renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
         return True
@@ -95,16 +92,29 @@ def _exchange(a: Path, b: Path) -> bool:
     raise OSError(code, os.strerror(code), str(b))
 
 
+@functools.cache
+def _renameat2() -> Any:
+    """libc's ``renameat2`` (looked up once); None off Linux or with glibc before 2.28."""
+    if not sys.platform.startswith("linux"):
+        return None
+    return getattr(ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True), "renameat2", None)
+
+
+def _host() -> str:
+    """This machine's name as temporary names carry it (no dashes: they separate the parts)."""
+    return socket.gethostname().replace("-", "_")
+
+
 def _owner() -> str:
     """This process, as temporary names carry it: host and process id."""
-    return f"{socket.gethostname().replace('-', '_')}-{os.getpid()}"
+    return f"{_host()}-{os.getpid()}"
 
 
 def remove_abandoned(target: Path) -> list[Path]:
     """Delete the temporary siblings of ``target`` (``.<name>.tmp-...``, ``.<name>.old-...``) that
     a process of this machine made and that no longer runs (killed mid-write); those of live
     processes and of other machines stay. Returns what it deleted."""
-    host = socket.gethostname().replace("-", "_")
+    host = _host()
     removed = []
     for kind in ("tmp", "old"):
         for path in target.parent.glob(f".{target.name}.{kind}-{host}-*"):

@@ -126,14 +126,14 @@ def regularize(times: pd.Series, values: pd.DataFrame, missing: str, order: Sequ
     numbers = values.apply(lambda c: pd.to_numeric(c.astype("string").str.strip(), errors="coerce")).astype("float64")
     frame = pd.concat([frame, numbers.reset_index(drop=True).set_axis(range(numbers.shape[1]), axis=1)], axis=1)
     counts[BAD_TIME] = int(frame["time"].isna().sum())
-    infinite = np.isinf(frame[list(range(numbers.shape[1]))].to_numpy())
+    value_columns = list(range(numbers.shape[1]))
+    infinite = np.isinf(frame[value_columns].to_numpy())
     counts[BAD_VALUE] = int((infinite & frame["time"].notna().to_numpy()[:, None]).sum())
-    frame[list(range(numbers.shape[1]))] = frame[list(range(numbers.shape[1]))].mask(infinite)
+    frame[value_columns] = frame[value_columns].mask(infinite)
     frame = frame[frame["time"].notna()].sort_values(["time", "order"], kind="stable")
     first = ~frame["time"].duplicated(keep="first")
     counts[DUPLICATE_TIME] = int((~first).sum())
     frame = frame[first]
-    value_columns = list(range(numbers.shape[1]))
     seen = pd.DatetimeIndex(frame["time"])  # every time with a row, before rows without a value go
     step = infer_step(seen)
     if step is not None and _steps_between(seen[0], seen[-1], step) + 1 > MAX_GRID * len(seen) + 1000:
